@@ -1,0 +1,213 @@
+//! One evdev frame: the events between two SYN_REPORTs.
+//!
+//! A frame holds only what changed, as "set to" values for position and buttons and as deltas for
+//! wheels. It is a small `Copy` value so that queuing one never allocates.
+
+use pvmouse_spec::evdev::{
+    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
+    REL_WHEEL_HI_RES,
+};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS};
+use pvmouse_spec::InputEvent;
+
+/// A wheel movement within one frame: high-resolution units and the whole detents they complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WheelStep {
+    pub detents: i32,
+    pub hi_res: i32,
+}
+
+impl WheelStep {
+    pub fn is_zero(&self) -> bool {
+        self.detents == 0 && self.hi_res == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub display: Option<u8>,
+    pub x: Option<u16>,
+    pub y: Option<u16>,
+    /// Buttons whose state this frame sets.
+    pub buttons_set: u8,
+    /// For each button in `buttons_set`, its new state (bit set = pressed).
+    pub buttons_down: u8,
+    pub wheel_vertical: WheelStep,
+    pub wheel_horizontal: WheelStep,
+}
+
+/// The events of one frame, SYN_REPORT last, in a fixed-size buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameEvents {
+    events: [InputEvent; MAX_FRAME_EVENTS],
+    len: usize,
+}
+
+impl FrameEvents {
+    pub const fn empty() -> Self {
+        Self {
+            events: [InputEvent::new(0, 0, 0); MAX_FRAME_EVENTS],
+            len: 0,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[InputEvent] {
+        &self.events[..self.len]
+    }
+
+    fn push(&mut self, ev: InputEvent) {
+        // A frame's fields bound its events to MAX_FRAME_EVENTS, so this cannot overflow.
+        if let Some(slot) = self.events.get_mut(self.len) {
+            *slot = ev;
+            self.len += 1;
+        }
+    }
+}
+
+impl Frame {
+    pub fn is_empty(&self) -> bool {
+        !self.has_motion() && self.buttons_set == 0 && !self.has_wheel()
+    }
+
+    pub fn has_motion(&self) -> bool {
+        self.display.is_some() || self.x.is_some() || self.y.is_some()
+    }
+
+    pub fn has_wheel(&self) -> bool {
+        !self.wheel_vertical.is_zero() || !self.wheel_horizontal.is_zero()
+    }
+
+    /// Motion is the only thing the device may coalesce; a frame with a button or wheel change
+    /// must reach the guest as its own frame.
+    pub fn is_motion_only(&self) -> bool {
+        self.buttons_set == 0 && !self.has_wheel()
+    }
+
+    /// Folds a motion-only frame that was queued before `later` into `later`. The position of the
+    /// earlier frame survives only where `later` does not set its own, so the combined frame
+    /// leaves the guest in the same state as the two frames in order.
+    pub fn absorb_earlier_motion(later: Frame, earlier: &Frame) -> Frame {
+        Frame {
+            display: later.display.or(earlier.display),
+            x: later.x.or(earlier.x),
+            y: later.y.or(earlier.y),
+            ..later
+        }
+    }
+
+    /// The evdev events of this frame: display, X, Y, buttons in code order, wheels in code
+    /// order, then SYN_REPORT. The order is part of the spec.
+    pub fn events(&self) -> FrameEvents {
+        let mut out = FrameEvents::empty();
+        if let Some(d) = self.display {
+            out.push(InputEvent::new(EV_ABS, DISPLAY_AXIS, i32::from(d)));
+        }
+        if let Some(x) = self.x {
+            out.push(InputEvent::new(EV_ABS, ABS_X, i32::from(x)));
+        }
+        if let Some(y) = self.y {
+            out.push(InputEvent::new(EV_ABS, ABS_Y, i32::from(y)));
+        }
+        for b in Button::ALL {
+            if self.buttons_set & b.bit() != 0 {
+                let down = i32::from(self.buttons_down & b.bit() != 0);
+                out.push(InputEvent::new(EV_KEY, b.code(), down));
+            }
+        }
+        // REL codes in ascending order: HWHEEL(6), WHEEL(8), WHEEL_HI_RES(11), HWHEEL_HI_RES(12).
+        let rel = [
+            (REL_HWHEEL, self.wheel_horizontal.detents),
+            (REL_WHEEL, self.wheel_vertical.detents),
+            (REL_WHEEL_HI_RES, self.wheel_vertical.hi_res),
+            (REL_HWHEEL_HI_RES, self.wheel_horizontal.hi_res),
+        ];
+        for (code, value) in rel {
+            if value != 0 {
+                out.push(InputEvent::new(EV_REL, code, value));
+            }
+        }
+        out.push(InputEvent::syn_report());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvmouse_spec::evdev::{BTN_EXTRA, BTN_LEFT};
+
+    fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
+        InputEvent::new(kind, code, value)
+    }
+
+    #[test]
+    fn largest_frame_fits_and_is_ordered() {
+        let f = Frame {
+            display: Some(3),
+            x: Some(1),
+            y: Some(2),
+            buttons_set: 0b1_1111,
+            buttons_down: 0b1_0001,
+            wheel_vertical: WheelStep {
+                detents: 1,
+                hi_res: 120,
+            },
+            wheel_horizontal: WheelStep {
+                detents: -1,
+                hi_res: -150,
+            },
+        };
+        let evs = f.events();
+        let evs = evs.as_slice();
+        assert_eq!(evs.len(), MAX_FRAME_EVENTS);
+        assert_eq!(evs[0], ev(EV_ABS, DISPLAY_AXIS, 3));
+        assert_eq!(evs[1], ev(EV_ABS, ABS_X, 1));
+        assert_eq!(evs[2], ev(EV_ABS, ABS_Y, 2));
+        assert_eq!(evs[3], ev(EV_KEY, BTN_LEFT, 1));
+        assert_eq!(evs[7], ev(EV_KEY, BTN_EXTRA, 1));
+        assert_eq!(evs[8], ev(EV_REL, REL_HWHEEL, -1));
+        assert_eq!(evs[9], ev(EV_REL, REL_WHEEL, 1));
+        assert_eq!(evs[10], ev(EV_REL, REL_WHEEL_HI_RES, 120));
+        assert_eq!(evs[11], ev(EV_REL, REL_HWHEEL_HI_RES, -150));
+        assert!(evs[12].is_syn_report());
+    }
+
+    #[test]
+    fn hi_res_without_a_whole_detent_omits_the_detent_event() {
+        let f = Frame {
+            wheel_vertical: WheelStep {
+                detents: 0,
+                hi_res: 60,
+            },
+            ..Frame::default()
+        };
+        assert_eq!(
+            f.events().as_slice(),
+            &[
+                ev(EV_REL, REL_WHEEL_HI_RES, 60),
+                InputEvent::syn_report()
+            ]
+        );
+    }
+
+    #[test]
+    fn earlier_motion_fills_only_what_the_later_frame_leaves_unset() {
+        let earlier = Frame {
+            display: Some(1),
+            x: Some(10),
+            y: Some(20),
+            ..Frame::default()
+        };
+        let later = Frame {
+            x: Some(30),
+            buttons_set: 1,
+            buttons_down: 1,
+            ..Frame::default()
+        };
+        let merged = Frame::absorb_earlier_motion(later, &earlier);
+        assert_eq!(merged.display, Some(1));
+        assert_eq!(merged.x, Some(30));
+        assert_eq!(merged.y, Some(20));
+        assert_eq!(merged.buttons_set, 1);
+    }
+}

@@ -1,0 +1,11 @@
+//! `vhost-user-pvmouse`: the host half of pvmouse, a paravirtual multi-display absolute pointer.
+//!
+//! Control clients speak QMP to [`control`]; their commands become [`pointer::PointerAction`]s,
+//! then [`frame::Frame`]s in [`pending::PendingFrames`], which the vring worker in [`backend`]
+//! streams into the guest's event queue.
+
+pub mod config_space;
+pub mod frame;
+pub mod identity;
+pub mod pending;
+pub mod pointer;

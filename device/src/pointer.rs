@@ -1,0 +1,279 @@
+//! The pointer's state and how actions on it become frames.
+
+use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
+
+use crate::frame::{Frame, WheelStep};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WheelAxis {
+    Vertical,
+    Horizontal,
+}
+
+/// One validated step of a control command. Values are already in device units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointerAction {
+    /// Sets any of display, X and Y; the ones left `None` keep their value.
+    Move {
+        display: Option<u8>,
+        x: Option<u16>,
+        y: Option<u16>,
+    },
+    Button {
+        button: Button,
+        down: bool,
+    },
+    /// Scrolls by `hi_res` units, 120 per detent; positive is up or right, as in Linux.
+    Wheel {
+        axis: WheelAxis,
+        hi_res: i32,
+    },
+}
+
+/// What the device believes the guest's pointer looks like once every queued frame arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PointerState {
+    pub display: u8,
+    /// `None` until a client sets it: a freshly started backend must not move the guest's
+    /// pointer to a corner it never asked for.
+    pub x: Option<u16>,
+    pub y: Option<u16>,
+    /// Bit per [`Button::bit`], set while pressed.
+    pub buttons: u8,
+    /// Hi-res units not yet reported as a whole detent, per axis (vertical, horizontal).
+    wheel_remainder: [i32; 2],
+}
+
+impl PointerState {
+    pub fn is_down(&self, button: Button) -> bool {
+        self.buttons & button.bit() != 0
+    }
+
+    /// Applies `actions` in order and hands every completed frame to `emit`, in order.
+    ///
+    /// A command becomes one frame unless keeping the client's order needs more: a button that
+    /// changes twice, motion after a button or wheel change, or a wheel that reverses each start
+    /// a new frame. Actions that change nothing produce nothing.
+    pub fn apply(&mut self, actions: &[PointerAction], mut emit: impl FnMut(Frame)) {
+        let mut frame = Frame::default();
+        for action in actions {
+            match *action {
+                PointerAction::Move { display, x, y } => {
+                    let display = display.filter(|d| *d != self.display);
+                    let x = x.filter(|v| Some(*v) != self.x);
+                    let y = y.filter(|v| Some(*v) != self.y);
+                    if display.is_none() && x.is_none() && y.is_none() {
+                        continue;
+                    }
+                    if !frame.is_motion_only() {
+                        emit(std::mem::take(&mut frame));
+                    }
+                    if let Some(d) = display {
+                        frame.display = Some(d);
+                        self.display = d;
+                    }
+                    if let Some(v) = x {
+                        frame.x = Some(v);
+                        self.x = Some(v);
+                    }
+                    if let Some(v) = y {
+                        frame.y = Some(v);
+                        self.y = Some(v);
+                    }
+                }
+                PointerAction::Button { button, down } => {
+                    if self.is_down(button) == down {
+                        continue;
+                    }
+                    let bit = button.bit();
+                    if frame.buttons_set & bit != 0 {
+                        emit(std::mem::take(&mut frame));
+                    }
+                    frame.buttons_set |= bit;
+                    if down {
+                        frame.buttons_down |= bit;
+                        self.buttons |= bit;
+                    } else {
+                        frame.buttons_down &= !bit;
+                        self.buttons &= !bit;
+                    }
+                }
+                PointerAction::Wheel { axis, hi_res } => {
+                    if hi_res == 0 {
+                        continue;
+                    }
+                    let pending = match axis {
+                        WheelAxis::Vertical => frame.wheel_vertical,
+                        WheelAxis::Horizontal => frame.wheel_horizontal,
+                    };
+                    if pending.hi_res.signum() == -hi_res.signum() {
+                        emit(std::mem::take(&mut frame));
+                    }
+                    let step = self.wheel_step(axis, hi_res);
+                    let slot = match axis {
+                        WheelAxis::Vertical => &mut frame.wheel_vertical,
+                        WheelAxis::Horizontal => &mut frame.wheel_horizontal,
+                    };
+                    slot.hi_res = slot.hi_res.saturating_add(step.hi_res);
+                    slot.detents = slot.detents.saturating_add(step.detents);
+                }
+            }
+        }
+        if !frame.is_empty() {
+            emit(frame);
+        }
+    }
+
+    /// How many frames `apply` would produce, without changing anything.
+    pub fn frames_needed(&self, actions: &[PointerAction]) -> usize {
+        let mut scratch = *self;
+        let mut count = 0;
+        scratch.apply(actions, |_| count += 1);
+        count
+    }
+
+    /// Everything a guest needs to match this state, whatever it saw before: the display, the
+    /// position where known, and every button, released ones included, so none stays stuck.
+    pub fn full_state_frame(&self) -> Frame {
+        let all = Button::ALL.iter().fold(0, |m, b| m | b.bit());
+        Frame {
+            display: Some(self.display),
+            x: self.x,
+            y: self.y,
+            buttons_set: all,
+            buttons_down: self.buttons,
+            ..Frame::default()
+        }
+    }
+
+    /// Accumulates hi-res units the way Linux's hid-input does: a whole detent is reported each
+    /// time 120 units add up, and reversing direction discards the partial detent.
+    fn wheel_step(&mut self, axis: WheelAxis, hi_res: i32) -> WheelStep {
+        let rem = &mut self.wheel_remainder[axis as usize];
+        if rem.signum() == -hi_res.signum() {
+            *rem = 0;
+        }
+        *rem = rem.saturating_add(hi_res);
+        let detents = *rem / HI_RES_PER_DETENT;
+        *rem -= detents * HI_RES_PER_DETENT;
+        WheelStep { detents, hi_res }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: &mut PointerState, actions: &[PointerAction]) -> Vec<Frame> {
+        let predicted = state.frames_needed(actions);
+        let mut out = Vec::new();
+        state.apply(actions, |f| out.push(f));
+        assert_eq!(out.len(), predicted);
+        out
+    }
+
+    fn mv(display: Option<u8>, x: Option<u16>, y: Option<u16>) -> PointerAction {
+        PointerAction::Move { display, x, y }
+    }
+
+    fn btn(button: Button, down: bool) -> PointerAction {
+        PointerAction::Button { button, down }
+    }
+
+    fn wheel(axis: WheelAxis, hi_res: i32) -> PointerAction {
+        PointerAction::Wheel { axis, hi_res }
+    }
+
+    #[test]
+    fn a_move_sets_only_what_changed() {
+        let mut s = PointerState::default();
+        let f = run(&mut s, &[mv(Some(0), Some(5), Some(6))]);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].display, f[0].x, f[0].y), (None, Some(5), Some(6)));
+        let f = run(&mut s, &[mv(Some(1), Some(5), Some(7))]);
+        assert_eq!((f[0].display, f[0].x, f[0].y), (Some(1), None, Some(7)));
+        assert!(run(&mut s, &[mv(Some(1), Some(5), Some(7))]).is_empty());
+    }
+
+    #[test]
+    fn motion_then_click_is_one_frame_but_click_then_motion_is_two() {
+        let mut s = PointerState::default();
+        let f = run(&mut s, &[mv(None, Some(1), Some(1)), btn(Button::Left, true)]);
+        assert_eq!(f.len(), 1);
+        let f = run(&mut s, &[btn(Button::Left, false), mv(None, Some(2), None)]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].buttons_set, Button::Left.bit());
+        assert_eq!(f[1].x, Some(2));
+    }
+
+    #[test]
+    fn press_and_release_in_one_command_are_two_frames() {
+        let mut s = PointerState::default();
+        let f = run(&mut s, &[btn(Button::Right, true), btn(Button::Right, false)]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].buttons_down, Button::Right.bit());
+        assert_eq!(f[1].buttons_down, 0);
+        assert!(!s.is_down(Button::Right));
+    }
+
+    #[test]
+    fn pressing_a_held_button_changes_nothing() {
+        let mut s = PointerState::default();
+        run(&mut s, &[btn(Button::Middle, true)]);
+        assert!(run(&mut s, &[btn(Button::Middle, true)]).is_empty());
+    }
+
+    #[test]
+    fn hi_res_wheel_reports_detents_as_they_complete() {
+        let mut s = PointerState::default();
+        let f = run(&mut s, &[wheel(WheelAxis::Vertical, 60)]);
+        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 0, hi_res: 60 });
+        let f = run(&mut s, &[wheel(WheelAxis::Vertical, 90)]);
+        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 1, hi_res: 90 });
+        // 30 left over; reversing drops it, so -120 is exactly one detent down.
+        let f = run(&mut s, &[wheel(WheelAxis::Vertical, -120)]);
+        assert_eq!(f[0].wheel_vertical, WheelStep { detents: -1, hi_res: -120 });
+        let f = run(&mut s, &[wheel(WheelAxis::Horizontal, 240)]);
+        assert_eq!(f[0].wheel_horizontal, WheelStep { detents: 2, hi_res: 240 });
+        assert!(f[0].wheel_vertical.is_zero());
+    }
+
+    #[test]
+    fn same_direction_wheel_steps_add_up_and_a_reversal_splits() {
+        let mut s = PointerState::default();
+        let f = run(
+            &mut s,
+            &[wheel(WheelAxis::Vertical, 120), wheel(WheelAxis::Vertical, 120)],
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 2, hi_res: 240 });
+        let f = run(
+            &mut s,
+            &[wheel(WheelAxis::Vertical, 120), wheel(WheelAxis::Vertical, -120)],
+        );
+        assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn full_state_names_every_button_and_only_known_position() {
+        let mut s = PointerState::default();
+        run(&mut s, &[mv(Some(2), Some(9), None), btn(Button::Side, true)]);
+        let f = s.full_state_frame();
+        assert_eq!((f.display, f.x, f.y), (Some(2), Some(9), None));
+        assert_eq!(f.buttons_set, 0b1_1111);
+        assert_eq!(f.buttons_down, Button::Side.bit());
+    }
+
+    #[test]
+    fn frames_needed_matches_apply_and_changes_nothing() {
+        let s = PointerState::default();
+        let actions = [
+            btn(Button::Left, true),
+            btn(Button::Left, false),
+            mv(None, Some(3), Some(3)),
+            wheel(WheelAxis::Vertical, 120),
+        ];
+        assert_eq!(s.frames_needed(&actions), 3);
+        assert_eq!(s, PointerState::default());
+    }
+}

@@ -1,0 +1,16 @@
+//! The contract between pvmouse's host backend (`vhost-user-pvmouse`) and its guest bridge
+//! (`pvmouse-guestd`): the device profile's identity and ranges, the evdev codes it uses, the
+//! little-endian event wire type, the status-queue presence messages, and the control protocol's
+//! limits.
+//!
+//! `spec/pvmouse.md` and `spec/control.md` are normative; this crate is their machine-readable
+//! half. Nothing in `device/` or `guest-uinput/` declares these values again.
+
+#![forbid(unsafe_code)]
+
+pub mod evdev;
+pub mod profile;
+pub mod status;
+pub mod wire;
+
+pub use wire::InputEvent;

@@ -1,0 +1,133 @@
+//! The pvmouse device profile: identity, axes, buttons, wheels and queue layout.
+//! `spec/pvmouse.md` explains each choice.
+
+use crate::evdev::{
+    ABS_MISC, BTN_EXTRA, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BTN_SIDE, BUS_VIRTUAL, MSC_RAW,
+};
+
+/// The virtio device ID the profile presents (virtio input).
+pub const VIRTIO_DEVICE_ID: u32 = 18;
+
+/// Queue indices, as in every virtio-input device.
+pub const EVENTQ: u16 = 0;
+pub const STATUSQ: u16 = 1;
+pub const NUM_QUEUES: usize = 2;
+
+/// `ID_DEVIDS`. Vendor and product are the ASCII pairs "pv" and "mo": BUS_VIRTUAL has no ID
+/// registry, and these collide with no QEMU virtio-input device.
+pub const BUSTYPE: u16 = BUS_VIRTUAL;
+pub const VENDOR: u16 = 0x7076;
+pub const PRODUCT: u16 = 0x6d6f;
+/// The profile version. It changes only when the event contract changes.
+pub const VERSION: u16 = 0x0001;
+
+pub const DEFAULT_NAME: &str = "pvmouse";
+pub const DEFAULT_SERIAL: &str = "pvmouse-0";
+/// Linux's virtio_input keeps 64-byte name and serial buffers, NUL included.
+pub const MAX_ID_STRING_LEN: usize = 63;
+
+/// ABS_X and ABS_Y cover one display, independent of its size in pixels.
+pub const AXIS_MIN: i32 = 0;
+pub const AXIS_MAX: i32 = 65535;
+
+/// The display a position belongs to travels on this absolute axis, range `0..=displays-1`.
+pub const DISPLAY_AXIS: u16 = ABS_MISC;
+pub const MIN_DISPLAYS: u32 = 1;
+pub const MAX_DISPLAYS: u32 = 16;
+
+/// High-resolution wheel units per detent (`REL_WHEEL_HI_RES` convention of Linux).
+pub const HI_RES_PER_DETENT: i32 = 120;
+
+/// The status-queue code the device advertises for guest→host messages (see [`crate::status`]).
+pub const STATUS_MSC_CODE: u16 = MSC_RAW;
+
+/// The most events one frame can hold, SYN_REPORT included: display, X, Y, five buttons, two
+/// wheels in both resolutions.
+pub const MAX_FRAME_EVENTS: usize = 3 + Button::ALL.len() + 4 + 1;
+
+/// How many frames the device holds for a guest that is not draining its eventq. Only motion
+/// is coalesced, so this bounds button and wheel frames that are waiting.
+pub const MAX_PENDING_FRAMES: usize = 4096;
+
+/// Queue sizes the device supports (QEMU 10's vhost-user-input frontend uses 4).
+pub const MIN_QUEUE_SIZE: u16 = 4;
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+/// The five buttons, in the order the device reports them within a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Button {
+    Left,
+    Right,
+    Middle,
+    Side,
+    Extra,
+}
+
+impl Button {
+    pub const ALL: [Button; 5] = [
+        Button::Left,
+        Button::Right,
+        Button::Middle,
+        Button::Side,
+        Button::Extra,
+    ];
+
+    pub const fn code(self) -> u16 {
+        match self {
+            Button::Left => BTN_LEFT,
+            Button::Right => BTN_RIGHT,
+            Button::Middle => BTN_MIDDLE,
+            Button::Side => BTN_SIDE,
+            Button::Extra => BTN_EXTRA,
+        }
+    }
+
+    /// The name QEMU's `InputButton` enum and the control protocol use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Button::Left => "left",
+            Button::Right => "right",
+            Button::Middle => "middle",
+            Button::Side => "side",
+            Button::Extra => "extra",
+        }
+    }
+
+    /// This button's bit in a button mask.
+    pub const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    pub fn from_name(name: &str) -> Option<Button> {
+        Button::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn from_code(code: u16) -> Option<Button> {
+        Button::ALL.into_iter().find(|b| b.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn button_bits_are_distinct_and_codes_ascend() {
+        let mut seen = 0u8;
+        for pair in Button::ALL.windows(2) {
+            assert!(pair[0].code() < pair[1].code());
+        }
+        for b in Button::ALL {
+            assert_eq!(seen & b.bit(), 0);
+            seen |= b.bit();
+            assert_eq!(Button::from_name(b.name()), Some(b));
+            assert_eq!(Button::from_code(b.code()), Some(b));
+        }
+        assert_eq!(seen, 0b1_1111);
+    }
+
+    #[test]
+    fn largest_frame_has_thirteen_events() {
+        assert_eq!(MAX_FRAME_EVENTS, 13);
+    }
+}
