@@ -9,3 +9,8 @@ pub mod frame;
 pub mod identity;
 pub mod pending;
 pub mod pointer;
+pub mod guest_fault;
+pub mod virtqueue;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;

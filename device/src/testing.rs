@@ -1,0 +1,143 @@
+//! A mock guest for tests and benchmarks: guest memory plus a split virtqueue whose descriptor
+//! table and rings can be written directly, malformed chains included.
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::{Descriptor as SplitDescriptor, VirtqUsedElem};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub const WRITE: u16 = VRING_DESC_F_WRITE as u16;
+pub const NEXT: u16 = VRING_DESC_F_NEXT as u16;
+pub const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
+
+/// Guest memory size; buffers live at [`BUFFERS`] and above, rings below.
+pub const MEMORY_SIZE: usize = 0x10_0000;
+pub const BUFFERS: u64 = 0x8_0000;
+
+pub fn guest_memory() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
+        .expect("mock guest memory")
+}
+
+pub fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+}
+
+/// The address of the 8-byte event buffer a test gives to descriptor `index`.
+pub fn buffer(index: u16) -> u64 {
+    BUFFERS + u64::from(index) * 0x10
+}
+
+/// A split virtqueue laid out at guest address 0: descriptor table, avail ring, used ring.
+///
+/// virtio-queue 0.18's `MockSplitQueue` places the used ring `size` bytes after the avail ring's
+/// start instead of after its end, so the two overlap; this lays them out by the spec.
+#[derive(Debug)]
+pub struct MockRing<'a> {
+    mem: &'a GuestMemoryMmap,
+    size: u16,
+    avail: u64,
+    used: u64,
+    offered: u16,
+}
+
+impl<'a> MockRing<'a> {
+    pub fn new(mem: &'a GuestMemoryMmap, size: u16) -> Self {
+        let avail = 16 * u64::from(size);
+        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
+        let end = used + 6 + 8 * u64::from(size);
+        assert!(end <= BUFFERS, "rings must stay below the buffers");
+        for addr in [avail, used] {
+            mem.write_obj(0u32, GuestAddress(addr)).expect("ring in memory");
+        }
+        Self {
+            mem,
+            size,
+            avail,
+            used,
+            offered: 0,
+        }
+    }
+
+    pub fn queue(&self) -> Queue {
+        let mut q = Queue::new(self.size).expect("queue size");
+        q.set_size(self.size);
+        q.set_desc_table_address(Some(0), Some(0));
+        q.set_avail_ring_address(Some(self.avail as u32), Some(0));
+        q.set_used_ring_address(Some(self.used as u32), Some(0));
+        q.set_event_idx(false);
+        q.set_ready(true);
+        q
+    }
+
+    pub fn set_desc(&self, index: u16, d: RawDescriptor) {
+        self.write_raw(16 * u64::from(index), d);
+    }
+
+    /// Writes a descriptor anywhere in guest memory, e.g. into an indirect table.
+    pub fn write_raw(&self, addr: u64, d: RawDescriptor) {
+        self.mem
+            .write_obj(d, GuestAddress(addr))
+            .expect("address in memory");
+    }
+
+    fn write_u16(&self, addr: u64, v: u16) {
+        self.mem
+            .write_obj(v.to_le(), GuestAddress(addr))
+            .expect("ring in memory");
+    }
+
+    fn read_u16(&self, addr: u64) -> u16 {
+        u16::from_le(self.mem.read_obj(GuestAddress(addr)).expect("ring in memory"))
+    }
+
+    /// Puts `head` on the avail ring and publishes it.
+    pub fn offer(&mut self, head: u16) {
+        let slot = u64::from(self.offered % self.size);
+        self.write_u16(self.avail + 4 + 2 * slot, head);
+        self.offered = self.offered.wrapping_add(1);
+        self.write_u16(self.avail + 2, self.offered);
+    }
+
+    /// Claims an avail index far beyond the queue size.
+    pub fn corrupt_avail_idx(&self) {
+        self.write_u16(self.avail + 2, self.offered.wrapping_add(0x8000));
+    }
+
+    /// Offers one device-writable 8-byte buffer at descriptor `index` (eventq style).
+    pub fn offer_event_buffer(&mut self, index: u16) {
+        self.set_desc(index, desc(buffer(index), 8, WRITE, 0));
+        self.offer(index);
+    }
+
+    /// Offers one device-readable buffer holding `bytes` at descriptor `index` (statusq style).
+    pub fn offer_status_buffer(&mut self, index: u16, bytes: [u8; 8]) {
+        self.mem
+            .write_slice(&bytes, GuestAddress(buffer(index)))
+            .expect("buffer in memory");
+        self.set_desc(index, desc(buffer(index), 8, 0, 0));
+        self.offer(index);
+    }
+
+    pub fn used_idx(&self) -> u16 {
+        self.read_u16(self.used + 2)
+    }
+
+    /// The `n`th used entry ever written (the ring wraps).
+    pub fn used(&self, n: u16) -> VirtqUsedElem {
+        let slot = u64::from(n % self.size);
+        self.mem
+            .read_obj(GuestAddress(self.used + 4 + 8 * slot))
+            .expect("ring in memory")
+    }
+
+    pub fn read_buffer(&self, addr: u64) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        self.mem
+            .read_slice(&mut out, GuestAddress(addr))
+            .expect("buffer in memory");
+        out
+    }
+}
+
