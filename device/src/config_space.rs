@@ -86,7 +86,10 @@ impl ConfigAnswer<'_> {
                 len
             }
             ConfigAnswer::AbsInfo(a) => {
-                for (i, v) in [a.min, a.max, a.fuzz, a.flat, a.res].into_iter().enumerate() {
+                for (i, v) in [a.min, a.max, a.fuzz, a.flat, a.res]
+                    .into_iter()
+                    .enumerate()
+                {
                     union[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
                 }
                 20
@@ -98,7 +101,9 @@ impl ConfigAnswer<'_> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("config access of {size} bytes at offset {offset} is outside the {CONFIG_SIZE}-byte config space")]
+#[error(
+    "config access of {size} bytes at offset {offset} is outside the {CONFIG_SIZE}-byte config space"
+)]
 pub struct OutOfBounds {
     pub offset: u32,
     pub size: usize,
@@ -211,7 +216,10 @@ mod tests {
         cs.write(1, &[subsel]).unwrap();
         let size = cs.read(2, 1).unwrap()[0] as usize;
         let union = cs.read(8, 128).unwrap();
-        assert!(union[size..].iter().all(|b| *b == 0), "bytes past size must be 0");
+        assert!(
+            union[size..].iter().all(|b| *b == 0),
+            "bytes past size must be 0"
+        );
         union[..size].to_vec()
     }
 
@@ -261,7 +269,10 @@ mod tests {
     fn prop_bits_and_autorepeat_are_empty() {
         let mut cs = space(1);
         assert!(select(&mut cs, 0x10, 0).is_empty());
-        assert!(select(&mut cs, 0x11, 0x14).is_empty(), "EV_REP would enable autorepeat");
+        assert!(
+            select(&mut cs, 0x11, 0x14).is_empty(),
+            "EV_REP would enable autorepeat"
+        );
         assert_eq!(select(&mut cs, 0x12, 0x28), abs(0, 0));
     }
 
@@ -281,9 +292,19 @@ mod tests {
     #[test]
     fn out_of_bounds_access_is_refused_without_side_effects() {
         let mut cs = space(1);
-        for (offset, size) in [(0, 0), (136, 1), (135, 2), (0, 137), (u32::MAX, 4), (4000, 96)] {
+        for (offset, size) in [
+            (0, 0),
+            (136, 1),
+            (135, 2),
+            (0, 137),
+            (u32::MAX, 4),
+            (4000, 96),
+        ] {
             assert!(cs.read(offset, size).is_err(), "read {offset}+{size}");
-            assert!(cs.write(offset, &vec![7; size as usize]).is_err(), "write {offset}+{size}");
+            assert!(
+                cs.write(offset, &vec![7; size as usize]).is_err(),
+                "write {offset}+{size}"
+            );
         }
         assert_eq!(cs.select(), (0, 0));
         assert_eq!(cs.read(0, 136).unwrap().len(), 136);

@@ -3,12 +3,12 @@
 //! A frame holds only what changed, as "set to" values for position and buttons and as deltas for
 //! wheels. It is a small `Copy` value so that queuing one never allocates.
 
+use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
     REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS};
-use pvmouse_spec::InputEvent;
 
 /// A wheel movement within one frame: high-resolution units and the whole detents they complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -183,10 +183,7 @@ mod tests {
         };
         assert_eq!(
             f.events().as_slice(),
-            &[
-                ev(EV_REL, REL_WHEEL_HI_RES, 60),
-                InputEvent::syn_report()
-            ]
+            &[ev(EV_REL, REL_WHEEL_HI_RES, 60), InputEvent::syn_report()]
         );
     }
 

@@ -6,11 +6,19 @@
 
 pub mod config_space;
 pub mod frame;
+pub mod guest_fault;
 pub mod identity;
 pub mod pending;
 pub mod pointer;
-pub mod guest_fault;
 pub mod virtqueue;
 
+pub mod backend;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod device;
+pub mod notice;
+pub mod presence;
+pub mod socket;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;

@@ -1,1 +1,37 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use vhost_user_pvmouse::cli::{Cli, Config, capabilities_json};
+use vhost_user_pvmouse::daemon;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_capabilities {
+        println!("{}", capabilities_json());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // SAFETY: umask only swaps the process's file-creation mask; no memory is involved. It runs
+    // before any thread starts, so every socket this process creates is born 0600.
+    unsafe { libc::umask(0o177) };
+    let config = match Config::try_from(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vhost-user-pvmouse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match daemon::run(config) {
+        Ok(never) => match never {},
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -30,6 +30,14 @@ pub enum PointerAction {
     },
 }
 
+/// The frames a command produces: all of them, and those that carry a button or wheel change
+/// and so can never be coalesced away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameCount {
+    pub total: usize,
+    pub held: usize,
+}
+
 /// What the device believes the guest's pointer looks like once every queued frame arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PointerState {
@@ -125,10 +133,15 @@ impl PointerState {
     }
 
     /// How many frames `apply` would produce, without changing anything.
-    pub fn frames_needed(&self, actions: &[PointerAction]) -> usize {
+    pub fn count_frames(&self, actions: &[PointerAction]) -> FrameCount {
         let mut scratch = *self;
-        let mut count = 0;
-        scratch.apply(actions, |_| count += 1);
+        let mut count = FrameCount::default();
+        scratch.apply(actions, |frame| {
+            count.total += 1;
+            if !frame.is_motion_only() {
+                count.held += 1;
+            }
+        });
         count
     }
 
@@ -165,7 +178,7 @@ mod tests {
     use super::*;
 
     fn run(state: &mut PointerState, actions: &[PointerAction]) -> Vec<Frame> {
-        let predicted = state.frames_needed(actions);
+        let predicted = state.count_frames(actions).total;
         let mut out = Vec::new();
         state.apply(actions, |f| out.push(f));
         assert_eq!(out.len(), predicted);
@@ -198,7 +211,10 @@ mod tests {
     #[test]
     fn motion_then_click_is_one_frame_but_click_then_motion_is_two() {
         let mut s = PointerState::default();
-        let f = run(&mut s, &[mv(None, Some(1), Some(1)), btn(Button::Left, true)]);
+        let f = run(
+            &mut s,
+            &[mv(None, Some(1), Some(1)), btn(Button::Left, true)],
+        );
         assert_eq!(f.len(), 1);
         let f = run(&mut s, &[btn(Button::Left, false), mv(None, Some(2), None)]);
         assert_eq!(f.len(), 2);
@@ -209,7 +225,10 @@ mod tests {
     #[test]
     fn press_and_release_in_one_command_are_two_frames() {
         let mut s = PointerState::default();
-        let f = run(&mut s, &[btn(Button::Right, true), btn(Button::Right, false)]);
+        let f = run(
+            &mut s,
+            &[btn(Button::Right, true), btn(Button::Right, false)],
+        );
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].buttons_down, Button::Right.bit());
         assert_eq!(f[1].buttons_down, 0);
@@ -227,14 +246,38 @@ mod tests {
     fn hi_res_wheel_reports_detents_as_they_complete() {
         let mut s = PointerState::default();
         let f = run(&mut s, &[wheel(WheelAxis::Vertical, 60)]);
-        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 0, hi_res: 60 });
+        assert_eq!(
+            f[0].wheel_vertical,
+            WheelStep {
+                detents: 0,
+                hi_res: 60
+            }
+        );
         let f = run(&mut s, &[wheel(WheelAxis::Vertical, 90)]);
-        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 1, hi_res: 90 });
+        assert_eq!(
+            f[0].wheel_vertical,
+            WheelStep {
+                detents: 1,
+                hi_res: 90
+            }
+        );
         // 30 left over; reversing drops it, so -120 is exactly one detent down.
         let f = run(&mut s, &[wheel(WheelAxis::Vertical, -120)]);
-        assert_eq!(f[0].wheel_vertical, WheelStep { detents: -1, hi_res: -120 });
+        assert_eq!(
+            f[0].wheel_vertical,
+            WheelStep {
+                detents: -1,
+                hi_res: -120
+            }
+        );
         let f = run(&mut s, &[wheel(WheelAxis::Horizontal, 240)]);
-        assert_eq!(f[0].wheel_horizontal, WheelStep { detents: 2, hi_res: 240 });
+        assert_eq!(
+            f[0].wheel_horizontal,
+            WheelStep {
+                detents: 2,
+                hi_res: 240
+            }
+        );
         assert!(f[0].wheel_vertical.is_zero());
     }
 
@@ -243,13 +286,25 @@ mod tests {
         let mut s = PointerState::default();
         let f = run(
             &mut s,
-            &[wheel(WheelAxis::Vertical, 120), wheel(WheelAxis::Vertical, 120)],
+            &[
+                wheel(WheelAxis::Vertical, 120),
+                wheel(WheelAxis::Vertical, 120),
+            ],
         );
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].wheel_vertical, WheelStep { detents: 2, hi_res: 240 });
+        assert_eq!(
+            f[0].wheel_vertical,
+            WheelStep {
+                detents: 2,
+                hi_res: 240
+            }
+        );
         let f = run(
             &mut s,
-            &[wheel(WheelAxis::Vertical, 120), wheel(WheelAxis::Vertical, -120)],
+            &[
+                wheel(WheelAxis::Vertical, 120),
+                wheel(WheelAxis::Vertical, -120),
+            ],
         );
         assert_eq!(f.len(), 2);
     }
@@ -257,7 +312,10 @@ mod tests {
     #[test]
     fn full_state_names_every_button_and_only_known_position() {
         let mut s = PointerState::default();
-        run(&mut s, &[mv(Some(2), Some(9), None), btn(Button::Side, true)]);
+        run(
+            &mut s,
+            &[mv(Some(2), Some(9), None), btn(Button::Side, true)],
+        );
         let f = s.full_state_frame();
         assert_eq!((f.display, f.x, f.y), (Some(2), Some(9), None));
         assert_eq!(f.buttons_set, 0b1_1111);
@@ -265,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_needed_matches_apply_and_changes_nothing() {
+    fn count_frames_matches_apply_and_changes_nothing() {
         let s = PointerState::default();
         let actions = [
             btn(Button::Left, true),
@@ -273,7 +331,10 @@ mod tests {
             mv(None, Some(3), Some(3)),
             wheel(WheelAxis::Vertical, 120),
         ];
-        assert_eq!(s.frames_needed(&actions), 3);
+        // The wheel joins the motion frame, so that frame is held too.
+        assert_eq!(s.count_frames(&actions), FrameCount { total: 3, held: 3 });
+        let motion = [mv(None, Some(1), None), mv(Some(0), None, Some(2))];
+        assert_eq!(s.count_frames(&motion), FrameCount { total: 1, held: 0 });
         assert_eq!(s, PointerState::default());
     }
 }

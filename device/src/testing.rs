@@ -16,8 +16,7 @@ pub const MEMORY_SIZE: usize = 0x10_0000;
 pub const BUFFERS: u64 = 0x8_0000;
 
 pub fn guest_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
-        .expect("mock guest memory")
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).expect("mock guest memory")
 }
 
 pub fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
@@ -49,7 +48,8 @@ impl<'a> MockRing<'a> {
         let end = used + 6 + 8 * u64::from(size);
         assert!(end <= BUFFERS, "rings must stay below the buffers");
         for addr in [avail, used] {
-            mem.write_obj(0u32, GuestAddress(addr)).expect("ring in memory");
+            mem.write_obj(0u32, GuestAddress(addr))
+                .expect("ring in memory");
         }
         Self {
             mem,
@@ -89,7 +89,11 @@ impl<'a> MockRing<'a> {
     }
 
     fn read_u16(&self, addr: u64) -> u16 {
-        u16::from_le(self.mem.read_obj(GuestAddress(addr)).expect("ring in memory"))
+        u16::from_le(
+            self.mem
+                .read_obj(GuestAddress(addr))
+                .expect("ring in memory"),
+        )
     }
 
     /// Puts `head` on the avail ring and publishes it.
@@ -140,4 +144,3 @@ impl<'a> MockRing<'a> {
         out
     }
 }
-

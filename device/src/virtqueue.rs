@@ -270,7 +270,12 @@ mod tests {
                 }
                 let before = ring.used_idx();
                 let out = fill_eventq(&mut q, &mem, &mut pending, &mut faults);
-                assert_eq!(out.completed, usize::from(ring.used_idx().wrapping_sub(before)), "size {size} refill {refills} before {before} got {}", got.len());
+                assert_eq!(
+                    out.completed,
+                    usize::from(ring.used_idx().wrapping_sub(before)),
+                    "size {size} refill {refills} before {before} got {}",
+                    got.len()
+                );
                 assert!(out.notify);
                 got.extend(delivered(&ring, before, ring.used_idx()));
                 refills += 1;
@@ -279,7 +284,11 @@ mod tests {
             assert!(pending.is_empty());
             assert_eq!(got.len(), total, "size {size}");
             for (i, frame) in got.chunks(3).enumerate() {
-                assert_eq!(frame[0], InputEvent::new(EV_ABS, ABS_X, i as i32), "size {size}");
+                assert_eq!(
+                    frame[0],
+                    InputEvent::new(EV_ABS, ABS_X, i as i32),
+                    "size {size}"
+                );
                 assert_eq!(frame[1].value, i32::from(i % 2 == 0));
                 assert!(frame[2].is_syn_report());
             }
@@ -446,7 +455,12 @@ mod tests {
                     assert_eq!(faults.total(GuestFault::UsedRingWrite), 1);
                     assert_eq!(ring.used_idx(), 2);
                 } else {
-                    assert_eq!(ring.used(0).len(), 0, "{}: bad chain completed empty", bad.name);
+                    assert_eq!(
+                        ring.used(0).len(),
+                        0,
+                        "{}: bad chain completed empty",
+                        bad.name
+                    );
                     assert_eq!(ring.used_idx(), 3, "{}", bad.name);
                 }
             }
@@ -495,7 +509,12 @@ mod tests {
         let mut q = ring.queue();
         let mut pending = PendingFrames::with_capacity(8);
         let mut faults = GuestFaultLog::default();
-        pending.push(Frame { x: Some(1), ..Frame::default() }).unwrap();
+        pending
+            .push(Frame {
+                x: Some(1),
+                ..Frame::default()
+            })
+            .unwrap();
         ring.offer_event_buffer(0);
         ring.corrupt_avail_idx();
         let out = fill_eventq(&mut q, &mem, &mut pending, &mut faults);

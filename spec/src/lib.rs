@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod evdev;
 pub mod profile;
 pub mod status;

@@ -65,7 +65,10 @@ mod tests {
         ] {
             assert_eq!(StatusMessage::decode(m.encode()), Some(m));
         }
-        assert_eq!(StatusMessage::BridgePresent { version: 1 }.encode(), 0x5056_0101);
+        assert_eq!(
+            StatusMessage::BridgePresent { version: 1 }.encode(),
+            0x5056_0101
+        );
         assert_eq!(StatusMessage::decode(0), None);
         assert_eq!(StatusMessage::decode(0x5056_0701), None);
         assert_eq!(StatusMessage::decode(-1), None);

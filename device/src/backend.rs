@@ -1,0 +1,231 @@
+//! The vhost-user face of the device: features, config access and the vring worker's events.
+//!
+//! vhost-user-backend ends a worker's event loop when `handle_event` returns an error, and drops
+//! the frontend connection when `set_config` does. Guest-caused trouble therefore never becomes
+//! an `Err` here: it is logged through the guest-fault log and the worker carries on.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use pvmouse_spec::profile::{EVENTQ, MAX_QUEUE_SIZE, NUM_QUEUES, STATUSQ};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::device::PvMouse;
+
+/// Worker event ids past the queues and the library's own id (`NUM_QUEUES`).
+pub const CONTROL_WAKE: u16 = NUM_QUEUES as u16 + 1;
+pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 2;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+#[derive(Debug)]
+pub struct PvMouseBackend {
+    device: Arc<PvMouse>,
+    mem: Mutex<Option<Memory>>,
+    presence_timer: Mutex<TimerFd>,
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns, with integer arguments only; no memory is
+    // passed to the kernel.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl PvMouseBackend {
+    pub fn new(device: Arc<PvMouse>) -> io::Result<Self> {
+        let timer = TimerFd::new()?;
+        // The worker may see the timer reported and re-armed in one epoll batch; a blocking
+        // read would then stall it until the new expiry.
+        set_nonblocking(timer.as_raw_fd())?;
+        Ok(Self {
+            device,
+            mem: Mutex::new(None),
+            presence_timer: Mutex::new(timer),
+        })
+    }
+
+    pub fn device(&self) -> &Arc<PvMouse> {
+        &self.device
+    }
+
+    /// The descriptors the worker must watch besides the queues, with their event ids.
+    pub fn listeners(&self) -> [(RawFd, u16); 2] {
+        [
+            (self.device.worker_wake().as_raw_fd(), CONTROL_WAKE),
+            (self.timer().as_raw_fd(), PRESENCE_TIMER),
+        ]
+    }
+
+    fn timer(&self) -> MutexGuard<'_, TimerFd> {
+        self.presence_timer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn process_eventq(&self, vrings: &[VringRwLock], kicked: bool) {
+        let (Some(vring), Some(mem)) = (vrings.get(usize::from(EVENTQ)), self.memory()) else {
+            return;
+        };
+        let mem = mem.memory();
+        let mut vring = vring.get_mut();
+        if !vring.get_queue().ready() || !vring.is_enabled() {
+            return;
+        }
+        let out = self
+            .device
+            .service_eventq(vring.get_queue_mut(), &*mem, kicked);
+        if out.notify {
+            if let Err(e) = vring.signal_used_queue() {
+                tracing::warn!("cannot interrupt the guest for the eventq: {e}");
+            }
+        }
+    }
+
+    fn process_statusq(&self, vrings: &[VringRwLock]) {
+        let (Some(vring), Some(mem)) = (vrings.get(usize::from(STATUSQ)), self.memory()) else {
+            return;
+        };
+        let mem = mem.memory();
+        let mut vring = vring.get_mut();
+        if !vring.get_queue().ready() || !vring.is_enabled() {
+            return;
+        }
+        let out = self.device.service_statusq(vring.get_queue_mut(), &*mem);
+        if out.notify {
+            if let Err(e) = vring.signal_used_queue() {
+                tracing::warn!("cannot interrupt the guest for the statusq: {e}");
+            }
+        }
+        drop(vring);
+        if out.events > 0 {
+            self.arm_presence_timer();
+        }
+    }
+
+    fn arm_presence_timer(&self) {
+        let Some(deadline) = self.device.presence_deadline() else {
+            return;
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        // A zero duration would disarm the timer instead of firing it.
+        let wait = wait.max(std::time::Duration::from_millis(1));
+        if let Err(e) = self.timer().reset(wait, None) {
+            tracing::warn!("cannot arm the bridge presence timer: {e}");
+        }
+    }
+
+    fn on_presence_timer(&self) {
+        // Non-blocking: nothing to read just means the timer was re-armed meanwhile.
+        let _ = self.timer().wait();
+        self.device.check_presence();
+        self.arm_presence_timer();
+    }
+}
+
+impl VhostUserBackend for PvMouseBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(MAX_QUEUE_SIZE)
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        self.device.driver_stopped();
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The library sets EVENT_IDX on each vring itself; the device logic does not depend on it.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.device.read_config(offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        self.device.write_config(offset, buf);
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: Memory) -> io::Result<()> {
+        *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // A fresh pair per daemon: each frontend connection gets its own worker, and the old
+        // one must be able to exit.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)
+            .map_err(|e| tracing::error!("cannot create the worker exit event: {e}"))
+            .ok()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        if queue_index == u32::from(EVENTQ) {
+            self.device.driver_stopped();
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        match device_event {
+            EVENTQ => self.process_eventq(vrings, true),
+            STATUSQ => self.process_statusq(vrings),
+            CONTROL_WAKE => {
+                // Non-blocking; an empty counter only means another wake already drained it.
+                let _ = self.device.worker_wake().read();
+                self.process_eventq(vrings, false);
+            }
+            PRESENCE_TIMER => self.on_presence_timer(),
+            other => tracing::debug!(event = other, "ignoring unknown worker event"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The command line, and the validated configuration it turns into.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use clap::Parser;
+use pvmouse_spec::profile::{DEFAULT_NAME, DEFAULT_SERIAL};
+
+use crate::identity::{Identity, IdentityError};
+
+/// vhost-user backend for pvmouse: a paravirtual absolute pointer that knows which display it
+/// is on. Attach it with QEMU's `vhost-user-input-pci`; feed it input over the QMP control
+/// socket.
+#[derive(Debug, Parser)]
+#[command(name = "vhost-user-pvmouse", version, about)]
+pub struct Cli {
+    /// Listen for the vhost-user frontend (QEMU) on this Unix socket path.
+    #[arg(long, value_name = "PATH", conflicts_with = "fd",
+          required_unless_present_any = ["fd", "print_capabilities"])]
+    pub socket_path: Option<PathBuf>,
+
+    /// Use this inherited file descriptor as the listening vhost-user socket.
+    #[arg(long, value_name = "FDNUM")]
+    pub fd: Option<RawFd>,
+
+    /// Print the backend's capabilities as JSON and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    /// Serve the QMP control protocol on this Unix socket path (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Number of displays the pointer can be on (1 to 16).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub displays: u32,
+
+    /// Device name the guest sees (EVIOCGNAME), at most 63 printable ASCII characters.
+    #[arg(long, default_value = DEFAULT_NAME)]
+    pub name: String,
+
+    /// Device serial the guest sees (EVIOCGUNIQ), at most 63 printable ASCII characters.
+    #[arg(long, default_value = DEFAULT_SERIAL)]
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VhostSocket {
+    Path(PathBuf),
+    Fd(RawFd),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub vhost_socket: VhostSocket,
+    pub control_socket: Option<PathBuf>,
+    pub identity: Identity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("one of --socket-path or --fd is required")]
+    NoSocket,
+    #[error("--fd {0} is not a valid descriptor number")]
+    BadFd(RawFd),
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = ConfigError;
+
+    fn try_from(cli: Cli) -> Result<Self, ConfigError> {
+        let identity = Identity::new(&cli.name, &cli.serial, cli.displays)?;
+        let vhost_socket = match (cli.socket_path, cli.fd) {
+            (Some(p), _) => VhostSocket::Path(p),
+            (None, Some(fd)) if fd >= 0 => VhostSocket::Fd(fd),
+            (None, Some(fd)) => return Err(ConfigError::BadFd(fd)),
+            (None, None) => return Err(ConfigError::NoSocket),
+        };
+        Ok(Config {
+            vhost_socket,
+            control_socket: cli.control_socket,
+            identity,
+        })
+    }
+}
+
+/// The `--print-capabilities` answer, per QEMU's docs/interop/vhost-user.json. pvmouse has none
+/// of the optional input features (`evdev-path`, `no-grab`): it reads no host evdev device.
+pub fn capabilities_json() -> &'static str {
+    r#"{"type": "input", "features": []}"#
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("vhost-user-pvmouse").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        Config::try_from(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn accepts_the_conventional_options() {
+        let c = parse(&["--socket-path", "/tmp/v.sock", "--displays", "2"]).unwrap();
+        assert_eq!(c.vhost_socket, VhostSocket::Path("/tmp/v.sock".into()));
+        assert_eq!(c.identity.displays(), 2);
+        let c = parse(&["--fd", "3", "--control-socket", "/tmp/c", "--name", "seat1"]).unwrap();
+        assert_eq!(c.vhost_socket, VhostSocket::Fd(3));
+        assert_eq!(c.identity.name(), "seat1");
+        assert!(Cli::try_parse_from(["x", "--print-capabilities"]).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_combinations_with_a_reason() {
+        for (args, want) in [
+            (&["--displays", "2"][..], "--socket-path"),
+            (
+                &["--socket-path", "a", "--fd", "3"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--socket-path", "a", "--displays", "17"][..],
+                "displays must be 1 to 16",
+            ),
+            (
+                &["--socket-path", "a", "--displays", "0"][..],
+                "displays must be 1 to 16",
+            ),
+            (&["--fd=-1"][..], "not a valid descriptor"),
+            (&["--socket-path", "a", "--name", ""][..], "name must be"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_json_with_type_input() {
+        let v: serde_json::Value = serde_json::from_str(capabilities_json()).unwrap();
+        assert_eq!(v["type"], "input");
+        assert!(v["features"].as_array().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,152 @@
+//! Reading command arguments with the checks and messages QEMU gives: missing, mistyped and
+//! unexpected members are named with their full path, e.g. `events[2].data.value`.
+
+use serde_json::{Map, Value};
+
+use super::qmp::QmpError;
+
+#[derive(Debug)]
+pub struct Args<'a> {
+    map: &'a Map<String, Value>,
+    prefix: String,
+    taken: Vec<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    pub fn new(map: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
+        Self {
+            map,
+            prefix: prefix.into(),
+            taken: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn get(&mut self, key: &'a str) -> Option<&'a Value> {
+        self.taken.push(key);
+        self.map.get(key)
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str) -> QmpError {
+        QmpError::generic(format!(
+            "Invalid parameter type for '{}', expected: {expected}",
+            self.path(key)
+        ))
+    }
+
+    fn missing(&self, key: &str) -> QmpError {
+        QmpError::generic(format!("Parameter '{}' is missing", self.path(key)))
+    }
+
+    pub fn opt_int(&mut self, key: &'a str) -> Result<Option<i64>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "integer")),
+        }
+    }
+
+    pub fn int(&mut self, key: &'a str) -> Result<i64, QmpError> {
+        self.opt_int(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_number(&mut self, key: &'a str) -> Result<Option<f64>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "number")),
+        }
+    }
+
+    pub fn opt_str(&mut self, key: &'a str) -> Result<Option<&'a str>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "string")),
+        }
+    }
+
+    pub fn str(&mut self, key: &'a str) -> Result<&'a str, QmpError> {
+        self.opt_str(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "boolean")),
+        }
+    }
+
+    pub fn bool(&mut self, key: &'a str) -> Result<bool, QmpError> {
+        self.opt_bool(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_object(&mut self, key: &'a str) -> Result<Option<&'a Map<String, Value>>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_object()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "object")),
+        }
+    }
+
+    pub fn object(&mut self, key: &'a str) -> Result<&'a Map<String, Value>, QmpError> {
+        self.opt_object(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_array(&mut self, key: &'a str) -> Result<Option<&'a Vec<Value>>, QmpError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_array()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "array")),
+        }
+    }
+
+    pub fn array(&mut self, key: &'a str) -> Result<&'a Vec<Value>, QmpError> {
+        self.opt_array(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// Fails on the first member nobody asked for.
+    pub fn finish(self) -> Result<(), QmpError> {
+        match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
+            Some(k) => Err(QmpError::generic(format!(
+                "Parameter '{}' is unexpected",
+                self.path(k)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// An integer member that must lie in `range`; `what` explains the range to the user.
+    pub fn int_in(
+        &mut self,
+        key: &'a str,
+        range: std::ops::RangeInclusive<i64>,
+        what: &str,
+    ) -> Result<Option<i64>, QmpError> {
+        match self.opt_int(key)? {
+            Some(v) if !range.contains(&v) => Err(QmpError::generic(format!(
+                "Parameter '{}' out of range: {v} is not in {}..={} ({what})",
+                self.path(key),
+                range.start(),
+                range.end()
+            ))),
+            other => Ok(other),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The control commands: turning QMP arguments into validated pointer actions, and reporting
+//! the device's state. Everything is checked before anything reaches the device, so a bad
+//! command changes nothing.
+
+use pvmouse_spec::control::{MAX_WHEEL_HI_RES, QEMU_ABS_MAX, command};
+use pvmouse_spec::profile::{AXIS_MAX, Button, HI_RES_PER_DETENT};
+use serde_json::{Map, Value, json};
+
+use super::args::Args;
+use super::qmp::{QmpError, Request};
+use crate::device::{DeviceStatus, PointerDevice, SubmitError};
+use crate::identity::Identity;
+use crate::pointer::{PointerAction, WheelAxis};
+
+const COMMANDS: [&str; 6] = [
+    command::QMP_CAPABILITIES,
+    command::INPUT_SEND_EVENT,
+    command::PVMOUSE_SEND,
+    command::QUERY_PVMOUSE,
+    command::QUERY_VERSION,
+    command::QUERY_COMMANDS,
+];
+
+/// Per-connection protocol state.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub negotiated: bool,
+}
+
+pub fn execute<D: PointerDevice + ?Sized>(
+    device: &D,
+    session: &mut Session,
+    request: &Request,
+) -> Result<Value, QmpError> {
+    let args = &request.arguments;
+    if !session.negotiated {
+        if request.execute != command::QMP_CAPABILITIES {
+            return Err(QmpError::command_not_found(
+                "Expecting capabilities negotiation with 'qmp_capabilities'",
+            ));
+        }
+        let mut a = Args::new(args, "");
+        if let Some(enable) = a.opt_array("enable")? {
+            if let Some(cap) = enable.first() {
+                return Err(QmpError::generic(format!(
+                    "Capability '{}' not available",
+                    cap.as_str().unwrap_or("?")
+                )));
+            }
+        }
+        a.finish()?;
+        session.negotiated = true;
+        return Ok(json!({}));
+    }
+    match request.execute.as_str() {
+        command::QMP_CAPABILITIES => Err(QmpError::command_not_found(
+            "Capabilities negotiation is already complete, command ignored",
+        )),
+        command::INPUT_SEND_EVENT => {
+            let actions = parse_input_send_event(args, device.identity())?;
+            submit(device, &actions)
+        }
+        command::PVMOUSE_SEND => {
+            let actions = parse_pvmouse_send(args, device.identity())?;
+            submit(device, &actions)
+        }
+        command::QUERY_PVMOUSE => {
+            Args::new(args, "").finish()?;
+            Ok(status_json(device.identity(), &device.status()))
+        }
+        command::QUERY_VERSION => {
+            Args::new(args, "").finish()?;
+            Ok(super::qmp::greeting(env!("CARGO_PKG_VERSION"))["QMP"]["version"].clone())
+        }
+        command::QUERY_COMMANDS => {
+            Args::new(args, "").finish()?;
+            Ok(COMMANDS.iter().map(|c| json!({ "name": c })).collect())
+        }
+        other => Err(QmpError::command_not_found(format!(
+            "The command {other} has not been found"
+        ))),
+    }
+}
+
+fn submit<D: PointerDevice + ?Sized>(
+    device: &D,
+    actions: &[PointerAction],
+) -> Result<Value, QmpError> {
+    match device.submit(actions) {
+        Ok(_) => Ok(json!({})),
+        Err(e @ SubmitError::DisplayOutOfRange { .. }) => Err(QmpError::generic(e.to_string())),
+        Err(SubmitError::QueueFull(full)) => Err(QmpError::generic(format!(
+            "input not accepted: the guest is not draining its event queue ({} frames pending); \
+             nothing of this command was applied",
+            full.pending
+        ))),
+    }
+}
+
+/// QEMU's 0..=0x7FFF scaled to 0..=AXIS_MAX, rounding to nearest, ends mapping to ends.
+pub fn scale_qemu_abs(value: i64) -> u16 {
+    let scaled = (value * i64::from(AXIS_MAX) + QEMU_ABS_MAX / 2) / QEMU_ABS_MAX;
+    u16::try_from(scaled.clamp(0, i64::from(AXIS_MAX))).unwrap_or(u16::MAX)
+}
+
+/// A normalised coordinate in 0.0..=1.0 at full device precision.
+pub fn scale_normalised(value: f64) -> u16 {
+    let scaled = (value * f64::from(AXIS_MAX)).round();
+    // Callers check the range first; the clamp makes the cast exact regardless.
+    scaled.clamp(0.0, f64::from(AXIS_MAX)) as u16
+}
+
+fn display_range(identity: &Identity) -> (std::ops::RangeInclusive<i64>, String) {
+    let n = identity.displays();
+    (
+        0..=i64::from(n) - 1,
+        format!(
+            "this device has {n} display{}",
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+}
+
+fn check_device(identity: &Identity, device: Option<&str>) -> Result<(), QmpError> {
+    match device {
+        Some(d) if d != identity.name() => Err(QmpError::device_not_found(format!(
+            "Device '{d}' not found; this control socket serves one device, '{}': \
+             omit 'device' or use that name",
+            identity.name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `input-send-event`, with QEMU's arguments and meaning: `head` picks the display (display 0
+/// when absent, QEMU's default console), absolute values are 0..=0x7FFF, wheel "buttons"
+/// scroll one detent when pressed.
+pub fn parse_input_send_event(
+    args: &Map<String, Value>,
+    identity: &Identity,
+) -> Result<Vec<PointerAction>, QmpError> {
+    let mut a = Args::new(args, "");
+    check_device(identity, a.opt_str("device")?)?;
+    let (heads, what) = display_range(identity);
+    let head = a.int_in("head", heads, &what)?.unwrap_or(0);
+    let display = u8::try_from(head).ok();
+    let events = a.array("events")?;
+    a.finish()?;
+
+    let mut actions = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let path = format!("events[{i}]");
+        let obj = event.as_object().ok_or_else(|| {
+            QmpError::generic(format!(
+                "Invalid parameter type for '{path}', expected: object"
+            ))
+        })?;
+        let mut e = Args::new(obj, format!("{path}."));
+        let kind = e.str("type")?;
+        let data = e.object("data")?;
+        e.finish()?;
+        let mut d = Args::new(data, format!("{path}.data."));
+        match kind {
+            "btn" => {
+                let down = d.bool("down")?;
+                let name = d.str("button")?;
+                d.finish()?;
+                let wheel = |axis, hi_res| PointerAction::Wheel { axis, hi_res };
+                let action = match name {
+                    "wheel-up" => wheel(WheelAxis::Vertical, HI_RES_PER_DETENT),
+                    "wheel-down" => wheel(WheelAxis::Vertical, -HI_RES_PER_DETENT),
+                    "wheel-right" => wheel(WheelAxis::Horizontal, HI_RES_PER_DETENT),
+                    "wheel-left" => wheel(WheelAxis::Horizontal, -HI_RES_PER_DETENT),
+                    _ => match Button::from_name(name) {
+                        Some(button) => PointerAction::Button { button, down },
+                        None => {
+                            return Err(QmpError::generic(format!(
+                                "Parameter '{path}.data.button' does not accept value '{name}' \
+                                 (pvmouse has left, right, middle, side, extra and the four wheel \
+                                 directions)"
+                            )));
+                        }
+                    },
+                };
+                // As in QEMU, a wheel "button" scrolls on press; its release does nothing.
+                if down || matches!(action, PointerAction::Button { .. }) {
+                    actions.push(action);
+                }
+            }
+            "abs" => {
+                let axis = d.str("axis")?;
+                let value = d
+                    .int_in("value", 0..=QEMU_ABS_MAX, "QEMU's absolute range")?
+                    .ok_or_else(|| {
+                        QmpError::generic(format!("Parameter '{path}.data.value' is missing"))
+                    })?;
+                d.finish()?;
+                let v = Some(scale_qemu_abs(value));
+                let (x, y) = match axis {
+                    "x" => (v, None),
+                    "y" => (None, v),
+                    _ => {
+                        return Err(QmpError::generic(format!(
+                            "Parameter '{path}.data.axis' does not accept value '{axis}'"
+                        )));
+                    }
+                };
+                actions.push(PointerAction::Move { display, x, y });
+            }
+            "rel" | "key" | "mtt" => {
+                return Err(QmpError::generic(format!(
+                    "Input event type '{kind}' ({path}) is not supported: pvmouse is an absolute \
+                     pointer with buttons and wheels; use 'abs' and 'btn'"
+                )));
+            }
+            _ => {
+                return Err(QmpError::generic(format!(
+                    "Parameter '{path}.type' does not accept value '{kind}'"
+                )));
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// `pvmouse-send`: one frame at full precision. Motion first, then buttons, then wheels, so a
+/// press in the same command happens at the new position.
+pub fn parse_pvmouse_send(
+    args: &Map<String, Value>,
+    identity: &Identity,
+) -> Result<Vec<PointerAction>, QmpError> {
+    let mut a = Args::new(args, "");
+    let (displays, what) = display_range(identity);
+    let display = a.int_in("display", displays, &what)?;
+    let mut coord = |key| -> Result<Option<u16>, QmpError> {
+        match a.opt_number(key)? {
+            Some(v) if !(0.0..=1.0).contains(&v) => Err(QmpError::generic(format!(
+                "Parameter '{key}' out of range: {v} is not in 0.0..=1.0 (a normalised position \
+                 within the display)"
+            ))),
+            Some(v) => Ok(Some(scale_normalised(v))),
+            None => Ok(None),
+        }
+    };
+    let x = coord("x")?;
+    let y = coord("y")?;
+    let buttons = a.opt_object("buttons")?;
+    let wheel = a.opt_object("wheel")?;
+    a.finish()?;
+
+    let mut actions = Vec::new();
+    if display.is_some() || x.is_some() || y.is_some() {
+        actions.push(PointerAction::Move {
+            display: display.and_then(|d| u8::try_from(d).ok()),
+            x,
+            y,
+        });
+    }
+    if let Some(buttons) = buttons {
+        let mut b = Args::new(buttons, "buttons.");
+        for button in Button::ALL {
+            if let Some(down) = b.opt_bool(button.name())? {
+                actions.push(PointerAction::Button { button, down });
+            }
+        }
+        b.finish()?;
+    }
+    if let Some(wheel) = wheel {
+        let mut w = Args::new(wheel, "wheel.");
+        let range = -MAX_WHEEL_HI_RES..=MAX_WHEEL_HI_RES;
+        let what = "hi-res units, 120 per detent";
+        let vertical = w.int_in("vertical", range.clone(), what)?;
+        let horizontal = w.int_in("horizontal", range, what)?;
+        w.finish()?;
+        for (axis, value) in [
+            (WheelAxis::Vertical, vertical),
+            (WheelAxis::Horizontal, horizontal),
+        ] {
+            if let Some(v) = value.and_then(|v| i32::try_from(v).ok()) {
+                actions.push(PointerAction::Wheel { axis, hi_res: v });
+            }
+        }
+    }
+    Ok(actions)
+}
+
+pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
+    let mut pointer = Map::new();
+    pointer.insert("display".into(), json!(s.pointer.display));
+    if let Some(x) = s.pointer.x {
+        pointer.insert("x".into(), json!(x));
+    }
+    if let Some(y) = s.pointer.y {
+        pointer.insert("y".into(), json!(y));
+    }
+    let buttons: Map<String, Value> = Button::ALL
+        .iter()
+        .map(|b| (b.name().to_owned(), json!(s.pointer.is_down(*b))))
+        .collect();
+    pointer.insert("buttons".into(), Value::Object(buttons));
+    let faults: Map<String, Value> = s
+        .guest_faults
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let mut out = json!({
+        "name": identity.name(),
+        "serial": identity.serial(),
+        "displays": identity.displays(),
+        "axis-max": AXIS_MAX,
+        "pointer": pointer,
+        "frontend-connected": s.frontend_connected,
+        "driver-active": s.driver_active,
+        "bridge-present": s.bridge_version.is_some(),
+        "pending-frames": s.pending_frames,
+        "coalesced-frames": s.coalesced_frames,
+        "counters": {
+            "commands": s.counters.commands,
+            "frames": s.counters.frames,
+            "events-delivered": s.counters.events_delivered,
+            "rejected-queue-full": s.counters.rejected_queue_full,
+            "activations": s.counters.activations,
+        },
+        "guest-faults": faults,
+    });
+    if let (Some(v), Some(obj)) = (s.bridge_version, out.as_object_mut()) {
+        obj.insert("bridge-version".into(), json!(v));
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! The host control protocol: QMP over a Unix socket (`spec/control.md`).
+
+pub mod args;
+pub mod commands;
+pub mod qmp;
+pub mod server;
+
+pub use server::{ControlHandle, ControlServer};

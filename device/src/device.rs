@@ -1,0 +1,327 @@
+//! The pvmouse device: pointer state, pending frames, config space and link state, shared by the
+//! control server (which submits input) and the vring worker (which delivers it).
+//!
+//! Input submitted while the guest driver is not using the event queue changes the state only.
+//! When the driver (re)activates, the device sends one full-state frame instead of replaying
+//! history, so a guest that boots, resets or resumes sees where the pointer is now and which
+//! buttons are held, and nothing stale.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use pvmouse_spec::profile::MAX_PENDING_FRAMES;
+use virtio_queue::QueueT;
+use vm_memory::GuestMemory;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::config_space::ConfigSpace;
+use crate::guest_fault::{GuestFault, GuestFaultLog};
+use crate::identity::Identity;
+use crate::notice::{Notice, NoticeBoard};
+use crate::pending::{PendingFrames, QueueFull};
+use crate::pointer::{PointerAction, PointerState};
+use crate::presence::{BridgePresence, PresenceChange};
+use crate::virtqueue::{self, QueueOutcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("display {display} is out of range: this device has {displays} displays (0..={})", displays - 1)]
+    DisplayOutOfRange { display: u8, displays: u8 },
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// Frames the command produced (0 if it changed nothing).
+    pub frames: usize,
+    /// False when no driver is active: the state changed and will be sent on activation.
+    pub queued: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub commands: u64,
+    pub frames: u64,
+    pub events_delivered: u64,
+    pub rejected_queue_full: u64,
+    pub activations: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    pub pointer: PointerState,
+    pub frontend_connected: bool,
+    pub driver_active: bool,
+    pub bridge_version: Option<u8>,
+    pub pending_frames: usize,
+    pub coalesced_frames: u64,
+    pub counters: Counters,
+    pub guest_faults: Vec<(&'static str, u64)>,
+}
+
+/// What the control server needs from a device; tests substitute a mock.
+pub trait PointerDevice: Send + Sync {
+    fn identity(&self) -> &Identity;
+    /// Applies a whole command, or nothing of it.
+    fn submit(&self, actions: &[PointerAction]) -> Result<Submitted, SubmitError>;
+    fn status(&self) -> DeviceStatus;
+}
+
+#[derive(Debug)]
+struct Core {
+    state: PointerState,
+    pending: PendingFrames,
+    config: ConfigSpace,
+    frontend_connected: bool,
+    driver_active: bool,
+    bridge: BridgePresence,
+    faults: GuestFaultLog,
+    counters: Counters,
+}
+
+#[derive(Debug)]
+pub struct PvMouse {
+    identity: Identity,
+    core: Mutex<Core>,
+    /// Written by `submit` so the vring worker wakes to deliver.
+    worker_wake: EventFd,
+    notices: Arc<NoticeBoard>,
+}
+
+impl PvMouse {
+    pub fn new(identity: Identity, notices: Arc<NoticeBoard>) -> std::io::Result<Self> {
+        Ok(Self {
+            core: Mutex::new(Core {
+                state: PointerState::default(),
+                pending: PendingFrames::with_capacity(MAX_PENDING_FRAMES),
+                config: ConfigSpace::new(identity.clone()),
+                frontend_connected: false,
+                driver_active: false,
+                bridge: BridgePresence::default(),
+                faults: GuestFaultLog::default(),
+                counters: Counters::default(),
+            }),
+            identity,
+            worker_wake: EventFd::new(EFD_NONBLOCK)?,
+            notices,
+        })
+    }
+
+    /// A poisoned lock means a panic elsewhere; the state is still consistent frame by frame,
+    /// so keep serving rather than turning one bug into a dead pointer.
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn worker_wake(&self) -> &EventFd {
+        &self.worker_wake
+    }
+
+    pub fn notices(&self) -> &Arc<NoticeBoard> {
+        &self.notices
+    }
+
+    pub fn frontend_connected(&self) {
+        let mut core = self.core();
+        core.frontend_connected = true;
+        core.config.reset();
+        drop(core);
+        self.notices.post(Notice::Frontend { connected: true });
+    }
+
+    /// The frontend went away. Pointer state is kept for the next one.
+    pub fn frontend_disconnected(&self) {
+        self.driver_stopped();
+        let mut core = self.core();
+        core.frontend_connected = false;
+        let gone = core.bridge.forget();
+        drop(core);
+        self.post_presence(gone);
+        self.notices.post(Notice::Frontend { connected: false });
+    }
+
+    /// The event queue was stopped or the device reset: nothing more can reach this driver.
+    pub fn driver_stopped(&self) {
+        let mut core = self.core();
+        core.pending.clear();
+        let was_active = std::mem::replace(&mut core.driver_active, false);
+        drop(core);
+        if was_active {
+            self.notices.post(Notice::Driver { active: false });
+        }
+    }
+
+    pub fn driver_active(&self) -> bool {
+        self.core().driver_active
+    }
+
+    /// Delivers pending events. `kicked` is true when the guest (or the vring starting) woke the
+    /// worker: the first such wake after a stop activates the driver and queues a full-state
+    /// frame ahead of anything else.
+    pub fn service_eventq<Q: QueueT, M: GuestMemory>(
+        &self,
+        queue: &mut Q,
+        mem: &M,
+        kicked: bool,
+    ) -> QueueOutcome {
+        let mut core = self.core();
+        let mut activated = false;
+        if kicked && !core.driver_active {
+            core.driver_active = true;
+            core.counters.activations += 1;
+            core.pending.clear();
+            let full = core.state.full_state_frame();
+            // The queue was just cleared, so there is room.
+            let _ = core.pending.push(full);
+            activated = true;
+        }
+        if !core.driver_active {
+            return QueueOutcome::default();
+        }
+        let Core {
+            pending, faults, ..
+        } = &mut *core;
+        let out = virtqueue::fill_eventq(queue, mem, pending, faults);
+        core.counters.events_delivered += out.events as u64;
+        drop(core);
+        if activated {
+            self.notices.post(Notice::Driver { active: true });
+        }
+        out
+    }
+
+    pub fn service_statusq<Q: QueueT, M: GuestMemory>(
+        &self,
+        queue: &mut Q,
+        mem: &M,
+    ) -> QueueOutcome {
+        let now = Instant::now();
+        let mut core = self.core();
+        let Core { bridge, faults, .. } = &mut *core;
+        let mut change = None;
+        let out = virtqueue::drain_statusq(queue, mem, faults, |event| {
+            if let Some(c) = bridge.on_status(event, now) {
+                change = Some(c);
+            }
+        });
+        drop(core);
+        self.post_presence(change);
+        out
+    }
+
+    /// When the bridge-silence check should run next, if a bridge is present.
+    pub fn presence_deadline(&self) -> Option<Instant> {
+        self.core().bridge.deadline()
+    }
+
+    pub fn check_presence(&self) {
+        let change = self.core().bridge.check(Instant::now());
+        self.post_presence(change);
+    }
+
+    fn post_presence(&self, change: Option<PresenceChange>) {
+        let notice = match change {
+            Some(PresenceChange::Appeared { version }) => Notice::Bridge {
+                present: true,
+                version,
+            },
+            Some(PresenceChange::Disappeared) => Notice::Bridge {
+                present: false,
+                version: 0,
+            },
+            None => return,
+        };
+        self.notices.post(notice);
+    }
+
+    /// Config reads at any offset and size: out-of-range ones get an empty answer, which the
+    /// vhost-user layer reports to the frontend as a failed read.
+    pub fn read_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let mut core = self.core();
+        match core.config.read(offset, size) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                core.faults.record(GuestFault::ConfigOutOfBounds);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Config writes at any offset and size. Out-of-range writes are ignored: failing them
+    /// would make vhost-user drop the whole frontend connection.
+    pub fn write_config(&self, offset: u32, data: &[u8]) {
+        let mut core = self.core();
+        if core.config.write(offset, data).is_err() {
+            core.faults.record(GuestFault::ConfigOutOfBounds);
+        }
+    }
+}
+
+impl PointerDevice for PvMouse {
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn submit(&self, actions: &[PointerAction]) -> Result<Submitted, SubmitError> {
+        let displays = self.identity.displays();
+        for action in actions {
+            if let PointerAction::Move {
+                display: Some(display),
+                ..
+            } = *action
+            {
+                if display >= displays {
+                    return Err(SubmitError::DisplayOutOfRange { display, displays });
+                }
+            }
+        }
+        let mut core = self.core();
+        core.counters.commands += 1;
+        let needed = core.state.count_frames(actions);
+        if !core.driver_active {
+            core.state.apply(actions, |_| {});
+            return Ok(Submitted {
+                frames: needed.total,
+                queued: false,
+            });
+        }
+        // Only button and wheel frames take a slot; motion always folds into the tail.
+        if needed.held > core.pending.free() {
+            core.counters.rejected_queue_full += 1;
+            return Err(QueueFull {
+                pending: core.pending.len(),
+            }
+            .into());
+        }
+        let Core { state, pending, .. } = &mut *core;
+        state.apply(actions, |frame| {
+            // Capacity was checked above for every held frame of the command.
+            let _ = pending.push(frame);
+        });
+        core.counters.frames += needed.total as u64;
+        drop(core);
+        if needed.total > 0 {
+            // The counter saturating only means the worker is already due to wake.
+            let _ = self.worker_wake.write(1);
+        }
+        Ok(Submitted {
+            frames: needed.total,
+            queued: true,
+        })
+    }
+
+    fn status(&self) -> DeviceStatus {
+        let core = self.core();
+        DeviceStatus {
+            pointer: core.state,
+            frontend_connected: core.frontend_connected,
+            driver_active: core.driver_active,
+            bridge_version: core.bridge.version(),
+            pending_frames: core.pending.len(),
+            coalesced_frames: core.pending.coalesced(),
+            counters: core.counters,
+            guest_faults: core.faults.counts().collect(),
+        }
+    }
+}

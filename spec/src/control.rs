@@ -1,0 +1,31 @@
+//! Constants of the host control protocol (`spec/control.md`).
+
+/// QEMU's `input-send-event` absolute range is 0..=0x7FFF; pvmouse scales it to the device range.
+pub const QEMU_ABS_MAX: i64 = 0x7fff;
+
+/// The largest wheel movement one command may carry, per axis, in hi-res units (1000 detents).
+pub const MAX_WHEEL_HI_RES: i64 = 120_000;
+
+/// A command longer than this is refused and skipped up to the next newline.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Replies and events queued for a client that is not reading; past this it is disconnected.
+pub const MAX_UNREAD_BYTES: usize = 256 * 1024;
+
+/// Control connections served at once; further ones get an error and are closed.
+pub const MAX_CLIENTS: usize = 64;
+
+pub mod command {
+    pub const QMP_CAPABILITIES: &str = "qmp_capabilities";
+    pub const INPUT_SEND_EVENT: &str = "input-send-event";
+    pub const PVMOUSE_SEND: &str = "pvmouse-send";
+    pub const QUERY_PVMOUSE: &str = "query-pvmouse";
+    pub const QUERY_VERSION: &str = "query-version";
+    pub const QUERY_COMMANDS: &str = "query-commands";
+}
+
+pub mod event {
+    pub const FRONTEND_CHANGE: &str = "PVMOUSE_FRONTEND_CHANGE";
+    pub const DRIVER_CHANGE: &str = "PVMOUSE_DRIVER_CHANGE";
+    pub const BRIDGE_CHANGE: &str = "PVMOUSE_BRIDGE_CHANGE";
+}
