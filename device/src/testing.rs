@@ -35,6 +35,7 @@ pub fn buffer(index: u16) -> u64 {
 #[derive(Debug)]
 pub struct MockRing<'a> {
     mem: &'a GuestMemoryMmap,
+    base: u64,
     size: u16,
     avail: u64,
     used: u64,
@@ -43,16 +44,22 @@ pub struct MockRing<'a> {
 
 impl<'a> MockRing<'a> {
     pub fn new(mem: &'a GuestMemoryMmap, size: u16) -> Self {
-        let avail = 16 * u64::from(size);
+        Self::at(mem, 0, size)
+    }
+
+    /// A ring whose descriptor table starts at `base`, with its buffers at `base + BUFFERS`.
+    pub fn at(mem: &'a GuestMemoryMmap, base: u64, size: u16) -> Self {
+        let avail = base + 16 * u64::from(size);
         let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
         let end = used + 6 + 8 * u64::from(size);
-        assert!(end <= BUFFERS, "rings must stay below the buffers");
+        assert!(end <= base + BUFFERS, "rings must stay below the buffers");
         for addr in [avail, used] {
             mem.write_obj(0u32, GuestAddress(addr))
                 .expect("ring in memory");
         }
         Self {
             mem,
+            base,
             size,
             avail,
             used,
@@ -63,7 +70,7 @@ impl<'a> MockRing<'a> {
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).expect("queue size");
         q.set_size(self.size);
-        q.set_desc_table_address(Some(0), Some(0));
+        q.set_desc_table_address(Some(self.base as u32), Some(0));
         q.set_avail_ring_address(Some(self.avail as u32), Some(0));
         q.set_used_ring_address(Some(self.used as u32), Some(0));
         q.set_event_idx(false);
@@ -72,7 +79,24 @@ impl<'a> MockRing<'a> {
     }
 
     pub fn set_desc(&self, index: u16, d: RawDescriptor) {
-        self.write_raw(16 * u64::from(index), d);
+        self.write_raw(self.base + 16 * u64::from(index), d);
+    }
+
+    /// Guest addresses of the descriptor table, avail ring and used ring.
+    pub fn layout(&self) -> (u64, u64, u64) {
+        (self.base, self.avail, self.used)
+    }
+
+    /// The address of this ring's 8-byte buffer for descriptor `index`.
+    pub fn buffer(&self, index: u16) -> u64 {
+        self.base + buffer(index)
+    }
+
+    /// The event the device wrote into the buffer of the `n`th used entry.
+    pub fn used_event(&self, n: u16) -> [u8; 8] {
+        let used = self.used(n);
+        assert_eq!(used.len(), 8, "used entry {n} should carry one event");
+        self.read_buffer(self.buffer(used.id() as u16))
     }
 
     /// Writes a descriptor anywhere in guest memory, e.g. into an indirect table.
@@ -111,16 +135,16 @@ impl<'a> MockRing<'a> {
 
     /// Offers one device-writable 8-byte buffer at descriptor `index` (eventq style).
     pub fn offer_event_buffer(&mut self, index: u16) {
-        self.set_desc(index, desc(buffer(index), 8, WRITE, 0));
+        self.set_desc(index, desc(self.buffer(index), 8, WRITE, 0));
         self.offer(index);
     }
 
     /// Offers one device-readable buffer holding `bytes` at descriptor `index` (statusq style).
     pub fn offer_status_buffer(&mut self, index: u16, bytes: [u8; 8]) {
         self.mem
-            .write_slice(&bytes, GuestAddress(buffer(index)))
+            .write_slice(&bytes, GuestAddress(self.buffer(index)))
             .expect("buffer in memory");
-        self.set_desc(index, desc(buffer(index), 8, 0, 0));
+        self.set_desc(index, desc(self.buffer(index), 8, 0, 0));
         self.offer(index);
     }
 

@@ -28,6 +28,8 @@ const LISTENER: u64 = 0;
 const NOTICES: u64 = 1;
 const STOP: u64 = 2;
 const FIRST_CLIENT: u64 = 16;
+/// 4 KiB reads per client per wake-up: 64 KiB, a full command at most.
+const READS_PER_WAKE: usize = 16;
 
 #[derive(Debug)]
 struct Client {
@@ -245,9 +247,12 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
 
     /// Reads what is available and executes every complete command. False when the client is
     /// gone.
+    ///
+    /// At most [`READS_PER_WAKE`] chunks are taken per wake-up, so a client that writes without
+    /// pause cannot starve the others; epoll reports it again while input is left.
     fn read_and_execute(device: &D, client: &mut Client) -> bool {
         let mut chunk = [0u8; 4096];
-        loop {
+        for _ in 0..READS_PER_WAKE {
             match client.stream.read(&mut chunk) {
                 Ok(0) => {
                     client.finished_sending = true;
@@ -256,11 +261,16 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
                 Ok(n) => {
                     client.input.extend_from_slice(&chunk[..n]);
                     Self::execute_input(device, client);
+                    if client.output.len() > MAX_UNREAD_BYTES {
+                        // flush() disconnects it unless the socket takes the backlog now.
+                        return true;
+                    }
                 }
                 Err(e) if would_block(&e) => return true,
                 Err(_) => return false,
             }
         }
+        true
     }
 
     fn execute_input(device: &D, client: &mut Client) {
