@@ -325,3 +325,172 @@ impl PointerDevice for PvMouse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pointer::WheelAxis;
+    use crate::testing::{MockRing, guest_memory};
+    use pvmouse_spec::InputEvent;
+    use pvmouse_spec::evdev::{ABS_X, BTN_LEFT, EV_ABS, EV_KEY};
+    use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
+
+    fn device() -> PvMouse {
+        let identity = Identity::new("pvmouse", "s", 2).unwrap();
+        PvMouse::new(identity, Arc::new(NoticeBoard::new().unwrap())).unwrap()
+    }
+
+    fn press(down: bool) -> [PointerAction; 1] {
+        [PointerAction::Button {
+            button: Button::Left,
+            down,
+        }]
+    }
+
+    fn events(ring: &MockRing, from: u16) -> Vec<InputEvent> {
+        (from..ring.used_idx())
+            .map(|n| InputEvent::from_le_bytes(ring.used_event(n)))
+            .collect()
+    }
+
+    #[test]
+    fn input_before_activation_changes_state_and_arrives_as_one_full_state_frame() {
+        let dev = device();
+        let s = dev
+            .submit(&[PointerAction::Move {
+                display: Some(1),
+                x: Some(5),
+                y: None,
+            }])
+            .unwrap();
+        assert!(!s.queued);
+        dev.submit(&press(true)).unwrap();
+        dev.submit(&press(false)).unwrap();
+        dev.submit(&press(true)).unwrap();
+        assert_eq!(
+            dev.status().pending_frames,
+            0,
+            "nothing is queued while inactive"
+        );
+
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        let mut q = ring.queue();
+        for i in 0..64 {
+            ring.offer_event_buffer(i);
+        }
+        let out = dev.service_eventq(&mut q, &mem, false);
+        assert_eq!(out.events, 0, "a control wake alone does not activate");
+        let out = dev.service_eventq(&mut q, &mem, true);
+        assert_eq!(out.events, 8, "display, X (Y unknown), five buttons, SYN");
+        let evs = events(&ring, 0);
+        assert_eq!(evs[0], InputEvent::new(EV_ABS, DISPLAY_AXIS, 1));
+        assert_eq!(evs[1], InputEvent::new(EV_ABS, ABS_X, 5));
+        assert_eq!(evs[2], InputEvent::new(EV_KEY, BTN_LEFT, 1));
+        assert!(evs[7].is_syn_report());
+        assert!(dev.driver_active());
+        assert_eq!(dev.notices().drain(), vec![Notice::Driver { active: true }]);
+    }
+
+    #[test]
+    fn a_stopped_driver_drops_the_queue_and_the_next_activation_resends_state() {
+        let dev = device();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 4);
+        let mut q = ring.queue();
+        ring.offer_event_buffer(0);
+        dev.service_eventq(&mut q, &mem, true);
+        for _ in 0..10 {
+            dev.submit(&press(true)).unwrap();
+            dev.submit(&press(false)).unwrap();
+        }
+        assert!(dev.status().pending_frames > 0);
+        dev.driver_stopped();
+        assert_eq!(dev.status().pending_frames, 0);
+        assert!(!dev.driver_active());
+        let used = ring.used_idx();
+        for i in 0..4 {
+            ring.offer_event_buffer(i);
+        }
+        dev.service_eventq(&mut q, &mem, true);
+        let evs = events(&ring, used);
+        assert_eq!(
+            evs[0],
+            InputEvent::new(EV_ABS, DISPLAY_AXIS, 0),
+            "full state first"
+        );
+        assert_eq!(dev.status().counters.activations, 2);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_whole_commands_but_never_motion() {
+        let dev = device();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 4);
+        let mut q = ring.queue();
+        ring.offer_event_buffer(0);
+        dev.service_eventq(&mut q, &mem, true);
+        let mut accepted = 0;
+        loop {
+            match dev.submit(&press(accepted % 2 == 0)) {
+                Ok(_) => accepted += 1,
+                Err(SubmitError::QueueFull(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(accepted, MAX_PENDING_FRAMES);
+        let before = dev.status().pointer;
+        // Press + wheel needs one slot: refused whole, state untouched.
+        let both = [
+            PointerAction::Button {
+                button: Button::Right,
+                down: true,
+            },
+            PointerAction::Wheel {
+                axis: WheelAxis::Vertical,
+                hi_res: 120,
+            },
+        ];
+        assert!(dev.submit(&both).is_err());
+        assert_eq!(dev.status().pointer, before);
+        for x in 0..100 {
+            dev.submit(&[PointerAction::Move {
+                display: None,
+                x: Some(x),
+                y: None,
+            }])
+            .unwrap();
+        }
+        assert_eq!(dev.status().pending_frames, MAX_PENDING_FRAMES + 1);
+        assert_eq!(dev.status().counters.rejected_queue_full, 2);
+    }
+
+    #[test]
+    fn displays_out_of_range_are_refused_before_anything_changes() {
+        let dev = device();
+        let err = dev
+            .submit(&[PointerAction::Move {
+                display: Some(2),
+                x: Some(1),
+                y: None,
+            }])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SubmitError::DisplayOutOfRange {
+                display: 2,
+                displays: 2
+            }
+        );
+        assert_eq!(dev.status().pointer, PointerState::default());
+    }
+
+    #[test]
+    fn config_access_out_of_bounds_is_counted_not_fatal() {
+        let dev = device();
+        assert!(dev.read_config(130, 10).is_empty());
+        dev.write_config(4000, &[1, 2, 3]);
+        assert_eq!(dev.read_config(0, 136).len(), 136);
+        assert_eq!(dev.status().guest_faults, vec![("config-out-of-bounds", 2)]);
+    }
+}

@@ -1,6 +1,11 @@
 //! The QMP control socket against a mock device: what commands become, and that bad input of
 //! every kind gets a clear error, reaches no device, and leaves the connection working.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,11 @@
 //! (Python's `qemu.qmp`, as QEMU users script against). The library is a test requirement:
 //! its absence fails the test rather than skipping it.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,11 @@
 //! guest memory on one side, a QMP client on the control socket on the other. Asserts the exact
 //! events in the used ring, the QMP events, and the full-state frame after a reconnect.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -142,7 +147,6 @@ impl<'m> Guest<'m> {
             userspace_addr: host,
             mmap_offset: 0,
             mmap_handle: file.as_raw_fd(),
-            ..Default::default()
         };
         frontend.set_mem_table(&[region]).unwrap();
 

@@ -328,3 +328,30 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_abs_scaling_maps_ends_to_ends_and_rounds() {
+        assert_eq!(scale_qemu_abs(0), 0);
+        assert_eq!(scale_qemu_abs(QEMU_ABS_MAX), 65535);
+        assert_eq!(scale_qemu_abs(16384), 32769);
+        assert_eq!(scale_qemu_abs(1), 2);
+        let mut last = 0;
+        for v in 0..=QEMU_ABS_MAX {
+            let s = scale_qemu_abs(v);
+            assert!(s >= last, "monotonic at {v}");
+            last = s;
+        }
+    }
+
+    #[test]
+    fn normalised_scaling_uses_the_full_range() {
+        assert_eq!(scale_normalised(0.0), 0);
+        assert_eq!(scale_normalised(1.0), 65535);
+        assert_eq!(scale_normalised(0.5), 32768);
+        assert_eq!(scale_normalised(1.0 / 65535.0), 1);
+    }
+}
