@@ -22,13 +22,46 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::device::PvMouse;
+use crate::device::{EventQueue, PvMouse};
+use crate::virtqueue::QueueOutcome;
 
-/// Worker event ids past the queues and the library's own id (`NUM_QUEUES`).
-pub const CONTROL_WAKE: u16 = NUM_QUEUES as u16 + 1;
-pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 2;
+/// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
+pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 1;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// The eventq of one frontend connection, as the device delivers into it from any thread.
+struct VringEventQueue {
+    vring: VringRwLock,
+    mem: Memory,
+}
+
+impl std::fmt::Debug for VringEventQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VringEventQueue").finish_non_exhaustive()
+    }
+}
+
+impl EventQueue for VringEventQueue {
+    fn fill(
+        &self,
+        fill: &mut dyn FnMut(&mut virtio_queue::Queue, &GuestMemoryMmap) -> QueueOutcome,
+    ) -> QueueOutcome {
+        let mem = self.mem.memory();
+        let mut vring = self.vring.get_mut();
+        // The frontend may have stopped or disabled the ring since activation.
+        if !vring.get_queue().ready() || !vring.is_enabled() {
+            return QueueOutcome::default();
+        }
+        let out = fill(vring.get_queue_mut(), &mem);
+        if out.notify {
+            if let Err(e) = vring.signal_used_queue() {
+                tracing::warn!("cannot interrupt the guest for the eventq: {e}");
+            }
+        }
+        out
+    }
+}
 
 #[derive(Debug)]
 pub struct PvMouseBackend {
@@ -69,11 +102,8 @@ impl PvMouseBackend {
     }
 
     /// The descriptors the worker must watch besides the queues, with their event ids.
-    pub fn listeners(&self) -> [(RawFd, u16); 2] {
-        [
-            (self.device.worker_wake().as_raw_fd(), CONTROL_WAKE),
-            (self.timer().as_raw_fd(), PRESENCE_TIMER),
-        ]
+    pub fn listeners(&self) -> [(RawFd, u16); 1] {
+        [(self.timer().as_raw_fd(), PRESENCE_TIMER)]
     }
 
     fn timer(&self) -> MutexGuard<'_, TimerFd> {
@@ -86,23 +116,20 @@ impl PvMouseBackend {
         self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn process_eventq(&self, vrings: &[VringRwLock], kicked: bool) {
+    /// A kick on the eventq, or the library starting it: the first one activates the driver,
+    /// later ones bring buffers for frames still pending.
+    fn process_eventq(&self, vrings: &[VringRwLock]) {
+        if self.device.driver_active() {
+            self.device.refill();
+            return;
+        }
         let (Some(vring), Some(mem)) = (vrings.get(usize::from(EVENTQ)), self.memory()) else {
             return;
         };
-        let mem = mem.memory();
-        let mut vring = vring.get_mut();
-        if !vring.get_queue().ready() || !vring.is_enabled() {
-            return;
-        }
-        let out = self
-            .device
-            .service_eventq(vring.get_queue_mut(), &*mem, kicked);
-        if out.notify {
-            if let Err(e) = vring.signal_used_queue() {
-                tracing::warn!("cannot interrupt the guest for the eventq: {e}");
-            }
-        }
+        self.device.activate(Arc::new(VringEventQueue {
+            vring: vring.clone(),
+            mem,
+        }));
     }
 
     fn process_statusq(&self, vrings: &[VringRwLock]) {
@@ -216,13 +243,8 @@ impl VhostUserBackend for PvMouseBackend {
         _thread_id: usize,
     ) -> io::Result<()> {
         match device_event {
-            EVENTQ => self.process_eventq(vrings, true),
+            EVENTQ => self.process_eventq(vrings),
             STATUSQ => self.process_statusq(vrings),
-            CONTROL_WAKE => {
-                // Non-blocking; an empty counter only means another wake already drained it.
-                let _ = self.device.worker_wake().read();
-                self.process_eventq(vrings, false);
-            }
             PRESENCE_TIMER => self.on_presence_timer(),
             other => tracing::debug!(event = other, "ignoring unknown worker event"),
         }

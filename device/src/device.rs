@@ -1,5 +1,11 @@
 //! The pvmouse device: pointer state, pending frames, config space and link state, shared by the
-//! control server (which submits input) and the vring worker (which delivers it).
+//! control server and the vring worker.
+//!
+//! Input is delivered by whichever thread submits it, straight into the event queue, as QEMU's
+//! in-process virtio-tablet does: no hand-off, so no wake-up, syscall or context switch per event.
+//! The vring worker only acts on what the guest starts: a kick that brings buffers for frames
+//! still pending, the status queue, the bridge presence timer. Both take the device lock, then the
+//! vring lock, in that order.
 //!
 //! Input submitted while the guest driver is not using the event queue changes the state only.
 //! When the driver (re)activates, the device sends one full-state frame instead of replaying
@@ -10,9 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pvmouse_spec::profile::MAX_PENDING_FRAMES;
-use virtio_queue::QueueT;
-use vm_memory::GuestMemory;
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::config_space::ConfigSpace;
 use crate::guest_fault::{GuestFault, GuestFaultLog};
@@ -60,6 +65,16 @@ pub struct DeviceStatus {
     pub guest_faults: Vec<(&'static str, u64)>,
 }
 
+/// The guest's event queue as the device reaches it: a vring in the daemon, a mock in tests.
+pub trait EventQueue: Send + Sync + std::fmt::Debug {
+    /// Runs `fill` on the queue if the guest has it running, and interrupts the guest if `fill`
+    /// says so. A queue that is not running yields an empty outcome.
+    fn fill(
+        &self,
+        fill: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> QueueOutcome,
+    ) -> QueueOutcome;
+}
+
 /// What the control server needs from a device; tests substitute a mock.
 pub trait PointerDevice: Send + Sync {
     fn identity(&self) -> &Identity;
@@ -75,17 +90,40 @@ struct Core {
     config: ConfigSpace,
     frontend_connected: bool,
     driver_active: bool,
+    /// Set while the driver is active.
+    eventq: Option<Arc<dyn EventQueue>>,
     bridge: BridgePresence,
     faults: GuestFaultLog,
     counters: Counters,
+}
+
+impl Core {
+    /// Streams what is pending into the event queue, if there is one.
+    fn deliver(&mut self) -> QueueOutcome {
+        let Core {
+            eventq,
+            pending,
+            faults,
+            counters,
+            ..
+        } = self;
+        let Some(eventq) = eventq else {
+            return QueueOutcome::default();
+        };
+        if pending.is_empty() {
+            return QueueOutcome::default();
+        }
+        let out =
+            eventq.fill(&mut |queue, mem| virtqueue::fill_eventq(queue, mem, pending, faults));
+        counters.events_delivered += out.events as u64;
+        out
+    }
 }
 
 #[derive(Debug)]
 pub struct PvMouse {
     identity: Identity,
     core: Mutex<Core>,
-    /// Written by `submit` so the vring worker wakes to deliver.
-    worker_wake: EventFd,
     notices: Arc<NoticeBoard>,
 }
 
@@ -98,12 +136,12 @@ impl PvMouse {
                 config: ConfigSpace::new(identity.clone()),
                 frontend_connected: false,
                 driver_active: false,
+                eventq: None,
                 bridge: BridgePresence::default(),
                 faults: GuestFaultLog::default(),
                 counters: Counters::default(),
             }),
             identity,
-            worker_wake: EventFd::new(EFD_NONBLOCK)?,
             notices,
         })
     }
@@ -112,10 +150,6 @@ impl PvMouse {
     /// so keep serving rather than turning one bug into a dead pointer.
     fn core(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn worker_wake(&self) -> &EventFd {
-        &self.worker_wake
     }
 
     pub fn notices(&self) -> &Arc<NoticeBoard> {
@@ -145,6 +179,7 @@ impl PvMouse {
     pub fn driver_stopped(&self) {
         let mut core = self.core();
         core.pending.clear();
+        core.eventq = None;
         let was_active = std::mem::replace(&mut core.driver_active, false);
         drop(core);
         if was_active {
@@ -156,34 +191,21 @@ impl PvMouse {
         self.core().driver_active
     }
 
-    /// Delivers pending events. `kicked` is true when the guest (or the vring starting) woke the
-    /// worker: the first such wake after a stop activates the driver and queues a full-state
-    /// frame ahead of anything else.
-    pub fn service_eventq<Q: QueueT, M: GuestMemory>(
-        &self,
-        queue: &mut Q,
-        mem: &M,
-        kicked: bool,
-    ) -> QueueOutcome {
+    /// The driver started using the event queue (the first kick after a start or reset): queue
+    /// a full-state frame ahead of anything else and deliver it.
+    pub fn activate(&self, eventq: Arc<dyn EventQueue>) -> QueueOutcome {
         let mut core = self.core();
-        let mut activated = false;
-        if kicked && !core.driver_active {
+        let activated = !core.driver_active;
+        if activated {
             core.driver_active = true;
             core.counters.activations += 1;
             core.pending.clear();
             let full = core.state.full_state_frame();
             // The queue was just cleared, so there is room.
             let _ = core.pending.push(full);
-            activated = true;
         }
-        if !core.driver_active {
-            return QueueOutcome::default();
-        }
-        let Core {
-            pending, faults, ..
-        } = &mut *core;
-        let out = virtqueue::fill_eventq(queue, mem, pending, faults);
-        core.counters.events_delivered += out.events as u64;
+        core.eventq = Some(eventq);
+        let out = core.deliver();
         drop(core);
         if activated {
             self.notices.post(Notice::Driver { active: true });
@@ -191,7 +213,12 @@ impl PvMouse {
         out
     }
 
-    pub fn service_statusq<Q: QueueT, M: GuestMemory>(
+    /// The guest posted buffers: deliver what is still pending.
+    pub fn refill(&self) -> QueueOutcome {
+        self.core().deliver()
+    }
+
+    pub fn service_statusq<Q: QueueT, M: GuestMemoryBackend>(
         &self,
         queue: &mut Q,
         mem: &M,
@@ -278,35 +305,37 @@ impl PointerDevice for PvMouse {
         }
         let mut core = self.core();
         core.counters.commands += 1;
-        let needed = core.state.count_frames(actions);
         if !core.driver_active {
+            let needed = core.state.count_frames(actions);
             core.state.apply(actions, |_| {});
             return Ok(Submitted {
                 frames: needed.total,
                 queued: false,
             });
         }
-        // Only button and wheel frames take a slot; motion always folds into the tail.
-        if needed.held > core.pending.free() {
-            core.counters.rejected_queue_full += 1;
-            return Err(QueueFull {
-                pending: core.pending.len(),
+        // Only button and wheel frames take a slot (motion folds into the tail), and a command
+        // has at most one per action, so counting ahead is needed only when room is short.
+        if actions.len() > core.pending.free() {
+            let needed = core.state.count_frames(actions);
+            if needed.held > core.pending.free() {
+                core.counters.rejected_queue_full += 1;
+                return Err(QueueFull {
+                    pending: core.pending.len(),
+                }
+                .into());
             }
-            .into());
         }
+        let mut frames = 0;
         let Core { state, pending, .. } = &mut *core;
         state.apply(actions, |frame| {
+            frames += 1;
             // Capacity was checked above for every held frame of the command.
             let _ = pending.push(frame);
         });
-        core.counters.frames += needed.total as u64;
-        drop(core);
-        if needed.total > 0 {
-            // The counter saturating only means the worker is already due to wake.
-            let _ = self.worker_wake.write(1);
-        }
+        core.counters.frames += frames as u64;
+        core.deliver();
         Ok(Submitted {
-            frames: needed.total,
+            frames,
             queued: true,
         })
     }
@@ -330,7 +359,7 @@ impl PointerDevice for PvMouse {
 mod tests {
     use super::*;
     use crate::pointer::WheelAxis;
-    use crate::testing::{MockRing, guest_memory};
+    use crate::testing::{MockEventQueue, MockRing, guest_memory};
     use pvmouse_spec::InputEvent;
     use pvmouse_spec::evdev::{ABS_X, BTN_LEFT, EV_ABS, EV_KEY};
     use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
@@ -375,13 +404,13 @@ mod tests {
 
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 64);
-        let mut q = ring.queue();
+        let eventq = MockEventQueue::new(&mem, &ring);
         for i in 0..64 {
             ring.offer_event_buffer(i);
         }
-        let out = dev.service_eventq(&mut q, &mem, false);
-        assert_eq!(out.events, 0, "a control wake alone does not activate");
-        let out = dev.service_eventq(&mut q, &mem, true);
+        let out = dev.refill();
+        assert_eq!(out.events, 0, "buffers alone do not activate");
+        let out = dev.activate(eventq.clone());
         assert_eq!(out.events, 8, "display, X (Y unknown), five buttons, SYN");
         let evs = events(&ring, 0);
         assert_eq!(evs[0], InputEvent::new(EV_ABS, DISPLAY_AXIS, 1));
@@ -389,7 +418,18 @@ mod tests {
         assert_eq!(evs[2], InputEvent::new(EV_KEY, BTN_LEFT, 1));
         assert!(evs[7].is_syn_report());
         assert!(dev.driver_active());
+        assert_eq!(eventq.interrupts(), 1);
         assert_eq!(dev.notices().drain(), vec![Notice::Driver { active: true }]);
+        // Input now goes straight to the queue from the submitting thread.
+        dev.submit(&press(false)).unwrap();
+        assert_eq!(
+            events(&ring, 8),
+            [
+                InputEvent::new(EV_KEY, BTN_LEFT, 0),
+                InputEvent::syn_report()
+            ]
+        );
+        assert_eq!(eventq.interrupts(), 2);
     }
 
     #[test]
@@ -397,9 +437,9 @@ mod tests {
         let dev = device();
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 4);
-        let mut q = ring.queue();
+        let eventq = MockEventQueue::new(&mem, &ring);
         ring.offer_event_buffer(0);
-        dev.service_eventq(&mut q, &mem, true);
+        dev.activate(eventq.clone());
         for _ in 0..10 {
             dev.submit(&press(true)).unwrap();
             dev.submit(&press(false)).unwrap();
@@ -412,7 +452,8 @@ mod tests {
         for i in 0..4 {
             ring.offer_event_buffer(i);
         }
-        dev.service_eventq(&mut q, &mem, true);
+        assert_eq!(dev.refill().events, 0, "a stopped driver gets nothing");
+        dev.activate(eventq);
         let evs = events(&ring, used);
         assert_eq!(
             evs[0],
@@ -427,9 +468,8 @@ mod tests {
         let dev = device();
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 4);
-        let mut q = ring.queue();
         ring.offer_event_buffer(0);
-        dev.service_eventq(&mut q, &mem, true);
+        dev.activate(MockEventQueue::new(&mem, &ring));
         let mut accepted = 0;
         loop {
             match dev.submit(&press(accepted % 2 == 0)) {

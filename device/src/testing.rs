@@ -168,3 +168,42 @@ impl<'a> MockRing<'a> {
         out
     }
 }
+
+/// The device's view of a [`MockRing`]'s queue: what `PvMouse::activate` takes in tests.
+#[derive(Debug)]
+pub struct MockEventQueue {
+    mem: GuestMemoryMmap,
+    queue: std::sync::Mutex<Queue>,
+    interrupts: std::sync::atomic::AtomicUsize,
+}
+
+impl MockEventQueue {
+    /// `mem` shares its regions with the memory the ring was built on.
+    pub fn new(mem: &GuestMemoryMmap, ring: &MockRing) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            mem: mem.clone(),
+            queue: std::sync::Mutex::new(ring.queue()),
+            interrupts: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Guest interrupts the device asked for.
+    pub fn interrupts(&self) -> usize {
+        self.interrupts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl crate::device::EventQueue for MockEventQueue {
+    fn fill(
+        &self,
+        fill: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> crate::virtqueue::QueueOutcome,
+    ) -> crate::virtqueue::QueueOutcome {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let out = fill(&mut q, &self.mem);
+        if out.notify {
+            self.interrupts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+}
