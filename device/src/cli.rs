@@ -139,6 +139,21 @@ mod tests {
     }
 
     #[test]
+    fn the_discovery_descriptor_matches_the_capabilities() {
+        let d: serde_json::Value =
+            serde_json::from_str(include_str!("../50-vhost-user-pvmouse.json")).unwrap();
+        let caps: serde_json::Value = serde_json::from_str(capabilities_json()).unwrap();
+        assert_eq!(d["type"], caps["type"]);
+        assert!(
+            d["binary"].as_str().unwrap().starts_with('/'),
+            "binary must be absolute"
+        );
+        assert!(d["description"].is_string());
+        let keys: Vec<_> = d.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["binary", "description", "tags", "type"]);
+    }
+
+    #[test]
     fn capabilities_are_json_with_type_input() {
         let v: serde_json::Value = serde_json::from_str(capabilities_json()).unwrap();
         assert_eq!(v["type"], "input");

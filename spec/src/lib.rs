@@ -15,3 +15,7 @@ pub mod status;
 pub mod wire;
 
 pub use wire::InputEvent;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
