@@ -41,80 +41,55 @@ impl<'a> Args<'a> {
         QmpError::generic(format!("Parameter '{}' is missing", self.path(key)))
     }
 
-    pub fn opt_int(&mut self, key: &'a str) -> Result<Option<i64>, QmpError> {
+    /// An optional member of one JSON type; `expected` names the type in the error.
+    fn opt<T>(
+        &mut self,
+        key: &'a str,
+        expected: &str,
+        extract: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, QmpError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
+            Some(v) => extract(v)
                 .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "integer")),
+                .ok_or_else(|| self.wrong_type(key, expected)),
         }
     }
 
-    pub fn int(&mut self, key: &'a str) -> Result<i64, QmpError> {
-        self.opt_int(key)?.ok_or_else(|| self.missing(key))
+    pub fn opt_int(&mut self, key: &'a str) -> Result<Option<i64>, QmpError> {
+        self.opt(key, "integer", Value::as_i64)
     }
 
     pub fn opt_number(&mut self, key: &'a str) -> Result<Option<f64>, QmpError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "number")),
-        }
+        self.opt(key, "number", Value::as_f64)
     }
 
     pub fn opt_str(&mut self, key: &'a str) -> Result<Option<&'a str>, QmpError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "string")),
-        }
+        self.opt(key, "string", Value::as_str)
+    }
+
+    pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, QmpError> {
+        self.opt(key, "boolean", Value::as_bool)
+    }
+
+    pub fn opt_object(&mut self, key: &'a str) -> Result<Option<&'a Map<String, Value>>, QmpError> {
+        self.opt(key, "object", Value::as_object)
+    }
+
+    pub fn opt_array(&mut self, key: &'a str) -> Result<Option<&'a Vec<Value>>, QmpError> {
+        self.opt(key, "array", Value::as_array)
     }
 
     pub fn str(&mut self, key: &'a str) -> Result<&'a str, QmpError> {
         self.opt_str(key)?.ok_or_else(|| self.missing(key))
     }
 
-    pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, QmpError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "boolean")),
-        }
-    }
-
     pub fn bool(&mut self, key: &'a str) -> Result<bool, QmpError> {
         self.opt_bool(key)?.ok_or_else(|| self.missing(key))
     }
 
-    pub fn opt_object(&mut self, key: &'a str) -> Result<Option<&'a Map<String, Value>>, QmpError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_object()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "object")),
-        }
-    }
-
     pub fn object(&mut self, key: &'a str) -> Result<&'a Map<String, Value>, QmpError> {
         self.opt_object(key)?.ok_or_else(|| self.missing(key))
-    }
-
-    pub fn opt_array(&mut self, key: &'a str) -> Result<Option<&'a Vec<Value>>, QmpError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_array()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "array")),
-        }
     }
 
     pub fn array(&mut self, key: &'a str) -> Result<&'a Vec<Value>, QmpError> {
