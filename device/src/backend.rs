@@ -22,7 +22,7 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::device::{EventQueue, PvMouse};
+use crate::device::{EventQueue, PvMouse, RingPosition};
 use crate::virtqueue::QueueOutcome;
 
 /// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
@@ -43,6 +43,17 @@ impl std::fmt::Debug for VringEventQueue {
 }
 
 impl EventQueue for VringEventQueue {
+    fn position(&self) -> RingPosition {
+        let vring = self.vring.get_ref();
+        let q = vring.get_queue();
+        RingPosition {
+            next_avail: q.next_avail(),
+            desc_table: q.desc_table(),
+            avail_ring: q.avail_ring(),
+            used_ring: q.used_ring(),
+        }
+    }
+
     fn fill(
         &self,
         fill: &mut dyn FnMut(&mut virtio_queue::Queue, &GuestMemoryMmap) -> QueueOutcome,
@@ -199,7 +210,7 @@ impl VhostUserBackend for PvMouseBackend {
     }
 
     fn reset_device(&self) {
-        self.device.driver_stopped();
+        self.device.driver_reset();
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -230,7 +241,7 @@ impl VhostUserBackend for PvMouseBackend {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         if queue_index == u32::from(EVENTQ) {
-            self.device.driver_stopped();
+            self.device.queue_stopped();
         }
         Ok(())
     }

@@ -51,6 +51,8 @@ pub struct Counters {
     pub events_delivered: u64,
     pub rejected_queue_full: u64,
     pub activations: u64,
+    /// Activations that resumed a paused queue rather than starting a new driver.
+    pub resumes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct DeviceStatus {
     pub pointer: PointerState,
     pub frontend_connected: bool,
     pub driver_active: bool,
+    /// The queue was stopped mid-use (a paused VM): input is still queued for its resumption.
+    pub driver_paused: bool,
     pub bridge_version: Option<u8>,
     pub pending_frames: usize,
     pub coalesced_frames: u64,
@@ -65,8 +69,21 @@ pub struct DeviceStatus {
     pub guest_faults: Vec<(&'static str, u64)>,
 }
 
+/// Where a stopped event queue stood. A queue restarted at the same place is the same driver
+/// resuming (QEMU `stop`/`cont`); a reset driver restarts at index 0 with rings it just set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingPosition {
+    pub next_avail: u16,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+}
+
 /// The guest's event queue as the device reaches it: a vring in the daemon, a mock in tests.
 pub trait EventQueue: Send + Sync + std::fmt::Debug {
+    /// Where the queue stands now.
+    fn position(&self) -> RingPosition;
+
     /// Runs `fill` on the queue if the guest has it running, and interrupts the guest if `fill`
     /// says so. A queue that is not running yields an empty outcome.
     fn fill(
@@ -92,6 +109,8 @@ struct Core {
     driver_active: bool,
     /// Set while the driver is active.
     eventq: Option<Arc<dyn EventQueue>>,
+    /// Where the event queue stopped, while it may resume there.
+    paused_at: Option<RingPosition>,
     bridge: BridgePresence,
     faults: GuestFaultLog,
     counters: Counters,
@@ -137,6 +156,7 @@ impl PvMouse {
                 frontend_connected: false,
                 driver_active: false,
                 eventq: None,
+                paused_at: None,
                 bridge: BridgePresence::default(),
                 faults: GuestFaultLog::default(),
                 counters: Counters::default(),
@@ -166,7 +186,7 @@ impl PvMouse {
 
     /// The frontend went away. Pointer state is kept for the next one.
     pub fn frontend_disconnected(&self) {
-        self.driver_stopped();
+        self.driver_reset();
         let mut core = self.core();
         core.frontend_connected = false;
         let gone = core.bridge.forget();
@@ -175,10 +195,11 @@ impl PvMouse {
         self.notices.post(Notice::Frontend { connected: false });
     }
 
-    /// The event queue was stopped or the device reset: nothing more can reach this driver.
-    pub fn driver_stopped(&self) {
+    /// The device was reset or its frontend is gone: this driver will never see anything more.
+    pub fn driver_reset(&self) {
         let mut core = self.core();
         core.pending.clear();
+        core.paused_at = None;
         core.eventq = None;
         let was_active = std::mem::replace(&mut core.driver_active, false);
         drop(core);
@@ -187,22 +208,50 @@ impl PvMouse {
         }
     }
 
+    /// The frontend stopped the event queue (vhost-user `GET_VRING_BASE`). That is either a
+    /// paused VM, whose driver resumes where it stopped, or a driver reset. Until the queue
+    /// restarts and shows which, input keeps being queued (bounded, motion coalesced).
+    pub fn queue_stopped(&self) {
+        let mut core = self.core();
+        let Some(eventq) = core.eventq.take() else {
+            return;
+        };
+        let position = eventq.position();
+        // Nothing consumed yet looks exactly like a reset ring: treat it as one.
+        core.paused_at = (position.next_avail != 0).then_some(position);
+        if core.paused_at.is_none() {
+            core.pending.clear();
+        }
+        core.driver_active = false;
+        drop(core);
+        self.notices.post(Notice::Driver { active: false });
+    }
+
     pub fn driver_active(&self) -> bool {
         self.core().driver_active
     }
 
-    /// The driver started using the event queue (the first kick after a start or reset): queue
-    /// a full-state frame ahead of anything else and deliver it.
+    /// The driver started using the event queue (the first kick after a start). A queue that
+    /// resumes where it was stopped gets what was queued meanwhile, in order. Any other start
+    /// is a new driver: it gets one full-state frame ahead of anything else.
     pub fn activate(&self, eventq: Arc<dyn EventQueue>) -> QueueOutcome {
         let mut core = self.core();
         let activated = !core.driver_active;
         if activated {
             core.driver_active = true;
             core.counters.activations += 1;
-            core.pending.clear();
-            let full = core.state.full_state_frame();
-            // The queue was just cleared, so there is room.
-            let _ = core.pending.push(full);
+            let resumed = core
+                .paused_at
+                .take()
+                .is_some_and(|at| at == eventq.position());
+            if resumed {
+                core.counters.resumes += 1;
+            } else {
+                core.pending.clear();
+                let full = core.state.full_state_frame();
+                // The queue was just cleared, so there is room.
+                let _ = core.pending.push(full);
+            }
         }
         core.eventq = Some(eventq);
         let out = core.deliver();
@@ -305,7 +354,7 @@ impl PointerDevice for PvMouse {
         }
         let mut core = self.core();
         core.counters.commands += 1;
-        if !core.driver_active {
+        if !core.driver_active && core.paused_at.is_none() {
             let needed = core.state.count_frames(actions);
             core.state.apply(actions, |_| {});
             return Ok(Submitted {
@@ -346,6 +395,7 @@ impl PointerDevice for PvMouse {
             pointer: core.state,
             frontend_connected: core.frontend_connected,
             driver_active: core.driver_active,
+            driver_paused: core.paused_at.is_some(),
             bridge_version: core.bridge.version(),
             pending_frames: core.pending.len(),
             coalesced_frames: core.pending.coalesced(),
@@ -445,7 +495,7 @@ mod tests {
             dev.submit(&press(false)).unwrap();
         }
         assert!(dev.status().pending_frames > 0);
-        dev.driver_stopped();
+        dev.driver_reset();
         assert_eq!(dev.status().pending_frames, 0);
         assert!(!dev.driver_active());
         let used = ring.used_idx();
@@ -532,5 +582,111 @@ mod tests {
         dev.write_config(4000, &[1, 2, 3]);
         assert_eq!(dev.read_config(0, 136).len(), 136);
         assert_eq!(dev.status().guest_faults, vec![("config-out-of-bounds", 2)]);
+    }
+
+    /// A guest driver's view of a small eventq: which buffers it owns, what it has read.
+    struct Driver<'m> {
+        ring: MockRing<'m>,
+        free: Vec<u16>,
+        seen: u16,
+    }
+
+    impl<'m> Driver<'m> {
+        fn new(ring: MockRing<'m>, size: u16) -> Self {
+            Driver {
+                ring,
+                free: (0..size).collect(),
+                seen: 0,
+            }
+        }
+
+        /// Everything the device sent since the last call, posting buffers until it stops.
+        fn drain(&mut self, dev: &PvMouse) -> Vec<InputEvent> {
+            let mut out = Vec::new();
+            loop {
+                let end = self.ring.used_idx();
+                for n in self.seen..end {
+                    self.free.push(self.ring.used(n).id() as u16);
+                    out.push(InputEvent::from_le_bytes(self.ring.used_event(n)));
+                }
+                let progressed = end != self.seen;
+                self.seen = end;
+                while let Some(i) = self.free.pop() {
+                    self.ring.offer_event_buffer(i);
+                }
+                dev.refill();
+                if !progressed && self.ring.used_idx() == end {
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_paused_queue_resumes_with_every_transition_made_meanwhile() {
+        let dev = device();
+        let mem = guest_memory();
+        let mut driver = Driver::new(MockRing::new(&mem, 4), 4);
+        let eventq = MockEventQueue::new(&mem, &driver.ring);
+        dev.activate(eventq.clone());
+        driver.drain(&dev);
+        dev.submit(&press(true)).unwrap();
+        // The VM stops: the frontend stops the queue where it stands.
+        dev.queue_stopped();
+        assert!(dev.status().driver_paused);
+        for i in 0..50 {
+            dev.submit(&press(i % 2 == 1)).unwrap();
+            dev.submit(&[PointerAction::Move {
+                display: None,
+                x: Some(i),
+                y: None,
+            }])
+            .unwrap();
+        }
+        // The VM continues: same rings, same position.
+        dev.activate(eventq);
+        let evs = driver.drain(&dev);
+        let presses: Vec<i32> = evs
+            .iter()
+            .filter(|e| e.kind == EV_KEY)
+            .map(|e| e.value)
+            .collect();
+        let want: Vec<i32> = std::iter::once(1).chain((0..50).map(|i| i % 2)).collect();
+        assert_eq!(presses, want, "every transition, in order");
+        assert!(
+            !evs.iter()
+                .any(|e| e.kind == EV_ABS && e.code == DISPLAY_AXIS),
+            "a resume sends no full-state frame"
+        );
+        let x_values: Vec<i32> = evs
+            .iter()
+            .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(x_values.last(), Some(&49), "newest position last");
+        assert_eq!(evs.last().copied(), Some(InputEvent::syn_report()));
+        assert_eq!(dev.status().counters.resumes, 1);
+    }
+
+    #[test]
+    fn a_queue_restarted_elsewhere_is_a_new_driver_and_gets_full_state() {
+        let dev = device();
+        let mem = guest_memory();
+        let mut driver = Driver::new(MockRing::new(&mem, 4), 4);
+        dev.activate(MockEventQueue::new(&mem, &driver.ring));
+        driver.drain(&dev);
+        dev.submit(&press(true)).unwrap();
+        driver.drain(&dev);
+        dev.queue_stopped();
+        dev.submit(&press(false)).unwrap();
+        dev.submit(&press(true)).unwrap();
+        // The driver reset: new rings, index 0.
+        let mut driver = Driver::new(MockRing::at(&mem, 0x4_0000, 4), 4);
+        dev.activate(MockEventQueue::new(&mem, &driver.ring));
+        let evs = driver.drain(&dev);
+        assert_eq!(evs.len(), 7, "only the full-state frame: {evs:?}");
+        assert_eq!(evs[0], InputEvent::new(EV_ABS, DISPLAY_AXIS, 0));
+        assert_eq!(evs[1], InputEvent::new(EV_KEY, BTN_LEFT, 1));
+        assert_eq!(dev.status().counters.resumes, 0);
     }
 }

@@ -49,6 +49,7 @@ impl PointerDevice for MockDevice {
             pointer: PointerState::default(),
             frontend_connected: true,
             driver_active: true,
+            driver_paused: false,
             bridge_version: None,
             pending_frames: 0,
             coalesced_frames: 0,

@@ -311,6 +311,7 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
         "pointer": pointer,
         "frontend-connected": s.frontend_connected,
         "driver-active": s.driver_active,
+        "driver-paused": s.driver_paused,
         "bridge-present": s.bridge_version.is_some(),
         "pending-frames": s.pending_frames,
         "coalesced-frames": s.coalesced_frames,
@@ -320,6 +321,7 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
             "events-delivered": s.counters.events_delivered,
             "rejected-queue-full": s.counters.rejected_queue_full,
             "activations": s.counters.activations,
+            "resumes": s.counters.resumes,
         },
         "guest-faults": faults,
     });
