@@ -1,0 +1,236 @@
+//! `pvmouse-guest-probe`: the test harness's hands and eyes inside a guest.
+//!
+//! It talks line by line over a virtio-serial port, found by its name. Each command gets
+//! replies prefixed so the host can pick them out of the event stream:
+//!
+//! | command | reply |
+//! |---|---|
+//! | `caps NAME` | `CAPS NAME {json}`: EVIOCGNAME, EVIOCGUNIQ, EVIOCGID, EVIOCGPROP, EVIOCGBIT per type, EVIOCGABS per axis |
+//! | `watch NAME` | `OPEN NAME /dev/input/eventN`, then `EV NAME sec.usec type code value` per event; `GONE NAME` when the device goes away, and `OPEN` again when it returns |
+//! | `state NAME` | `STATE NAME {json}`: keys held (EVIOCGKEY) and absolute values (EVIOCGABS) |
+//! | `run SHELL-COMMAND` | `OUT line`… then `RC code` |
+//! | `echo TEXT` | `ECHO TEXT` |
+//!
+//! Events are read raw, so a kernel-side overflow shows up as `SYN_DROPPED` (type 0 code 3)
+//! rather than being resynchronised away.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use evdev::raw_stream::RawDevice;
+use serde_json::{Map, Value, json};
+
+type Out = Arc<Mutex<File>>;
+
+fn say(out: &Out, text: &str) {
+    let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
+    // The host reads lines; a failed write means it is gone, and there is no one to tell.
+    let _ = f.write_all(text.as_bytes());
+}
+
+/// The /dev node of the virtio-serial port called `name`.
+fn find_port(name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
+        let port_name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if port_name.trim() == name {
+            return Some(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    None
+}
+
+fn find_device(name: &str) -> Option<(PathBuf, RawDevice)> {
+    let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev/input")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("event"))
+        })
+        .collect();
+    nodes.sort();
+    nodes.into_iter().find_map(|path| {
+        let dev = RawDevice::open(&path).ok()?;
+        (dev.name() == Some(name)).then_some((path, dev))
+    })
+}
+
+fn caps(dev: &RawDevice) -> Value {
+    let id = dev.input_id();
+    let codes = |it: Box<dyn Iterator<Item = u16> + '_>| -> Vec<u16> { it.collect() };
+    let mut bits = Map::new();
+    bits.insert(
+        "ev".into(),
+        json!(codes(Box::new(dev.supported_events().iter().map(|e| e.0)))),
+    );
+    if let Some(k) = dev.supported_keys() {
+        bits.insert("key".into(), json!(codes(Box::new(k.iter().map(|c| c.0)))));
+    }
+    if let Some(r) = dev.supported_relative_axes() {
+        bits.insert("rel".into(), json!(codes(Box::new(r.iter().map(|c| c.0)))));
+    }
+    if let Some(a) = dev.supported_absolute_axes() {
+        bits.insert("abs".into(), json!(codes(Box::new(a.iter().map(|c| c.0)))));
+    }
+    if let Some(m) = dev.misc_properties() {
+        bits.insert("msc".into(), json!(codes(Box::new(m.iter().map(|c| c.0)))));
+    }
+    let mut absinfo = Map::new();
+    if let (Some(axes), Ok(state)) = (dev.supported_absolute_axes(), dev.get_abs_state()) {
+        for axis in axes.iter() {
+            let a = state[usize::from(axis.0)];
+            absinfo.insert(
+                axis.0.to_string(),
+                json!({"value": a.value, "min": a.minimum, "max": a.maximum,
+                       "fuzz": a.fuzz, "flat": a.flat, "res": a.resolution}),
+            );
+        }
+    }
+    json!({
+        "name": dev.name(),
+        "uniq": dev.unique_name(),
+        "id": {"bustype": id.bus_type().0, "vendor": id.vendor(), "product": id.product(),
+               "version": id.version()},
+        "props": codes(Box::new(dev.properties().iter().map(|p| p.0))),
+        "bits": bits,
+        "absinfo": absinfo,
+    })
+}
+
+fn state(dev: &RawDevice) -> Value {
+    let keys: Vec<u16> = dev
+        .get_key_state()
+        .map(|k| k.iter().map(|c| c.0).collect())
+        .unwrap_or_default();
+    let mut abs = Map::new();
+    if let (Some(axes), Ok(st)) = (dev.supported_absolute_axes(), dev.get_abs_state()) {
+        for axis in axes.iter() {
+            abs.insert(axis.0.to_string(), json!(st[usize::from(axis.0)].value));
+        }
+    }
+    json!({"keys": keys, "abs": abs})
+}
+
+/// Streams `name`'s events until the probe exits, reopening the device whenever it returns.
+fn watch(name: String, out: Out) {
+    std::thread::spawn(move || {
+        let mut announced_missing = false;
+        loop {
+            let Some((path, mut dev)) = find_device(&name) else {
+                if !announced_missing {
+                    say(&out, &format!("MISSING {name}\n"));
+                    announced_missing = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            announced_missing = false;
+            say(&out, &format!("OPEN {name} {}\n", path.display()));
+            let mut batch = String::new();
+            loop {
+                batch.clear();
+                match dev.fetch_events() {
+                    Ok(events) => {
+                        for ev in events {
+                            let t = ev
+                                .timestamp()
+                                .duration_since(UNIX_EPOCH)
+                                .unwrap_or_default();
+                            batch.push_str(&format!(
+                                "EV {name} {}.{:06} {} {} {}\n",
+                                t.as_secs(),
+                                t.subsec_micros(),
+                                ev.event_type().0,
+                                ev.code(),
+                                ev.value()
+                            ));
+                        }
+                        say(&out, &batch);
+                    }
+                    Err(_) => {
+                        say(&out, &format!("GONE {name}\n"));
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn run(command: &str, out: &Out) {
+    match Command::new("/bin/sh")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => {
+            let mut text = String::new();
+            for line in String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&o.stderr).lines())
+            {
+                text.push_str(&format!("OUT {line}\n"));
+            }
+            text.push_str(&format!("RC {}\n", o.status.code().unwrap_or(-1)));
+            say(out, &text);
+        }
+        Err(e) => say(out, &format!("OUT cannot run /bin/sh: {e}\nRC 127\n")),
+    }
+}
+
+fn main() {
+    let port_name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "pvmouse.probe".into());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let path = loop {
+        if let Some(p) = find_port(&port_name) {
+            break p;
+        }
+        if Instant::now() > deadline {
+            eprintln!("pvmouse-guest-probe: no virtio-serial port named {port_name}");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let port = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pvmouse-guest-probe: cannot open {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    };
+    let reader = match port.try_clone() {
+        Ok(r) => BufReader::new(r),
+        Err(e) => {
+            eprintln!("pvmouse-guest-probe: {e}");
+            std::process::exit(1);
+        }
+    };
+    let out: Out = Arc::new(Mutex::new(port));
+    say(&out, "HELLO pvmouse-guest-probe\n");
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match cmd {
+            "caps" => match find_device(arg) {
+                Some((_, dev)) => say(&out, &format!("CAPS {arg} {}\n", caps(&dev))),
+                None => say(&out, &format!("ERR caps: no device named {arg}\n")),
+            },
+            "state" => match find_device(arg) {
+                Some((_, dev)) => say(&out, &format!("STATE {arg} {}\n", state(&dev))),
+                None => say(&out, &format!("ERR state: no device named {arg}\n")),
+            },
+            "watch" => watch(arg.to_owned(), out.clone()),
+            "run" => run(arg, &out),
+            "echo" => say(&out, &format!("ECHO {arg}\n")),
+            "" => {}
+            other => say(&out, &format!("ERR unknown command {other}\n")),
+        }
+    }
+}

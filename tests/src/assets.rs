@@ -1,0 +1,448 @@
+//! Everything a test VM needs, from nothing: system packages, the backend and guest probe
+//! binaries, Debian's guest kernel and udevadm, and the initramfs. Downloads are cached under
+//! `target/pvmouse-guest/`, so a second run needs no network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::initramfs::Initramfs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error("{step}: {detail}")]
+    Step { step: &'static str, detail: String },
+}
+
+fn fail(step: &'static str, detail: impl Into<String>) -> AssetError {
+    AssetError::Step {
+        step,
+        detail: detail.into(),
+    }
+}
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn cache_dir() -> PathBuf {
+    workspace_root().join("target/pvmouse-guest")
+}
+
+fn run(step: &'static str, cmd: &mut Command) -> Result<String, AssetError> {
+    let out = cmd
+        .output()
+        .map_err(|e| fail(step, format!("cannot run {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            step,
+            format!(
+                "{cmd:?} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// QEMU 10 and busybox-static, through the project's installer: it installs them as root and
+/// prints the exact commands otherwise. Missing QEMU is a failure, never a skip.
+pub fn ensure_host_packages() -> Result<(), AssetError> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let script = workspace_root().join("scripts/install-host-deps");
+        run(
+            "installing QEMU 10 and busybox-static",
+            &mut Command::new(&script),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| fail("host packages", e))
+}
+
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub backend: PathBuf,
+    pub probe: PathBuf,
+}
+
+/// Builds `vhost-user-pvmouse` and the guest probe, both linked statically against glibc so
+/// the probe runs in a guest with no libraries. A target directory of its own keeps this
+/// from waiting on the build lock of the `cargo test` that runs it.
+pub fn build_binaries() -> Result<Binaries, AssetError> {
+    static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target_dir = root.join("target/vm-build");
+            let triple = "x86_64-unknown-linux-gnu";
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run(
+                "building the backend and guest probe",
+                Command::new(cargo)
+                    .current_dir(&root)
+                    .args(["build", "--release", "--target", triple])
+                    .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
+                    .env("CARGO_TARGET_DIR", &target_dir)
+                    .env(
+                        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                        "-C target-feature=+crt-static",
+                    ),
+            )
+            .map_err(|e| e.to_string())?;
+            let bin = target_dir.join(triple).join("release");
+            Ok(Binaries {
+                backend: bin.join("vhost-user-pvmouse"),
+                probe: bin.join("pvmouse-guest-probe"),
+            })
+        })
+        .clone()
+        .map_err(|e| fail("binaries", e))
+}
+
+/// Downloads a Debian package (with apt's current candidate) and unpacks it under `into`,
+/// once: a `complete` marker makes later runs offline.
+fn unpacked_package(package: &str, into: &Path) -> Result<PathBuf, AssetError> {
+    let root = into.join(package);
+    if root.join(".complete").exists() {
+        return Ok(root);
+    }
+    let dl = into.join("downloads");
+    std::fs::create_dir_all(&dl).map_err(|e| fail("guest assets", e.to_string()))?;
+    let download = || {
+        run(
+            "downloading guest packages",
+            Command::new("apt-get")
+                .current_dir(&dl)
+                .args(["download", package]),
+        )
+    };
+    if download().is_err() {
+        // A fresh machine may have no package lists yet.
+        if is_root() {
+            run(
+                "updating package lists",
+                Command::new("apt-get").args(["update", "-q"]),
+            )?;
+        }
+        download().map_err(|e| {
+            fail(
+                "downloading guest packages",
+                format!("{e}\n(as root, `apt-get update` first fixes a missing package list)"),
+            )
+        })?;
+    }
+    let deb = std::fs::read_dir(&dl)
+        .map_err(|e| fail("guest assets", e.to_string()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .ok_or_else(|| {
+            fail(
+                "downloading guest packages",
+                format!("no .deb for {package}"),
+            )
+        })?;
+    let _ = std::fs::remove_dir_all(&root);
+    run(
+        "unpacking guest packages",
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+    )?;
+    std::fs::write(root.join(".complete"), b"").map_err(|e| fail("guest assets", e.to_string()))?;
+    Ok(root)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    pub vmlinuz: PathBuf,
+    pub modules: PathBuf,
+    pub package: String,
+}
+
+/// Debian bookworm's `linux-image-6.1.0-*-amd64` (not `-cloud`: it lacks uinput), resolved
+/// from the `linux-image-amd64` metapackage, or the one already cached.
+pub fn guest_kernel() -> Result<GuestKernel, AssetError> {
+    static KERNEL: OnceLock<Result<GuestKernel, String>> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| find_or_fetch_kernel().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| fail("guest kernel", e))
+}
+
+fn find_or_fetch_kernel() -> Result<GuestKernel, AssetError> {
+    let cache = cache_dir().join("kernel");
+    let remembered = cache.join("package");
+    let package = match std::fs::read_to_string(&remembered) {
+        Ok(p) if cache.join(p.trim()).join(".complete").exists() => p.trim().to_owned(),
+        _ => {
+            let deps = run(
+                "resolving the guest kernel package",
+                Command::new("apt-cache").args(["depends", "linux-image-amd64"]),
+            )
+            .or_else(|_| {
+                if is_root() {
+                    run(
+                        "updating package lists",
+                        Command::new("apt-get").args(["update", "-q"]),
+                    )?;
+                }
+                run(
+                    "resolving the guest kernel package",
+                    Command::new("apt-cache").args(["depends", "linux-image-amd64"]),
+                )
+            })?;
+            let package = deps
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .find(|p| p.starts_with("linux-image-6.1.0-") && p.ends_with("-amd64"))
+                .ok_or_else(|| {
+                    fail(
+                        "resolving the guest kernel package",
+                        format!("no linux-image-6.1.0-*-amd64 in:\n{deps}"),
+                    )
+                })?
+                .to_owned();
+            std::fs::create_dir_all(&cache).map_err(|e| fail("guest kernel", e.to_string()))?;
+            package
+        }
+    };
+    let root = unpacked_package(&package, &cache)?;
+    std::fs::write(&remembered, &package).map_err(|e| fail("guest kernel", e.to_string()))?;
+    let version = package.trim_start_matches("linux-image-");
+    Ok(GuestKernel {
+        vmlinuz: root.join(format!("boot/vmlinuz-{version}")),
+        modules: root.join(format!("lib/modules/{version}")),
+        package,
+    })
+}
+
+/// The modules a test guest loads, by name. Their load order comes from each module's own
+/// `depends=` field.
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_input",
+    "evdev",
+    "uinput",
+    "virtio_console",
+    "virtio_pci",
+    "usbhid",
+    "hid_generic",
+    "xhci_pci",
+    "uhci_hcd",
+];
+
+fn module_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Module name → path of its `.ko`, for the whole kernel tree.
+fn index_modules(modules: &Path) -> BTreeMap<String, PathBuf> {
+    fn walk(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "ko") {
+                if let Some(stem) = path.file_stem() {
+                    out.insert(module_key(&stem.to_string_lossy()), path);
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&modules.join("kernel"), &mut out);
+    out
+}
+
+/// A module's `depends=` list, read from its modinfo section.
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    ko.windows(key.len())
+        .position(|w| w == key)
+        .map(|start| {
+            let rest = &ko[start + key.len()..];
+            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(module_key)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `wanted` and everything they depend on, dependencies first.
+pub fn module_load_order(
+    modules: &Path,
+    wanted: &[&str],
+) -> Result<Vec<(String, PathBuf)>, AssetError> {
+    let index = index_modules(modules);
+    let mut order = Vec::new();
+    let mut done = BTreeSet::new();
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        done: &mut BTreeSet<String>,
+        order: &mut Vec<(String, PathBuf)>,
+        depth: usize,
+    ) -> Result<(), AssetError> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if depth > 32 {
+            return Err(fail("guest modules", format!("dependency cycle at {name}")));
+        }
+        let path = index.get(name).ok_or_else(|| {
+            fail(
+                "guest modules",
+                format!("module {name} is not in the kernel package"),
+            )
+        })?;
+        let bytes = std::fs::read(path).map_err(|e| fail("guest modules", e.to_string()))?;
+        for dep in module_depends(&bytes) {
+            visit(&dep, index, done, order, depth + 1)?;
+        }
+        done.insert(name.to_owned());
+        order.push((name.to_owned(), path.clone()));
+        Ok(())
+    }
+    for name in wanted {
+        visit(&module_key(name), &index, &mut done, &mut order, 0)?;
+    }
+    Ok(order)
+}
+
+/// Debian's udevadm and the shared libraries it needs, for `udevadm test-builtin input_id`.
+/// Returns (guest path, host file) pairs.
+pub fn udevadm_files() -> Result<Vec<(String, PathBuf)>, AssetError> {
+    let root = unpacked_package("udev", &cache_dir().join("udev"))?;
+    let udevadm = root.join("bin/udevadm");
+    let ldd = run(
+        "resolving udevadm's libraries",
+        Command::new("ldd").arg(&udevadm),
+    )?;
+    let mut files = vec![("bin/udevadm".to_owned(), udevadm)];
+    for line in ldd.lines() {
+        let line = line.trim();
+        if line.contains("not found") {
+            return Err(fail(
+                "resolving udevadm's libraries",
+                format!("missing on this host: {line}"),
+            ));
+        }
+        // "libx.so.1 => /lib/x86_64-linux-gnu/libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .nth(1)
+            .unwrap_or(line)
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            let host = std::fs::canonicalize(path)
+                .map_err(|e| fail("udevadm libraries", format!("{path}: {e}")))?;
+            files.push((path.trim_start_matches('/').to_owned(), host));
+        }
+    }
+    Ok(files)
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+step() { echo "pvmouse-boot: $1" > /dev/ttyS0; }
+step "loading modules"
+for m in $(cat /etc/pvmouse-modules); do
+  insmod /lib/modules/$m.ko || step "insmod failed: $m"
+done
+step "starting the probe"
+/bin/pvmouse-guest-probe pvmouse.probe
+step "probe exited"
+poweroff -f
+"#;
+
+/// The initramfs: busybox, the modules in load order, udevadm, the probe, and an init that
+/// reports each boot step on the console.
+pub fn build_initramfs() -> Result<PathBuf, AssetError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| assemble_initramfs().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| fail("initramfs", e))
+}
+
+fn assemble_initramfs() -> Result<PathBuf, AssetError> {
+    let kernel = guest_kernel()?;
+    let bins = build_binaries()?;
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| fail("initramfs", format!("{}: {e}", p.display())));
+    let mut img = Initramfs::new();
+    for d in [
+        "bin",
+        "sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "lib",
+        "lib/modules",
+        "lib64",
+        "lib/x86_64-linux-gnu",
+        "usr",
+        "usr/lib",
+    ] {
+        img.dir(d);
+    }
+    img.file("init", 0o755, INIT.as_bytes());
+    img.file("bin/busybox", 0o755, &read(Path::new("/bin/busybox"))?);
+    img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
+    let order = module_load_order(&kernel.modules, GUEST_MODULES)?;
+    let mut names = String::new();
+    for (name, path) in &order {
+        img.file(&format!("lib/modules/{name}.ko"), 0o644, &read(path)?);
+        names.push_str(name);
+        names.push('\n');
+    }
+    img.file("etc/pvmouse-modules", 0o644, names.as_bytes());
+    for (guest, host) in udevadm_files()? {
+        img.file(&guest, 0o755, &read(&host)?);
+    }
+    let out = cache_dir().join(format!("initramfs-{}.cpio", kernel.package));
+    std::fs::create_dir_all(cache_dir()).map_err(|e| fail("initramfs", e.to_string()))?;
+    std::fs::write(&out, img.finish()).map_err(|e| fail("initramfs", e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_field_is_parsed_from_modinfo() {
+        let ko = b"\0\0license=GPL\0depends=virtio,virtio_ring\0retpoline=Y\0";
+        assert_eq!(module_depends(ko), ["virtio", "virtio_ring"]);
+        assert!(module_depends(b"depends=\0").is_empty());
+        assert_eq!(module_key("hid-generic"), "hid_generic");
+    }
+}

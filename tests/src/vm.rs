@@ -1,0 +1,392 @@
+//! A test VM: `vhost-user-pvmouse` and QEMU started together, with the guest console, the
+//! probe's virtio-serial channel and both QMP sockets on host sockets. Dropping it kills both
+//! processes, on success, failure and panic alike.
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::assets::{self, AssetError};
+use crate::probe::ProbeLink;
+use crate::qmp::Qmp;
+
+/// The name the guest sees for pvmouse in test VMs.
+pub const PVMOUSE_NAME: &str = "pvmouse";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Assets(#[from] AssetError),
+    #[error("VM boot failed while {step}: {detail}\n--- guest console (last lines) ---\n{console}")]
+    Boot {
+        step: String,
+        detail: String,
+        console: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub displays: u32,
+    /// Extra QEMU arguments, e.g. a virtio-tablet-pci to run beside pvmouse.
+    pub extra_qemu_args: Vec<String>,
+    pub boot_timeout: Duration,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        let secs = std::env::var("PVMOUSE_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120);
+        Self {
+            displays: 2,
+            extra_qemu_args: Vec::new(),
+            boot_timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// The accelerator: TCG unless `PVMOUSE_ACCEL=kvm` (KVM hangs on nested hosts like CI's).
+fn accel_args() -> Vec<String> {
+    match std::env::var("PVMOUSE_ACCEL").as_deref() {
+        Ok("kvm") => vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
+        _ => vec!["-accel".into(), "tcg".into()],
+    }
+}
+
+/// Children die with the test process even if it is killed outright.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[derive(Debug)]
+pub struct Vm {
+    dir: tempfile::TempDir,
+    qemu: Child,
+    backend: Option<Child>,
+    backend_bin: PathBuf,
+    displays: u32,
+    console: Arc<Mutex<String>>,
+    pub probe: ProbeLink,
+}
+
+impl Vm {
+    pub fn vhost_socket(&self) -> PathBuf {
+        self.dir.path().join("vhost.sock")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    pub fn qemu_qmp_socket(&self) -> PathBuf {
+        self.dir.path().join("qemu-qmp.sock")
+    }
+
+    pub fn boot(config: VmConfig) -> Result<Vm, VmError> {
+        let boot_err = |step: &str, detail: String, console: &Arc<Mutex<String>>| VmError::Boot {
+            step: step.to_owned(),
+            detail,
+            console: tail(console, 25),
+        };
+        let console = Arc::new(Mutex::new(String::new()));
+        assets::ensure_host_packages()?;
+        let mut step = "building binaries";
+        let bins = assets::build_binaries().map_err(|e| boot_err(step, e.to_string(), &console))?;
+        step = "preparing the guest kernel and initramfs";
+        let kernel = assets::guest_kernel().map_err(|e| boot_err(step, e.to_string(), &console))?;
+        let initramfs =
+            assets::build_initramfs().map_err(|e| boot_err(step, e.to_string(), &console))?;
+
+        let dir = tempfile::Builder::new().prefix("pvmouse-vm-").tempdir()?;
+        let console_listener = UnixListener::bind(dir.path().join("console.sock"))?;
+        let probe_listener = UnixListener::bind(dir.path().join("probe.sock"))?;
+
+        step = "starting vhost-user-pvmouse";
+        let backend = start_backend(&bins.backend, dir.path(), config.displays)?;
+        wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
+            .map_err(|e| boot_err(step, e, &console))?;
+
+        step = "starting QEMU";
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(accel_args())
+            .args([
+                "-m",
+                "256",
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+            ])
+            .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+            .args(["-machine", "q35,memory-backend=mem"])
+            .arg("-kernel")
+            .arg(&kernel.vmlinuz)
+            .arg("-initrd")
+            .arg(&initramfs)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=con,path={}",
+                dir.path().join("console.sock").display()
+            ))
+            .args(["-serial", "chardev:con"])
+            .args(["-device", "virtio-serial-pci,id=vser"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=probe,path={}",
+                dir.path().join("probe.sock").display()
+            ))
+            .args(["-device", "virtserialport,chardev=probe,name=pvmouse.probe"])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.path().join("qemu-qmp.sock").display()
+            ))
+            .args(["-device", "pcie-root-port,id=rp1,chassis=1"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=pvm,path={}",
+                dir.path().join("vhost.sock").display()
+            ))
+            .args(["-device", "vhost-user-input-pci,chardev=pvm,id=pvmouse0"])
+            .args(&config.extra_qemu_args)
+            .arg("-no-reboot")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut qemu);
+        let mut qemu = qemu
+            .spawn()
+            .map_err(|e| boot_err(step, format!("{e}"), &console))?;
+
+        let mut vm_parts = (Some(backend), qemu.stderr.take());
+        let accept = |l: &UnixListener, qemu: &mut Child| -> Result<UnixStream, String> {
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                        return Ok(s);
+                    }
+                    Err(_) if Instant::now() < deadline => {
+                        if let Ok(Some(status)) = qemu.try_wait() {
+                            return Err(format!("QEMU exited: {status}"));
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(format!("QEMU never connected: {e}")),
+                }
+            }
+        };
+        let connected = accept(&console_listener, &mut qemu)
+            .and_then(|c| Ok((c, accept(&probe_listener, &mut qemu)?)));
+        let (console_stream, probe_stream) = match connected {
+            Ok(pair) => pair,
+            Err(e) => {
+                let mut stderr = String::new();
+                if let Some(mut s) = vm_parts.1.take() {
+                    let _ = qemu.kill();
+                    let _ = s.read_to_string(&mut stderr);
+                }
+                if let Some(mut b) = vm_parts.0.take() {
+                    let _ = b.kill();
+                    let _ = b.wait();
+                }
+                let _ = qemu.wait();
+                return Err(boot_err(step, format!("{e}\n{stderr}"), &console));
+            }
+        };
+        // QEMU's stderr is kept in the console log too, so failures show both.
+        if let Some(mut stderr) = vm_parts.1.take() {
+            let sink = console.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = format!("[qemu] {}", String::from_utf8_lossy(&buf[..n]));
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            });
+        }
+        let sink = console.clone();
+        let mut console_reader = console_stream;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = console_reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let probe = ProbeLink::new(probe_stream)?;
+        let mut vm = Vm {
+            dir,
+            qemu,
+            backend: vm_parts.0.take(),
+            backend_bin: bins.backend.clone(),
+            displays: config.displays,
+            console,
+            probe,
+        };
+
+        // Wait for the probe's hello, naming the last boot step the guest reported.
+        let deadline = Instant::now() + config.boot_timeout;
+        loop {
+            if vm
+                .probe
+                .wait_for(0, Duration::from_millis(200), |l| l.starts_with("HELLO"))
+                .is_ok()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = vm.qemu.try_wait() {
+                return Err(boot_err(
+                    &vm.boot_step(),
+                    format!("QEMU exited: {status}"),
+                    &vm.console,
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(boot_err(
+                    &vm.boot_step(),
+                    format!("no probe hello within {:?}", config.boot_timeout),
+                    &vm.console,
+                ));
+            }
+        }
+        Ok(vm)
+    }
+
+    /// The last step the guest reported on its console, or what the kernel was doing.
+    fn boot_step(&self) -> String {
+        let log = self.console.lock().unwrap_or_else(|e| e.into_inner());
+        match log.rfind("pvmouse-boot: ") {
+            Some(i) => {
+                let rest = &log[i + 14..];
+                format!("guest: {}", rest.lines().next().unwrap_or("").trim())
+            }
+            None if log.contains("Linux version") => "booting the guest kernel".into(),
+            None => "starting QEMU (no console output yet)".into(),
+        }
+    }
+
+    pub fn console_tail(&self, lines: usize) -> String {
+        tail(&self.console, lines)
+    }
+
+    /// A QMP session on pvmouse's control socket.
+    pub fn control(&self) -> std::io::Result<Qmp> {
+        Qmp::connect(&self.control_socket(), Duration::from_secs(10))
+    }
+
+    /// A QMP session on QEMU's own monitor.
+    pub fn qemu_qmp(&self) -> std::io::Result<Qmp> {
+        Qmp::connect(&self.qemu_qmp_socket(), Duration::from_secs(10))
+    }
+
+    pub fn backend_pid(&self) -> Option<u32> {
+        self.backend.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the backend, in KiB, from /proc.
+    pub fn backend_rss_kib(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.backend_pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    pub fn kill_backend(&mut self) {
+        if let Some(mut b) = self.backend.take() {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+    }
+
+    pub fn restart_backend(&mut self) -> std::io::Result<()> {
+        self.kill_backend();
+        self.backend = Some(start_backend(
+            &self.backend_bin,
+            self.dir.path(),
+            self.displays,
+        )?);
+        Ok(())
+    }
+
+    /// Whether QEMU is still running.
+    pub fn qemu_alive(&mut self) -> bool {
+        matches!(self.qemu.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+        self.kill_backend();
+    }
+}
+
+fn start_backend(bin: &Path, dir: &Path, displays: u32) -> std::io::Result<Child> {
+    let log = std::fs::File::create(dir.join("backend.log"))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--socket-path")
+        .arg(dir.join("vhost.sock"))
+        .arg("--control-socket")
+        .arg(dir.join("control.sock"))
+        .arg("--displays")
+        .arg(displays.to_string())
+        .args(["--name", PVMOUSE_NAME])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    die_with_parent(&mut cmd);
+    cmd.spawn()
+}
+
+fn wait_path(path: &Path, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not appear within {timeout:?}",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn tail(log: &Arc<Mutex<String>>, lines: usize) -> String {
+    let log = log.lock().unwrap_or_else(|e| e.into_inner());
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
