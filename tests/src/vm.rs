@@ -290,8 +290,9 @@ impl Vm {
                 let rest = &log[i + 14..];
                 format!("guest: {}", rest.lines().next().unwrap_or("").trim())
             }
-            None if log.contains("Linux version") => "booting the guest kernel".into(),
-            None => "starting QEMU (no console output yet)".into(),
+            // The kernel boots with `quiet`: silence before init's first step is the kernel.
+            None if log.contains("[qemu]") => "starting QEMU".into(),
+            None => "booting the guest kernel (no console output before init)".into(),
         }
     }
 
