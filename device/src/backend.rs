@@ -44,14 +44,7 @@ impl std::fmt::Debug for VringEventQueue {
 
 impl EventQueue for VringEventQueue {
     fn position(&self) -> RingPosition {
-        let vring = self.vring.get_ref();
-        let q = vring.get_queue();
-        RingPosition {
-            next_avail: q.next_avail(),
-            desc_table: q.desc_table(),
-            avail_ring: q.avail_ring(),
-            used_ring: q.used_ring(),
-        }
+        RingPosition::of(self.vring.get_ref().get_queue())
     }
 
     fn fill(

@@ -79,6 +79,17 @@ pub struct RingPosition {
     pub used_ring: u64,
 }
 
+impl RingPosition {
+    pub fn of(queue: &Queue) -> Self {
+        Self {
+            next_avail: queue.next_avail(),
+            desc_table: queue.desc_table(),
+            avail_ring: queue.avail_ring(),
+            used_ring: queue.used_ring(),
+        }
+    }
+}
+
 /// The guest's event queue as the device reaches it: a vring in the daemon, a mock in tests.
 pub trait EventQueue: Send + Sync + std::fmt::Debug {
     /// Where the queue stands now.

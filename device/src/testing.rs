@@ -195,13 +195,7 @@ impl MockEventQueue {
 
 impl crate::device::EventQueue for MockEventQueue {
     fn position(&self) -> crate::device::RingPosition {
-        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        crate::device::RingPosition {
-            next_avail: q.next_avail(),
-            desc_table: q.desc_table(),
-            avail_ring: q.avail_ring(),
-            used_ring: q.used_ring(),
-        }
+        crate::device::RingPosition::of(&self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn fill(
