@@ -73,6 +73,7 @@ pub fn ensure_host_packages() -> Result<(), AssetError> {
 pub struct Binaries {
     pub backend: PathBuf,
     pub probe: PathBuf,
+    pub guestd: PathBuf,
 }
 
 /// Builds `vhost-user-pvmouse` and the guest probe, both linked statically against glibc so
@@ -92,6 +93,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                     .current_dir(&root)
                     .args(["build", "--release", "--target", triple])
                     .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
+                    .args(["-p", "pvmouse-guestd"])
                     .env("CARGO_TARGET_DIR", &target_dir)
                     .env(
                         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -103,6 +105,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
             Ok(Binaries {
                 backend: bin.join("vhost-user-pvmouse"),
                 probe: bin.join("pvmouse-guest-probe"),
+                guestd: bin.join("pvmouse-guestd"),
             })
         })
         .clone()
@@ -400,6 +403,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
         "bin",
         "sbin",
         "etc",
+        "etc/pvmouse",
         "proc",
         "sys",
         "dev",
@@ -417,6 +421,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
     img.file("init", 0o755, INIT.as_bytes());
     img.file("bin/busybox", 0o755, &read(Path::new("/bin/busybox"))?);
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
+    img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);
     let order = module_load_order(&kernel.modules, GUEST_MODULES)?;
     let mut names = String::new();
     for (name, path) in &order {

@@ -1,0 +1,304 @@
+//! The running bridge: one reader thread per grabbed pvmouse device, mapping and emitting under
+//! one lock (no hand-off on the event path), and a main loop for everything else: hot-plug,
+//! layout reloads on SIGHUP, heartbeats to the host, and a clean exit.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use evdev::{AbsoluteAxisCode, Device};
+use pvmouse_spec::InputEvent;
+use pvmouse_spec::evdev::EV_MSC;
+use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
+use pvmouse_spec::status::{BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage};
+
+use crate::devices;
+use crate::drm_layout;
+use crate::layout::{Layout, LayoutError};
+use crate::mapper::Mapper;
+use crate::output::{Output, OutputError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--layout`, highest precedence.
+    pub layout_spec: Option<String>,
+    /// A layout file: `--layout-file`, else the default path if it exists.
+    pub layout_file: Option<PathBuf>,
+    pub default_layout_file: PathBuf,
+    pub input_dir: PathBuf,
+    pub dri_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("cannot read layout file {0}: {1}")]
+    LayoutFile(PathBuf, std::io::Error),
+    #[error("cannot set up {0}: {1}")]
+    Setup(&'static str, std::io::Error),
+}
+
+/// The layout from the first source that has one: `--layout`, a layout file, DRM; failing
+/// all, one 1920x1080 display, with a warning.
+pub fn resolve_layout(config: &Config) -> Result<Layout, DaemonError> {
+    if let Some(spec) = &config.layout_spec {
+        return Ok(Layout::parse_spec(spec)?);
+    }
+    let file = config.layout_file.clone().or_else(|| {
+        config
+            .default_layout_file
+            .exists()
+            .then(|| config.default_layout_file.clone())
+    });
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| DaemonError::LayoutFile(path.clone(), e))?;
+        return Ok(Layout::parse_file(&path, &text)?);
+    }
+    if let Some(layout) = drm_layout::detect(&config.dri_dir) {
+        return Ok(layout);
+    }
+    tracing::warn!(
+        "no --layout, no layout file and no DRM outputs: assuming one 1920x1080 display"
+    );
+    Ok(Layout::parse_spec("0=1920x1080@0,0")?)
+}
+
+struct Bridge {
+    mapper: Mapper,
+    output: Output,
+}
+
+impl Bridge {
+    fn emit(&mut self, frame: &crate::mapper::OutputFrame) {
+        if let Err(e) = self.output.emit(frame.as_slice()) {
+            tracing::warn!("cannot write to the uinput pointer: {e}");
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Bridge>>;
+
+fn lock(bridge: &Shared) -> MutexGuard<'_, Bridge> {
+    bridge.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum Msg {
+    Rescan,
+    Gone(PathBuf),
+    Reload,
+    Exit,
+}
+
+/// Writes one status event into a grabbed pvmouse device. Only the grabbing open file may
+/// inject into a grabbed device, so this goes through a duplicate of that descriptor.
+fn send_status(file: &mut File, message: StatusMessage) -> std::io::Result<()> {
+    // struct input_event on 64-bit Linux: a zero timeval (16 bytes), then type, code, value.
+    let mut raw = [0u8; 24];
+    raw[16..18].copy_from_slice(&EV_MSC.to_ne_bytes());
+    raw[18..20].copy_from_slice(&STATUS_MSC_CODE.to_ne_bytes());
+    raw[20..24].copy_from_slice(&message.encode().to_ne_bytes());
+    file.write_all(&raw)
+}
+
+fn reader(path: PathBuf, mut dev: Device, bridge: Shared, tx: Sender<Msg>) {
+    loop {
+        match dev.fetch_events() {
+            Ok(events) => {
+                let mut b = lock(&bridge);
+                for e in events {
+                    let ev = InputEvent::new(e.event_type().0, e.code(), e.value());
+                    if let Some(frame) = b.mapper.feed(ev) {
+                        b.emit(&frame);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(device = %path.display(), "pvmouse device gone: {e}");
+                let _ = tx.send(Msg::Gone(path));
+                return;
+            }
+        }
+    }
+}
+
+struct Daemon {
+    config: Config,
+    bridge: Shared,
+    /// Grabbed devices, by node, with the descriptor heartbeats go through.
+    devices: BTreeMap<PathBuf, File>,
+    tx: Sender<Msg>,
+}
+
+impl Daemon {
+    fn attach_new(&mut self) {
+        for (path, mut dev) in devices::scan(&self.config.input_dir) {
+            if self.devices.contains_key(&path) {
+                continue;
+            }
+            if let Err(e) = dev.grab() {
+                tracing::warn!(device = %path.display(), "cannot grab pvmouse device: {e}");
+                continue;
+            }
+            let mut status = match dev.as_fd().try_clone_to_owned() {
+                Ok(fd) => File::from(fd),
+                Err(e) => {
+                    tracing::warn!(device = %path.display(), "cannot duplicate descriptor: {e}");
+                    continue;
+                }
+            };
+            // Take over where the device is: a restarted bridge resumes a drag in progress.
+            let abs = dev.get_abs_state().ok();
+            let value = |code: u16| abs.map(|a| a[usize::from(code)].value).unwrap_or(0);
+            let keys: Vec<u16> = dev
+                .get_key_state()
+                .map(|k| k.iter().map(|c| c.0).collect())
+                .unwrap_or_default();
+            let display = u8::try_from(value(DISPLAY_AXIS)).unwrap_or(0);
+            {
+                let mut b = lock(&self.bridge);
+                let f = b.mapper.sync(
+                    display,
+                    value(AbsoluteAxisCode::ABS_X.0),
+                    value(AbsoluteAxisCode::ABS_Y.0),
+                    &keys,
+                );
+                b.emit(&f);
+            }
+            if let Err(e) = send_status(&mut status, present()) {
+                tracing::warn!(device = %path.display(), "cannot announce the bridge: {e}");
+            }
+            tracing::info!(device = %path.display(), "bridging pvmouse device");
+            self.devices.insert(path.clone(), status);
+            let (bridge, tx) = (self.bridge.clone(), self.tx.clone());
+            std::thread::spawn(move || reader(path, dev, bridge, tx));
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        for (path, file) in &mut self.devices {
+            if let Err(e) = send_status(file, present()) {
+                tracing::debug!(device = %path.display(), "heartbeat failed: {e}");
+            }
+        }
+    }
+
+    fn release(&self) {
+        let mut b = lock(&self.bridge);
+        let f = b.mapper.release_all();
+        b.emit(&f);
+    }
+
+    fn reload(&self) {
+        match resolve_layout(&self.config) {
+            Ok(layout) => {
+                tracing::info!(?layout, "layout reloaded");
+                let mut b = lock(&self.bridge);
+                let f = b.mapper.set_layout(layout);
+                b.emit(&f);
+            }
+            Err(e) => tracing::error!("layout not reloaded, keeping the current one: {e}"),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        self.attach_new();
+        let interval = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+        let mut next_beat = Instant::now() + interval;
+        loop {
+            let wait = next_beat.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Rescan) => self.attach_new(),
+                Ok(Msg::Gone(path)) => {
+                    self.devices.remove(&path);
+                    self.release();
+                }
+                Ok(Msg::Reload) => self.reload(),
+                Ok(Msg::Exit) | Err(RecvTimeoutError::Disconnected) => {
+                    self.release();
+                    for file in self.devices.values_mut() {
+                        let _ = send_status(file, StatusMessage::BridgeGone);
+                    }
+                    tracing::info!("exiting; buttons released, host told");
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.heartbeat();
+                    next_beat += interval;
+                }
+            }
+        }
+    }
+}
+
+fn present() -> StatusMessage {
+    StatusMessage::BridgePresent {
+        version: BRIDGE_PROTOCOL_VERSION,
+    }
+}
+
+fn watch_signals(tx: Sender<Msg>) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(|e| DaemonError::Setup("signal handling", e))?;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let msg = if sig == SIGHUP {
+                Msg::Reload
+            } else {
+                Msg::Exit
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn watch_hotplug(dir: &Path, tx: Sender<Msg>) -> Result<(), DaemonError> {
+    use inotify::{Inotify, WatchMask};
+    let mut inotify = Inotify::init().map_err(|e| DaemonError::Setup("inotify", e))?;
+    inotify
+        .watches()
+        .add(dir, WatchMask::CREATE | WatchMask::ATTRIB)
+        .map_err(|e| DaemonError::Setup("watching the input directory", e))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while inotify.read_events_blocking(&mut buf).is_ok() {
+            if tx.send(Msg::Rescan).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Runs until SIGTERM or SIGINT. Setup errors (no uinput, bad layout) return at once.
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let layout = resolve_layout(&config)?;
+    tracing::info!(?layout, "desktop layout");
+    let output = Output::create()?;
+    let (tx, rx) = channel();
+    watch_signals(tx.clone())?;
+    watch_hotplug(&config.input_dir, tx.clone())?;
+    let daemon = Daemon {
+        bridge: Arc::new(Mutex::new(Bridge {
+            mapper: Mapper::new(layout),
+            output,
+        })),
+        config,
+        devices: BTreeMap::new(),
+        tx,
+    };
+    daemon.run(rx);
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! `pvmouse-guestd`: the guest half of pvmouse. It grabs pvmouse's raw evdev devices, maps
+//! (display, x, y) onto the guest's multi-monitor desktop, and injects the result through
+//! uinput as one ordinary absolute pointer.
+
+pub mod daemon;
+pub mod devices;
+pub mod drm_layout;
+pub mod layout;
+pub mod mapper;
+pub mod output;

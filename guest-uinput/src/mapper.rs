@@ -1,0 +1,294 @@
+//! pvmouse frames in, desktop-pointer frames out. Pure: no syscalls, so it is tested and
+//! benchmarked without a device.
+
+use std::time::{Duration, Instant};
+
+use pvmouse_spec::InputEvent;
+use pvmouse_spec::evdev::{ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, SYN_REPORT};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
+
+use crate::layout::Layout;
+
+/// At most 13 events per pvmouse frame; the output frame has no display axis.
+pub const MAX_OUTPUT_EVENTS: usize = 12;
+
+/// One output frame, SYN_REPORT not included (uinput's emit adds it).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputFrame {
+    events: [InputEvent; MAX_OUTPUT_EVENTS],
+    len: usize,
+}
+
+impl OutputFrame {
+    const fn new() -> Self {
+        Self {
+            events: [InputEvent::new(0, 0, 0); MAX_OUTPUT_EVENTS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, ev: InputEvent) {
+        if let Some(slot) = self.events.get_mut(self.len) {
+            *slot = ev;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[InputEvent] {
+        &self.events[..self.len]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Debug)]
+pub struct Mapper {
+    layout: Layout,
+    display: u8,
+    x: i32,
+    y: i32,
+    moved: bool,
+    /// Buttons the desktop pointer holds down, as `Button::bit`s.
+    held: u8,
+    frame: OutputFrame,
+    dropped_unknown_display: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Mapper {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            display: 0,
+            x: 0,
+            y: 0,
+            moved: false,
+            held: 0,
+            frame: OutputFrame::new(),
+            dropped_unknown_display: 0,
+            last_warning: None,
+        }
+    }
+
+    /// A layout change applies from the next frame; the pointer is re-placed at once.
+    pub fn set_layout(&mut self, layout: Layout) -> OutputFrame {
+        self.layout = layout;
+        let mut out = OutputFrame::new();
+        self.place(&mut out);
+        out
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Takes over a pvmouse device's current state (EVIOCGABS, EVIOCGKEY), as after a daemon
+    /// restart: the pointer goes where the device is, and held buttons are pressed again, so
+    /// a drag in progress carries on.
+    pub fn sync(&mut self, display: u8, x: i32, y: i32, keys_down: &[u16]) -> OutputFrame {
+        (self.display, self.x, self.y) = (display, x, y);
+        let mut out = OutputFrame::new();
+        self.place(&mut out);
+        for b in Button::ALL {
+            let down = keys_down.contains(&b.code());
+            if down != (self.held & b.bit() != 0) {
+                out.push(InputEvent::new(EV_KEY, b.code(), i32::from(down)));
+                self.held ^= b.bit();
+            }
+        }
+        out
+    }
+
+    /// Releases every held button: on exit and when the pvmouse device goes away.
+    pub fn release_all(&mut self) -> OutputFrame {
+        let mut out = OutputFrame::new();
+        for b in Button::ALL {
+            if self.held & b.bit() != 0 {
+                out.push(InputEvent::new(EV_KEY, b.code(), 0));
+            }
+        }
+        self.held = 0;
+        out
+    }
+
+    fn place(&mut self, out: &mut OutputFrame) {
+        match self.layout.map(self.display, self.x, self.y) {
+            Some((u, v)) => {
+                out.push(InputEvent::new(EV_ABS, ABS_X, u));
+                out.push(InputEvent::new(EV_ABS, ABS_Y, v));
+            }
+            None => self.warn_unknown_display(),
+        }
+    }
+
+    fn warn_unknown_display(&mut self) {
+        self.dropped_unknown_display += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                display = self.display,
+                dropped = self.dropped_unknown_display,
+                "pointer is on a display that is not in the layout; motion dropped"
+            );
+            self.last_warning = Some(now);
+        }
+    }
+
+    /// Feeds one pvmouse event. At SYN_REPORT, returns the output frame, if it has anything.
+    pub fn feed(&mut self, ev: InputEvent) -> Option<OutputFrame> {
+        match (ev.kind, ev.code) {
+            (EV_ABS, DISPLAY_AXIS) => {
+                self.display = u8::try_from(ev.value).unwrap_or(u8::MAX);
+                self.moved = true;
+            }
+            (EV_ABS, ABS_X) => {
+                self.x = ev.value;
+                self.moved = true;
+            }
+            (EV_ABS, ABS_Y) => {
+                self.y = ev.value;
+                self.moved = true;
+            }
+            (EV_KEY, code) => {
+                if let Some(b) = Button::from_code(code) {
+                    if ev.value == 0 {
+                        self.held &= !b.bit();
+                    } else {
+                        self.held |= b.bit();
+                    }
+                    self.frame
+                        .push(InputEvent::new(EV_KEY, code, i32::from(ev.value != 0)));
+                }
+            }
+            (EV_REL, _) => self.frame.push(ev),
+            (EV_SYN, SYN_REPORT) => {
+                let mut out = OutputFrame::new();
+                if std::mem::take(&mut self.moved) {
+                    self.place(&mut out);
+                }
+                for e in std::mem::replace(&mut self.frame, OutputFrame::new()).as_slice() {
+                    out.push(*e);
+                }
+                return (!out.is_empty()).then_some(out);
+            }
+            // The bridge's own heartbeats come back as EV_MSC; nothing else is expected.
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::OUTPUT_MAX;
+    use pvmouse_spec::evdev::{BTN_LEFT, BTN_RIGHT, EV_MSC, MSC_RAW, REL_WHEEL, REL_WHEEL_HI_RES};
+    use pvmouse_spec::profile::AXIS_MAX;
+
+    fn mapper() -> Mapper {
+        Mapper::new(Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0").unwrap())
+    }
+
+    fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
+        InputEvent::new(kind, code, value)
+    }
+
+    fn run(m: &mut Mapper, evs: &[InputEvent]) -> Vec<Vec<InputEvent>> {
+        evs.iter()
+            .filter_map(|e| m.feed(*e))
+            .map(|f| f.as_slice().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn each_pvmouse_frame_is_one_output_frame() {
+        let mut m = mapper();
+        let syn = InputEvent::syn_report();
+        let out = run(
+            &mut m,
+            &[
+                ev(EV_ABS, DISPLAY_AXIS, 1),
+                ev(EV_ABS, ABS_X, AXIS_MAX),
+                ev(EV_ABS, ABS_Y, AXIS_MAX),
+                ev(EV_KEY, BTN_LEFT, 1),
+                syn,
+                ev(EV_REL, REL_WHEEL, 1),
+                ev(EV_REL, REL_WHEEL_HI_RES, 120),
+                syn,
+                ev(EV_MSC, MSC_RAW, 0x5056_0101),
+                syn,
+            ],
+        );
+        assert_eq!(out.len(), 2, "a heartbeat echo makes no frame");
+        assert_eq!(
+            out[0],
+            [
+                ev(EV_ABS, ABS_X, OUTPUT_MAX),
+                ev(EV_ABS, ABS_Y, OUTPUT_MAX),
+                ev(EV_KEY, BTN_LEFT, 1)
+            ]
+        );
+        assert_eq!(
+            out[1],
+            [ev(EV_REL, REL_WHEEL, 1), ev(EV_REL, REL_WHEEL_HI_RES, 120)]
+        );
+    }
+
+    #[test]
+    fn a_display_change_alone_moves_the_pointer() {
+        let mut m = mapper();
+        run(&mut m, &[ev(EV_ABS, ABS_X, 0), InputEvent::syn_report()]);
+        let out = run(
+            &mut m,
+            &[ev(EV_ABS, DISPLAY_AXIS, 1), InputEvent::syn_report()],
+        );
+        let want = (1024.0_f64 / 2303.0 * 65535.0).round() as i32;
+        assert_eq!(out[0], [ev(EV_ABS, ABS_X, want), ev(EV_ABS, ABS_Y, 0)]);
+    }
+
+    #[test]
+    fn motion_on_an_unknown_display_is_dropped_but_buttons_pass() {
+        let mut m = mapper();
+        let out = run(
+            &mut m,
+            &[
+                ev(EV_ABS, DISPLAY_AXIS, 5),
+                ev(EV_KEY, BTN_RIGHT, 1),
+                InputEvent::syn_report(),
+            ],
+        );
+        assert_eq!(out, [vec![ev(EV_KEY, BTN_RIGHT, 1)]]);
+        assert_eq!(m.dropped_unknown_display, 1);
+    }
+
+    #[test]
+    fn sync_presses_what_the_device_holds_and_release_all_lets_go() {
+        let mut m = mapper();
+        let f = m.sync(1, 0, 0, &[BTN_LEFT]);
+        assert_eq!(f.as_slice().len(), 3);
+        assert_eq!(f.as_slice()[2], ev(EV_KEY, BTN_LEFT, 1));
+        assert_eq!(
+            m.sync(1, 0, 0, &[BTN_LEFT]).as_slice().len(),
+            2,
+            "no second press"
+        );
+        assert_eq!(m.release_all().as_slice(), [ev(EV_KEY, BTN_LEFT, 0)]);
+        assert!(m.release_all().is_empty());
+    }
+
+    #[test]
+    fn a_new_layout_applies_without_a_new_frame_from_the_device() {
+        let mut m = mapper();
+        run(
+            &mut m,
+            &[ev(EV_ABS, DISPLAY_AXIS, 1), InputEvent::syn_report()],
+        );
+        let f = m.set_layout(Layout::parse_spec("1=1000x1000@0,0,0=1000x1000@1000,0").unwrap());
+        assert_eq!(f.as_slice(), [ev(EV_ABS, ABS_X, 0), ev(EV_ABS, ABS_Y, 0)]);
+    }
+}

@@ -1,0 +1,411 @@
+//! pvmouse-guestd in a real guest: the uinput pointer it creates is read back by the probe,
+//! an independent reader of that device's own evdev node, and compared with the values the
+//! layout implies, computed here from the spec's formula rather than with the bridge's code.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pvmouse_spec::InputEvent;
+use pvmouse_spec::evdev::*;
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames};
+use serde_json::json;
+
+static ONE_VM: Mutex<()> = Mutex::new(());
+const WAIT: Duration = Duration::from_secs(30);
+const POINTER: &str = "pvmouse desktop pointer";
+
+/// (x, y, width, height) per display, and the bounding box, for the expected values.
+struct Desk {
+    displays: Vec<(i32, i32, u32, u32)>,
+    bounds: (i32, i32, u32, u32),
+}
+
+impl Desk {
+    /// 1024x768 to the left of 1280x1024.
+    fn two() -> Self {
+        Desk {
+            displays: vec![(0, 0, 1024, 768), (1024, 0, 1280, 1024)],
+            bounds: (0, 0, 2304, 1024),
+        }
+    }
+
+    /// pixel = L + v/65535·size, clamped to the display; output = pixel/(box − 1)·65535.
+    fn expect(&self, display: usize, x: f64, y: f64) -> (i32, i32) {
+        let (lx, ly, w, h) = self.displays[display];
+        let v = |n: f64| (n * 65535.0).round() / 65535.0;
+        let px = (f64::from(lx) + v(x) * f64::from(w))
+            .clamp(f64::from(lx), f64::from(lx) + f64::from(w) - 1.0);
+        let py = (f64::from(ly) + v(y) * f64::from(h))
+            .clamp(f64::from(ly), f64::from(ly) + f64::from(h) - 1.0);
+        let (bx, by, bw, bh) = self.bounds;
+        (
+            ((px - f64::from(bx)) / f64::from(bw - 1) * 65535.0).round() as i32,
+            ((py - f64::from(by)) / f64::from(bh - 1) * 65535.0).round() as i32,
+        )
+    }
+}
+
+fn boot() -> Vm {
+    Vm::boot(VmConfig::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
+    InputEvent::new(kind, code, value)
+}
+
+/// Starts the bridge in the background and waits for its pointer; returns when the probe has it
+/// open.
+fn start_bridge(vm: &Vm, args: &str) {
+    let mark = vm.probe.mark();
+    let (rc, out) = vm
+        .probe
+        .run(
+            &format!("pvmouse-guestd {args} >> /tmp/guestd.log 2>&1 &"),
+            WAIT,
+        )
+        .unwrap();
+    assert_eq!(rc, 0, "{out:?}");
+    vm.probe.send(&format!("watch {POINTER}")).unwrap();
+    vm.probe
+        .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", vm.probe.run("cat /tmp/guestd.log", WAIT)));
+}
+
+/// Sends a point and returns the pointer's frame.
+fn point(vm: &Vm, ctl: &mut Qmp, display: usize, x: f64, y: f64) -> Vec<InputEvent> {
+    let mark = vm.probe.mark();
+    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
+        .unwrap();
+    let evs = vm
+        .probe
+        .wait_events(POINTER, mark, WAIT, |e| !frames(e).is_empty())
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", vm.probe.run("cat /tmp/guestd.log", WAIT)));
+    frames(&evs).remove(0)
+}
+
+fn abs_of(frame: &[InputEvent]) -> (Option<i32>, Option<i32>) {
+    let get = |code| {
+        frame
+            .iter()
+            .find(|e| e.kind == EV_ABS && e.code == code)
+            .map(|e| e.value)
+    };
+    (get(ABS_X), get(ABS_Y))
+}
+
+#[test]
+fn points_on_both_displays_land_on_the_values_the_layout_implies() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot();
+    let mut ctl = vm.control().unwrap();
+    start_bridge(&vm, "--layout 0=1024x768@0,0,1=1280x1024@1024,0");
+    let started = Instant::now();
+    let e = ctl
+        .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(e["data"], json!({"present": true, "version": 1}));
+    println!(
+        "bridge announced {:?} after its pointer appeared",
+        started.elapsed()
+    );
+    assert_eq!(
+        ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"],
+        true
+    );
+
+    // The pointer itself: what udev and libinput will see.
+    let caps: serde_json::Value = {
+        let l = vm
+            .probe
+            .request(&format!("caps {POINTER}"), "CAPS ", WAIT)
+            .unwrap();
+        serde_json::from_str(&l[format!("CAPS {POINTER} ").len()..]).unwrap()
+    };
+    assert_eq!(caps["bits"]["abs"], json!([0, 1]));
+    assert_eq!(caps["bits"]["key"], json!([272, 273, 274, 275, 276]));
+    assert_eq!(caps["bits"]["rel"], json!([6, 8, 11, 12]));
+    assert_eq!(caps["absinfo"]["0"]["max"], 65535);
+    let (rc, out) = vm
+        .probe
+        .run(&format!("for e in /sys/class/input/event*; do grep -qx '{POINTER}' $e/device/name && udevadm test-builtin input_id $e; done"), WAIT)
+        .unwrap();
+    assert_eq!(rc, 0);
+    assert!(out.contains(&"ID_INPUT_MOUSE=1".to_owned()), "{out:?}");
+
+    let desk = Desk::two();
+    // The guest starts at (0, 0); the input core drops values that do not change, so the tour
+    // starts elsewhere.
+    for (display, x, y) in [
+        (0, 0.5, 0.5),
+        (0, 0.0, 0.0),
+        (0, 0.25, 0.75),
+        (0, 1.0, 1.0),
+        (1, 0.0, 0.0),
+        (1, 0.5, 0.25),
+        (1, 1.0, 1.0),
+        (0, 0.001, 0.999),
+    ] {
+        let f = point(&vm, &mut ctl, display, x, y);
+        let (ux, uy) = abs_of(&f);
+        let (wx, wy) = desk.expect(display, x, y);
+        // The input core drops unchanged values, so a coordinate may be absent when equal.
+        assert!(
+            ux.is_none_or(|v| v == wx)
+                && uy.is_none_or(|v| v == wy)
+                && (ux.is_some() || uy.is_some()),
+            "display {display} ({x}, {y}): got {f:?}, want X={wx} Y={wy}"
+        );
+    }
+    let st = vm
+        .probe
+        .request(&format!("state {POINTER}"), "STATE ", WAIT)
+        .unwrap();
+    let (wx, wy) = desk.expect(0, 0.001, 0.999);
+    assert!(
+        st.contains(&format!("\"0\":{wx}")) && st.contains(&format!("\"1\":{wy}")),
+        "{st}"
+    );
+
+    // Buttons and wheels pass through, one frame per pvmouse frame.
+    let mark = vm.probe.mark();
+    ctl.execute(
+        "pvmouse-send",
+        json!({"buttons": {"middle": true}, "wheel": {"vertical": -120}}),
+    )
+    .unwrap();
+    let f = frames(
+        &vm.probe
+            .wait_events(POINTER, mark, WAIT, |e| !frames(e).is_empty())
+            .unwrap(),
+    )
+    .remove(0);
+    assert_eq!(
+        f,
+        [
+            ev(EV_KEY, BTN_MIDDLE, 1),
+            ev(EV_REL, REL_WHEEL, -1),
+            ev(EV_REL, REL_WHEEL_HI_RES, -120)
+        ]
+    );
+
+    // SIGTERM: held buttons are released on the pointer, and the host is told at once.
+    let mark = vm.probe.mark();
+    vm.probe.run("kill $(pidof pvmouse-guestd)", WAIT).unwrap();
+    let evs = vm
+        .probe
+        .wait_events(POINTER, mark, WAIT, |e| {
+            e.iter().any(|e| e.event.kind == EV_KEY)
+        })
+        .unwrap();
+    assert!(
+        evs.iter().any(|e| e.event == ev(EV_KEY, BTN_MIDDLE, 0)),
+        "{evs:?}"
+    );
+    let e = ctl
+        .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(e["data"], json!({"present": false}));
+}
+
+#[test]
+fn a_sighup_layout_change_keeps_the_same_pointer_and_a_killed_bridge_is_noticed() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot();
+    let mut ctl = vm.control().unwrap();
+    let write = |text: &str| {
+        let (rc, out) = vm
+            .probe
+            .run(&format!("printf '{text}' > /etc/pvmouse/layout.toml"), WAIT)
+            .unwrap();
+        assert_eq!(rc, 0, "{out:?}");
+    };
+    write(
+        "[[display]]\\nid = 0\\nwidth = 1024\\nheight = 768\\n[[display]]\\nid = 1\\nwidth = 1280\\nheight = 1024\\nx = 1024\\n",
+    );
+    start_bridge(&vm, "");
+    let node_before = vm
+        .probe
+        .run("ls /sys/class/input/ | grep input", WAIT)
+        .unwrap()
+        .1;
+    let desk = Desk::two();
+    let f = point(&vm, &mut ctl, 1, 0.0, 0.5);
+    assert_eq!(abs_of(&f).0, Some(desk.expect(1, 0.0, 0.5).0));
+
+    // Display 1 moves to the left of display 0.
+    write(
+        "[[display]]\\nid = 1\\nwidth = 1280\\nheight = 1024\\n[[display]]\\nid = 0\\nwidth = 1024\\nheight = 768\\nx = 1280\\n",
+    );
+    let mark = vm.probe.mark();
+    vm.probe
+        .run("kill -HUP $(pidof pvmouse-guestd)", WAIT)
+        .unwrap();
+    let swapped = Desk {
+        displays: vec![(1280, 0, 1024, 768), (0, 0, 1280, 1024)],
+        bounds: (0, 0, 2304, 1024),
+    };
+    // The pointer is re-placed at once, on the same device.
+    let evs = vm
+        .probe
+        .wait_events(POINTER, mark, WAIT, |e| !frames(e).is_empty())
+        .unwrap();
+    assert_eq!(
+        abs_of(&frames(&evs)[0]).0,
+        Some(swapped.expect(1, 0.0, 0.5).0)
+    );
+    let f = point(&vm, &mut ctl, 0, 0.0, 0.0);
+    assert_eq!(abs_of(&f).0, Some(swapped.expect(0, 0.0, 0.0).0));
+    assert!(
+        vm.probe
+            .lines(0)
+            .iter()
+            .all(|l| !l.starts_with(&format!("GONE {POINTER}"))),
+        "the pointer was re-created"
+    );
+    assert_eq!(
+        vm.probe
+            .run("ls /sys/class/input/ | grep input", WAIT)
+            .unwrap()
+            .1,
+        node_before
+    );
+
+    // A bad layout file on reload is reported and the current layout kept.
+    write("[[display]]\\nid = 0\\nwidth = 0\\nheight = 768\\n");
+    vm.probe
+        .run("kill -HUP $(pidof pvmouse-guestd)", WAIT)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = vm
+        .probe
+        .run("cat /tmp/guestd.log", WAIT)
+        .unwrap()
+        .1
+        .join("\n");
+    assert!(
+        log.contains("layout file /etc/pvmouse/layout.toml, line 2: display 0 has zero width"),
+        "{log}"
+    );
+    let f = point(&vm, &mut ctl, 0, 0.5, 0.0);
+    assert_eq!(abs_of(&f).0, Some(swapped.expect(0, 0.5, 0.0).0));
+
+    // SIGKILL says nothing: the host notices the silence within 2 s.
+    let _ = ctl.wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_millis(1));
+    ctl.events.clear();
+    vm.probe
+        .run("kill -9 $(pidof pvmouse-guestd)", WAIT)
+        .unwrap();
+    let killed = Instant::now();
+    let e = ctl
+        .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(3))
+        .unwrap();
+    assert_eq!(e["data"], json!({"present": false}));
+    println!("killed bridge noticed after {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() <= Duration::from_secs(2),
+        "took {:?}",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot();
+    let mut ctl = vm.control().unwrap();
+    start_bridge(&vm, "--layout 0=1000x1000@0,0,1=1000x1000@1000,0");
+    let mark = vm.probe.mark();
+    ctl.execute(
+        "pvmouse-send",
+        json!({"display": 0, "x": 0.1, "y": 0.1, "buttons": {"left": true}}),
+    )
+    .unwrap();
+    vm.probe
+        .wait_events(POINTER, mark, WAIT, |e| {
+            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 1))
+        })
+        .unwrap();
+
+    // Killed outright: the kernel removes its uinput device, releasing what it held.
+    let mark = vm.probe.mark();
+    vm.probe
+        .run("kill -9 $(pidof pvmouse-guestd)", WAIT)
+        .unwrap();
+    vm.probe
+        .wait_for(mark, WAIT, |l| l.starts_with(&format!("GONE {POINTER}")))
+        .unwrap();
+    let released = vm.probe.events(POINTER, mark);
+    assert!(
+        released.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 0)),
+        "left stuck: {released:?}"
+    );
+
+    // Restarted: the new pointer takes over the device's state, so the drag goes on.
+    let mark = vm.probe.mark();
+    vm.probe
+        .run(
+            "pvmouse-guestd --layout 0=1000x1000@0,0,1=1000x1000@1000,0 >> /tmp/guestd.log 2>&1 &",
+            WAIT,
+        )
+        .unwrap();
+    vm.probe
+        .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = vm
+            .probe
+            .request(&format!("state {POINTER}"), "STATE ", WAIT)
+            .unwrap();
+        if st.contains("\"keys\":[272]") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drag not resumed: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mark = vm.probe.mark();
+    ctl.execute("pvmouse-send", json!({"display": 1, "x": 0.5, "y": 0.5}))
+        .unwrap();
+    ctl.execute("pvmouse-send", json!({"buttons": {"left": false}}))
+        .unwrap();
+    let evs = vm
+        .probe
+        .wait_events(POINTER, mark, WAIT, |e| frames(e).len() >= 2)
+        .unwrap();
+    let f = frames(&evs);
+    let desk = Desk {
+        displays: vec![(0, 0, 1000, 1000), (1000, 0, 1000, 1000)],
+        bounds: (0, 0, 2000, 1000),
+    };
+    assert_eq!(abs_of(&f[0]).0, Some(desk.expect(1, 0.5, 0.5).0));
+    assert_eq!(f[1], [ev(EV_KEY, BTN_LEFT, 0)]);
+}
+
+#[test]
+fn the_bridge_refuses_to_start_with_clear_errors() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot();
+    let run = |cmd: &str| vm.probe.run(cmd, WAIT).unwrap();
+    let (rc, out) = run(
+        "printf '[[display]]\\nid = 0\\nwidth = ten\\n' > /tmp/bad.toml; pvmouse-guestd --layout-file /tmp/bad.toml",
+    );
+    assert_ne!(rc, 0);
+    assert!(
+        out.iter()
+            .any(|l| l.contains("layout file /tmp/bad.toml, line 3")),
+        "{out:?}"
+    );
+    let (rc, out) = run("rmmod uinput; pvmouse-guestd --layout 0=10x10@0,0");
+    assert_ne!(rc, 0);
+    assert!(
+        out.iter()
+            .any(|l| l.contains("load the uinput kernel module")),
+        "{out:?}"
+    );
+    let _ = PVMOUSE_NAME;
+}
