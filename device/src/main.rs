@@ -16,6 +16,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // SAFETY: umask only swaps the process's file-creation mask; no memory is involved. It runs
     // before any thread starts, so every socket this process creates is born 0600.

@@ -282,6 +282,19 @@ fn watch_hotplug(dir: &Path, tx: Sender<Msg>) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// DRM hot-plug uevents trigger the same reload as SIGHUP. Without the socket (no netlink in
+/// a sandbox, say) the bridge still works; it just waits for SIGHUP.
+fn watch_drm(tx: Sender<Msg>) {
+    match crate::drm_hotplug::uevent_socket() {
+        Ok(socket) => {
+            std::thread::spawn(move || {
+                crate::drm_hotplug::watch(socket, || tx.send(Msg::Reload).is_ok());
+            });
+        }
+        Err(e) => tracing::warn!("no DRM hot-plug notices (uevent socket: {e}); use SIGHUP"),
+    }
+}
+
 /// Runs until SIGTERM or SIGINT. Setup errors (no uinput, bad layout) return at once.
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let layout = resolve_layout(&config)?;
@@ -290,6 +303,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (tx, rx) = channel();
     watch_signals(tx.clone())?;
     watch_hotplug(&config.input_dir, tx.clone())?;
+    watch_drm(tx.clone());
     let daemon = Daemon {
         bridge: Arc::new(Mutex::new(Bridge {
             mapper: Mapper::new(layout),

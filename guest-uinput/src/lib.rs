@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod devices;
+pub mod drm_hotplug;
 pub mod drm_layout;
 pub mod layout;
 pub mod mapper;

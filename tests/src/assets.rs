@@ -248,6 +248,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "hid_generic",
     "xhci_pci",
     "uhci_hcd",
+    "virtio_gpu",
 ];
 
 fn module_key(name: &str) -> String {

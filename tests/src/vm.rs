@@ -36,6 +36,8 @@ pub struct VmConfig {
     pub displays: u32,
     /// Extra QEMU arguments, e.g. a virtio-tablet-pci to run beside pvmouse.
     pub extra_qemu_args: Vec<String>,
+    /// Extra guest kernel command-line arguments.
+    pub kernel_args: Vec<String>,
     pub boot_timeout: Duration,
 }
 
@@ -48,6 +50,7 @@ impl Default for VmConfig {
         Self {
             displays: 2,
             extra_qemu_args: Vec::new(),
+            kernel_args: Vec::new(),
             boot_timeout: Duration::from_secs(secs),
         }
     }
@@ -140,7 +143,11 @@ impl Vm {
             .arg(&kernel.vmlinuz)
             .arg("-initrd")
             .arg(&initramfs)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 quiet panic=-1 {}",
+                config.kernel_args.join(" ")
+            ))
             .arg("-chardev")
             .arg(format!(
                 "socket,id=con,path={}",

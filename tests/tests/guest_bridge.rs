@@ -409,3 +409,90 @@ fn the_bridge_refuses_to_start_with_clear_errors() {
     );
     let _ = PVMOUSE_NAME;
 }
+
+#[test]
+fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    // A virtio-gpu with two outputs. QEMU enables only the first without a UI, so the guest
+    // kernel forces the second on, with its own mode.
+    let vm = Vm::boot(VmConfig {
+        extra_qemu_args: vec!["-device".into(), "virtio-gpu-pci,max_outputs=2".into()],
+        kernel_args: vec![
+            "video=Virtual-1:1024x768".into(),
+            "video=Virtual-2:1280x1024e".into(),
+        ],
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, modes) = vm
+        .probe
+        .run("for c in /sys/class/drm/card0-Virtual-*; do echo $(cat $c/status) $(cat $c/enabled); done", WAIT)
+        .unwrap();
+    assert_eq!(modes, ["connected enabled", "connected enabled"]);
+    let mut ctl = vm.control().unwrap();
+    start_bridge(&vm, "");
+    let log = vm
+        .probe
+        .run("cat /tmp/guestd.log", WAIT)
+        .unwrap()
+        .1
+        .join("\n");
+    assert!(log.contains("layout detected from DRM"), "{log}");
+    // Display 0 is Virtual-1 at 1024x768, display 1 Virtual-2 at 1280x1024 to its right.
+    let desk = Desk::two();
+    for (display, x, y) in [(1, 0.5, 0.5), (0, 0.25, 0.5), (1, 1.0, 1.0)] {
+        let f = point(&vm, &mut ctl, display, x, y);
+        let (wx, wy) = desk.expect(display, x, y);
+        assert_eq!(
+            abs_of(&f),
+            (Some(wx), Some(wy)),
+            "display {display} ({x}, {y})"
+        );
+    }
+
+    // Output 2 unplugged. Without a QEMU UI the host cannot unplug it, so the guest forces the
+    // connector off and emits the DRM change uevent a hot-plug would (a sysfs status write
+    // alone emits none). The bridge re-reads the layout: display 0 alone, on the same pointer.
+    let (rc, out) = vm
+        .probe
+        .run(
+            "echo off > /sys/class/drm/card0-Virtual-2/status && echo change > /sys/class/drm/card0/uevent",
+            WAIT,
+        )
+        .unwrap();
+    assert_eq!(rc, 0, "{out:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = vm
+            .probe
+            .run("cat /tmp/guestd.log", WAIT)
+            .unwrap()
+            .1
+            .join("\n");
+        if log.contains("layout reloaded") {
+            assert!(
+                log.contains("bounds: Rect { x: 0, y: 0, width: 1024, height: 768 }"),
+                "{log}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload after the hot-plug:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let single = Desk {
+        displays: vec![(0, 0, 1024, 768)],
+        bounds: (0, 0, 1024, 768),
+    };
+    let f = point(&vm, &mut ctl, 0, 0.5, 0.5);
+    let (wx, wy) = single.expect(0, 0.5, 0.5);
+    assert_eq!(abs_of(&f), (Some(wx), Some(wy)));
+    assert!(
+        vm.probe
+            .lines(0)
+            .iter()
+            .all(|l| !l.starts_with(&format!("GONE {POINTER}")))
+    );
+}
