@@ -29,7 +29,7 @@ pub fn uevent_socket() -> io::Result<File> {
         libc::bind(
             owned.as_raw_fd(),
             std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
     if rc < 0 {
