@@ -405,6 +405,8 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
         "sbin",
         "etc",
         "etc/pvmouse",
+        "etc/udev",
+        "etc/udev/rules.d",
         "proc",
         "sys",
         "dev",
@@ -423,6 +425,11 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
     img.file("bin/busybox", 0o755, &read(Path::new("/bin/busybox"))?);
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
     img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);
+    img.file(
+        "etc/udev/rules.d/70-pvmouse.rules",
+        0o644,
+        &read(&workspace_root().join("guest-uinput/packaging/70-pvmouse.rules"))?,
+    );
     let order = module_load_order(&kernel.modules, GUEST_MODULES)?;
     let mut names = String::new();
     for (name, path) in &order {

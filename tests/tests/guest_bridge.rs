@@ -496,3 +496,42 @@ fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
             .all(|l| !l.starts_with(&format!("GONE {POINTER}")))
     );
 }
+
+#[test]
+fn the_shipped_udev_rule_asks_systemd_for_the_bridge_on_pvmouse_only() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = Vm::boot(VmConfig {
+        extra_qemu_args: vec!["-device".into(), "virtio-tablet-pci".into()],
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let test = |name: &str| {
+        let (_, out) = vm
+            .probe
+            .run(
+                &format!(
+                    "mkdir -p /run/udev; for e in /sys/class/input/event*; do grep -qx '{name}' $e/device/name && \
+                     udevadm test --action=add $e; done 2>&1"
+                ),
+                WAIT,
+            )
+            .unwrap();
+        out
+    };
+    let pv = test(PVMOUSE_NAME);
+    assert!(
+        pv.iter()
+            .any(|l| l == "SYSTEMD_WANTS=pvmouse-guestd.service"),
+        "{pv:#?}"
+    );
+    assert!(pv.iter().any(|l| l == "PVMOUSE=1"), "{pv:#?}");
+    let tablet = test("QEMU Virtio Tablet");
+    assert!(
+        tablet.iter().any(|l| l == "ACTION=add"),
+        "udevadm ran: {tablet:#?}"
+    );
+    assert!(
+        !tablet.iter().any(|l| l.contains("pvmouse-guestd")),
+        "{tablet:#?}"
+    );
+}
