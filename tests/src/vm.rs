@@ -38,6 +38,8 @@ pub struct VmConfig {
     pub extra_qemu_args: Vec<String>,
     /// Extra guest kernel command-line arguments.
     pub kernel_args: Vec<String>,
+    /// Put pvmouse on this bus (e.g. the hot-pluggable root port `rp1`) instead of the root.
+    pub pvmouse_bus: Option<String>,
     pub boot_timeout: Duration,
 }
 
@@ -51,6 +53,7 @@ impl Default for VmConfig {
             displays: 2,
             extra_qemu_args: Vec::new(),
             kernel_args: Vec::new(),
+            pvmouse_bus: None,
             boot_timeout: Duration::from_secs(secs),
         }
     }
@@ -172,7 +175,11 @@ impl Vm {
                 "socket,id=pvm,path={}",
                 dir.path().join("vhost.sock").display()
             ))
-            .args(["-device", "vhost-user-input-pci,chardev=pvm,id=pvmouse0"])
+            .arg("-device")
+            .arg(match &config.pvmouse_bus {
+                Some(bus) => format!("vhost-user-input-pci,chardev=pvm,id=pvmouse0,bus={bus}"),
+                None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
+            })
             .args(&config.extra_qemu_args)
             .arg("-no-reboot")
             .stdin(Stdio::null())

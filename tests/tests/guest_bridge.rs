@@ -535,3 +535,132 @@ fn the_shipped_udev_rule_asks_systemd_for_the_bridge_on_pvmouse_only() {
         "{tablet:#?}"
     );
 }
+
+#[test]
+fn the_bridge_follows_pvmouse_being_unplugged_and_plugged_back() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = Vm::boot(VmConfig {
+        pvmouse_bus: Some("rp1".into()),
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut ctl = vm.control().unwrap();
+    let mut qemu = vm.qemu_qmp().unwrap();
+    start_bridge(&vm, "--layout 0=1000x1000@0,0,1=1000x1000@1000,0");
+    ctl.wait_event("PVMOUSE_BRIDGE_CHANGE", WAIT).unwrap();
+    let mark = vm.probe.mark();
+    ctl.execute(
+        "pvmouse-send",
+        json!({"display": 0, "x": 0.5, "y": 0.5, "buttons": {"left": true}}),
+    )
+    .unwrap();
+    vm.probe
+        .wait_events(POINTER, mark, WAIT, |e| {
+            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 1))
+        })
+        .unwrap();
+
+    // Unplug: the bridge lets go of the button; its pointer stays.
+    let mark = vm.probe.mark();
+    qemu.execute("device_del", json!({"id": "pvmouse0"}))
+        .unwrap();
+    let evs = vm
+        .probe
+        .wait_events(POINTER, mark, Duration::from_secs(60), |e| {
+            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 0))
+        })
+        .unwrap();
+    assert!(!evs.is_empty());
+    // QEMU finishes the removal after the guest lets go.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = qemu
+            .wait_event("DEVICE_DELETED", Duration::from_secs(60))
+            .unwrap();
+        if e["data"]["device"] == "pvmouse0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pvmouse0 never deleted");
+    }
+    // A vhost-user device re-plugged needs a fresh chardev: QEMU keeps the old connection
+    // across device_del and would open a second session on it.
+    qemu.execute("chardev-remove", json!({"id": "pvm"}))
+        .unwrap();
+    let path = vm.vhost_socket().display().to_string();
+    qemu.execute(
+        "chardev-add",
+        json!({"id": "pvm2", "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": path}}, "server": false}}}),
+    )
+    .unwrap();
+    qemu.execute(
+        "device_add",
+        json!({"driver": "vhost-user-input-pci", "chardev": "pvm2", "id": "pvmouse0", "bus": "rp1"}),
+    )
+    .unwrap();
+
+    // Plugged back: the bridge grabs the new device, takes over its state (the button the
+    // host still holds), and the host sees the bridge again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = vm
+            .probe
+            .run("cat /tmp/guestd.log", WAIT)
+            .unwrap()
+            .1
+            .join("\n");
+        if log.matches("bridging pvmouse device").count() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "device not picked up again:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + WAIT;
+    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
+        assert!(Instant::now() < deadline, "host never saw the bridge again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = vm
+            .probe
+            .request(&format!("state {POINTER}"), "STATE ", WAIT)
+            .unwrap();
+        if st.contains("\"keys\":[272]") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "held button not taken over: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mark = vm.probe.mark();
+    ctl.execute(
+        "pvmouse-send",
+        json!({"display": 1, "x": 0.5, "y": 0.5, "buttons": {"left": false}}),
+    )
+    .unwrap();
+    let f = frames(
+        &vm.probe
+            .wait_events(POINTER, mark, WAIT, |e| !frames(e).is_empty())
+            .unwrap(),
+    )
+    .remove(0);
+    let desk = Desk {
+        displays: vec![(0, 0, 1000, 1000), (1000, 0, 1000, 1000)],
+        bounds: (0, 0, 2000, 1000),
+    };
+    assert_eq!(abs_of(&f).0, Some(desk.expect(1, 0.5, 0.5).0));
+    assert!(f.contains(&ev(EV_KEY, BTN_LEFT, 0)), "{f:?}");
+    assert!(
+        vm.probe
+            .lines(0)
+            .iter()
+            .all(|l| !l.starts_with(&format!("GONE {POINTER}"))),
+        "the bridge's pointer was re-created"
+    );
+}
