@@ -49,16 +49,7 @@ fn card_outputs(path: &Path) -> std::io::Result<Vec<(u8, u32, u32)>> {
 
 /// The layout of the first DRM card with active outputs, if any.
 pub fn detect(dri: &Path) -> Option<Layout> {
-    let mut cards: Vec<_> = std::fs::read_dir(dri)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("card"))
-        })
-        .collect();
-    cards.sort();
+    let cards = crate::devices::nodes(dri, "card");
     for card in cards {
         let outputs = match card_outputs(&card) {
             Ok(o) if !o.is_empty() => o,
