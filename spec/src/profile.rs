@@ -49,8 +49,8 @@ pub const MAX_FRAME_EVENTS: usize = 3 + Button::ALL.len() + 4 + 1;
 /// is coalesced, so this bounds button and wheel frames that are waiting.
 pub const MAX_PENDING_FRAMES: usize = 4096;
 
-/// Queue sizes the device supports (QEMU 10's vhost-user-input frontend uses 4).
-pub const MIN_QUEUE_SIZE: u16 = 4;
+/// The largest queue the device offers; it works with every size from 4 (QEMU 10's
+/// vhost-user-input frontend) up to this.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
 
 /// The five buttons, in the order the device reports them within a frame.

@@ -407,7 +407,6 @@ fn the_bridge_refuses_to_start_with_clear_errors() {
             .any(|l| l.contains("load the uinput kernel module")),
         "{out:?}"
     );
-    let _ = PVMOUSE_NAME;
 }
 
 #[test]
