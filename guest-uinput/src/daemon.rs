@@ -101,12 +101,11 @@ enum Msg {
 /// Writes one status event into a grabbed pvmouse device. Only the grabbing open file may
 /// inject into a grabbed device, so this goes through a duplicate of that descriptor.
 fn send_status(file: &mut File, message: StatusMessage) -> std::io::Result<()> {
-    // struct input_event on 64-bit Linux: a zero timeval (16 bytes), then type, code, value.
-    let mut raw = [0u8; 24];
-    raw[16..18].copy_from_slice(&EV_MSC.to_ne_bytes());
-    raw[18..20].copy_from_slice(&STATUS_MSC_CODE.to_ne_bytes());
-    raw[20..24].copy_from_slice(&message.encode().to_ne_bytes());
-    file.write_all(&raw)
+    file.write_all(&crate::output::encode_event(
+        EV_MSC,
+        STATUS_MSC_CODE,
+        message.encode(),
+    ))
 }
 
 fn reader(path: PathBuf, mut dev: Device, bridge: Shared, tx: Sender<Msg>) {
@@ -114,11 +113,15 @@ fn reader(path: PathBuf, mut dev: Device, bridge: Shared, tx: Sender<Msg>) {
         match dev.fetch_events() {
             Ok(events) => {
                 let mut b = lock(&bridge);
+                let Bridge { mapper, output } = &mut *b;
                 for e in events {
                     let ev = InputEvent::new(e.event_type().0, e.code(), e.value());
-                    if let Some(frame) = b.mapper.feed(ev) {
-                        b.emit(&frame);
+                    if let Some(frame) = mapper.feed(ev) {
+                        output.queue(frame.as_slice());
                     }
+                }
+                if let Err(e) = output.flush() {
+                    tracing::warn!("cannot write to the uinput pointer: {e}");
                 }
             }
             Err(e) => {

@@ -1,6 +1,8 @@
 //! The one desktop pointer the bridge creates through uinput.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 
 use evdev::uinput::VirtualDevice;
 use evdev::{
@@ -8,7 +10,9 @@ use evdev::{
     UinputAbsSetup,
 };
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES};
+use pvmouse_spec::evdev::{
+    EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES, SYN_REPORT,
+};
 use pvmouse_spec::profile::Button;
 
 use crate::layout::OUTPUT_MAX;
@@ -30,8 +34,31 @@ pub enum OutputError {
 }
 
 pub struct Output {
-    device: VirtualDevice,
+    /// Owns the pointer: dropping it destroys the uinput device.
+    _device: VirtualDevice,
+    /// The uinput descriptor, for writing whole frames in one call (`VirtualDevice::emit` makes
+    /// two: the events, then SYN_REPORT).
+    writer: File,
+    /// Frames queued for the next flush, as `struct input_event`s, each frame closed by
+    /// SYN_REPORT. Reused, so a steady stream allocates nothing.
+    pending: Vec<u8>,
 }
+
+/// `struct input_event` on 64-bit Linux: a timeval (which the kernel fills in), then type, code
+/// and value.
+pub const INPUT_EVENT_SIZE: usize = 24;
+
+pub fn encode_event(kind: u16, code: u16, value: i32) -> [u8; INPUT_EVENT_SIZE] {
+    let mut raw = [0u8; INPUT_EVENT_SIZE];
+    raw[16..18].copy_from_slice(&kind.to_ne_bytes());
+    raw[18..20].copy_from_slice(&code.to_ne_bytes());
+    raw[20..24].copy_from_slice(&value.to_ne_bytes());
+    raw
+}
+
+/// The most events one write carries: half of the 128-event buffer the kernel gives each reader
+/// of the pointer, so a burst written at once cannot overflow a reader that has kept up.
+const MAX_EVENTS_PER_WRITE: usize = 64;
 
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,18 +96,73 @@ impl Output {
             .and_then(|b| b.with_absolute_axis(&axis(AbsoluteAxisCode::ABS_Y)))
             .and_then(|b| b.build())
             .map_err(OutputError::Create)?;
-        Ok(Self { device })
+        let writer = File::from(
+            device
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(OutputError::Create)?,
+        );
+        Ok(Self {
+            _device: device,
+            writer,
+            pending: Vec::with_capacity(PENDING_CAPACITY * INPUT_EVENT_SIZE),
+        })
     }
 
-    /// Writes one frame; uinput adds the SYN_REPORT.
-    pub fn emit(&mut self, events: &[InputEvent]) -> io::Result<()> {
+    /// Queues one frame for the next `flush`. An empty frame changes nothing and is skipped.
+    pub fn queue(&mut self, events: &[InputEvent]) {
         if events.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut batch = [evdev::InputEvent::new(0, 0, 0); crate::mapper::MAX_OUTPUT_EVENTS];
-        for (slot, e) in batch.iter_mut().zip(events) {
-            *slot = evdev::InputEvent::new(e.kind, e.code, e.value);
+        for e in events {
+            self.pending
+                .extend_from_slice(&encode_event(e.kind, e.code, e.value));
         }
-        self.device.emit(&batch[..events.len().min(batch.len())])
+        self.pending
+            .extend_from_slice(&encode_event(EV_SYN, SYN_REPORT, 0));
     }
+
+    /// Writes the queued frames: one write per frame at steady rates, and during a burst one
+    /// per batch of up to 64 events, which is what lets the bridge keep up in a slow guest.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let result = self.write_pending();
+        self.pending.clear();
+        result
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        let mut rest = &self.pending[..];
+        while !rest.is_empty() {
+            let mut take = rest.len().min(MAX_EVENTS_PER_WRITE * INPUT_EVENT_SIZE);
+            // Cut after a SYN_REPORT, so no reader ever sees half a frame stall.
+            while take < rest.len() && !is_syn_report(&rest[take - INPUT_EVENT_SIZE..take]) {
+                take -= INPUT_EVENT_SIZE;
+            }
+            if take == 0 {
+                take = rest.len().min(MAX_EVENTS_PER_WRITE * INPUT_EVENT_SIZE);
+            }
+            // uinput takes every whole event of a write, or fails the write.
+            self.writer.write_all(&rest[..take])?;
+            rest = &rest[take..];
+            if !rest.is_empty() {
+                // Let the pointer's readers drain this part before the next lands in their
+                // 128-event buffers: on a one-CPU guest they cannot run otherwise.
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one frame now.
+    pub fn emit(&mut self, events: &[InputEvent]) -> io::Result<()> {
+        self.queue(events);
+        self.flush()
+    }
+}
+
+/// Room for one full read of evdev's batch without growing.
+const PENDING_CAPACITY: usize = 1024;
+
+fn is_syn_report(raw: &[u8]) -> bool {
+    raw[16..18] == EV_SYN.to_ne_bytes() && raw[18..20] == SYN_REPORT.to_ne_bytes()
 }
