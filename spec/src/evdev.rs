@@ -9,6 +9,8 @@ pub const EV_MSC: u16 = 0x04;
 pub const EV_REP: u16 = 0x14;
 
 pub const SYN_REPORT: u16 = 0;
+/// The kernel's client buffer overflowed: a reader lost events (never sent by a device).
+pub const SYN_DROPPED: u16 = 3;
 
 pub const BTN_LEFT: u16 = 0x110;
 pub const BTN_RIGHT: u16 = 0x111;

@@ -18,6 +18,8 @@ pub struct GuestEvent {
 #[derive(Debug, Default)]
 struct Lines {
     lines: Vec<String>,
+    /// When each line arrived, for timing round trips.
+    arrived: Vec<Instant>,
     closed: bool,
 }
 
@@ -36,8 +38,12 @@ impl ProbeLink {
         std::thread::spawn(move || {
             for line in reader.lines() {
                 let Ok(line) = line else { break };
+                let now = Instant::now();
                 let (m, cv) = &*sink;
-                m.lock().unwrap_or_else(|e| e.into_inner()).lines.push(line);
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                g.lines.push(line);
+                g.arrived.push(now);
+                drop(g);
                 cv.notify_all();
             }
             let (m, cv) = &*sink;
@@ -134,6 +140,17 @@ impl ProbeLink {
     pub fn lines(&self, from: usize) -> Vec<String> {
         let g = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
         g.lines[from.min(g.lines.len())..].to_vec()
+    }
+
+    /// Every line received since `from`, with the host time it arrived.
+    pub fn timed_lines(&self, from: usize) -> Vec<(Instant, String)> {
+        let g = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
+        let from = from.min(g.lines.len());
+        g.arrived[from..]
+            .iter()
+            .copied()
+            .zip(g.lines[from..].iter().cloned())
+            .collect()
     }
 
     /// Events of device `name` received since `from`.

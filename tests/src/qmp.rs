@@ -79,6 +79,12 @@ impl Qmp {
         }
     }
 
+    /// The connection's two halves, for clients that pipeline commands and read replies on
+    /// another thread.
+    pub fn split(self) -> (BufReader<UnixStream>, UnixStream) {
+        (self.reader, self.writer)
+    }
+
     /// Waits for the named event; earlier ones are kept for later waits.
     pub fn wait_event(&mut self, name: &str, timeout: Duration) -> std::io::Result<Value> {
         let deadline = Instant::now() + timeout;

@@ -33,6 +33,9 @@ pub enum VmError {
 
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// Attach pvmouse (backend and `vhost-user-input-pci`); off for VMs that compare other
+    /// devices.
+    pub pvmouse: bool,
     pub displays: u32,
     /// Extra QEMU arguments, e.g. a virtio-tablet-pci to run beside pvmouse.
     pub extra_qemu_args: Vec<String>,
@@ -50,6 +53,7 @@ impl Default for VmConfig {
             .and_then(|s| s.parse().ok())
             .unwrap_or(120);
         Self {
+            pvmouse: true,
             displays: 2,
             extra_qemu_args: Vec::new(),
             kernel_args: Vec::new(),
@@ -123,9 +127,14 @@ impl Vm {
         let probe_listener = UnixListener::bind(dir.path().join("probe.sock"))?;
 
         step = "starting vhost-user-pvmouse";
-        let backend = start_backend(&bins.backend, dir.path(), config.displays)?;
-        wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
-            .map_err(|e| boot_err(step, e, &console))?;
+        let backend = if config.pvmouse {
+            let backend = start_backend(&bins.backend, dir.path(), config.displays)?;
+            wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
+                .map_err(|e| boot_err(step, e, &console))?;
+            Some(backend)
+        } else {
+            None
+        };
 
         step = "starting QEMU";
         let mut qemu = Command::new("qemu-system-x86_64");
@@ -169,18 +178,22 @@ impl Vm {
                 "unix:{},server=on,wait=off",
                 dir.path().join("qemu-qmp.sock").display()
             ))
-            .args(["-device", "pcie-root-port,id=rp1,chassis=1"])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=pvm,path={}",
-                dir.path().join("vhost.sock").display()
-            ))
-            .arg("-device")
-            .arg(match &config.pvmouse_bus {
-                Some(bus) => format!("vhost-user-input-pci,chardev=pvm,id=pvmouse0,bus={bus}"),
-                None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
-            })
-            .args(&config.extra_qemu_args)
+            .args(["-device", "pcie-root-port,id=rp1,chassis=1"]);
+        if config.pvmouse {
+            qemu.arg("-chardev")
+                .arg(format!(
+                    "socket,id=pvm,path={}",
+                    dir.path().join("vhost.sock").display()
+                ))
+                .arg("-device")
+                .arg(match &config.pvmouse_bus {
+                    Some(bus) => {
+                        format!("vhost-user-input-pci,chardev=pvm,id=pvmouse0,bus={bus}")
+                    }
+                    None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
+                });
+        }
+        qemu.args(&config.extra_qemu_args)
             .arg("-no-reboot")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -190,7 +203,7 @@ impl Vm {
             .spawn()
             .map_err(|e| boot_err(step, format!("{e}"), &console))?;
 
-        let mut vm_parts = (Some(backend), qemu.stderr.take());
+        let mut vm_parts = (backend, qemu.stderr.take());
         let accept = |l: &UnixListener, qemu: &mut Child| -> Result<UnixStream, String> {
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -322,6 +335,10 @@ impl Vm {
     /// A QMP session on QEMU's own monitor.
     pub fn qemu_qmp(&self) -> std::io::Result<Qmp> {
         Qmp::connect(&self.qemu_qmp_socket(), Duration::from_secs(10))
+    }
+
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.id()
     }
 
     pub fn backend_pid(&self) -> Option<u32> {

@@ -10,10 +10,16 @@
 //! | `state NAME` | `STATE NAME {json}`: keys held (EVIOCGKEY) and absolute values (EVIOCGABS) |
 //! | `run SHELL-COMMAND` | `OUT line`… then `RC code` |
 //! | `echo TEXT` | `ECHO TEXT` |
+//! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X; button transitions and `SYN_DROPPED` are only counted |
+//! | `tally NAME` | `TALLY NAME {json}`: frames, presses, releases and `SYN_DROPPED`s a `bench` reader has seen |
 //!
 //! Events are read raw, so a kernel-side overflow shows up as `SYN_DROPPED` (type 0 code 3)
 //! rather than being resynchronised away.
 
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use evdev::raw_stream::RawDevice;
+use pvmouse_spec::evdev::{ABS_X, EV_ABS, EV_KEY, EV_SYN, SYN_DROPPED, SYN_REPORT};
 use serde_json::{Map, Value, json};
 
 type Out = Arc<Mutex<File>>;
@@ -162,6 +169,71 @@ fn watch(name: String, out: Out) {
     });
 }
 
+/// What a `bench` reader has counted on one device.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    frames: u64,
+    presses: u64,
+    releases: u64,
+    dropped: u64,
+}
+
+static TALLIES: Mutex<BTreeMap<String, Tally>> = Mutex::new(BTreeMap::new());
+
+fn tally_of(name: &str) -> Tally {
+    let tallies = TALLIES.lock().unwrap_or_else(|e| e.into_inner());
+    tallies.get(name).copied().unwrap_or_default()
+}
+
+/// The benchmark's echo path: one short line per frame that carries a position, written as soon
+/// as the frame's SYN_REPORT is read, so the host can time each sample. Button frames are only
+/// counted, so a burst of clicks is not throttled by the serial channel.
+fn bench(name: String, out: Out) {
+    std::thread::spawn(move || {
+        let (path, mut dev) = loop {
+            match find_device(&name) {
+                Some(found) => break found,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        say(&out, &format!("BENCH {name} {}\n", path.display()));
+        let mut batch = String::new();
+        let mut frame_x = None;
+        loop {
+            let Ok(events) = dev.fetch_events() else {
+                say(&out, &format!("GONE {name}\n"));
+                return;
+            };
+            batch.clear();
+            let mut seen = Tally::default();
+            for ev in events {
+                match (ev.event_type().0, ev.code(), ev.value()) {
+                    (EV_SYN, SYN_REPORT, _) => {
+                        seen.frames += 1;
+                        if let Some(x) = frame_x.take() {
+                            let _ = writeln!(batch, "FR {name} {x}");
+                        }
+                    }
+                    (EV_SYN, SYN_DROPPED, _) => seen.dropped += 1,
+                    (EV_ABS, ABS_X, x) => frame_x = Some(x),
+                    (EV_KEY, _, 1) => seen.presses += 1,
+                    (EV_KEY, _, 0) => seen.releases += 1,
+                    _ => {}
+                }
+            }
+            if !batch.is_empty() {
+                say(&out, &batch);
+            }
+            let mut tallies = TALLIES.lock().unwrap_or_else(|e| e.into_inner());
+            let t = tallies.entry(name.clone()).or_default();
+            t.frames += seen.frames;
+            t.presses += seen.presses;
+            t.releases += seen.releases;
+            t.dropped += seen.dropped;
+        }
+    });
+}
+
 fn run(command: &str, out: &Out) {
     match Command::new("/bin/sh")
         .args(["-c", command])
@@ -229,6 +301,18 @@ fn main() {
             "watch" => watch(arg.to_owned(), out.clone()),
             "run" => run(arg, &out),
             "echo" => say(&out, &format!("ECHO {arg}\n")),
+            "bench" => bench(arg.to_owned(), out.clone()),
+            "tally" => {
+                let t = tally_of(arg);
+                say(
+                    &out,
+                    &format!(
+                        "TALLY {arg} {}\n",
+                        json!({"frames": t.frames, "presses": t.presses,
+                               "releases": t.releases, "dropped": t.dropped})
+                    ),
+                );
+            }
             "" => {}
             other => say(&out, &format!("ERR unknown command {other}\n")),
         }
