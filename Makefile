@@ -1,5 +1,5 @@
 # pvmouse: the two commands README.md opens with, and their helpers.
-.PHONY: demo run-backend test bench check-tools
+.PHONY: demo run-backend test bench bench-smoke microbench check-tools
 
 CARGO ?= cargo
 DEMO_DIR := target/demo
@@ -29,5 +29,16 @@ check-tools:
 	@python3 -c 'import qemu.qmp' 2>/dev/null || \
 		python3 -m pip install --quiet --disable-pip-version-check qemu.qmp
 
+# The end-to-end benchmark: pvmouse (bridged and raw), virtio-tablet-pci and usb-tablet (xhci,
+# UHCI), each in its own VM. Regenerates the end-to-end section of benches/RESULTS.md and
+# benches/latency-cdf.svg. About 6 minutes here.
 bench:
-	$(CARGO) bench -p pvmouse-benches
+	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench
+
+# The same with a few hundred samples per kind, into target/vm-bench/ (CI runs it as a test).
+bench-smoke:
+	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench -- --smoke
+
+# The criterion micro-benchmarks of the backend's frame path and the bridge's mapping.
+microbench:
+	$(CARGO) bench -p pvmouse-benches --bench frame_path --bench bridge_mapping

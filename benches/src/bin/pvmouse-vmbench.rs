@@ -1,0 +1,117 @@
+//! `pvmouse-vmbench`: pvmouse against QEMU's virtio-tablet and usb-tablet, side by side, each in
+//! its own VM from the same guest image. It writes the end-to-end section of RESULTS.md and a
+//! latency CDF.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pvmouse_benches::environment::Environment;
+use pvmouse_benches::kinds::Kind;
+use pvmouse_benches::run::{Plan, log_to, run_all};
+use pvmouse_benches::{cdf_plot, report};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A few hundred samples per kind, to check that the benchmark works (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Kinds to run, comma-separated (default all): floor, pvmouse-bridged, pvmouse-raw,
+    /// virtio-tablet, usb-tablet-xhci, usb-tablet-uhci.
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Where to write the results file; its generated section is replaced, the rest kept.
+    /// Default: benches/RESULTS.md, or target/vm-bench/RESULTS.md with --smoke.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Where to draw the latency CDF (SVG). Default: beside the results file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Button transitions in the burst, instead of the plan's (8000, or 800 with --smoke).
+    #[arg(long)]
+    burst: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let kinds: Vec<Kind> = if cli.kinds.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        let mut kinds = Vec::new();
+        for id in &cli.kinds {
+            match Kind::from_id(id) {
+                Some(k) => kinds.push(k),
+                None => {
+                    eprintln!("pvmouse-vmbench: unknown kind {id:?}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        kinds
+    };
+    let root = pvmouse_vmtest::assets::workspace_root();
+    let out_dir = root.join("target/vm-bench");
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("pvmouse-vmbench: {}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let results_path = cli.results.unwrap_or_else(|| {
+        if cli.smoke {
+            out_dir.join("RESULTS.md")
+        } else {
+            root.join("benches/RESULTS.md")
+        }
+    });
+    let plot_path = cli
+        .plot
+        .unwrap_or_else(|| results_path.with_file_name("latency-cdf.svg"));
+    let mut plan = if cli.smoke {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
+    if let Some(n) = cli.burst {
+        plan.burst_transitions = n;
+    }
+    // Pacing sleeps must wake on time: the default 50 µs timer slack would skew 8 kHz bursts.
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    }
+    let command = if cli.smoke {
+        "make bench-smoke"
+    } else {
+        "make bench"
+    };
+    let mut env = Environment::of_host(command);
+    let log = log_to(&out_dir.join("vm-bench.log"));
+    let results = match run_all(&kinds, &plan, &mut env, &log) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pvmouse-vmbench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = cdf_plot::draw(&results, plan.steady_rate_hz, &plot_path) {
+        eprintln!("pvmouse-vmbench: plotting {}: {e}", plot_path.display());
+        return ExitCode::FAILURE;
+    }
+    let plot_name = plot_path.file_name().map_or_else(
+        || plot_path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let section = report::markdown(&results, &env, &plan, &plot_name);
+    let existing = std::fs::read_to_string(&results_path).unwrap_or_else(|_| "# Results\n".into());
+    if let Err(e) = std::fs::write(&results_path, report::splice(&existing, &section)) {
+        eprintln!("pvmouse-vmbench: {}: {e}", results_path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{section}");
+    println!(
+        "wrote {} and {}",
+        results_path.display(),
+        plot_path.display()
+    );
+    ExitCode::SUCCESS
+}

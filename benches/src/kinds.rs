@@ -1,0 +1,129 @@
+//! The pointer devices the end-to-end benchmark compares, and how each is set up.
+//!
+//! Every kind boots the same guest image with the same probe and echo path. Only the input
+//! device differs, and which QMP socket the host drives it through.
+
+use std::time::Duration;
+
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig};
+
+/// The bridged kind's desktop: one 1920x1080 display, so x keeps its meaning end to end.
+pub const BRIDGE_LAYOUT: &str = "0=1920x1080@0,0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// No input device: the probe channel's own round trip, the floor under every kind.
+    Floor,
+    /// (a) pvmouse through vhost-user, read from pvmouse-guestd's uinput pointer.
+    PvmouseBridged,
+    /// (b) pvmouse, read from its own evdev node.
+    PvmouseRaw,
+    /// (c) QEMU's in-process virtio-tablet-pci.
+    VirtioTablet,
+    /// (d) QEMU's usb-tablet on qemu-xhci.
+    UsbTabletXhci,
+    /// (e) QEMU's usb-tablet on a UHCI controller.
+    UsbTabletUhci,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Floor,
+        Kind::PvmouseBridged,
+        Kind::PvmouseRaw,
+        Kind::VirtioTablet,
+        Kind::UsbTabletXhci,
+        Kind::UsbTabletUhci,
+    ];
+
+    /// The short name used on the command line and in reports.
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Floor => "floor",
+            Kind::PvmouseBridged => "pvmouse-bridged",
+            Kind::PvmouseRaw => "pvmouse-raw",
+            Kind::VirtioTablet => "virtio-tablet",
+            Kind::UsbTabletXhci => "usb-tablet-xhci",
+            Kind::UsbTabletUhci => "usb-tablet-uhci",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.id() == id)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Floor => "null round trip (probe channel only, no input device)",
+            Kind::PvmouseBridged => "pvmouse + pvmouse-guestd, read from the uinput pointer",
+            Kind::PvmouseRaw => "pvmouse, read from its own evdev node",
+            Kind::VirtioTablet => "virtio-tablet-pci (in QEMU)",
+            Kind::UsbTabletXhci => "usb-tablet on qemu-xhci",
+            Kind::UsbTabletUhci => "usb-tablet on piix3-usb-uhci",
+        }
+    }
+
+    pub fn is_pvmouse(self) -> bool {
+        matches!(self, Kind::PvmouseBridged | Kind::PvmouseRaw)
+    }
+
+    pub fn vm_config(self) -> VmConfig {
+        let extra: &[&str] = match self {
+            Kind::Floor | Kind::PvmouseBridged | Kind::PvmouseRaw => &[],
+            Kind::VirtioTablet => &["-device", "virtio-tablet-pci"],
+            Kind::UsbTabletXhci => &[
+                "-device",
+                "qemu-xhci,id=xhci",
+                "-device",
+                "usb-tablet,bus=xhci.0",
+            ],
+            // q35's `-usb` adds EHCI with UHCI companions; name the UHCI controller outright so
+            // the tablet is certainly driven by UHCI.
+            Kind::UsbTabletUhci => &[
+                "-device",
+                "piix3-usb-uhci,id=uhci",
+                "-device",
+                "usb-tablet,bus=uhci.0",
+            ],
+        };
+        VmConfig {
+            pvmouse: self.is_pvmouse(),
+            // On a hot-plug port, so the idle measurement can unplug it from the same VM.
+            pvmouse_bus: self.is_pvmouse().then(|| "rp1".to_owned()),
+            displays: 1,
+            extra_qemu_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            ..VmConfig::default()
+        }
+    }
+
+    /// The evdev device the guest probe reads, by name; `None` for the floor.
+    pub fn guest_device(self) -> Option<&'static str> {
+        match self {
+            Kind::Floor => None,
+            Kind::PvmouseBridged => Some("pvmouse desktop pointer"),
+            Kind::PvmouseRaw => Some(PVMOUSE_NAME),
+            Kind::VirtioTablet => Some("QEMU Virtio Tablet"),
+            Kind::UsbTabletXhci | Kind::UsbTabletUhci => Some("QEMU QEMU USB Tablet"),
+        }
+    }
+
+    /// The guest's ABS_X maximum, to turn what the guest read back into a fraction.
+    pub fn guest_axis_max(self) -> f64 {
+        if self.is_pvmouse() { 65535.0 } else { 32767.0 }
+    }
+
+    /// Whatever must run in the guest before the device can be read: the bridge, for (a).
+    pub fn prepare_guest(self, vm: &Vm) -> Result<(), String> {
+        if self != Kind::PvmouseBridged {
+            return Ok(());
+        }
+        let (rc, out) = vm.probe.run(
+            &format!("pvmouse-guestd --layout {BRIDGE_LAYOUT} >> /tmp/guestd.log 2>&1 &"),
+            Duration::from_secs(30),
+        )?;
+        if rc != 0 {
+            return Err(format!("pvmouse-guestd did not start: {out:?}"));
+        }
+        Ok(())
+    }
+}

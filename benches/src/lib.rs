@@ -1,0 +1,13 @@
+//! `pvmouse-benches`: the end-to-end benchmark that compares pvmouse with QEMU's virtio-tablet
+//! and usb-tablet in real VMs (the micro-benchmarks live in `benches/benches/`).
+
+#![forbid(unsafe_code)]
+
+pub mod cdf_plot;
+pub mod environment;
+pub mod host_cpu;
+pub mod kinds;
+pub mod latency;
+pub mod qmp_stream;
+pub mod report;
+pub mod run;
