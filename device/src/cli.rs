@@ -7,6 +7,7 @@ use clap::Parser;
 use pvmouse_spec::profile::{DEFAULT_NAME, DEFAULT_SERIAL};
 
 use crate::identity::{Identity, IdentityError};
+use crate::socket::{SocketAccess, resolve_group};
 
 /// vhost-user backend for pvmouse: a paravirtual absolute pointer that knows which display it
 /// is on. Attach it with QEMU's `vhost-user-input-pci`; feed it input over the QMP control
@@ -31,6 +32,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 
+    /// Let this group (name or number) connect to both sockets too: mode 0660 and this group,
+    /// instead of 0600.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
     /// Number of displays the pointer can be on (1 to 16).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub displays: u32,
@@ -54,6 +60,7 @@ pub enum VhostSocket {
 pub struct Config {
     pub vhost_socket: VhostSocket,
     pub control_socket: Option<PathBuf>,
+    pub socket_access: SocketAccess,
     pub identity: Identity,
 }
 
@@ -65,6 +72,8 @@ pub enum ConfigError {
     NoSocket,
     #[error("--fd {0} is not a valid descriptor number")]
     BadFd(RawFd),
+    #[error("--socket-group {0}: no such group (not a number, and not in /etc/group)")]
+    UnknownGroup(String),
 }
 
 impl TryFrom<Cli> for Config {
@@ -78,9 +87,14 @@ impl TryFrom<Cli> for Config {
             (None, Some(fd)) => return Err(ConfigError::BadFd(fd)),
             (None, None) => return Err(ConfigError::NoSocket),
         };
+        let group = match cli.socket_group {
+            Some(g) => Some(resolve_group(&g).ok_or(ConfigError::UnknownGroup(g))?),
+            None => None,
+        };
         Ok(Config {
             vhost_socket,
             control_socket: cli.control_socket,
+            socket_access: SocketAccess { group },
             identity,
         })
     }
@@ -112,6 +126,9 @@ mod tests {
         assert_eq!(c.vhost_socket, VhostSocket::Fd(3));
         assert_eq!(c.identity.name(), "seat1");
         assert!(Cli::try_parse_from(["x", "--print-capabilities"]).is_ok());
+        assert_eq!(c.socket_access, SocketAccess { group: None });
+        let c = parse(&["--socket-path", "a", "--socket-group", "root"]).unwrap();
+        assert_eq!(c.socket_access, SocketAccess { group: Some(0) });
     }
 
     #[test]
@@ -132,6 +149,15 @@ mod tests {
             ),
             (&["--fd=-1"][..], "not a valid descriptor"),
             (&["--socket-path", "a", "--name", ""][..], "name must be"),
+            (
+                &[
+                    "--socket-path",
+                    "a",
+                    "--socket-group",
+                    "no-such-group-pvmouse",
+                ][..],
+                "no such group",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

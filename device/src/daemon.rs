@@ -19,7 +19,7 @@ use crate::cli::{Config, VhostSocket};
 use crate::control::ControlServer;
 use crate::device::PvMouse;
 use crate::notice::NoticeBoard;
-use crate::socket::{SocketError, bind_private};
+use crate::socket::{SocketAccess, SocketError, bind_socket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -58,9 +58,9 @@ fn inherited_listener(fd: RawFd) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-pub fn vhost_listener(socket: &VhostSocket) -> Result<Listener, DaemonError> {
+pub fn vhost_listener(socket: &VhostSocket, access: SocketAccess) -> Result<Listener, DaemonError> {
     let listener = match socket {
-        VhostSocket::Path(path) => bind_private(path)?,
+        VhostSocket::Path(path) => bind_socket(path, access)?,
         VhostSocket::Fd(fd) => inherited_listener(*fd)?,
     };
     Ok(Listener::from(listener))
@@ -107,7 +107,12 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
     );
     let _control = match &config.control_socket {
         Some(path) => {
-            let server = ControlServer::bind(path, device.clone(), notices)?;
+            let server = ControlServer::bind_with_access(
+                path,
+                config.socket_access,
+                device.clone(),
+                notices,
+            )?;
             tracing::info!(path = %path.display(), "control socket ready");
             Some(server.spawn().map_err(DaemonError::Setup)?)
         }
@@ -117,7 +122,7 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
         }
     };
     let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
-    let mut listener = vhost_listener(&config.vhost_socket)?;
+    let mut listener = vhost_listener(&config.vhost_socket, config.socket_access)?;
     tracing::info!(
         name = config.identity.name(),
         serial = config.identity.serial(),

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -12,17 +12,31 @@ pub enum SocketError {
     NotASocket(PathBuf),
     #[error("{0} is a symbolic link; refusing to create a socket through it")]
     Symlink(PathBuf),
+    #[error(
+        "{link} is a symbolic link owned by uid {owner}, neither root nor us; refusing to create \
+         a socket through it"
+    )]
+    UntrustedSymlink { link: PathBuf, owner: u32 },
     #[error("cannot create socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
-/// Binds a Unix socket at `path` with mode 0600. A stale socket there is replaced; any other
-/// file, or a symlink, is refused.
-pub fn bind_private(path: &Path) -> Result<UnixListener, SocketError> {
+/// Who may connect: the owner only (0600, the default), or also one group (0660).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketAccess {
+    pub group: Option<u32>,
+}
+
+/// Binds a Unix socket at `path`, mode 0600 (or 0660 and owned by `access.group`). A stale
+/// socket there is replaced. Any other file is refused, and so is a path that is itself a
+/// symlink, or that goes through a symlink owned by someone other than root or us: whoever owns
+/// such a link decides where the socket really goes.
+pub fn bind_socket(path: &Path, access: SocketAccess) -> Result<UnixListener, SocketError> {
     let io_err = |source| SocketError::Io {
         path: path.to_owned(),
         source,
     };
+    refuse_untrusted_links(path)?;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
             return Err(SocketError::Symlink(path.to_owned()));
@@ -32,11 +46,55 @@ pub fn bind_private(path: &Path) -> Result<UnixListener, SocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
-    // The binary sets umask 0177 at start, so the socket is born 0600; the chmod covers
-    // library users that did not.
+    // The binary sets umask 0177 at start, so the socket is born 0600 and nobody else can
+    // connect before the chmod; the chmod covers library users that did not.
     let listener = UnixListener::bind(path).map_err(io_err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    let mode = match access.group {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
+            0o660
+        }
+        None => 0o600,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     Ok(listener)
+}
+
+/// Binds with the default access: the owner only.
+pub fn bind_private(path: &Path) -> Result<UnixListener, SocketError> {
+    bind_socket(path, SocketAccess::default())
+}
+
+fn refuse_untrusted_links(path: &Path) -> Result<(), SocketError> {
+    // /proc/self belongs to our effective uid.
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        if let Ok(meta) = fs::symlink_metadata(dir) {
+            if meta.file_type().is_symlink() && meta.uid() != 0 && Some(meta.uid()) != me {
+                return Err(SocketError::UntrustedSymlink {
+                    link: dir.to_owned(),
+                    owner: meta.uid(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A group given by name (from /etc/group) or number.
+pub fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next()? == group).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
 }
 
 #[cfg(test)]
@@ -64,5 +122,49 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
         assert!(matches!(bind_private(&link), Err(SocketError::Symlink(_))));
+    }
+
+    #[test]
+    fn a_group_gets_0660_and_ownership() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("g.sock");
+        let gid = fs::metadata(dir.path()).unwrap().gid();
+        drop(bind_socket(&sock, SocketAccess { group: Some(gid) }).unwrap());
+        let meta = fs::metadata(&sock).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+    }
+
+    #[test]
+    fn our_own_directory_links_are_followed_and_foreign_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let ours = dir.path().join("ours");
+        std::os::unix::fs::symlink(&real, &ours).unwrap();
+        drop(bind_private(&ours.join("s.sock")).unwrap());
+        assert!(real.join("s.sock").exists());
+
+        // A link owned by another user: only root can make one here, as the tests run.
+        if fs::metadata("/proc/self").unwrap().uid() != 0 {
+            return;
+        }
+        let foreign = dir.path().join("foreign");
+        std::os::unix::fs::symlink(&real, &foreign).unwrap();
+        std::os::unix::fs::lchown(&foreign, Some(4242), None).unwrap();
+        let err = bind_private(&foreign.join("t.sock")).unwrap_err();
+        assert!(
+            matches!(err, SocketError::UntrustedSymlink { owner: 4242, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("owned by uid 4242"), "{err}");
+        assert!(!real.join("t.sock").exists());
+    }
+
+    #[test]
+    fn groups_resolve_by_number_and_name() {
+        assert_eq!(resolve_group("27"), Some(27));
+        assert_eq!(resolve_group("root"), Some(0));
+        assert_eq!(resolve_group("no-such-group-pvmouse"), None);
     }
 }

@@ -32,6 +32,7 @@ use vhost_user_pvmouse::daemon::{serve, vhost_listener};
 use vhost_user_pvmouse::device::PvMouse;
 use vhost_user_pvmouse::identity::Identity;
 use vhost_user_pvmouse::notice::NoticeBoard;
+use vhost_user_pvmouse::socket::SocketAccess;
 use vhost_user_pvmouse::testing::MockRing;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -289,7 +290,11 @@ fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
         .spawn()
         .unwrap();
     let backend = Arc::new(PvMouseBackend::new(device).unwrap());
-    let mut listener = vhost_listener(&VhostSocket::Path(vhost_path.clone())).unwrap();
+    let mut listener = vhost_listener(
+        &VhostSocket::Path(vhost_path.clone()),
+        SocketAccess::default(),
+    )
+    .unwrap();
     std::thread::spawn(move || serve(&mut listener, backend));
 
     let mut qmp = Qmp::connect(&control_path);

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod conversation;
 pub mod qmp;
 pub mod server;
 

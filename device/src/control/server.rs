@@ -1,8 +1,7 @@
 //! The control socket: one thread, one epoll, many clients.
 //!
-//! Input is a stream of JSON values (a newline between commands is customary but not needed, as
-//! in QEMU). A value that cannot be parsed, or grows past [`MAX_COMMAND_BYTES`], gets an error
-//! reply and the input is skipped to the next newline. A client that stops reading its replies
+//! Each client's bytes go through its own [`Conversation`], which frames and executes them. A
+//! client that stops reading its replies
 //! is disconnected once [`MAX_UNREAD_BYTES`] are waiting for it. No client can block another.
 
 use std::collections::HashMap;
@@ -13,16 +12,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use pvmouse_spec::control::{MAX_CLIENTS, MAX_COMMAND_BYTES, MAX_UNREAD_BYTES, event};
+use pvmouse_spec::control::{MAX_CLIENTS, MAX_UNREAD_BYTES, event};
 use serde_json::{Value, json};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::commands::{Session, execute};
+use super::conversation::Conversation;
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
 use crate::notice::{Notice, NoticeBoard};
-use crate::socket::{SocketError, bind_private};
+use crate::socket::{SocketAccess, SocketError, bind_socket};
 
 const LISTENER: u64 = 0;
 const NOTICES: u64 = 1;
@@ -34,11 +33,8 @@ const READS_PER_WAKE: usize = 16;
 #[derive(Debug)]
 struct Client {
     stream: UnixStream,
-    input: Vec<u8>,
+    conversation: Conversation,
     output: Vec<u8>,
-    session: Session,
-    /// Skipping the rest of a bad or over-long command, up to the next newline.
-    skipping: bool,
     /// What epoll watches for this client now.
     interest: EventSet,
     /// The client closed its sending side: answer what it sent, then close.
@@ -84,12 +80,22 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
+    /// Binds the control socket for the owner only (mode 0600).
     pub fn bind(
         path: &Path,
         device: Arc<D>,
         notices: Arc<NoticeBoard>,
     ) -> Result<Self, SocketError> {
-        let listener = bind_private(path)?;
+        Self::bind_with_access(path, SocketAccess::default(), device, notices)
+    }
+
+    pub fn bind_with_access(
+        path: &Path,
+        access: SocketAccess,
+        device: Arc<D>,
+        notices: Arc<NoticeBoard>,
+    ) -> Result<Self, SocketError> {
+        let listener = bind_socket(path, access)?;
         let io_err = |source| SocketError::Io {
             path: path.to_owned(),
             source,
@@ -181,10 +187,8 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
             }
             let mut client = Client {
                 stream,
-                input: Vec::new(),
+                conversation: Conversation::default(),
                 output: qmp::encode(&qmp::greeting(env!("CARGO_PKG_VERSION"))),
-                session: Session::default(),
-                skipping: false,
                 interest: EventSet::IN | EventSet::READ_HANG_UP,
                 finished_sending: false,
             };
@@ -204,7 +208,7 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
                 let Some(client) = self.clients.get_mut(&token) else {
                     continue;
                 };
-                if client.session.negotiated {
+                if client.conversation.negotiated() {
                     client.output.extend_from_slice(&message);
                     if !Self::flush(&self.epoll, token, client) {
                         self.close(token);
@@ -259,8 +263,9 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
                     return true;
                 }
                 Ok(n) => {
-                    client.input.extend_from_slice(&chunk[..n]);
-                    Self::execute_input(device, client);
+                    client
+                        .conversation
+                        .feed(device, &chunk[..n], &mut client.output);
                     if client.output.len() > MAX_UNREAD_BYTES {
                         // flush() disconnects it unless the socket takes the backlog now.
                         return true;
@@ -271,76 +276,6 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
             }
         }
         true
-    }
-
-    fn execute_input(device: &D, client: &mut Client) {
-        loop {
-            if client.skipping {
-                match client.input.iter().position(|b| *b == b'\n') {
-                    Some(end) => {
-                        client.input.drain(..=end);
-                        client.skipping = false;
-                    }
-                    None => {
-                        client.input.clear();
-                        return;
-                    }
-                }
-            }
-            let start = client
-                .input
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(client.input.len());
-            client.input.drain(..start);
-            if client.input.is_empty() {
-                return;
-            }
-            let mut values =
-                serde_json::Deserializer::from_slice(&client.input).into_iter::<Value>();
-            match values.next() {
-                Some(Ok(value)) => {
-                    let used = values.byte_offset();
-                    client.input.drain(..used);
-                    let reply = Self::reply_to(device, &mut client.session, value);
-                    client.output.extend_from_slice(&qmp::encode(&reply));
-                }
-                Some(Err(e)) if e.is_eof() => {
-                    if client.input.len() > MAX_COMMAND_BYTES {
-                        let err = QmpError::generic(format!(
-                            "command too long: over {MAX_COMMAND_BYTES} bytes without a complete \
-                             JSON value; skipped to the next newline"
-                        ));
-                        client
-                            .output
-                            .extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                        client.skipping = true;
-                        continue;
-                    }
-                    return;
-                }
-                Some(Err(e)) => {
-                    let err = QmpError::generic(format!(
-                        "JSON parse error: {e}; input skipped to the next newline"
-                    ));
-                    client
-                        .output
-                        .extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                    client.skipping = true;
-                }
-                None => return,
-            }
-        }
-    }
-
-    fn reply_to(device: &D, session: &mut Session, value: Value) -> Value {
-        match qmp::parse_request(value) {
-            Ok(request) => match execute(device, session, &request) {
-                Ok(ret) => qmp::success(ret, request.id),
-                Err(err) => qmp::failure(&err, request.id),
-            },
-            Err((err, id)) => qmp::failure(&err, id),
-        }
     }
 
     /// Writes what the socket takes now and watches for writability if more is left. False
