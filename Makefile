@@ -1,5 +1,5 @@
 # pvmouse: the two commands README.md opens with, and their helpers.
-.PHONY: demo run-backend test bench bench-smoke microbench check-tools
+.PHONY: demo run-backend test bench bench-smoke microbench fuzz check-tools
 
 CARGO ?= cargo
 DEMO_DIR := target/demo
@@ -42,3 +42,8 @@ bench-smoke:
 # The criterion micro-benchmarks of the backend's frame path and the bridge's mapping.
 microbench:
 	$(CARGO) bench -p pvmouse-benches --bench frame_path --bench bridge_mapping
+
+# Every cargo-fuzz target for FUZZ_MINUTES each (installs cargo-fuzz on first use).
+FUZZ_MINUTES ?= 10
+fuzz:
+	scripts/fuzz $(FUZZ_MINUTES)

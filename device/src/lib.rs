@@ -17,6 +17,8 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod device;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
 pub mod notice;
 pub mod presence;
 pub mod socket;

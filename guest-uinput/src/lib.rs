@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod devices;
 pub mod drm_hotplug;
 pub mod drm_layout;
+pub mod fuzzing;
 pub mod layout;
 pub mod mapper;
 pub mod output;

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, SYN_REPORT};
+use pvmouse_spec::evdev::{
+    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
+    REL_WHEEL_HI_RES, SYN_REPORT,
+};
 use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
 
 use crate::layout::Layout;
@@ -165,7 +168,11 @@ impl Mapper {
                         .push(InputEvent::new(EV_KEY, code, i32::from(ev.value != 0)));
                 }
             }
-            (EV_REL, _) => self.frame.push(ev),
+            // Only the wheels the pointer advertises: a relative axis it lacks would reach
+            // readers as an event their device cannot have (found by fuzzing).
+            (EV_REL, REL_WHEEL | REL_HWHEEL | REL_WHEEL_HI_RES | REL_HWHEEL_HI_RES) => {
+                self.frame.push(ev)
+            }
             (EV_SYN, SYN_REPORT) => {
                 let mut out = OutputFrame::new();
                 if std::mem::take(&mut self.moved) {

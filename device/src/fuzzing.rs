@@ -1,0 +1,290 @@
+//! What a guest or a control client can send, as plain functions of bytes: the fuzz targets in
+//! `fuzz/` call these, and `tests/fuzz_corpora.rs` replays every committed corpus entry through
+//! them in the normal test suite. Each one panics only if pvmouse breaks an invariant.
+
+use std::sync::Arc;
+
+use pvmouse_spec::control::MAX_COMMAND_BYTES;
+use pvmouse_spec::profile::Button;
+use serde_json::{Map, Value, json};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::control::conversation::Conversation;
+use crate::device::{PointerDevice, PvMouse};
+use crate::identity::Identity;
+use crate::notice::NoticeBoard;
+use crate::pointer::{PointerAction, WheelAxis};
+use crate::testing::{MockEventQueue, MockRing, guest_memory};
+
+/// The status queue's rings and buffers sit here, clear of the event queue's.
+const STATUSQ_BASE: u64 = 0x4_0000;
+
+fn device(displays: u32) -> PvMouse {
+    let identity = Identity::new("pvmouse", "pvmouse-fuzz", displays).expect("valid identity");
+    let notices = Arc::new(NoticeBoard::new().expect("eventfd"));
+    PvMouse::new(identity, notices).expect("device")
+}
+
+/// Input that makes frames of every kind: a display change, motion, a click and a scroll.
+fn some_input(device: &PvMouse, seed: u8) {
+    let actions = [
+        PointerAction::Move {
+            display: Some(seed & 1),
+            x: Some(u16::from(seed) * 257),
+            y: Some(u16::MAX - u16::from(seed)),
+        },
+        PointerAction::Button {
+            button: Button::ALL[usize::from(seed) % Button::ALL.len()],
+            down: seed & 2 != 0,
+        },
+        PointerAction::Wheel {
+            axis: if seed & 4 != 0 {
+                WheelAxis::Vertical
+            } else {
+                WheelAxis::Horizontal
+            },
+            hi_res: i32::from(seed as i8) * 10,
+        },
+    ];
+    // A full queue refuses the command; that is a client-visible answer, not a fault.
+    let _ = device.submit(&actions);
+}
+
+/// The guest controls all of its ring memory: descriptor tables, avail rings (indexes included),
+/// flags, the buffers' addresses and lengths, and what the status buffers hold. The first byte
+/// picks the queue size; the rest is split between the event queue's memory and the status
+/// queue's.
+pub fn guest_queues(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let size = [4u16, 8, 16, 64][usize::from(head & 3)];
+    let rounds = 1 + usize::from(head >> 2 & 3);
+    let mem = guest_memory();
+    let eventq = MockRing::new(&mem, size);
+    let statusq = MockRing::at(&mem, STATUSQ_BASE, size);
+    let (ev_bytes, st_bytes) = rest.split_at(rest.len() / 2);
+    let cap = |b: &[u8]| b.len().min(STATUSQ_BASE as usize);
+    mem.write_slice(&ev_bytes[..cap(ev_bytes)], GuestAddress(0))
+        .expect("in memory");
+    mem.write_slice(&st_bytes[..cap(st_bytes)], GuestAddress(STATUSQ_BASE))
+        .expect("in memory");
+
+    let device = device(2);
+    device.activate(MockEventQueue::new(&mem, &eventq));
+    let mut status = statusq.queue();
+    for round in 0..rounds {
+        let used_before = eventq.used_idx();
+        some_input(&device, head.wrapping_add(round as u8));
+        device.refill();
+        // Two passes (the submit's and the refill's), each giving back at most a queue's worth,
+        // whatever the guest claims in its avail index.
+        let used = eventq.used_idx().wrapping_sub(used_before);
+        assert!(
+            used <= 2 * size,
+            "used index moved by {used} on a queue of {size}"
+        );
+        device.service_statusq(&mut status, &mem);
+    }
+    // The device is still usable: a fresh driver on a well-formed ring gets input.
+    device.driver_reset();
+    let mut good = MockRing::at(&mem, 0, 4);
+    for i in 0..4 {
+        good.offer_event_buffer(i);
+    }
+    device.activate(MockEventQueue::new(&mem, &good));
+    assert!(
+        good.used_idx() > 0,
+        "a reset device delivers its full-state frame"
+    );
+}
+
+/// Config reads and writes at any offset and size, with `select`/`subsel` written in between,
+/// as 4-byte operations: kind, offset (two bytes), size or value.
+pub fn config_space(data: &[u8]) {
+    let device = device(16);
+    for op in data.chunks(4) {
+        let &[kind, lo, hi, arg] = op else { return };
+        let offset = u32::from(u16::from_le_bytes([lo, hi]));
+        match kind % 4 {
+            0 => {
+                let size = u32::from(arg) * 17 % 300;
+                let got = device.read_config(offset, size);
+                assert!(
+                    got.is_empty() || got.len() == size as usize,
+                    "read {offset}+{size} gave {} bytes",
+                    got.len()
+                );
+            }
+            1 => device.write_config(offset, &[arg]),
+            2 => device.write_config(offset % 4, &[arg]),
+            _ => {
+                let len = usize::from(arg);
+                device.write_config(offset, &vec![arg; len]);
+            }
+        }
+    }
+    // Whatever was written, the identity the guest reads back is intact.
+    device.write_config(0, &[1, 0]);
+    let name = device.read_config(0, 136);
+    assert_eq!(name.len(), 136);
+    assert_eq!(&name[8..15], b"pvmouse");
+}
+
+/// One client's raw bytes, delivered in pieces the first byte picks. Every reply is a complete
+/// JSON object with `return`, `error` or `event`, and the buffered input stays bounded.
+pub fn control_bytes(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let device = device(2);
+    let mem = guest_memory();
+    let mut ring = MockRing::new(&mem, 64);
+    for i in 0..64 {
+        ring.offer_event_buffer(i);
+    }
+    device.activate(MockEventQueue::new(&mem, &ring));
+    let mut conversation = Conversation::default();
+    let mut output = Vec::new();
+    let piece = 1 + usize::from(head);
+    for chunk in rest.chunks(piece) {
+        conversation.feed(&device, chunk, &mut output);
+        assert!(conversation.buffered() <= MAX_COMMAND_BYTES + piece);
+    }
+    check_replies(&output);
+}
+
+/// Structured JSON values built from the bytes, biased towards the commands and arguments the
+/// server knows, so the fuzzer reaches deep into argument validation.
+pub fn control_values(data: &[u8]) {
+    let device = device(2);
+    let mut conversation = Conversation::default();
+    let mut output = Vec::new();
+    conversation.feed(
+        &device,
+        b"{\"execute\":\"qmp_capabilities\"}\n",
+        &mut output,
+    );
+    let mut bytes = data;
+    while !bytes.is_empty() {
+        let command = command_value(&mut bytes);
+        let mut line = serde_json::to_vec(&command).expect("a Value serialises");
+        line.push(b'\n');
+        conversation.feed(&device, &line, &mut output);
+    }
+    check_replies(&output);
+    // Only commands reach the device, and only valid ones change it.
+    let status = device.status();
+    assert!(status.pointer.display < 2);
+}
+
+fn check_replies(output: &[u8]) {
+    for line in output.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).expect("each reply is one JSON value");
+        let kind = ["return", "error", "event", "QMP"]
+            .iter()
+            .filter(|k| v.get(**k).is_some())
+            .count();
+        assert_eq!(kind, 1, "reply {v}");
+    }
+}
+
+const COMMANDS: [&str; 7] = [
+    "input-send-event",
+    "pvmouse-send",
+    "query-pvmouse",
+    "query-version",
+    "query-commands",
+    "qmp_capabilities",
+    "quit",
+];
+const KEYS: [&str; 22] = [
+    "events",
+    "head",
+    "device",
+    "type",
+    "data",
+    "axis",
+    "value",
+    "down",
+    "button",
+    "display",
+    "x",
+    "y",
+    "buttons",
+    "wheel",
+    "vertical",
+    "horizontal",
+    "left",
+    "right",
+    "middle",
+    "abs",
+    "btn",
+    "rel",
+];
+
+fn take(bytes: &mut &[u8]) -> u8 {
+    match bytes.split_first() {
+        Some((&b, rest)) => {
+            *bytes = rest;
+            b
+        }
+        None => 0,
+    }
+}
+
+fn command_value(bytes: &mut &[u8]) -> Value {
+    let mut obj = Map::new();
+    let name = take(bytes);
+    let execute = match COMMANDS.get(usize::from(name % 8)) {
+        Some(c) => Value::from(*c),
+        None => value(bytes, 0),
+    };
+    obj.insert("execute".into(), execute);
+    if take(bytes) % 4 != 0 {
+        obj.insert("arguments".into(), object(bytes, 1));
+    }
+    if take(bytes) % 8 == 0 {
+        obj.insert("id".into(), value(bytes, 2));
+    }
+    Value::Object(obj)
+}
+
+fn object(bytes: &mut &[u8], depth: u32) -> Value {
+    let n = take(bytes) % 5;
+    let mut map = Map::new();
+    for _ in 0..n {
+        let key = KEYS[usize::from(take(bytes)) % KEYS.len()];
+        map.insert(key.into(), value(bytes, depth + 1));
+    }
+    Value::Object(map)
+}
+
+fn value(bytes: &mut &[u8], depth: u32) -> Value {
+    let kind = take(bytes);
+    let arg = take(bytes);
+    match kind % 10 {
+        0 => Value::Null,
+        1 => Value::Bool(arg & 1 == 1),
+        2 => json!(i64::from(arg as i8) * 1000),
+        3 => json!(i64::from(u16::from_le_bytes([arg, take(bytes)]))),
+        4 => json!(f64::from(arg) / 255.0),
+        5 => match arg % 8 {
+            0 => json!(i64::MIN),
+            1 => json!(i64::MAX),
+            2 => json!(-1),
+            3 => json!(32767),
+            4 => json!(32768),
+            5 => json!(65535),
+            6 => json!(1e300),
+            _ => json!(-0.0),
+        },
+        6 => Value::from(KEYS[usize::from(arg) % KEYS.len()]),
+        7 if depth < 4 => {
+            let n = arg % 5;
+            Value::Array((0..n).map(|_| value(bytes, depth + 1)).collect())
+        }
+        8 if depth < 4 => object(bytes, depth),
+        _ => Value::from(String::from_utf8_lossy(&[arg, take(bytes)]).into_owned()),
+    }
+}

@@ -1,0 +1,302 @@
+//! Properties that hold over any sequence of control commands and guest behaviour: the guest
+//! posts buffers when it likes, on QEMU 10's 4-entry queue or a 64-entry one.
+//!
+//! - button transitions are never lost or reordered, and wheel movement is never lost;
+//! - only absolute motion is coalesced: once everything is drained, the guest holds the newest
+//!   position;
+//! - every frame ends in SYN_REPORT;
+//! - the queue never holds more than MAX_PENDING_FRAMES button or wheel frames plus one
+//!   motion frame, and a command is refused only when its held frames would not fit.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use pvmouse_spec::evdev::{
+    ABS_MISC, ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, REL_HWHEEL_HI_RES, REL_WHEEL_HI_RES,
+    SYN_REPORT,
+};
+use pvmouse_spec::profile::{Button, MAX_PENDING_FRAMES};
+use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
+use vhost_user_pvmouse::identity::Identity;
+use vhost_user_pvmouse::notice::NoticeBoard;
+use vhost_user_pvmouse::pointer::{PointerAction, WheelAxis};
+use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, guest_memory};
+
+#[derive(Debug, Clone)]
+enum Step {
+    Command(Vec<PointerAction>),
+    /// The guest posts up to this many buffers (and reads what was written).
+    Drain(u16),
+}
+
+fn action() -> impl Strategy<Value = PointerAction> {
+    prop_oneof![
+        (
+            proptest::option::of(0u8..3),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u16>())
+        )
+            .prop_map(|(display, x, y)| PointerAction::Move { display, x, y }),
+        (0usize..5, any::<bool>()).prop_map(|(b, down)| PointerAction::Button {
+            button: Button::ALL[b],
+            down
+        }),
+        (any::<bool>(), -400i32..400).prop_map(|(v, hi_res)| PointerAction::Wheel {
+            axis: if v {
+                WheelAxis::Vertical
+            } else {
+                WheelAxis::Horizontal
+            },
+            hi_res
+        }),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => proptest::collection::vec(action(), 1..5).prop_map(Step::Command),
+        1 => (0u16..80).prop_map(Step::Drain),
+    ]
+}
+
+/// The guest side: posts free buffers, collects written events in order.
+struct Guest<'a> {
+    ring: MockRing<'a>,
+    free: VecDeque<u16>,
+    seen_used: u16,
+    events: Vec<(u16, u16, i32)>,
+}
+
+impl<'a> Guest<'a> {
+    fn post(&mut self, n: u16) {
+        for _ in 0..n {
+            let Some(i) = self.free.pop_front() else {
+                break;
+            };
+            self.ring.offer_event_buffer(i);
+        }
+    }
+
+    fn collect(&mut self) {
+        while self.seen_used != self.ring.used_idx() {
+            let used = self.ring.used(self.seen_used);
+            let b = self.ring.read_buffer(self.ring.buffer(used.id() as u16));
+            self.events.push((
+                u16::from_le_bytes([b[0], b[1]]),
+                u16::from_le_bytes([b[2], b[3]]),
+                i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            ));
+            self.free.push_back(used.id() as u16);
+            self.seen_used = self.seen_used.wrapping_add(1);
+        }
+    }
+}
+
+/// Posts buffers until the device has nothing more to write.
+fn drain(device: &PvMouse, guest: &mut Guest, size: u16) {
+    loop {
+        let before = guest.events.len();
+        guest.post(size);
+        device.refill();
+        guest.collect();
+        if guest.events.len() == before {
+            return;
+        }
+    }
+}
+
+/// The queue holds at most MAX_PENDING_FRAMES held frames plus one motion-only tail (motion
+/// folds into it, so it never counts against capacity).
+const MAX_QUEUED: usize = MAX_PENDING_FRAMES + 1;
+
+fn check(size: u16, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mem = guest_memory();
+    let ring = MockRing::new(&mem, size);
+    let identity = Identity::new("pvmouse", "prop", 3).unwrap();
+    let device = PvMouse::new(identity, Arc::new(NoticeBoard::new().unwrap())).unwrap();
+    device.activate(MockEventQueue::new(&mem, &ring));
+    let mut guest = Guest {
+        ring,
+        free: (0..size).collect(),
+        seen_used: 0,
+        events: Vec::new(),
+    };
+    // A new driver first gets the full state (every button up); the properties are about what
+    // follows.
+    drain(&device, &mut guest, size);
+    guest.events.clear();
+
+    // What the guest must end up seeing, from the commands the device accepted.
+    let mut buttons = 0u8;
+    let mut transitions = Vec::new();
+    let mut wheel = [0i64; 2];
+    let (mut display, mut x, mut y) = (0u8, None, None);
+    for step in steps {
+        match step {
+            Step::Command(actions) => {
+                let before = device.status();
+                match device.submit(&actions) {
+                    Ok(_) => {
+                        for a in &actions {
+                            match *a {
+                                PointerAction::Move {
+                                    display: d,
+                                    x: nx,
+                                    y: ny,
+                                } => {
+                                    display = d.unwrap_or(display);
+                                    x = nx.or(x);
+                                    y = ny.or(y);
+                                }
+                                PointerAction::Button { button, down } => {
+                                    if (buttons & button.bit() != 0) != down {
+                                        buttons ^= button.bit();
+                                        transitions.push((button.code(), i32::from(down)));
+                                    }
+                                }
+                                PointerAction::Wheel { axis, hi_res } => {
+                                    wheel[usize::from(axis == WheelAxis::Horizontal)] +=
+                                        i64::from(hi_res);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Refused only for lack of room, and then nothing of it was applied.
+                        prop_assert!(
+                            before.pending_frames + actions.len() > MAX_PENDING_FRAMES,
+                            "refused with room: {e}"
+                        );
+                        prop_assert_eq!(device.status().pointer, before.pointer);
+                    }
+                }
+                prop_assert!(device.status().pending_frames <= MAX_QUEUED);
+            }
+            Step::Drain(n) => {
+                guest.post(n);
+                device.refill();
+                guest.collect();
+            }
+        }
+    }
+    drain(&device, &mut guest, size);
+    prop_assert_eq!(device.status().pending_frames, 0);
+
+    // Every frame ends in SYN_REPORT: nothing is left after the last one.
+    let last_syn = guest
+        .events
+        .iter()
+        .rposition(|e| e.0 == EV_SYN && e.1 == SYN_REPORT);
+    prop_assert_eq!(
+        last_syn.map_or(0, |i| i + 1),
+        guest.events.len(),
+        "events after the last SYN_REPORT"
+    );
+
+    // Events inside one frame are simultaneous for evdev, so order is checked at frame
+    // granularity: the same transitions, each button's in its own order, and no transition in
+    // an earlier frame than one the client sent before it.
+    let mut frame = 0;
+    let mut got: Vec<(u16, i32, usize)> = Vec::new();
+    for e in &guest.events {
+        match (e.0, e.1) {
+            (EV_KEY, _) => got.push((e.1, e.2, frame)),
+            (EV_SYN, SYN_REPORT) => frame += 1,
+            _ => {}
+        }
+    }
+    prop_assert_eq!(
+        got.len(),
+        transitions.len(),
+        "{:?} vs {:?}",
+        got,
+        transitions
+    );
+    let mut taken = vec![false; got.len()];
+    let mut last_frame = 0;
+    for &(code, value) in &transitions {
+        let i = (0..got.len()).find(|&i| !taken[i] && got[i].0 == code);
+        let Some(i) = i else {
+            return Err(TestCaseError::fail(format!(
+                "{code} {value} never arrived: {got:?}"
+            )));
+        };
+        taken[i] = true;
+        prop_assert_eq!(got[i].1, value, "button {} out of order: {:?}", code, got);
+        prop_assert!(
+            got[i].2 >= last_frame,
+            "{code} {value} arrived early: {got:?}"
+        );
+        last_frame = got[i].2;
+    }
+
+    let mut got_wheel = [0i64; 2];
+    for e in guest.events.iter().filter(|e| e.0 == EV_REL) {
+        if e.1 == REL_WHEEL_HI_RES {
+            got_wheel[0] += i64::from(e.2);
+        } else if e.1 == REL_HWHEEL_HI_RES {
+            got_wheel[1] += i64::from(e.2);
+        }
+    }
+    prop_assert_eq!(got_wheel, wheel);
+
+    // The newest position: the last value the guest saw on each axis (the input core keeps it).
+    let last = |code: u16| {
+        guest
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.0 == EV_ABS && e.1 == code)
+            .map(|e| e.2)
+    };
+    prop_assert_eq!(last(ABS_MISC).unwrap_or(0), i32::from(display));
+    prop_assert_eq!(last(ABS_X), x.map(i32::from));
+    prop_assert_eq!(last(ABS_Y), y.map(i32::from));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn qemu_sized_queue(steps in proptest::collection::vec(step(), 1..120)) {
+        check(4, steps)?;
+    }
+
+    #[test]
+    fn linux_sized_queue(steps in proptest::collection::vec(step(), 1..120)) {
+        check(64, steps)?;
+    }
+}
+
+/// The bound itself: a guest that never drains, under far more commands than the queue holds.
+#[test]
+fn a_stalled_guest_keeps_memory_bounded_and_refuses_only_held_frames() {
+    let mem = guest_memory();
+    let ring = MockRing::new(&mem, 4);
+    let identity = Identity::new("pvmouse", "prop", 1).unwrap();
+    let device = PvMouse::new(identity, Arc::new(NoticeBoard::new().unwrap())).unwrap();
+    device.activate(MockEventQueue::new(&mem, &ring));
+    let mut refused = 0;
+    for i in 0..3 * MAX_PENDING_FRAMES {
+        let click = [PointerAction::Button {
+            button: Button::Left,
+            down: i % 2 == 0,
+        }];
+        let moved = [PointerAction::Move {
+            display: None,
+            x: Some(i as u16),
+            y: None,
+        }];
+        if device.submit(&click).is_err() {
+            refused += 1;
+        }
+        // Motion is always accepted: it folds into the newest pending frame.
+        device.submit(&moved).unwrap();
+        assert!(device.status().pending_frames <= MAX_QUEUED);
+    }
+    assert!(refused > 0);
+}

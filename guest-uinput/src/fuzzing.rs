@@ -1,0 +1,95 @@
+//! What the bridge reads from a pvmouse device and from a layout file, as plain functions of
+//! bytes: the fuzz targets in `fuzz/` call these, and the normal test suite replays every
+//! committed corpus entry through them. Each panics only if the bridge breaks an invariant.
+
+use std::path::Path;
+
+use pvmouse_spec::InputEvent;
+use pvmouse_spec::evdev::{
+    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
+    REL_WHEEL_HI_RES,
+};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
+
+use crate::layout::{Layout, LayoutError, OUTPUT_MAX};
+use crate::mapper::{MAX_OUTPUT_EVENTS, Mapper};
+
+/// Raw events as the kernel could hand them to the bridge, 8 bytes each: type (biased towards
+/// the ones pvmouse sends), code, value. Every output frame fits, carries only what the desktop
+/// pointer advertises, keeps ABS values in range and key values 0 or 1, and nothing stays held
+/// after `release_all`.
+pub fn raw_events(data: &[u8]) {
+    let layout = Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0,5=10x10@-10,-10")
+        .expect("a valid layout");
+    let mut mapper = Mapper::new(layout);
+    for e in data.chunks_exact(8) {
+        let kind = [EV_SYN, EV_KEY, EV_REL, EV_ABS, EV_MSC, u16::from(e[1])][usize::from(e[0] % 6)];
+        let code = match e[2] % 4 {
+            0 => [ABS_X, ABS_Y, DISPLAY_AXIS, 0][usize::from(e[3] % 4)],
+            1 => Button::ALL[usize::from(e[3]) % Button::ALL.len()].code(),
+            2 => {
+                [REL_WHEEL, REL_HWHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES][usize::from(e[3] % 4)]
+            }
+            _ => u16::from_le_bytes([e[3], e[1]]),
+        };
+        let value = i32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        if let Some(frame) = mapper.feed(InputEvent::new(kind, code, value)) {
+            check_frame(frame.as_slice());
+        }
+    }
+    check_frame(mapper.release_all().as_slice());
+    assert!(
+        mapper.release_all().is_empty(),
+        "a second release_all has nothing left to release"
+    );
+}
+
+fn check_frame(frame: &[InputEvent]) {
+    assert!(frame.len() <= MAX_OUTPUT_EVENTS);
+    for e in frame {
+        match e.kind {
+            EV_ABS => {
+                assert!(e.code == ABS_X || e.code == ABS_Y, "{e:?}");
+                assert!((0..=OUTPUT_MAX).contains(&e.value), "{e:?}");
+            }
+            EV_KEY => {
+                assert!(Button::ALL.iter().any(|b| b.code() == e.code), "{e:?}");
+                assert!(e.value == 0 || e.value == 1, "{e:?}");
+            }
+            EV_REL => assert!(
+                [REL_WHEEL, REL_HWHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES].contains(&e.code),
+                "{e:?}"
+            ),
+            _ => panic!("the pointer does not advertise {e:?}"),
+        }
+    }
+}
+
+/// A layout file and a `--layout` spec, from any text. A layout that loads maps every point
+/// into the pointer's range; one that does not names the file and a line in the file's text.
+pub fn layout_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match Layout::parse_file(Path::new("fuzz.toml"), &text) {
+        Ok(layout) => check_layout(&layout),
+        Err(LayoutError::File { file, line, .. }) => {
+            assert_eq!(file, "fuzz.toml");
+            // An error at the very end (an unclosed value) is on the line after a final newline.
+            let lines = text.matches('\n').count() + 1;
+            assert!((1..=lines).contains(&line), "line {line} of {text:?}");
+        }
+        Err(e) => panic!("a file's error names the file: {e}"),
+    }
+    if let Ok(layout) = Layout::parse_spec(&text) {
+        check_layout(&layout);
+    }
+}
+
+fn check_layout(layout: &Layout) {
+    for display in 0..=16u8 {
+        for (x, y) in [(0, 0), (65535, 65535), (-5, 70000), (32768, 1)] {
+            if let Some((u, v)) = layout.map(display, x, y) {
+                assert!((0..=OUTPUT_MAX).contains(&u) && (0..=OUTPUT_MAX).contains(&v));
+            }
+        }
+    }
+}
