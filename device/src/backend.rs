@@ -17,9 +17,8 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::device::{EventQueue, PvMouse, RingPosition};
@@ -27,6 +26,8 @@ use crate::virtqueue::QueueOutcome;
 
 /// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
 pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 1;
+/// Tells a connection's worker to end once its frontend is gone.
+pub const STOP_WORKER: u16 = NUM_QUEUES as u16 + 2;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -72,6 +73,7 @@ pub struct PvMouseBackend {
     device: Arc<PvMouse>,
     mem: Mutex<Option<Memory>>,
     presence_timer: Mutex<TimerFd>,
+    stop_worker: EventFd,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -98,6 +100,7 @@ impl PvMouseBackend {
             device,
             mem: Mutex::new(None),
             presence_timer: Mutex::new(timer),
+            stop_worker: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
@@ -106,14 +109,34 @@ impl PvMouseBackend {
     }
 
     /// The descriptors the worker must watch besides the queues, with their event ids.
-    pub fn listeners(&self) -> [(RawFd, u16); 1] {
-        [(self.timer().as_raw_fd(), PRESENCE_TIMER)]
+    pub fn listeners(&self) -> [(RawFd, u16); 2] {
+        [
+            (self.timer().as_raw_fd(), PRESENCE_TIMER),
+            (self.stop_worker.as_raw_fd(), STOP_WORKER),
+        ]
+    }
+
+    /// Ends the current connection's worker: call when its frontend is gone, before dropping
+    /// the daemon, which joins the worker.
+    pub fn stop_worker(&self) -> io::Result<()> {
+        self.stop_worker.write(1)
+    }
+
+    /// Re-arms the stop event for the next connection's worker, once the last one has ended.
+    pub fn worker_stopped(&self) {
+        // Nonblocking: nothing to read is fine.
+        let _ = self.stop_worker.read();
     }
 
     fn timer(&self) -> MutexGuard<'_, TimerFd> {
         self.presence_timer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the mapping of the guest's memory, when its frontend is gone.
+    pub fn forget_memory(&self) {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     fn memory(&self) -> Option<Memory> {
@@ -225,11 +248,10 @@ impl VhostUserBackend for PvMouseBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        // A fresh pair per daemon: each frontend connection gets its own worker, and the old
-        // one must be able to exit.
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)
-            .map_err(|e| tracing::error!("cannot create the worker exit event: {e}"))
-            .ok()
+        // vhost-user-backend 0.24 registers the consumer with `into_raw_fd` and never closes it:
+        // one descriptor lost per frontend connection. Workers are ended through STOP_WORKER
+        // instead.
+        None
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -250,6 +272,9 @@ impl VhostUserBackend for PvMouseBackend {
             EVENTQ => self.process_eventq(vrings),
             STATUSQ => self.process_statusq(vrings),
             PRESENCE_TIMER => self.on_presence_timer(),
+            // The only way to end a worker whose connection is over, short of the library's
+            // exit event, which leaks a descriptor per connection in vhost-user-backend 0.24.
+            STOP_WORKER => return Err(io::Error::other("frontend gone: worker stops")),
             other => tracing::debug!(event = other, "ignoring unknown worker event"),
         }
         Ok(())

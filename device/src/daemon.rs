@@ -94,8 +94,15 @@ pub fn serve(
             Err(e) => tracing::info!("vhost-user frontend connection ended: {e}"),
         }
         backend.device().frontend_disconnected();
-        // Dropping the daemon stops and joins this connection's vring worker.
+        // Dropping the daemon joins this connection's vring worker, told to end first. The
+        // guest's memory goes with the connection: holding it would keep a dead VM's RAM
+        // allocated until the next frontend arrives.
+        if let Err(e) = backend.stop_worker() {
+            return Err(DaemonError::Setup(e));
+        }
         drop(daemon);
+        backend.worker_stopped();
+        backend.forget_memory();
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,7 +91,24 @@ pub struct Vm {
     backend_bin: PathBuf,
     displays: u32,
     console: Arc<Mutex<String>>,
+    guest: GuestLinks,
+    launch: QemuLaunch,
     pub probe: ProbeLink,
+}
+
+/// Where each QEMU of a VM connects its console and the probe's port.
+#[derive(Debug)]
+struct GuestLinks {
+    console: UnixListener,
+    probe: UnixListener,
+}
+
+/// What it takes to start this VM's QEMU, again if need be.
+#[derive(Debug)]
+struct QemuLaunch {
+    config: VmConfig,
+    vmlinuz: PathBuf,
+    initramfs: PathBuf,
 }
 
 impl Vm {
@@ -108,219 +125,78 @@ impl Vm {
     }
 
     pub fn boot(config: VmConfig) -> Result<Vm, VmError> {
-        let boot_err = |step: &str, detail: String, console: &Arc<Mutex<String>>| VmError::Boot {
+        let console = Arc::new(Mutex::new(String::new()));
+        let boot_err = |step: &str, detail: String| VmError::Boot {
             step: step.to_owned(),
             detail,
-            console: tail(console, 25),
+            console: String::new(),
         };
-        let console = Arc::new(Mutex::new(String::new()));
         assets::ensure_host_packages()?;
         let mut step = "building binaries";
-        let bins = assets::build_binaries().map_err(|e| boot_err(step, e.to_string(), &console))?;
+        let bins = assets::build_binaries().map_err(|e| boot_err(step, e.to_string()))?;
         step = "preparing the guest kernel and initramfs";
-        let kernel = assets::guest_kernel().map_err(|e| boot_err(step, e.to_string(), &console))?;
-        let initramfs =
-            assets::build_initramfs().map_err(|e| boot_err(step, e.to_string(), &console))?;
+        let kernel = assets::guest_kernel().map_err(|e| boot_err(step, e.to_string()))?;
+        let initramfs = assets::build_initramfs().map_err(|e| boot_err(step, e.to_string()))?;
 
         let dir = tempfile::Builder::new().prefix("pvmouse-vm-").tempdir()?;
-        let console_listener = UnixListener::bind(dir.path().join("console.sock"))?;
-        let probe_listener = UnixListener::bind(dir.path().join("probe.sock"))?;
+        let guest = GuestLinks {
+            console: UnixListener::bind(dir.path().join("console.sock"))?,
+            probe: UnixListener::bind(dir.path().join("probe.sock"))?,
+        };
 
         step = "starting vhost-user-pvmouse";
-        let backend = if config.pvmouse {
+        let mut backend = if config.pvmouse {
             let backend = start_backend(&bins.backend, dir.path(), config.displays)?;
             wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
-                .map_err(|e| boot_err(step, e, &console))?;
+                .map_err(|e| boot_err(step, e))?;
             Some(backend)
         } else {
             None
         };
-
-        step = "starting QEMU";
-        let mut qemu = Command::new("qemu-system-x86_64");
-        qemu.args(accel_args())
-            .args([
-                "-m",
-                "256",
-                "-smp",
-                "1",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-            ])
-            .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-            .args(["-machine", "q35,memory-backend=mem"])
-            .arg("-kernel")
-            .arg(&kernel.vmlinuz)
-            .arg("-initrd")
-            .arg(&initramfs)
-            .arg("-append")
-            .arg(format!(
-                "console=ttyS0 quiet panic=-1 {}",
-                config.kernel_args.join(" ")
-            ))
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=con,path={}",
-                dir.path().join("console.sock").display()
-            ))
-            .args(["-serial", "chardev:con"])
-            .args(["-device", "virtio-serial-pci,id=vser"])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=probe,path={}",
-                dir.path().join("probe.sock").display()
-            ))
-            .args(["-device", "virtserialport,chardev=probe,name=pvmouse.probe"])
-            .arg("-qmp")
-            .arg(format!(
-                "unix:{},server=on,wait=off",
-                dir.path().join("qemu-qmp.sock").display()
-            ))
-            .args(["-device", "pcie-root-port,id=rp1,chassis=1"]);
-        if config.pvmouse {
-            qemu.arg("-chardev")
-                .arg(format!(
-                    "socket,id=pvm,path={}",
-                    dir.path().join("vhost.sock").display()
-                ))
-                .arg("-device")
-                .arg(match &config.pvmouse_bus {
-                    Some(bus) => {
-                        format!("vhost-user-input-pci,chardev=pvm,id=pvmouse0,bus={bus}")
-                    }
-                    None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
-                });
-        }
-        qemu.args(&config.extra_qemu_args)
-            .arg("-no-reboot")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut qemu);
-        let mut qemu = qemu
-            .spawn()
-            .map_err(|e| boot_err(step, format!("{e}"), &console))?;
-
-        let mut vm_parts = (backend, qemu.stderr.take());
-        let accept = |l: &UnixListener, qemu: &mut Child| -> Result<UnixStream, String> {
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).map_err(|e| e.to_string())?;
-                        return Ok(s);
-                    }
-                    Err(_) if Instant::now() < deadline => {
-                        if let Ok(Some(status)) = qemu.try_wait() {
-                            return Err(format!("QEMU exited: {status}"));
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => return Err(format!("QEMU never connected: {e}")),
-                }
-            }
+        let launch = QemuLaunch {
+            config,
+            vmlinuz: kernel.vmlinuz.clone(),
+            initramfs,
         };
-        let connected = accept(&console_listener, &mut qemu)
-            .and_then(|c| Ok((c, accept(&probe_listener, &mut qemu)?)));
-        let (console_stream, probe_stream) = match connected {
-            Ok(pair) => pair,
+        let (qemu, probe) = match launch.start(dir.path(), &guest, &console) {
+            Ok(started) => started,
             Err(e) => {
-                let mut stderr = String::new();
-                if let Some(mut s) = vm_parts.1.take() {
-                    let _ = qemu.kill();
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                if let Some(mut b) = vm_parts.0.take() {
+                if let Some(b) = backend.as_mut() {
                     let _ = b.kill();
                     let _ = b.wait();
                 }
-                let _ = qemu.wait();
-                return Err(boot_err(step, format!("{e}\n{stderr}"), &console));
+                return Err(e);
             }
         };
-        // QEMU's stderr is kept in the console log too, so failures show both.
-        if let Some(mut stderr) = vm_parts.1.take() {
-            let sink = console.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = format!("[qemu] {}", String::from_utf8_lossy(&buf[..n]));
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            });
-        }
-        let sink = console.clone();
-        let mut console_reader = console_stream;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = console_reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let probe = ProbeLink::new(probe_stream)?;
-        let mut vm = Vm {
+        Ok(Vm {
+            displays: launch.config.displays,
             dir,
             qemu,
-            backend: vm_parts.0.take(),
+            backend,
             backend_bin: bins.backend.clone(),
-            displays: config.displays,
             console,
+            guest,
+            launch,
             probe,
-        };
-
-        // Wait for the probe's hello, naming the last boot step the guest reported.
-        let deadline = Instant::now() + config.boot_timeout;
-        loop {
-            if vm
-                .probe
-                .wait_for(0, Duration::from_millis(200), |l| l.starts_with("HELLO"))
-                .is_ok()
-            {
-                break;
-            }
-            if let Ok(Some(status)) = vm.qemu.try_wait() {
-                return Err(boot_err(
-                    &vm.boot_step(),
-                    format!("QEMU exited: {status}"),
-                    &vm.console,
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(boot_err(
-                    &vm.boot_step(),
-                    format!("no probe hello within {:?}", config.boot_timeout),
-                    &vm.console,
-                ));
-            }
-        }
-        Ok(vm)
+        })
     }
 
-    /// The last step the guest reported on its console, or what the kernel was doing.
-    fn boot_step(&self) -> String {
-        let log = self.console.lock().unwrap_or_else(|e| e.into_inner());
-        match log.rfind("pvmouse-boot: ") {
-            Some(i) => {
-                let rest = &log[i + 14..];
-                format!("guest: {}", rest.lines().next().unwrap_or("").trim())
-            }
-            // The kernel boots with `quiet`: silence before init's first step is the kernel.
-            None if log.contains("[qemu]") => "starting QEMU".into(),
-            None => "booting the guest kernel (no console output before init)".into(),
-        }
+    /// Kills QEMU outright (SIGKILL), leaving the backend running.
+    pub fn kill_qemu(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+
+    /// Starts a fresh QEMU, with the same devices, against the same backend, and waits for its
+    /// guest's probe.
+    pub fn relaunch_qemu(&mut self) -> Result<(), VmError> {
+        self.kill_qemu();
+        let (qemu, probe) = self
+            .launch
+            .start(self.dir.path(), &self.guest, &self.console)?;
+        self.qemu = qemu;
+        self.probe = probe;
+        Ok(())
     }
 
     pub fn console_tail(&self, lines: usize) -> String {
@@ -383,6 +259,193 @@ impl Drop for Vm {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
         self.kill_backend();
+    }
+}
+
+impl QemuLaunch {
+    /// Starts QEMU, takes its console and probe connections, and waits for the probe's hello,
+    /// naming the boot step that failed otherwise. QEMU is killed on every failure.
+    fn start(
+        &self,
+        dir: &Path,
+        guest: &GuestLinks,
+        console: &Arc<Mutex<String>>,
+    ) -> Result<(Child, ProbeLink), VmError> {
+        let boot_err = |step: &str, detail: String| VmError::Boot {
+            step: step.to_owned(),
+            detail,
+            console: tail(console, 25),
+        };
+        let step = "starting QEMU";
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(accel_args())
+            .args([
+                "-m",
+                "256",
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+            ])
+            .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+            .args(["-machine", "q35,memory-backend=mem"])
+            .arg("-kernel")
+            .arg(&self.vmlinuz)
+            .arg("-initrd")
+            .arg(&self.initramfs)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 quiet panic=-1 {}",
+                self.config.kernel_args.join(" ")
+            ))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=con,path={}",
+                dir.join("console.sock").display()
+            ))
+            .args(["-serial", "chardev:con"])
+            .args(["-device", "virtio-serial-pci,id=vser"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=probe,path={}",
+                dir.join("probe.sock").display()
+            ))
+            .args(["-device", "virtserialport,chardev=probe,name=pvmouse.probe"])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.join("qemu-qmp.sock").display()
+            ))
+            .args(["-device", "pcie-root-port,id=rp1,chassis=1"]);
+        if self.config.pvmouse {
+            qemu.arg("-chardev")
+                .arg(format!(
+                    "socket,id=pvm,path={}",
+                    dir.join("vhost.sock").display()
+                ))
+                .arg("-device")
+                .arg(match &self.config.pvmouse_bus {
+                    Some(bus) => {
+                        format!("vhost-user-input-pci,chardev=pvm,id=pvmouse0,bus={bus}")
+                    }
+                    None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
+                });
+        }
+        qemu.args(&self.config.extra_qemu_args)
+            .arg("-no-reboot")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut qemu);
+        let mut qemu = qemu.spawn().map_err(|e| boot_err(step, format!("{e}")))?;
+
+        let stderr = qemu.stderr.take();
+        let fail = |qemu: &mut Child, stderr: Option<ChildStderr>, step: &str, detail: String| {
+            let _ = qemu.kill();
+            let mut text = String::new();
+            if let Some(mut s) = stderr {
+                let _ = s.read_to_string(&mut text);
+            }
+            let _ = qemu.wait();
+            boot_err(step, format!("{detail}\n{text}"))
+        };
+        let connected = accept(&guest.console, &mut qemu)
+            .and_then(|c| Ok((c, accept(&guest.probe, &mut qemu)?)));
+        let (console_stream, probe_stream) = match connected {
+            Ok(pair) => pair,
+            Err(e) => return Err(fail(&mut qemu, stderr, step, e)),
+        };
+        // QEMU's stderr is kept in the console log too, so failures show both.
+        if let Some(mut stderr) = stderr {
+            let sink = console.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = format!("[qemu] {}", String::from_utf8_lossy(&buf[..n]));
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            });
+        }
+        let sink = console.clone();
+        let mut console_reader = console_stream;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = console_reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let probe = match ProbeLink::new(probe_stream) {
+            Ok(p) => p,
+            Err(e) => return Err(fail(&mut qemu, None, step, e.to_string())),
+        };
+
+        // Wait for the probe's hello, naming the last boot step the guest reported.
+        let deadline = Instant::now() + self.config.boot_timeout;
+        loop {
+            if probe
+                .wait_for(0, Duration::from_millis(200), |l| l.starts_with("HELLO"))
+                .is_ok()
+            {
+                return Ok((qemu, probe));
+            }
+            if let Ok(Some(status)) = qemu.try_wait() {
+                return Err(boot_err(
+                    &boot_step(console),
+                    format!("QEMU exited: {status}"),
+                ));
+            }
+            if Instant::now() >= deadline {
+                let detail = format!("no probe hello within {:?}", self.config.boot_timeout);
+                return Err(fail(&mut qemu, None, &boot_step(console), detail));
+            }
+        }
+    }
+}
+
+/// Accepts QEMU's connection on `listener`, giving up if QEMU exits or 30 s pass.
+fn accept(listener: &UnixListener, qemu: &mut Child) -> Result<UnixStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(_) if Instant::now() < deadline => {
+                if let Ok(Some(status)) = qemu.try_wait() {
+                    return Err(format!("QEMU exited: {status}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("QEMU never connected: {e}")),
+        }
+    }
+}
+
+/// The last step the guest reported on its console, or what the kernel was doing.
+fn boot_step(console: &Arc<Mutex<String>>) -> String {
+    let log = console.lock().unwrap_or_else(|e| e.into_inner());
+    match log.rfind("pvmouse-boot: ") {
+        Some(i) => {
+            let rest = &log[i + 14..];
+            format!("guest: {}", rest.lines().next().unwrap_or("").trim())
+        }
+        // The kernel boots with `quiet`: silence before init's first step is the kernel.
+        None if log.contains("[qemu]") => "starting QEMU".into(),
+        None => "booting the guest kernel (no console output before init)".into(),
     }
 }
 
