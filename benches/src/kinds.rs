@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use pvmouse_spec::control::QEMU_ABS_MAX;
+use pvmouse_spec::profile::AXIS_MAX;
 use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig};
 
 /// The bridged kind's desktop: one 1920x1080 display, so x keeps its meaning end to end.
@@ -109,7 +111,11 @@ impl Kind {
 
     /// The guest's ABS_X maximum, to turn what the guest read back into a fraction.
     pub fn guest_axis_max(self) -> f64 {
-        if self.is_pvmouse() { 65535.0 } else { 32767.0 }
+        if self.is_pvmouse() {
+            f64::from(AXIS_MAX)
+        } else {
+            QEMU_ABS_MAX as f64
+        }
     }
 
     /// Whatever must run in the guest before the device can be read: the bridge, for (a).

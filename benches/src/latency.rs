@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use pvmouse_spec::control::QEMU_ABS_MAX;
+
 /// How far ahead of the oldest unanswered sample a reply may match: the positions repeat with
 /// this period, so a window this wide can never hold two samples with the same key.
 pub const POSITIONS: usize = 500;
@@ -22,7 +24,7 @@ pub fn position(i: usize) -> (u32, u32) {
 
 /// Two samples' keys differ by at least 64/32767 of the axis; the bridge's worst rounding is one
 /// pixel in 1920, so this tolerance tells them apart with room on both sides.
-pub const FRACTION_TOLERANCE: f64 = 24.0 / 32767.0;
+pub const FRACTION_TOLERANCE: f64 = 24.0 / QEMU_ABS_MAX as f64;
 
 /// What a series' replies say about its samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -139,7 +141,7 @@ mod tests {
     fn positions_repeat_only_after_the_window_and_stay_in_range() {
         for i in 0..3 * POSITIONS {
             let (x, y) = position(i);
-            assert!(x <= 32767 && y <= 32767);
+            assert!(i64::from(x) <= QEMU_ABS_MAX && i64::from(y) <= QEMU_ABS_MAX);
             assert_ne!(position(i).0, position(i + 1).0);
             for j in 1..POSITIONS {
                 assert_ne!(position(i).0, position(i + j).0);

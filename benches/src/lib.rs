@@ -6,8 +6,8 @@
 pub mod cdf_plot;
 pub mod environment;
 pub mod host_cpu;
+pub mod input_commands;
 pub mod kinds;
 pub mod latency;
-pub mod qmp_stream;
 pub mod report;
 pub mod run;

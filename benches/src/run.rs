@@ -4,13 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::Vm;
+use pvmouse_spec::control::QEMU_ABS_MAX;
+use pvmouse_vmtest::vm::memory_kib as rss_kib;
+use pvmouse_vmtest::{QmpStream, Replies, Vm};
 use serde_json::Value;
 
-use crate::host_cpu::{CpuMeter, CpuUse, rss_kib};
+use crate::host_cpu::{CpuMeter, CpuUse};
+use crate::input_commands::{button_command, move_command};
 use crate::kinds::Kind;
 use crate::latency::{Distribution, FRACTION_TOLERANCE, backlog_grew, match_replies, position};
-use crate::qmp_stream::{QmpStream, Replies, button_command, move_command};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -64,7 +66,6 @@ pub struct Series {
     pub own: usize,
     pub coalesced: usize,
     pub unanswered: usize,
-    pub stray: usize,
     pub backlog_grew: bool,
     pub replies: Replies,
     /// CPU of QEMU plus the backend over the series.
@@ -420,7 +421,6 @@ fn series(
         own: matched.own,
         coalesced: matched.coalesced,
         unanswered: matched.unanswered(),
-        stray: matched.stray,
         backlog_grew: backlog_grew(&matched.latency),
         replies: r,
         cpu,
@@ -462,7 +462,7 @@ fn move_series(
                 .send(&commands[i])
                 .map_err(|e| format!("QMP send: {e}"))
         },
-        |i| f64::from(position(first + i).0) / 32767.0,
+        |i| f64::from(position(first + i).0) / QEMU_ABS_MAX as f64,
         |l| Some(l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()? / axis_max),
         FRACTION_TOLERANCE,
         || replies_handle.borrow().replies(),
@@ -507,15 +507,6 @@ fn echo_series(
     )
 }
 
-fn tally(vm: &Vm, device: &str) -> Result<Value, String> {
-    let line = vm.probe.request(
-        &format!("tally {device}"),
-        &format!("TALLY {device} "),
-        WAIT,
-    )?;
-    serde_json::from_str(&line[format!("TALLY {device} ").len()..]).map_err(|e| e.to_string())
-}
-
 /// Alternating left-button presses and releases at `rate_hz`; the guest counts what arrives.
 fn button_burst(
     vm: &Vm,
@@ -525,7 +516,7 @@ fn button_burst(
     transitions: usize,
 ) -> Result<Burst, String> {
     let count = |t: &Value, k: &str| t[k].as_u64().unwrap_or(0);
-    let before = tally(vm, device)?;
+    let before = vm.probe.query("tally", device, WAIT)?;
     let qemu = CpuMeter::start(&[vm.qemu_pid()]);
     let replies_before = qmp.replies();
     let press = button_command(true);
@@ -548,7 +539,7 @@ fn button_burst(
     let mut last_change = Instant::now();
     let mut qemu_busy = qemu.total();
     while last_change.elapsed() < Duration::from_secs(3) {
-        let now = tally(vm, device)?;
+        let now = vm.probe.query("tally", device, WAIT)?;
         let s = count(&now, "presses") + count(&now, "releases")
             - count(&before, "presses")
             - count(&before, "releases");

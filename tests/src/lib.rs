@@ -6,8 +6,10 @@ pub mod assets;
 pub mod initramfs;
 pub mod probe;
 pub mod qmp;
+pub mod qmp_stream;
 pub mod vm;
 
 pub use probe::{GuestEvent, ProbeLink, frames};
 pub use qmp::Qmp;
+pub use qmp_stream::{QmpStream, Replies};
 pub use vm::{PVMOUSE_NAME, Vm, VmConfig, VmError};

@@ -121,6 +121,19 @@ impl ProbeLink {
         .and_then(|(_, l)| if l.starts_with("ERR ") { Err(l) } else { Ok(l) })
     }
 
+    /// Sends `COMMAND NAME` and parses the JSON of its `COMMAND NAME {json}` reply: `caps`,
+    /// `state` and `tally`.
+    pub fn query(
+        &self,
+        command: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let prefix = format!("{} {name} ", command.to_uppercase());
+        let line = self.request(&format!("{command} {name}"), &prefix, timeout)?;
+        serde_json::from_str(&line[prefix.len()..]).map_err(|e| format!("{line}: {e}"))
+    }
+
     /// Runs a shell command in the guest; returns (exit code, output lines).
     pub fn run(&self, command: &str, timeout: Duration) -> Result<(i32, Vec<String>), String> {
         let mark = self.mark();

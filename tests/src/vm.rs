@@ -223,12 +223,7 @@ impl Vm {
 
     /// Resident memory of the backend, in KiB, from /proc.
     pub fn backend_rss_kib(&self) -> Option<u64> {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.backend_pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        memory_kib(self.backend_pid()?).map(|(rss, _)| rss)
     }
 
     pub fn kill_backend(&mut self) {
@@ -449,6 +444,18 @@ fn boot_step(console: &Arc<Mutex<String>>) -> String {
     }
 }
 
+/// (VmRSS, VmHWM) of a process, in KiB, from /proc/PID/status.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 fn start_backend(bin: &Path, dir: &Path, displays: u32) -> std::io::Result<Child> {
     let log = std::fs::File::create(dir.join("backend.log"))?;
     let mut cmd = Command::new(bin);
@@ -484,4 +491,13 @@ fn tail(log: &Arc<Mutex<String>>, lines: usize) -> String {
     let log = log.lock().unwrap_or_else(|e| e.into_inner());
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_its_own_memory() {
+        let (rss, peak) = super::memory_kib(std::process::id()).expect("own /proc/PID/status");
+        assert!(rss > 0 && peak >= rss);
+    }
 }

@@ -45,19 +45,11 @@ fn take_frames(vm: &Vm, name: &str, mark: usize, n: usize) -> Vec<Vec<InputEvent
 }
 
 fn caps(vm: &Vm, name: &str) -> Value {
-    let line = vm
-        .probe
-        .request(&format!("caps {name}"), &format!("CAPS {name} "), WAIT)
-        .unwrap();
-    serde_json::from_str(&line[format!("CAPS {name} ").len()..]).unwrap()
+    vm.probe.query("caps", name, WAIT).unwrap()
 }
 
 fn state(vm: &Vm, name: &str) -> Value {
-    let line = vm
-        .probe
-        .request(&format!("state {name}"), &format!("STATE {name} "), WAIT)
-        .unwrap();
-    serde_json::from_str(&line[format!("STATE {name} ").len()..]).unwrap()
+    vm.probe.query("state", name, WAIT).unwrap()
 }
 
 /// Sends one control command and returns the frames the guest saw for it.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::Qmp;
+use crate::qmp::Qmp;
 
 #[derive(Debug, Clone, Default)]
 pub struct Replies {
@@ -83,35 +83,5 @@ impl QmpStream {
 impl Drop for QmpStream {
     fn drop(&mut self) {
         let _ = self.writer.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// `input-send-event` moving the pointer to (x, y), QEMU's 0..=32767 scale.
-pub fn move_command(x: u32, y: u32) -> String {
-    format!(
-        "{{\"execute\":\"input-send-event\",\"arguments\":{{\"events\":[\
-         {{\"type\":\"abs\",\"data\":{{\"axis\":\"x\",\"value\":{x}}}}},\
-         {{\"type\":\"abs\",\"data\":{{\"axis\":\"y\",\"value\":{y}}}}}]}}}}\n"
-    )
-}
-
-/// `input-send-event` pressing or releasing the left button.
-pub fn button_command(down: bool) -> String {
-    format!(
-        "{{\"execute\":\"input-send-event\",\"arguments\":{{\"events\":[\
-         {{\"type\":\"btn\",\"data\":{{\"down\":{down},\"button\":\"left\"}}}}]}}}}\n"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_are_valid_qmp() {
-        let m: serde_json::Value = serde_json::from_str(&move_command(16, 32751)).unwrap();
-        assert_eq!(m["arguments"]["events"][1]["data"]["value"], 32751);
-        let b: serde_json::Value = serde_json::from_str(&button_command(true)).unwrap();
-        assert_eq!(b["arguments"]["events"][0]["data"]["down"], true);
     }
 }
