@@ -31,7 +31,7 @@ check-tools:
 
 # The end-to-end benchmark: pvmouse (bridged and raw), virtio-tablet-pci and usb-tablet (xhci,
 # UHCI), each in its own VM. Regenerates the end-to-end section of benches/RESULTS.md and
-# benches/latency-cdf.svg. About 6 minutes here.
+# benches/latency-cdf.svg. 205 to 288 s here.
 bench:
 	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench
 
