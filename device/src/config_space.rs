@@ -3,12 +3,10 @@
 //! The driver writes `select` and `subsel`, then reads `size` and the union `u`. Each answer is a
 //! typed value serialised on demand; every combination the profile does not define answers size 0.
 
-use pvmouse_spec::evdev::{
-    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
-    REL_WHEEL_HI_RES,
-};
+use pvmouse_spec::evdev::{EV_ABS, EV_KEY, EV_MSC, EV_REL};
 use pvmouse_spec::profile::{
-    AXIS_MAX, AXIS_MIN, BUSTYPE, Button, DISPLAY_AXIS, PRODUCT, STATUS_MSC_CODE, VENDOR, VERSION,
+    ABS_CODES, AXIS_MAX, AXIS_MIN, BUSTYPE, DISPLAY_AXIS, KEY_CODES, MSC_CODES, POSITION_CODES,
+    PRODUCT, REL_CODES, VENDOR, VERSION,
 };
 use virtio_bindings::virtio_input::{
     virtio_input_config_select_VIRTIO_INPUT_CFG_ABS_INFO as CFG_ABS_INFO,
@@ -28,17 +26,6 @@ const OFFSET_SUBSEL: usize = 1;
 const OFFSET_SIZE: usize = 2;
 const OFFSET_UNION: usize = 8;
 const UNION_SIZE: usize = CONFIG_SIZE - OFFSET_UNION;
-
-const KEY_CODES: [u16; 5] = [
-    Button::ALL[0].code(),
-    Button::ALL[1].code(),
-    Button::ALL[2].code(),
-    Button::ALL[3].code(),
-    Button::ALL[4].code(),
-];
-const REL_CODES: [u16; 4] = [REL_HWHEEL, REL_WHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES];
-const ABS_CODES: [u16; 3] = [ABS_X, ABS_Y, DISPLAY_AXIS];
-const MSC_CODES: [u16; 1] = [STATUS_MSC_CODE];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbsInfo {
@@ -140,13 +127,15 @@ impl ConfigSpace {
             (CFG_EV_BITS, EV_REL) => ConfigAnswer::Bitmap(&REL_CODES),
             (CFG_EV_BITS, EV_ABS) => ConfigAnswer::Bitmap(&ABS_CODES),
             (CFG_EV_BITS, EV_MSC) => ConfigAnswer::Bitmap(&MSC_CODES),
-            (CFG_ABS_INFO, ABS_X | ABS_Y) => ConfigAnswer::AbsInfo(AbsInfo {
-                min: AXIS_MIN,
-                max: AXIS_MAX,
-                fuzz: 0,
-                flat: 0,
-                res: 0,
-            }),
+            (CFG_ABS_INFO, code) if POSITION_CODES.contains(&code) => {
+                ConfigAnswer::AbsInfo(AbsInfo {
+                    min: AXIS_MIN,
+                    max: AXIS_MAX,
+                    fuzz: 0,
+                    flat: 0,
+                    res: 0,
+                })
+            }
             (CFG_ABS_INFO, DISPLAY_AXIS) => ConfigAnswer::AbsInfo(AbsInfo {
                 min: 0,
                 max: i32::from(self.identity.displays()) - 1,

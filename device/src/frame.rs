@@ -8,7 +8,7 @@ use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
     REL_WHEEL_HI_RES,
 };
-use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS, REL_CODES};
 
 /// A wheel movement within one frame: high-resolution units and the whole detents they complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +95,17 @@ impl Frame {
         }
     }
 
+    /// This frame's value for one of the profile's relative codes.
+    fn wheel_value(&self, code: u16) -> i32 {
+        match code {
+            REL_WHEEL => self.wheel_vertical.detents,
+            REL_WHEEL_HI_RES => self.wheel_vertical.hi_res,
+            REL_HWHEEL => self.wheel_horizontal.detents,
+            REL_HWHEEL_HI_RES => self.wheel_horizontal.hi_res,
+            _ => 0,
+        }
+    }
+
     /// The evdev events of this frame: display, X, Y, buttons in code order, wheels in code
     /// order, then SYN_REPORT. The order is part of the spec.
     pub fn events(&self) -> FrameEvents {
@@ -114,14 +125,8 @@ impl Frame {
                 out.push(InputEvent::new(EV_KEY, b.code(), down));
             }
         }
-        // REL codes in ascending order: HWHEEL(6), WHEEL(8), WHEEL_HI_RES(11), HWHEEL_HI_RES(12).
-        let rel = [
-            (REL_HWHEEL, self.wheel_horizontal.detents),
-            (REL_WHEEL, self.wheel_vertical.detents),
-            (REL_WHEEL_HI_RES, self.wheel_vertical.hi_res),
-            (REL_HWHEEL_HI_RES, self.wheel_horizontal.hi_res),
-        ];
-        for (code, value) in rel {
+        for code in REL_CODES {
+            let value = self.wheel_value(code);
             if value != 0 {
                 out.push(InputEvent::new(EV_REL, code, value));
             }

@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::sync::atomic::Ordering;
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::wire::EVENT_SIZE;
+use pvmouse_spec::wire::VIRTIO_EVENT_SIZE;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemory, GuestMemoryBackend, Permissions};
 
@@ -68,7 +68,7 @@ where
     if count == 0 || !ended {
         return Err(GuestFault::BrokenChain);
     }
-    if total < EVENT_SIZE as u64 {
+    if total < VIRTIO_EVENT_SIZE as u64 {
         return Err(GuestFault::ShortBuffer);
     }
     Ok(total)
@@ -79,7 +79,7 @@ where
 /// than one descriptor and needs the general path.
 fn transfer_single<M>(
     chain: &DescriptorChain<M>,
-    bytes: &mut [u8; EVENT_SIZE],
+    bytes: &mut [u8; VIRTIO_EVENT_SIZE],
     direction: Direction,
 ) -> Option<Result<(), GuestFault>>
 where
@@ -96,9 +96,9 @@ where
         Direction::DeviceWrites if !writable => Err(GuestFault::ReadOnlyEventBuffer),
         Direction::DeviceReads if writable => Err(GuestFault::WriteOnlyStatusBuffer),
         _ if desc.len() == 0 => Err(GuestFault::ZeroLengthDescriptor),
-        _ if (desc.len() as usize) < EVENT_SIZE => Err(GuestFault::ShortBuffer),
+        _ if (desc.len() as usize) < VIRTIO_EVENT_SIZE => Err(GuestFault::ShortBuffer),
         // An exactly sized buffer is bounds-checked by the access itself.
-        _ if desc.len() as usize > EVENT_SIZE
+        _ if desc.len() as usize > VIRTIO_EVENT_SIZE
             && !GuestMemory::check_range(
                 mem,
                 desc.addr(),
@@ -110,7 +110,7 @@ where
         }
         // One region lookup and a plain copy: vm-memory's general accessors cost several
         // hundred instructions per call, which mattered at three calls per frame.
-        _ => match GuestMemoryBackend::get_slice(mem, desc.addr(), EVENT_SIZE) {
+        _ => match GuestMemoryBackend::get_slice(mem, desc.addr(), VIRTIO_EVENT_SIZE) {
             Ok(slice) => {
                 match direction {
                     Direction::DeviceWrites => slice.copy_from(&bytes[..]),
@@ -136,7 +136,7 @@ fn access(direction: Direction) -> Permissions {
 /// Checks a chain whole, then moves one event through it.
 fn transfer_event<M>(
     chain: DescriptorChain<M>,
-    bytes: &mut [u8; EVENT_SIZE],
+    bytes: &mut [u8; VIRTIO_EVENT_SIZE],
     direction: Direction,
 ) -> Result<(), GuestFault>
 where
@@ -153,7 +153,7 @@ where
 /// Scatters or gathers one event across the chain's buffers, in order.
 fn transfer<M>(
     chain: DescriptorChain<M>,
-    bytes: &mut [u8; EVENT_SIZE],
+    bytes: &mut [u8; VIRTIO_EVENT_SIZE],
     direction: Direction,
 ) -> Result<(), GuestFault>
 where
@@ -163,7 +163,7 @@ where
     let mem = chain.memory();
     let mut done = 0;
     for desc in chain.clone() {
-        let n = (desc.len() as usize).min(EVENT_SIZE - done);
+        let n = (desc.len() as usize).min(VIRTIO_EVENT_SIZE - done);
         let part = &mut bytes[done..done + n];
         let result = match direction {
             Direction::DeviceWrites => mem.write_slice(part, desc.addr()),
@@ -171,7 +171,7 @@ where
         };
         result.map_err(|_| GuestFault::OutsideGuestMemory)?;
         done += n;
-        if done == EVENT_SIZE {
+        if done == VIRTIO_EVENT_SIZE {
             return Ok(());
         }
     }
@@ -232,7 +232,7 @@ pub fn fill_eventq<M: GuestMemoryBackend>(
                     Ok(()) => {
                         pending.consume();
                         out.events += 1;
-                        EVENT_SIZE as u32
+                        VIRTIO_EVENT_SIZE as u32
                     }
                     Err(fault) => {
                         faults.record(fault);
@@ -288,7 +288,7 @@ where
         }
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let mut bytes = [0u8; EVENT_SIZE];
+            let mut bytes = [0u8; VIRTIO_EVENT_SIZE];
             match transfer_event(chain, &mut bytes, Direction::DeviceReads) {
                 Ok(()) => {
                     out.events += 1;

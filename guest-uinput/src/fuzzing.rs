@@ -5,11 +5,8 @@
 use std::path::Path;
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{
-    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
-    REL_WHEEL_HI_RES,
-};
-use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
+use pvmouse_spec::evdev::{EV_ABS, EV_KEY, EV_MSC, EV_REL, EV_SYN};
+use pvmouse_spec::profile::{ABS_CODES, KEY_CODES, POSITION_CODES, REL_CODES};
 
 use crate::layout::{Layout, LayoutError, OUTPUT_MAX};
 use crate::mapper::{MAX_OUTPUT_EVENTS, Mapper};
@@ -25,11 +22,10 @@ pub fn raw_events(data: &[u8]) {
     for e in data.chunks_exact(8) {
         let kind = [EV_SYN, EV_KEY, EV_REL, EV_ABS, EV_MSC, u16::from(e[1])][usize::from(e[0] % 6)];
         let code = match e[2] % 4 {
-            0 => [ABS_X, ABS_Y, DISPLAY_AXIS, 0][usize::from(e[3] % 4)],
-            1 => Button::ALL[usize::from(e[3]) % Button::ALL.len()].code(),
-            2 => {
-                [REL_WHEEL, REL_HWHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES][usize::from(e[3] % 4)]
-            }
+            // One past each set: a code the profile does not have.
+            0 => pick(&ABS_CODES, e[3]),
+            1 => pick(&KEY_CODES, e[3]),
+            2 => pick(&REL_CODES, e[3]),
             _ => u16::from_le_bytes([e[3], e[1]]),
         };
         let value = i32::from_le_bytes([e[4], e[5], e[6], e[7]]);
@@ -44,22 +40,27 @@ pub fn raw_events(data: &[u8]) {
     );
 }
 
+/// One of `codes`, or (one time in `codes.len() + 1`) code 0x3ff, which no profile set has.
+fn pick(codes: &[u16], selector: u8) -> u16 {
+    codes
+        .get(usize::from(selector) % (codes.len() + 1))
+        .copied()
+        .unwrap_or(0x3ff)
+}
+
 fn check_frame(frame: &[InputEvent]) {
     assert!(frame.len() <= MAX_OUTPUT_EVENTS);
     for e in frame {
         match e.kind {
             EV_ABS => {
-                assert!(e.code == ABS_X || e.code == ABS_Y, "{e:?}");
+                assert!(POSITION_CODES.contains(&e.code), "{e:?}");
                 assert!((0..=OUTPUT_MAX).contains(&e.value), "{e:?}");
             }
             EV_KEY => {
-                assert!(Button::ALL.iter().any(|b| b.code() == e.code), "{e:?}");
+                assert!(KEY_CODES.contains(&e.code), "{e:?}");
                 assert!(e.value == 0 || e.value == 1, "{e:?}");
             }
-            EV_REL => assert!(
-                [REL_WHEEL, REL_HWHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES].contains(&e.code),
-                "{e:?}"
-            ),
+            EV_REL => assert!(REL_CODES.contains(&e.code), "{e:?}"),
             _ => panic!("the pointer does not advertise {e:?}"),
         }
     }

@@ -4,16 +4,14 @@
 use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{
-    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
-    REL_WHEEL_HI_RES, SYN_REPORT,
-};
-use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
+use pvmouse_spec::evdev::{ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, SYN_REPORT};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS, KEY_CODES, POSITION_CODES, REL_CODES};
 
 use crate::layout::Layout;
 
-/// At most 13 events per pvmouse frame; the output frame has no display axis.
-pub const MAX_OUTPUT_EVENTS: usize = 12;
+/// One of each event the desktop pointer advertises: a pvmouse frame without its display axis
+/// (SYN_REPORT is not stored).
+pub const MAX_OUTPUT_EVENTS: usize = POSITION_CODES.len() + KEY_CODES.len() + REL_CODES.len();
 
 /// One output frame, SYN_REPORT not included (uinput's emit adds it).
 #[derive(Debug, Clone, Copy)]
@@ -170,9 +168,7 @@ impl Mapper {
             }
             // Only the wheels the pointer advertises: a relative axis it lacks would reach
             // readers as an event their device cannot have (found by fuzzing).
-            (EV_REL, REL_WHEEL | REL_HWHEEL | REL_WHEEL_HI_RES | REL_HWHEEL_HI_RES) => {
-                self.frame.push(ev)
-            }
+            (EV_REL, code) if REL_CODES.contains(&code) => self.frame.push(ev),
             (EV_SYN, SYN_REPORT) => {
                 let mut out = OutputFrame::new();
                 if std::mem::take(&mut self.moved) {

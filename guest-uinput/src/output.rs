@@ -10,10 +10,8 @@ use evdev::{
     UinputAbsSetup,
 };
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{
-    EV_SYN, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES, SYN_REPORT,
-};
-use pvmouse_spec::profile::Button;
+use pvmouse_spec::evdev::{EV_SYN, SYN_REPORT};
+use pvmouse_spec::profile::{KEY_CODES, POSITION_CODES, REL_CODES};
 
 use crate::layout::OUTPUT_MAX;
 
@@ -46,10 +44,10 @@ pub struct Output {
 
 /// `struct input_event` on 64-bit Linux: a timeval (which the kernel fills in), then type, code
 /// and value.
-pub const INPUT_EVENT_SIZE: usize = 24;
+pub const KERNEL_INPUT_EVENT_SIZE: usize = 24;
 
-pub fn encode_event(kind: u16, code: u16, value: i32) -> [u8; INPUT_EVENT_SIZE] {
-    let mut raw = [0u8; INPUT_EVENT_SIZE];
+pub fn encode_event(kind: u16, code: u16, value: i32) -> [u8; KERNEL_INPUT_EVENT_SIZE] {
+    let mut raw = [0u8; KERNEL_INPUT_EVENT_SIZE];
     raw[16..18].copy_from_slice(&kind.to_ne_bytes());
     raw[18..20].copy_from_slice(&code.to_ne_bytes());
     raw[20..24].copy_from_slice(&value.to_ne_bytes());
@@ -75,13 +73,17 @@ impl Output {
             io::ErrorKind::PermissionDenied => OutputError::UinputPermission,
             _ => OutputError::Create(e),
         })?;
-        let keys: AttributeSet<KeyCode> = Button::ALL.iter().map(|b| KeyCode(b.code())).collect();
+        // The profile's buttons and wheels, and its position axes without the display axis.
+        let keys: AttributeSet<KeyCode> = KEY_CODES.into_iter().map(KeyCode).collect();
         let rels: AttributeSet<RelativeAxisCode> =
-            [REL_HWHEEL, REL_WHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES]
-                .into_iter()
-                .map(RelativeAxisCode)
-                .collect();
-        let axis = |code| UinputAbsSetup::new(code, AbsInfo::new(0, 0, OUTPUT_MAX, 0, 0, 0));
+            REL_CODES.into_iter().map(RelativeAxisCode).collect();
+        let axis = |code| {
+            UinputAbsSetup::new(
+                AbsoluteAxisCode(code),
+                AbsInfo::new(0, 0, OUTPUT_MAX, 0, 0, 0),
+            )
+        };
+        let [abs_x, abs_y] = POSITION_CODES;
         let device = builder
             .name(OUTPUT_NAME)
             .input_id(InputId::new(
@@ -92,8 +94,8 @@ impl Output {
             ))
             .with_keys(&keys)
             .and_then(|b| b.with_relative_axes(&rels))
-            .and_then(|b| b.with_absolute_axis(&axis(AbsoluteAxisCode::ABS_X)))
-            .and_then(|b| b.with_absolute_axis(&axis(AbsoluteAxisCode::ABS_Y)))
+            .and_then(|b| b.with_absolute_axis(&axis(abs_x)))
+            .and_then(|b| b.with_absolute_axis(&axis(abs_y)))
             .and_then(|b| b.build())
             .map_err(OutputError::Create)?;
         let writer = File::from(
@@ -105,7 +107,7 @@ impl Output {
         Ok(Self {
             _device: device,
             writer,
-            pending: Vec::with_capacity(PENDING_CAPACITY * INPUT_EVENT_SIZE),
+            pending: Vec::with_capacity(PENDING_CAPACITY * KERNEL_INPUT_EVENT_SIZE),
         })
     }
 
@@ -133,13 +135,17 @@ impl Output {
     fn write_pending(&mut self) -> io::Result<()> {
         let mut rest = &self.pending[..];
         while !rest.is_empty() {
-            let mut take = rest.len().min(MAX_EVENTS_PER_WRITE * INPUT_EVENT_SIZE);
+            let mut take = rest
+                .len()
+                .min(MAX_EVENTS_PER_WRITE * KERNEL_INPUT_EVENT_SIZE);
             // Cut after a SYN_REPORT, so no reader ever sees half a frame stall.
-            while take < rest.len() && !is_syn_report(&rest[take - INPUT_EVENT_SIZE..take]) {
-                take -= INPUT_EVENT_SIZE;
+            while take < rest.len() && !is_syn_report(&rest[take - KERNEL_INPUT_EVENT_SIZE..take]) {
+                take -= KERNEL_INPUT_EVENT_SIZE;
             }
             if take == 0 {
-                take = rest.len().min(MAX_EVENTS_PER_WRITE * INPUT_EVENT_SIZE);
+                take = rest
+                    .len()
+                    .min(MAX_EVENTS_PER_WRITE * KERNEL_INPUT_EVENT_SIZE);
             }
             // uinput takes every whole event of a write, or fails the write.
             self.writer.write_all(&rest[..take])?;

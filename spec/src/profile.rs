@@ -2,7 +2,8 @@
 //! `spec/pvmouse.md` explains each choice.
 
 use crate::evdev::{
-    ABS_MISC, BTN_EXTRA, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BTN_SIDE, BUS_VIRTUAL, MSC_RAW,
+    ABS_MISC, ABS_X, ABS_Y, BTN_EXTRA, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BTN_SIDE, BUS_VIRTUAL,
+    MSC_RAW, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES,
 };
 
 /// The virtio device ID the profile presents (virtio input).
@@ -41,9 +42,29 @@ pub const HI_RES_PER_DETENT: i32 = 120;
 /// The status-queue code the device advertises for guest→host messages (see [`crate::status`]).
 pub const STATUS_MSC_CODE: u16 = MSC_RAW;
 
-/// The most events one frame can hold, SYN_REPORT included: display, X, Y, five buttons, two
-/// wheels in both resolutions.
-pub const MAX_FRAME_EVENTS: usize = 3 + Button::ALL.len() + 4 + 1;
+/// The capabilities the device advertises, per event type, each in ascending code order. Within a
+/// frame, events of one type go in this order too. Everything that lists codes (the config
+/// space, the frame encoder, the guest bridge's pointer) derives from these sets.
+pub const KEY_CODES: [u16; Button::ALL.len()] = {
+    let mut codes = [0; Button::ALL.len()];
+    let mut i = 0;
+    while i < codes.len() {
+        codes[i] = Button::ALL[i].code();
+        i += 1;
+    }
+    codes
+};
+/// Both wheels, in detents and in high-resolution units.
+pub const REL_CODES: [u16; 4] = [REL_HWHEEL, REL_WHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES];
+/// The position within a display, then the display.
+pub const POSITION_CODES: [u16; 2] = [ABS_X, ABS_Y];
+pub const ABS_CODES: [u16; 3] = [POSITION_CODES[0], POSITION_CODES[1], DISPLAY_AXIS];
+/// Guest→host status messages only (the status queue).
+pub const MSC_CODES: [u16; 1] = [STATUS_MSC_CODE];
+
+/// The most events one frame can hold, SYN_REPORT included: every absolute axis, every button
+/// and every relative code at most once.
+pub const MAX_FRAME_EVENTS: usize = ABS_CODES.len() + KEY_CODES.len() + REL_CODES.len() + 1;
 
 /// How many frames the device holds for a guest that is not draining its eventq. Only motion
 /// is coalesced, so this bounds button and wheel frames that are waiting.
@@ -129,5 +150,16 @@ mod tests {
     #[test]
     fn largest_frame_has_thirteen_events() {
         assert_eq!(MAX_FRAME_EVENTS, 13);
+    }
+
+    #[test]
+    fn code_sets_ascend_without_repeats() {
+        for set in [&KEY_CODES[..], &REL_CODES, &ABS_CODES, &MSC_CODES] {
+            assert!(set.windows(2).all(|w| w[0] < w[1]), "{set:?}");
+        }
+        assert_eq!(
+            KEY_CODES,
+            [BTN_LEFT, BTN_RIGHT, BTN_MIDDLE, BTN_SIDE, BTN_EXTRA]
+        );
     }
 }

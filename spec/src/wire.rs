@@ -1,7 +1,7 @@
 //! The 8-byte virtio-input event, as it travels in eventq and statusq buffers.
 
 /// Size in bytes of one event on the wire (`struct virtio_input_event`).
-pub const EVENT_SIZE: usize = 8;
+pub const VIRTIO_EVENT_SIZE: usize = 8;
 
 /// One virtio-input event: `le16 type, le16 code, le32 value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -25,15 +25,15 @@ impl InputEvent {
         self.kind == crate::evdev::EV_SYN && self.code == crate::evdev::SYN_REPORT
     }
 
-    pub fn to_le_bytes(self) -> [u8; EVENT_SIZE] {
-        let mut out = [0u8; EVENT_SIZE];
+    pub fn to_le_bytes(self) -> [u8; VIRTIO_EVENT_SIZE] {
+        let mut out = [0u8; VIRTIO_EVENT_SIZE];
         out[0..2].copy_from_slice(&self.kind.to_le_bytes());
         out[2..4].copy_from_slice(&self.code.to_le_bytes());
         out[4..8].copy_from_slice(&self.value.to_le_bytes());
         out
     }
 
-    pub fn from_le_bytes(bytes: [u8; EVENT_SIZE]) -> Self {
+    pub fn from_le_bytes(bytes: [u8; VIRTIO_EVENT_SIZE]) -> Self {
         Self {
             kind: u16::from_le_bytes([bytes[0], bytes[1]]),
             code: u16::from_le_bytes([bytes[2], bytes[3]]),
