@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pvmouse_spec::profile::MAX_PENDING_FRAMES;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+use virtio_queue::QueueT;
+use vm_memory::GuestMemoryBackend;
 
 use crate::config_space::ConfigSpace;
 use crate::guest_fault::{GuestFault, GuestFaultLog};
@@ -26,7 +26,7 @@ use crate::notice::{Notice, NoticeBoard};
 use crate::pending::{PendingFrames, QueueFull};
 use crate::pointer::{PointerAction, PointerState};
 use crate::presence::{BridgePresence, PresenceChange};
-use crate::virtqueue::{self, QueueOutcome};
+use crate::virtqueue::{self, EventQueue, QueueOutcome, RingPosition};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -69,40 +69,6 @@ pub struct DeviceStatus {
     pub guest_faults: Vec<(&'static str, u64)>,
 }
 
-/// Where a stopped event queue stood. A queue restarted at the same place is the same driver
-/// resuming (QEMU `stop`/`cont`); a reset driver restarts at index 0 with rings it just set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingPosition {
-    pub next_avail: u16,
-    pub desc_table: u64,
-    pub avail_ring: u64,
-    pub used_ring: u64,
-}
-
-impl RingPosition {
-    pub fn of(queue: &Queue) -> Self {
-        Self {
-            next_avail: queue.next_avail(),
-            desc_table: queue.desc_table(),
-            avail_ring: queue.avail_ring(),
-            used_ring: queue.used_ring(),
-        }
-    }
-}
-
-/// The guest's event queue as the device reaches it: a vring in the daemon, a mock in tests.
-pub trait EventQueue: Send + Sync + std::fmt::Debug {
-    /// Where the queue stands now.
-    fn position(&self) -> RingPosition;
-
-    /// Runs `fill` on the queue if the guest has it running, and interrupts the guest if `fill`
-    /// says so. A queue that is not running yields an empty outcome.
-    fn fill(
-        &self,
-        fill: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> QueueOutcome,
-    ) -> QueueOutcome;
-}
-
 /// What the control server needs from a device; tests substitute a mock.
 pub trait PointerDevice: Send + Sync {
     fn identity(&self) -> &Identity;
@@ -111,17 +77,34 @@ pub trait PointerDevice: Send + Sync {
     fn status(&self) -> DeviceStatus;
 }
 
+/// Where the guest driver stands with the event queue. One value, so that an active driver
+/// without a queue, or a paused one that is also active, cannot be written.
+#[derive(Debug, Default)]
+enum DriverLink {
+    /// No driver uses the event queue: input changes the state only, and the next activation
+    /// sends one full-state frame.
+    #[default]
+    Inactive,
+    /// The driver is using this queue: input is delivered into it as it comes.
+    Active(Arc<dyn EventQueue>),
+    /// The queue stopped at this position (a paused VM). Input is queued for the driver
+    /// resuming there; a start anywhere else is a new driver.
+    Paused(RingPosition),
+}
+
+impl DriverLink {
+    fn is_active(&self) -> bool {
+        matches!(self, DriverLink::Active(_))
+    }
+}
+
 #[derive(Debug)]
 struct Core {
     state: PointerState,
     pending: PendingFrames,
     config: ConfigSpace,
     frontend_connected: bool,
-    driver_active: bool,
-    /// Set while the driver is active.
-    eventq: Option<Arc<dyn EventQueue>>,
-    /// Where the event queue stopped, while it may resume there.
-    paused_at: Option<RingPosition>,
+    driver: DriverLink,
     bridge: BridgePresence,
     faults: GuestFaultLog,
     counters: Counters,
@@ -131,13 +114,13 @@ impl Core {
     /// Streams what is pending into the event queue, if there is one.
     fn deliver(&mut self) -> QueueOutcome {
         let Core {
-            eventq,
+            driver,
             pending,
             faults,
             counters,
             ..
         } = self;
-        let Some(eventq) = eventq else {
+        let DriverLink::Active(eventq) = driver else {
             return QueueOutcome::default();
         };
         if pending.is_empty() {
@@ -165,9 +148,7 @@ impl PvMouse {
                 pending: PendingFrames::with_capacity(MAX_PENDING_FRAMES),
                 config: ConfigSpace::new(identity.clone()),
                 frontend_connected: false,
-                driver_active: false,
-                eventq: None,
-                paused_at: None,
+                driver: DriverLink::Inactive,
                 bridge: BridgePresence::default(),
                 faults: GuestFaultLog::default(),
                 counters: Counters::default(),
@@ -210,9 +191,7 @@ impl PvMouse {
     pub fn driver_reset(&self) {
         let mut core = self.core();
         core.pending.clear();
-        core.paused_at = None;
-        core.eventq = None;
-        let was_active = std::mem::replace(&mut core.driver_active, false);
+        let was_active = std::mem::take(&mut core.driver).is_active();
         drop(core);
         if was_active {
             self.notices.post(Notice::Driver { active: false });
@@ -224,22 +203,23 @@ impl PvMouse {
     /// restarts and shows which, input keeps being queued (bounded, motion coalesced).
     pub fn queue_stopped(&self) {
         let mut core = self.core();
-        let Some(eventq) = core.eventq.take() else {
+        let DriverLink::Active(eventq) = &core.driver else {
             return;
         };
         let position = eventq.position();
         // Nothing consumed yet looks exactly like a reset ring: treat it as one.
-        core.paused_at = (position.next_avail != 0).then_some(position);
-        if core.paused_at.is_none() {
+        core.driver = if position.next_avail != 0 {
+            DriverLink::Paused(position)
+        } else {
             core.pending.clear();
-        }
-        core.driver_active = false;
+            DriverLink::Inactive
+        };
         drop(core);
         self.notices.post(Notice::Driver { active: false });
     }
 
     pub fn driver_active(&self) -> bool {
-        self.core().driver_active
+        self.core().driver.is_active()
     }
 
     /// The driver started using the event queue (the first kick after a start). A queue that
@@ -247,14 +227,10 @@ impl PvMouse {
     /// is a new driver: it gets one full-state frame ahead of anything else.
     pub fn activate(&self, eventq: Arc<dyn EventQueue>) -> QueueOutcome {
         let mut core = self.core();
-        let activated = !core.driver_active;
+        let activated = !core.driver.is_active();
         if activated {
-            core.driver_active = true;
             core.counters.activations += 1;
-            let resumed = core
-                .paused_at
-                .take()
-                .is_some_and(|at| at == eventq.position());
+            let resumed = matches!(core.driver, DriverLink::Paused(at) if at == eventq.position());
             if resumed {
                 core.counters.resumes += 1;
             } else {
@@ -264,7 +240,7 @@ impl PvMouse {
                 let _ = core.pending.push(full);
             }
         }
-        core.eventq = Some(eventq);
+        core.driver = DriverLink::Active(eventq);
         let out = core.deliver();
         drop(core);
         if activated {
@@ -365,7 +341,7 @@ impl PointerDevice for PvMouse {
         }
         let mut core = self.core();
         core.counters.commands += 1;
-        if !core.driver_active && core.paused_at.is_none() {
+        if matches!(core.driver, DriverLink::Inactive) {
             let needed = core.state.count_frames(actions);
             core.state.apply(actions, |_| {});
             return Ok(Submitted {
@@ -405,8 +381,8 @@ impl PointerDevice for PvMouse {
         DeviceStatus {
             pointer: core.state,
             frontend_connected: core.frontend_connected,
-            driver_active: core.driver_active,
-            driver_paused: core.paused_at.is_some(),
+            driver_active: core.driver.is_active(),
+            driver_paused: matches!(core.driver, DriverLink::Paused(_)),
             bridge_version: core.bridge.version(),
             pending_frames: core.pending.len(),
             coalesced_frames: core.pending.coalesced(),

@@ -193,9 +193,9 @@ impl MockEventQueue {
     }
 }
 
-impl crate::device::EventQueue for MockEventQueue {
-    fn position(&self) -> crate::device::RingPosition {
-        crate::device::RingPosition::of(&self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+impl crate::virtqueue::EventQueue for MockEventQueue {
+    fn position(&self) -> crate::virtqueue::RingPosition {
+        crate::virtqueue::RingPosition::of(&self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn fill(

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::wire::VIRTIO_EVENT_SIZE;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemory, GuestMemoryBackend, Permissions};
+use vm_memory::{Bytes, GuestMemory, GuestMemoryBackend, GuestMemoryMmap, Permissions};
 
 use crate::guest_fault::{GuestFault, GuestFaultLog};
 use crate::pending::PendingFrames;
@@ -26,6 +26,40 @@ pub struct QueueOutcome {
     pub notify: bool,
     /// Events are still pending because the guest has posted no more buffers.
     pub starved: bool,
+}
+
+/// Where a stopped event queue stood. A queue restarted at the same place is the same driver
+/// resuming (QEMU `stop`/`cont`); a reset driver restarts at index 0 with rings it just set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingPosition {
+    pub next_avail: u16,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+}
+
+impl RingPosition {
+    pub fn of(queue: &Queue) -> Self {
+        Self {
+            next_avail: queue.next_avail(),
+            desc_table: queue.desc_table(),
+            avail_ring: queue.avail_ring(),
+            used_ring: queue.used_ring(),
+        }
+    }
+}
+
+/// The guest's event queue as the device reaches it: a vring in the daemon, a mock in tests.
+pub trait EventQueue: Send + Sync + std::fmt::Debug {
+    /// Where the queue stands now.
+    fn position(&self) -> RingPosition;
+
+    /// Runs `fill` on the queue if the guest has it running, and interrupts the guest if `fill`
+    /// says so. A queue that is not running yields an empty outcome.
+    fn fill(
+        &self,
+        fill: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> QueueOutcome,
+    ) -> QueueOutcome;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
