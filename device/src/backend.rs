@@ -14,15 +14,16 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::device::{EventQueue, PvMouse, RingPosition};
-use crate::virtqueue::QueueOutcome;
+use crate::device::PvMouse;
+use crate::socket::set_nonblocking;
+use crate::virtqueue::{EventQueue, QueueOutcome, RingPosition};
 
 /// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
 pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 1;
@@ -50,22 +51,33 @@ impl EventQueue for VringEventQueue {
 
     fn fill(
         &self,
-        fill: &mut dyn FnMut(&mut virtio_queue::Queue, &GuestMemoryMmap) -> QueueOutcome,
+        fill: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> QueueOutcome,
     ) -> QueueOutcome {
-        let mem = self.mem.memory();
-        let mut vring = self.vring.get_mut();
         // The frontend may have stopped or disabled the ring since activation.
-        if !vring.get_queue().ready() || !vring.is_enabled() {
-            return QueueOutcome::default();
-        }
-        let out = fill(vring.get_queue_mut(), &mem);
-        if out.notify {
-            if let Err(e) = vring.signal_used_queue() {
-                tracing::warn!("cannot interrupt the guest for the eventq: {e}");
-            }
-        }
-        out
+        on_running_vring(&self.vring, &self.mem, "eventq", fill)
     }
+}
+
+/// Runs `work` on a vring the frontend has running (ready and enabled), then interrupts the
+/// guest if `work` completed something that needs it. A ring that is not running is left alone.
+fn on_running_vring(
+    vring: &VringRwLock,
+    mem: &Memory,
+    queue_name: &str,
+    work: &mut dyn FnMut(&mut Queue, &GuestMemoryMmap) -> QueueOutcome,
+) -> QueueOutcome {
+    let mem = mem.memory();
+    let mut vring = vring.get_mut();
+    if !vring.get_queue().ready() || !vring.is_enabled() {
+        return QueueOutcome::default();
+    }
+    let out = work(vring.get_queue_mut(), &mem);
+    if out.notify {
+        if let Err(e) = vring.signal_used_queue() {
+            tracing::warn!("cannot interrupt the guest for the {queue_name}: {e}");
+        }
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -74,20 +86,6 @@ pub struct PvMouseBackend {
     mem: Mutex<Option<Memory>>,
     presence_timer: Mutex<TimerFd>,
     stop_worker: EventFd,
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor this process owns, with integer arguments only; no memory is
-    // passed to the kernel.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl PvMouseBackend {
@@ -163,18 +161,9 @@ impl PvMouseBackend {
         let (Some(vring), Some(mem)) = (vrings.get(usize::from(STATUSQ)), self.memory()) else {
             return;
         };
-        let mem = mem.memory();
-        let mut vring = vring.get_mut();
-        if !vring.get_queue().ready() || !vring.is_enabled() {
-            return;
-        }
-        let out = self.device.service_statusq(vring.get_queue_mut(), &*mem);
-        if out.notify {
-            if let Err(e) = vring.signal_used_queue() {
-                tracing::warn!("cannot interrupt the guest for the statusq: {e}");
-            }
-        }
-        drop(vring);
+        let out = on_running_vring(vring, &mem, "statusq", &mut |queue, mem| {
+            self.device.service_statusq(queue, mem)
+        });
         if out.events > 0 {
             self.arm_presence_timer();
         }

@@ -5,8 +5,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use vhost::vhost_user::Listener;
@@ -19,14 +17,12 @@ use crate::cli::{Config, VhostSocket};
 use crate::control::ControlServer;
 use crate::device::PvMouse;
 use crate::notice::NoticeBoard;
-use crate::socket::{SocketAccess, SocketError, bind_socket};
+use crate::socket::{SocketAccess, SocketError, adopt_listener, bind_socket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Socket(#[from] SocketError),
-    #[error("--fd {fd}: {reason}")]
-    BadFd { fd: RawFd, reason: String },
     #[error("cannot set up the device: {0}")]
     Setup(#[source] io::Error),
     /// vhost_user_backend::Error implements Display but not std::error::Error.
@@ -38,30 +34,10 @@ fn vhost_error(e: vhost_user_backend::Error) -> DaemonError {
     DaemonError::VhostUser(e.to_string())
 }
 
-/// Takes ownership of an inherited listening socket, after checking that it is one.
-fn inherited_listener(fd: RawFd) -> Result<UnixListener, DaemonError> {
-    let bad = |reason: &str| DaemonError::BadFd {
-        fd,
-        reason: reason.into(),
-    };
-    // SAFETY: F_GETFD only reads the descriptor's flags; it touches no memory.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(bad("not an open file descriptor"));
-    }
-    // SAFETY: the descriptor is open (checked above) and was handed to this process through
-    // --fd for it to own; nothing else in the process uses it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let listener = UnixListener::from(owned);
-    listener
-        .local_addr()
-        .map_err(|_| bad("not a Unix domain socket"))?;
-    Ok(listener)
-}
-
 pub fn vhost_listener(socket: &VhostSocket, access: SocketAccess) -> Result<Listener, DaemonError> {
     let listener = match socket {
         VhostSocket::Path(path) => bind_socket(path, access)?,
-        VhostSocket::Fd(fd) => inherited_listener(*fd)?,
+        VhostSocket::Fd(fd) => adopt_listener(*fd)?,
     };
     Ok(Listener::from(listener))
 }

@@ -1,7 +1,9 @@
-//! Creating listening sockets at operator-given paths without clobbering anything.
+//! Listening sockets: created at operator-given paths without clobbering anything, or adopted
+//! from an inherited descriptor; and the descriptor flags the device's own fds need.
 
 use std::fs;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ pub enum SocketError {
     UntrustedSymlink { link: PathBuf, owner: u32 },
     #[error("cannot create socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("--fd {fd}: {reason}")]
+    BadFd { fd: RawFd, reason: &'static str },
 }
 
 /// Who may connect: the owner only (0600, the default), or also one group (0660).
@@ -75,6 +79,37 @@ fn refuse_untrusted_links(path: &Path) -> Result<(), SocketError> {
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// Takes ownership of an inherited listening socket (`--fd`), after checking that it is one.
+pub fn adopt_listener(fd: RawFd) -> Result<UnixListener, SocketError> {
+    let bad = |reason| SocketError::BadFd { fd, reason };
+    // SAFETY: F_GETFD only reads the descriptor's flags; it touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("not an open file descriptor"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process through
+    // --fd for it to own; nothing else in the process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = UnixListener::from(owned);
+    listener
+        .local_addr()
+        .map_err(|_| bad("not a Unix domain socket"))?;
+    Ok(listener)
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns, with integer arguments only; no memory is
+    // passed to the kernel.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
