@@ -12,13 +12,53 @@ use crate::device::{DeviceStatus, PointerDevice, SubmitError};
 use crate::identity::Identity;
 use crate::pointer::{PointerAction, WheelAxis};
 
-const COMMANDS: [&str; 6] = [
-    command::QMP_CAPABILITIES,
-    command::INPUT_SEND_EVENT,
-    command::PVMOUSE_SEND,
-    command::QUERY_PVMOUSE,
-    command::QUERY_VERSION,
-    command::QUERY_COMMANDS,
+/// One control command: its name, as `query-commands` lists it, and what it does in a session
+/// that has negotiated capabilities.
+#[derive(Debug)]
+pub struct Command {
+    pub name: &'static str,
+    run: fn(&dyn PointerDevice, &Map<String, Value>) -> Result<Value, QmpError>,
+}
+
+/// Every command, for dispatch and for `query-commands` alike.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: command::QMP_CAPABILITIES,
+        run: |_, _| {
+            Err(QmpError::command_not_found(
+                "Capabilities negotiation is already complete, command ignored",
+            ))
+        },
+    },
+    Command {
+        name: command::INPUT_SEND_EVENT,
+        run: |device, args| submit(device, &parse_input_send_event(args, device.identity())?),
+    },
+    Command {
+        name: command::PVMOUSE_SEND,
+        run: |device, args| submit(device, &parse_pvmouse_send(args, device.identity())?),
+    },
+    Command {
+        name: command::QUERY_PVMOUSE,
+        run: |device, args| {
+            Args::new(args, "").finish()?;
+            Ok(status_json(device.identity(), &device.status()))
+        },
+    },
+    Command {
+        name: command::QUERY_VERSION,
+        run: |_, args| {
+            Args::new(args, "").finish()?;
+            Ok(super::qmp::greeting(env!("CARGO_PKG_VERSION"))["QMP"]["version"].clone())
+        },
+    },
+    Command {
+        name: command::QUERY_COMMANDS,
+        run: |_, args| {
+            Args::new(args, "").finish()?;
+            Ok(COMMANDS.iter().map(|c| json!({ "name": c.name })).collect())
+        },
+    },
 ];
 
 /// Per-connection protocol state.
@@ -27,65 +67,45 @@ pub struct Session {
     pub negotiated: bool,
 }
 
-pub fn execute<D: PointerDevice + ?Sized>(
-    device: &D,
+pub fn execute(
+    device: &dyn PointerDevice,
     session: &mut Session,
     request: &Request,
 ) -> Result<Value, QmpError> {
-    let args = &request.arguments;
     if !session.negotiated {
-        if request.execute != command::QMP_CAPABILITIES {
-            return Err(QmpError::command_not_found(
-                "Expecting capabilities negotiation with 'qmp_capabilities'",
-            ));
-        }
-        let mut a = Args::new(args, "");
-        if let Some(enable) = a.opt_array("enable")? {
-            if let Some(cap) = enable.first() {
-                return Err(QmpError::generic(format!(
-                    "Capability '{}' not available",
-                    cap.as_str().unwrap_or("?")
-                )));
-            }
-        }
-        a.finish()?;
-        session.negotiated = true;
-        return Ok(json!({}));
+        return negotiate(session, request);
     }
-    match request.execute.as_str() {
-        command::QMP_CAPABILITIES => Err(QmpError::command_not_found(
-            "Capabilities negotiation is already complete, command ignored",
-        )),
-        command::INPUT_SEND_EVENT => {
-            let actions = parse_input_send_event(args, device.identity())?;
-            submit(device, &actions)
-        }
-        command::PVMOUSE_SEND => {
-            let actions = parse_pvmouse_send(args, device.identity())?;
-            submit(device, &actions)
-        }
-        command::QUERY_PVMOUSE => {
-            Args::new(args, "").finish()?;
-            Ok(status_json(device.identity(), &device.status()))
-        }
-        command::QUERY_VERSION => {
-            Args::new(args, "").finish()?;
-            Ok(super::qmp::greeting(env!("CARGO_PKG_VERSION"))["QMP"]["version"].clone())
-        }
-        command::QUERY_COMMANDS => {
-            Args::new(args, "").finish()?;
-            Ok(COMMANDS.iter().map(|c| json!({ "name": c })).collect())
-        }
-        other => Err(QmpError::command_not_found(format!(
-            "The command {other} has not been found"
+    match COMMANDS.iter().find(|c| c.name == request.execute) {
+        Some(command) => (command.run)(device, &request.arguments),
+        None => Err(QmpError::command_not_found(format!(
+            "The command {} has not been found",
+            request.execute
         ))),
     }
 }
 
-fn submit<D: PointerDevice + ?Sized>(
-    device: &D,
-    actions: &[PointerAction],
-) -> Result<Value, QmpError> {
+/// Before negotiation, QMP accepts `qmp_capabilities` only. pvmouse offers no capabilities.
+fn negotiate(session: &mut Session, request: &Request) -> Result<Value, QmpError> {
+    if request.execute != command::QMP_CAPABILITIES {
+        return Err(QmpError::command_not_found(
+            "Expecting capabilities negotiation with 'qmp_capabilities'",
+        ));
+    }
+    let mut a = Args::new(&request.arguments, "");
+    if let Some(enable) = a.opt_array("enable")? {
+        if let Some(cap) = enable.first() {
+            return Err(QmpError::generic(format!(
+                "Capability '{}' not available",
+                cap.as_str().unwrap_or("?")
+            )));
+        }
+    }
+    a.finish()?;
+    session.negotiated = true;
+    Ok(json!({}))
+}
+
+fn submit(device: &dyn PointerDevice, actions: &[PointerAction]) -> Result<Value, QmpError> {
     match device.submit(actions) {
         Ok(_) => Ok(json!({})),
         Err(e @ SubmitError::DisplayOutOfRange { .. }) => Err(QmpError::generic(e.to_string())),

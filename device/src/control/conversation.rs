@@ -35,9 +35,9 @@ impl Conversation {
 
     /// Takes `bytes` from the client, executes every command they complete, and appends each
     /// reply, newline-terminated, to `output`.
-    pub fn feed<D: PointerDevice + ?Sized>(
+    pub fn feed(
         &mut self,
-        device: &D,
+        device: &dyn PointerDevice,
         bytes: &[u8],
         output: &mut Vec<u8>,
     ) {
@@ -97,7 +97,7 @@ impl Conversation {
     }
 }
 
-fn reply_to<D: PointerDevice + ?Sized>(device: &D, session: &mut Session, value: Value) -> Value {
+fn reply_to(device: &dyn PointerDevice, session: &mut Session, value: Value) -> Value {
     match qmp::parse_request(value) {
         Ok(request) => match execute(device, session, &request) {
             Ok(ret) => qmp::success(ret, request.id),

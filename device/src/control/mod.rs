@@ -3,6 +3,7 @@
 pub mod args;
 pub mod commands;
 pub mod conversation;
+pub mod events;
 pub mod qmp;
 pub mod server;
 

@@ -12,15 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use pvmouse_spec::control::{MAX_CLIENTS, MAX_UNREAD_BYTES, event};
-use serde_json::{Value, json};
+use pvmouse_spec::control::{MAX_CLIENTS, MAX_UNREAD_BYTES};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::conversation::Conversation;
+use super::events::notice_event;
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
-use crate::notice::{Notice, NoticeBoard};
+use crate::notice::NoticeBoard;
 use crate::socket::{SocketAccess, SocketError, bind_socket};
 
 const LISTENER: u64 = 0;
@@ -41,9 +41,9 @@ struct Client {
     finished_sending: bool,
 }
 
-pub struct ControlServer<D: PointerDevice + ?Sized> {
+pub struct ControlServer {
     listener: UnixListener,
-    device: Arc<D>,
+    device: Arc<dyn PointerDevice>,
     notices: Arc<NoticeBoard>,
     epoll: Epoll,
     stop: EventFd,
@@ -51,7 +51,7 @@ pub struct ControlServer<D: PointerDevice + ?Sized> {
     next_token: u64,
 }
 
-impl<D: PointerDevice + ?Sized> std::fmt::Debug for ControlServer<D> {
+impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlServer")
             .field("clients", &self.clients.len())
@@ -79,11 +79,11 @@ fn would_block(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
-impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
+impl ControlServer {
     /// Binds the control socket for the owner only (mode 0600).
     pub fn bind(
         path: &Path,
-        device: Arc<D>,
+        device: Arc<dyn PointerDevice>,
         notices: Arc<NoticeBoard>,
     ) -> Result<Self, SocketError> {
         Self::bind_with_access(path, SocketAccess::default(), device, notices)
@@ -92,7 +92,7 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
     pub fn bind_with_access(
         path: &Path,
         access: SocketAccess,
-        device: Arc<D>,
+        device: Arc<dyn PointerDevice>,
         notices: Arc<NoticeBoard>,
     ) -> Result<Self, SocketError> {
         let listener = bind_socket(path, access)?;
@@ -254,7 +254,7 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
     ///
     /// At most [`READS_PER_WAKE`] chunks are taken per wake-up, so a client that writes without
     /// pause cannot starve the others; epoll reports it again while input is left.
-    fn read_and_execute(device: &D, client: &mut Client) -> bool {
+    fn read_and_execute(device: &dyn PointerDevice, client: &mut Client) -> bool {
         let mut chunk = [0u8; 4096];
         for _ in 0..READS_PER_WAKE {
             match client.stream.read(&mut chunk) {
@@ -322,24 +322,5 @@ impl<D: PointerDevice + ?Sized + 'static> ControlServer<D> {
             client.interest = interest;
         }
         true
-    }
-}
-
-pub fn notice_event(notice: Notice) -> Value {
-    match notice {
-        Notice::Frontend { connected } => {
-            qmp::event(event::FRONTEND_CHANGE, json!({ "connected": connected }))
-        }
-        Notice::Driver { active } => qmp::event(event::DRIVER_CHANGE, json!({ "active": active })),
-        Notice::Bridge {
-            present: true,
-            version,
-        } => qmp::event(
-            event::BRIDGE_CHANGE,
-            json!({ "present": true, "version": version }),
-        ),
-        Notice::Bridge { present: false, .. } => {
-            qmp::event(event::BRIDGE_CHANGE, json!({ "present": false }))
-        }
     }
 }
