@@ -55,7 +55,8 @@ fn timed_frames(iters: u64, mut frame: impl FnMut(&PvMouse, u64)) -> Duration {
     while done < iters {
         let n = u64::from(BATCH).min(iters - done);
         let before = ring.used_idx();
-        for i in 0..(n as u16 * 3) {
+        let events = u16::try_from(n * 3).expect("a batch's events fit the ring index");
+        for i in 0..events {
             ring.offer_event_buffer(i);
         }
         let start = Instant::now();
@@ -65,7 +66,7 @@ fn timed_frames(iters: u64, mut frame: impl FnMut(&PvMouse, u64)) -> Duration {
         total += start.elapsed();
         assert_eq!(
             ring.used_idx().wrapping_sub(before),
-            n as u16 * 3,
+            events,
             "every frame delivered"
         );
         done += n;

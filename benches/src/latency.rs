@@ -18,7 +18,8 @@ pub const POSITIONS: usize = 500;
 /// differ, and positions 64 apart survive every kind's scaling, including the bridge's 1920
 /// pixels, as distinct values.
 pub fn position(i: usize) -> (u32, u32) {
-    let step = |k: usize| 16 + 64 * (k % POSITIONS) as u32;
+    // POSITIONS is far below u32::MAX, so the remainder always fits.
+    let step = |k: usize| 16 + 64 * u32::try_from(k % POSITIONS).unwrap_or(0);
     (step(i), step(i + POSITIONS / 2))
 }
 
@@ -99,6 +100,11 @@ impl Distribution {
         if n == 0 {
             return f64::NAN;
         }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ceil() of a value clamped to 1..=n"
+        )]
         let rank = (q * n as f64).ceil().clamp(1.0, n as f64) as usize;
         self.sorted_ms[rank - 1]
     }

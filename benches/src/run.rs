@@ -255,6 +255,11 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
     )?;
     let mut ladder = Vec::new();
     for &rate in &plan.ladder_hz {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a rate times seconds of a plan: small and positive; a saturating cast is right"
+        )]
         let n = ((rate * plan.ladder_seconds) as usize).max(100);
         let s = move_series(&vm, kind, device, &mut qmp, &pids, rate, n, &mut counter)?;
         log(&format!(

@@ -26,9 +26,9 @@ use crate::socket::set_nonblocking;
 use crate::virtqueue::{EventQueue, QueueOutcome, RingPosition};
 
 /// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
-pub const PRESENCE_TIMER: u16 = NUM_QUEUES as u16 + 1;
+pub const PRESENCE_TIMER: u16 = NUM_QUEUES + 1;
 /// Tells a connection's worker to end once its frontend is gone.
-pub const STOP_WORKER: u16 = NUM_QUEUES as u16 + 2;
+pub const STOP_WORKER: u16 = NUM_QUEUES + 2;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -194,7 +194,7 @@ impl VhostUserBackend for PvMouseBackend {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        usize::from(NUM_QUEUES)
     }
 
     fn max_queue_size(&self) -> usize {

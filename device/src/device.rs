@@ -396,7 +396,7 @@ impl PointerDevice for PvMouse {
 mod tests {
     use super::*;
     use crate::pointer::WheelAxis;
-    use crate::testing::{MockEventQueue, MockRing, guest_memory};
+    use crate::testing::{MockEventQueue, MockRing, descriptor_index, guest_memory};
     use pvmouse_spec::InputEvent;
     use pvmouse_spec::evdev::{ABS_X, BTN_LEFT, EV_ABS, EV_KEY};
     use pvmouse_spec::profile::{Button, DISPLAY_AXIS};
@@ -593,7 +593,7 @@ mod tests {
             loop {
                 let end = self.ring.used_idx();
                 for n in self.seen..end {
-                    self.free.push(self.ring.used(n).id() as u16);
+                    self.free.push(descriptor_index(&self.ring.used(n)));
                     out.push(InputEvent::from_le_bytes(self.ring.used_event(n)));
                 }
                 let progressed = end != self.seen;

@@ -43,7 +43,7 @@ fn some_input(device: &PvMouse, seed: u8) {
             } else {
                 WheelAxis::Horizontal
             },
-            hi_res: i32::from(seed as i8) * 10,
+            hi_res: i32::from(i8::from_ne_bytes([seed])) * 10,
         },
     ];
     // A full queue refuses the command; that is a client-visible answer, not a fault.
@@ -59,12 +59,14 @@ pub fn guest_queues(data: &[u8]) {
         return;
     };
     let size = [4u16, 8, 16, 64][usize::from(head & 3)];
-    let rounds = 1 + usize::from(head >> 2 & 3);
     let mem = guest_memory();
     let eventq = MockRing::new(&mem, size);
     let statusq = MockRing::at(&mem, STATUSQ_BASE, size);
     let (ev_bytes, st_bytes) = rest.split_at(rest.len() / 2);
-    let cap = |b: &[u8]| b.len().min(STATUSQ_BASE as usize);
+    let cap = |b: &[u8]| {
+        b.len()
+            .min(usize::try_from(STATUSQ_BASE).unwrap_or(usize::MAX))
+    };
     mem.write_slice(&ev_bytes[..cap(ev_bytes)], GuestAddress(0))
         .expect("in memory");
     mem.write_slice(&st_bytes[..cap(st_bytes)], GuestAddress(STATUSQ_BASE))
@@ -73,9 +75,9 @@ pub fn guest_queues(data: &[u8]) {
     let device = device(2);
     device.activate(MockEventQueue::new(&mem, &eventq));
     let mut status = statusq.queue();
-    for round in 0..rounds {
+    for round in 0..=(head >> 2 & 3) {
         let used_before = eventq.used_idx();
-        some_input(&device, head.wrapping_add(round as u8));
+        some_input(&device, head.wrapping_add(round));
         device.refill();
         // Two passes (the submit's and the refill's), each giving back at most a queue's worth,
         // whatever the guest claims in its avail index.
@@ -266,7 +268,7 @@ fn value(bytes: &mut &[u8], depth: u32) -> Value {
     match kind % 10 {
         0 => Value::Null,
         1 => Value::Bool(arg & 1 == 1),
-        2 => json!(i64::from(arg as i8) * 1000),
+        2 => json!(i64::from(i8::from_ne_bytes([arg])) * 1000),
         3 => json!(i64::from(u16::from_le_bytes([arg, take(bytes)]))),
         4 => json!(f64::from(arg) / 255.0),
         5 => match arg % 8 {

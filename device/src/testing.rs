@@ -7,13 +7,22 @@ use virtio_queue::desc::split::{Descriptor as SplitDescriptor, VirtqUsedElem};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+// virtio's descriptor flags are 1, 2 and 4: they fit the u16 flags field.
+#[expect(clippy::cast_possible_truncation, reason = "a descriptor flag")]
 pub const WRITE: u16 = VRING_DESC_F_WRITE as u16;
+#[expect(clippy::cast_possible_truncation, reason = "a descriptor flag")]
 pub const NEXT: u16 = VRING_DESC_F_NEXT as u16;
+#[expect(clippy::cast_possible_truncation, reason = "a descriptor flag")]
 pub const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 /// Guest memory size; buffers live at [`BUFFERS`] and above, rings below.
 pub const MEMORY_SIZE: usize = 0x10_0000;
 pub const BUFFERS: u64 = 0x8_0000;
+
+/// The descriptor a used entry gives back (queues here have at most 1024 entries).
+pub fn descriptor_index(used: &VirtqUsedElem) -> u16 {
+    u16::try_from(used.id()).expect("a descriptor index fits u16")
+}
 
 pub fn guest_memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).expect("mock guest memory")
@@ -70,9 +79,10 @@ impl<'a> MockRing<'a> {
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).expect("queue size");
         q.set_size(self.size);
-        q.set_desc_table_address(Some(self.base as u32), Some(0));
-        q.set_avail_ring_address(Some(self.avail as u32), Some(0));
-        q.set_used_ring_address(Some(self.used as u32), Some(0));
+        let low = |addr: u64| u32::try_from(addr).ok();
+        q.set_desc_table_address(low(self.base), Some(0));
+        q.set_avail_ring_address(low(self.avail), Some(0));
+        q.set_used_ring_address(low(self.used), Some(0));
         q.set_event_idx(false);
         q.set_ready(true);
         q
@@ -96,7 +106,7 @@ impl<'a> MockRing<'a> {
     pub fn used_event(&self, n: u16) -> [u8; 8] {
         let used = self.used(n);
         assert_eq!(used.len(), 8, "used entry {n} should carry one event");
-        self.read_buffer(self.buffer(used.id() as u16))
+        self.read_buffer(self.buffer(descriptor_index(&used)))
     }
 
     /// Writes a descriptor anywhere in guest memory, e.g. into an indirect table.

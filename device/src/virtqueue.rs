@@ -227,6 +227,10 @@ fn complete<Q: QueueT, M: GuestMemory>(
 /// Chains taken from one walk of the avail ring before their used entries are published.
 const BATCH: usize = 64;
 
+/// The used length of a delivered event.
+#[expect(clippy::cast_possible_truncation, reason = "8 bytes")]
+const EVENT_LEN: u32 = VIRTIO_EVENT_SIZE as u32;
+
 /// Streams pending events into the eventq until either runs out.
 ///
 /// Each batch walks the avail ring once (one read of its index), writes the events, then
@@ -266,7 +270,7 @@ pub fn fill_eventq<M: GuestMemoryBackend>(
                     Ok(()) => {
                         pending.consume();
                         out.events += 1;
-                        VIRTIO_EVENT_SIZE as u32
+                        EVENT_LEN
                     }
                     Err(fault) => {
                         faults.record(fault);
@@ -409,7 +413,7 @@ mod tests {
             for (i, frame) in got.chunks(3).enumerate() {
                 assert_eq!(
                     frame[0],
-                    InputEvent::new(EV_ABS, ABS_X, i as i32),
+                    InputEvent::new(EV_ABS, ABS_X, i32::try_from(i).unwrap()),
                     "size {size}"
                 );
                 assert_eq!(frame[1].value, i32::from(i % 2 == 0));

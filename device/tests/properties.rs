@@ -23,7 +23,7 @@ use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
 use vhost_user_pvmouse::identity::Identity;
 use vhost_user_pvmouse::notice::NoticeBoard;
 use vhost_user_pvmouse::pointer::{PointerAction, WheelAxis};
-use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, guest_memory};
+use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, descriptor_index, guest_memory};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -83,13 +83,15 @@ impl<'a> Guest<'a> {
     fn collect(&mut self) {
         while self.seen_used != self.ring.used_idx() {
             let used = self.ring.used(self.seen_used);
-            let b = self.ring.read_buffer(self.ring.buffer(used.id() as u16));
+            let b = self
+                .ring
+                .read_buffer(self.ring.buffer(descriptor_index(&used)));
             self.events.push((
                 u16::from_le_bytes([b[0], b[1]]),
                 u16::from_le_bytes([b[2], b[3]]),
                 i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
             ));
-            self.free.push_back(used.id() as u16);
+            self.free.push_back(descriptor_index(&used));
             self.seen_used = self.seen_used.wrapping_add(1);
         }
     }
@@ -288,7 +290,7 @@ fn a_stalled_guest_keeps_memory_bounded_and_refuses_only_held_frames() {
         }];
         let moved = [PointerAction::Move {
             display: None,
-            x: Some(i as u16),
+            x: Some(u16::try_from(i).unwrap()),
             y: None,
         }];
         if device.submit(&click).is_err() {

@@ -33,7 +33,7 @@ use vhost_user_pvmouse::device::PvMouse;
 use vhost_user_pvmouse::identity::Identity;
 use vhost_user_pvmouse::notice::NoticeBoard;
 use vhost_user_pvmouse::socket::SocketAccess;
-use vhost_user_pvmouse::testing::MockRing;
+use vhost_user_pvmouse::testing::{MockRing, descriptor_index};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -228,7 +228,7 @@ impl<'m> Guest<'m> {
         let events = (0..count)
             .map(|n| {
                 let n = self.seen.wrapping_add(n);
-                self.free.push(self.eventq.used(n).id() as u16);
+                self.free.push(descriptor_index(&self.eventq.used(n)));
                 InputEvent::from_le_bytes(self.eventq.used_event(n))
             })
             .collect();
@@ -240,7 +240,7 @@ impl<'m> Guest<'m> {
     fn stream_events(&mut self, count: u16) -> Vec<InputEvent> {
         let mut out = Vec::new();
         while out.len() < usize::from(count) {
-            let n = (count - out.len() as u16).min(QUEUE_SIZE);
+            let n = (count - u16::try_from(out.len()).unwrap()).min(QUEUE_SIZE);
             self.refill();
             out.extend(self.take_events(n));
         }

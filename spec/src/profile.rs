@@ -12,7 +12,7 @@ pub const VIRTIO_DEVICE_ID: u32 = 18;
 /// Queue indices, as in every virtio-input device.
 pub const EVENTQ: u16 = 0;
 pub const STATUSQ: u16 = 1;
-pub const NUM_QUEUES: usize = 2;
+pub const NUM_QUEUES: u16 = 2;
 
 /// `ID_DEVIDS`. Vendor and product are the ASCII pairs "pv" and "mo": BUS_VIRTUAL has no ID
 /// registry, and these collide with no QEMU virtio-input device.

@@ -34,17 +34,17 @@ impl StatusMessage {
             StatusMessage::BridgePresent { version } => (KIND_PRESENT, version),
             StatusMessage::BridgeGone => (KIND_GONE, 0),
         };
-        (((MAGIC as u32) << 16) | ((kind as u32) << 8) | version as u32) as i32
+        let [magic_hi, magic_lo] = MAGIC.to_be_bytes();
+        i32::from_be_bytes([magic_hi, magic_lo, kind, version])
     }
 
     /// Returns `None` for any value that is not a pvmouse status message.
     pub const fn decode(value: i32) -> Option<Self> {
-        let v = value as u32;
-        if (v >> 16) as u16 != MAGIC {
+        let [magic_hi, magic_lo, kind, version] = value.to_be_bytes();
+        if u16::from_be_bytes([magic_hi, magic_lo]) != MAGIC {
             return None;
         }
-        let version = v as u8;
-        match (v >> 8) as u8 {
+        match kind {
             KIND_PRESENT => Some(StatusMessage::BridgePresent { version }),
             KIND_GONE => Some(StatusMessage::BridgeGone),
             _ => None,

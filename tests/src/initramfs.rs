@@ -26,12 +26,12 @@ impl Initramfs {
             0,
             1,
             0,
-            data.len() as u32,
+            u32::try_from(data.len()).expect("a guest file under 4 GiB"),
             0,
             0,
             0,
             0,
-            name_len as u32,
+            u32::try_from(name_len).expect("a short file name"),
             0,
         ];
         self.out.extend_from_slice(b"070701");

@@ -13,3 +13,13 @@ pub use probe::{GuestEvent, ProbeLink, frames};
 pub use qmp::Qmp;
 pub use qmp_stream::{QmpStream, Replies};
 pub use vm::{PVMOUSE_NAME, Vm, VmConfig, VmError};
+
+/// The nearest integer to `v`, for expected axis values and pixels computed in floating point.
+/// Out-of-range values saturate, which no expected value here comes near.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "rounded first; axis values and pixels are far inside i32"
+)]
+pub fn round_to_i32(v: f64) -> i32 {
+    v.round() as i32
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::*;
 use pvmouse_spec::profile::{DISPLAY_AXIS, PRODUCT, VENDOR};
-use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, frames};
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, frames, round_to_i32};
 use serde_json::{Value, json};
 
 /// One VM at a time: the machine has two cores and TCG is CPU-bound.
@@ -359,7 +359,7 @@ fn a_reprobed_driver_gets_the_full_state_and_a_paused_guest_loses_no_transition(
     let status = ctl.execute("query-pvmouse", json!({})).unwrap();
     assert_eq!(status["driver-paused"], true, "{status}");
     qemu.execute("cont", json!({})).unwrap();
-    let want_x = (last_x * 65535.0).round() as i32;
+    let want_x = round_to_i32(last_x * 65535.0);
     let evs = vm
         .probe
         .wait_events(PVMOUSE_NAME, mark, Duration::from_secs(60), |evs| {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, QmpStream, Vm, VmConfig};
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, QmpStream, Vm, VmConfig, round_to_i32};
 use serde_json::{Value, json};
 
 /// One VM at a time: the machine has two cores and TCG is CPU-bound.
@@ -82,7 +82,7 @@ fn a_guest_that_stops_draining_for_10_s_under_8000_events_per_s_gets_every_trans
                 &json!({"execute": "pvmouse-send", "arguments": {"buttons": {"left": down}}}),
             );
         } else {
-            last_x = (sent % 30000) as i64 + 1;
+            last_x = i64::try_from(sent % 30000).unwrap() + 1;
             send(
                 &mut stream,
                 &json!({"execute": "input-send-event", "arguments": {"events": [
@@ -239,7 +239,7 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    *b = seed as u8;
+                    *b = seed.to_le_bytes()[0];
                 }
                 let _ = s.write_all(&junk);
                 let _ = s.write_all(b"\n{\"execute\": \"input-send-event\", \"arguments\": {\"events\": [{\"type\": \"btn\", \"data\": {\"down\": true, \"button\": \"left\"}}]}}\n");
@@ -261,7 +261,10 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
     let after = latencies(&mut good, 50);
     let (frames_after, ..) = tally(&vm);
     let rss_after = vm.backend_rss_kib().unwrap();
-    let p = |v: &[f64], q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    let p = |v: &[f64], q: f64| {
+        let rank = usize::try_from(round_to_i32((v.len() as f64 * q).ceil())).unwrap();
+        v[rank.clamp(1, v.len()) - 1]
+    };
     println!(
         "abusers (held connections, 1 MiB line, unread commands, garbage bytes): {counts:?}; \
          good client p50/p99 ms: before {:.3}/{:.3}, during {:.3}/{:.3}, after {:.3}/{:.3}; \

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::*;
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames};
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
 use serde_json::json;
 
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -44,8 +44,8 @@ impl Desk {
             .clamp(f64::from(ly), f64::from(ly) + f64::from(h) - 1.0);
         let (bx, by, bw, bh) = self.bounds;
         (
-            ((px - f64::from(bx)) / f64::from(bw - 1) * 65535.0).round() as i32,
-            ((py - f64::from(by)) / f64::from(bh - 1) * 65535.0).round() as i32,
+            round_to_i32((px - f64::from(bx)) / f64::from(bw - 1) * 65535.0),
+            round_to_i32((py - f64::from(by)) / f64::from(bh - 1) * 65535.0),
         )
     }
 }

@@ -17,8 +17,11 @@ use crate::pointer::{PointerAction, WheelAxis};
 #[derive(Debug)]
 pub struct Command {
     pub name: &'static str,
-    run: fn(&dyn PointerDevice, &Map<String, Value>) -> Result<Value, QmpError>,
+    run: Handler,
 }
+
+/// A command's work: the device and the command's arguments in, the `return` value out.
+type Handler = fn(&dyn PointerDevice, &Map<String, Value>) -> Result<Value, QmpError>;
 
 /// Every command, for dispatch and for `query-commands` alike.
 pub const COMMANDS: &[Command] = &[
@@ -127,7 +130,13 @@ pub fn scale_qemu_abs(value: i64) -> u16 {
 pub fn scale_normalised(value: f64) -> u16 {
     let scaled = (value * f64::from(AXIS_MAX)).round();
     // Callers check the range first; the clamp makes the cast exact regardless.
-    scaled.clamp(0.0, f64::from(AXIS_MAX)) as u16
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a rounded value clamped to 0..=AXIS_MAX"
+    )]
+    let scaled = scaled.clamp(0.0, f64::from(AXIS_MAX)) as u16;
+    scaled
 }
 
 fn display_range(identity: &Identity) -> (std::ops::RangeInclusive<i64>, String) {

@@ -35,12 +35,7 @@ impl Conversation {
 
     /// Takes `bytes` from the client, executes every command they complete, and appends each
     /// reply, newline-terminated, to `output`.
-    pub fn feed(
-        &mut self,
-        device: &dyn PointerDevice,
-        bytes: &[u8],
-        output: &mut Vec<u8>,
-    ) {
+    pub fn feed(&mut self, device: &dyn PointerDevice, bytes: &[u8], output: &mut Vec<u8>) {
         self.input.extend_from_slice(bytes);
         loop {
             if self.skipping {

@@ -17,7 +17,7 @@ use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, BTN_LEFT, BTN_RIGHT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{AXIS_MAX, DISPLAY_AXIS};
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames};
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
 use serde_json::{Value, json};
 
 const POINTER: &str = "pvmouse desktop pointer";
@@ -47,7 +47,7 @@ struct Model {
 }
 
 fn scale(v: f64) -> i32 {
-    (v * f64::from(AXIS_MAX)).round() as i32
+    round_to_i32(v * f64::from(AXIS_MAX))
 }
 
 /// The bridge's mapping, from guest-uinput/README.md: pixel = L + v/65535·size clamped to the
@@ -57,8 +57,8 @@ fn desktop_value(display: i32, x: i32, y: i32) -> (i32, i32) {
     let px = (lx + f64::from(x) / f64::from(AXIS_MAX) * w).clamp(lx, lx + w - 1.0);
     let py = (ly + f64::from(y) / f64::from(AXIS_MAX) * h).clamp(ly, ly + h - 1.0);
     (
-        (px / (DESKTOP.0 - 1.0) * 65535.0).round() as i32,
-        (py / (DESKTOP.1 - 1.0) * 65535.0).round() as i32,
+        round_to_i32(px / (DESKTOP.0 - 1.0) * 65535.0),
+        round_to_i32(py / (DESKTOP.1 - 1.0) * 65535.0),
     )
 }
 
