@@ -15,6 +15,14 @@ pub const MAX_UNREAD_BYTES: usize = 256 * 1024;
 /// Control connections served at once; further ones get an error and are closed.
 pub const MAX_CLIENTS: usize = 64;
 
+/// A connection that has not completed `qmp_capabilities` this long after connecting is told so
+/// and closed, so that idle connections cannot hold every slot. QMP clients negotiate at once.
+pub const NEGOTIATION_TIMEOUT_MS: u64 = 5000;
+
+/// Events whose rate the guest controls (driver and bridge changes) reach clients at most once
+/// per this interval per kind; the newest state is sent when the interval ends.
+pub const GUEST_EVENT_INTERVAL_MS: u64 = 1000;
+
 pub mod command {
     pub const QMP_CAPABILITIES: &str = "qmp_capabilities";
     pub const INPUT_SEND_EVENT: &str = "input-send-event";

@@ -1,8 +1,11 @@
 //! The control socket: one thread, one epoll, many clients.
 //!
 //! Each client's bytes go through its own [`Conversation`], which frames and executes them. A
-//! client that stops reading its replies
-//! is disconnected once [`MAX_UNREAD_BYTES`] are waiting for it. No client can block another.
+//! client that stops reading its replies is disconnected once [`MAX_UNREAD_BYTES`] of replies
+//! are waiting for it. Events never count towards that: while a client has output waiting,
+//! its events are coalesced to the newest one of each kind, and written once the rest is out.
+//! Guest-controlled events are rate-limited by [`EventThrottle`]. A client that has not
+//! negotiated within [`NEGOTIATION_TIMEOUT_MS`] is closed. No client can block another.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -11,21 +14,24 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use pvmouse_spec::control::{MAX_CLIENTS, MAX_UNREAD_BYTES};
+use pvmouse_spec::control::{MAX_CLIENTS, MAX_UNREAD_BYTES, NEGOTIATION_TIMEOUT_MS};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::conversation::Conversation;
-use super::events::notice_event;
+use super::events::{EventThrottle, notice_event};
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
-use crate::notice::NoticeBoard;
-use crate::socket::{SocketAccess, SocketError, bind_socket};
+use crate::notice::{Latest, Notice, NoticeBoard};
+use crate::socket::{SocketAccess, SocketError, SocketFile, bind_socket, set_nonblocking};
 
 const LISTENER: u64 = 0;
 const NOTICES: u64 = 1;
 const STOP: u64 = 2;
+const TIMER: u64 = 3;
 const FIRST_CLIENT: u64 = 16;
 /// 4 KiB reads per client per wake-up: 64 KiB, a full command at most.
 const READS_PER_WAKE: usize = 16;
@@ -39,16 +45,36 @@ struct Client {
     interest: EventSet,
     /// The client closed its sending side: answer what it sent, then close.
     finished_sending: bool,
+    /// Events not yet in `output`, the newest of each kind, encoded.
+    unsent_events: Latest<Vec<u8>>,
+    connected_at: Instant,
+}
+
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_millis(NEGOTIATION_TIMEOUT_MS);
+
+impl Client {
+    /// When the client must have negotiated by, while it has not.
+    fn negotiation_deadline(&self) -> Option<Instant> {
+        (!self.conversation.negotiated()).then_some(self.connected_at + NEGOTIATION_TIMEOUT)
+    }
 }
 
 pub struct ControlServer {
     listener: UnixListener,
+    /// Removes the socket file when the server ends.
+    _file: SocketFile,
     device: Arc<dyn PointerDevice>,
     notices: Arc<NoticeBoard>,
     epoll: Epoll,
     stop: EventFd,
     clients: HashMap<u64, Client>,
     next_token: u64,
+    throttle: EventThrottle,
+    /// Fires at the earliest of the throttle's deadline and the negotiation deadlines.
+    timer: TimerFd,
+    armed_for: Option<Instant>,
+    /// Something that changes the next deadline happened since the timer was last set.
+    deadlines_changed: bool,
 }
 
 impl std::fmt::Debug for ControlServer {
@@ -95,7 +121,7 @@ impl ControlServer {
         device: Arc<dyn PointerDevice>,
         notices: Arc<NoticeBoard>,
     ) -> Result<Self, SocketError> {
-        let listener = bind_socket(path, access)?;
+        let (listener, file) = bind_socket(path, access)?;
         let io_err = |source| SocketError::Io {
             path: path.to_owned(),
             source,
@@ -103,10 +129,14 @@ impl ControlServer {
         listener.set_nonblocking(true).map_err(io_err)?;
         let epoll = Epoll::new().map_err(io_err)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(io_err)?;
+        let timer = TimerFd::new().map_err(io::Error::from).map_err(io_err)?;
+        // Read after every expiry; nothing to read must not block the loop.
+        set_nonblocking(timer.as_raw_fd()).map_err(io_err)?;
         for (fd, token) in [
             (listener.as_raw_fd(), LISTENER),
             (notices.eventfd().as_raw_fd(), NOTICES),
             (stop.as_raw_fd(), STOP),
+            (timer.as_raw_fd(), TIMER),
         ] {
             epoll
                 .ctl(
@@ -118,12 +148,17 @@ impl ControlServer {
         }
         Ok(Self {
             listener,
+            _file: file,
             device,
             notices,
             epoll,
             stop,
             clients: HashMap::new(),
             next_token: FIRST_CLIENT,
+            throttle: EventThrottle::default(),
+            timer,
+            armed_for: None,
+            deadlines_changed: false,
         })
     }
 
@@ -146,11 +181,78 @@ impl ControlServer {
             for ev in &events[..n] {
                 match ev.data() {
                     LISTENER => self.accept_all(),
-                    NOTICES => self.broadcast_notices(),
+                    NOTICES => self.on_notices(),
                     STOP => return Ok(()),
+                    TIMER => self.on_timer(),
                     token => self.service(token, ev.event_set()),
                 }
             }
+            if std::mem::take(&mut self.deadlines_changed) {
+                self.rearm_timer();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter_map(Client::negotiation_deadline)
+            .chain(self.throttle.deadline())
+            .min()
+    }
+
+    fn rearm_timer(&mut self) {
+        let next = self.next_deadline();
+        if next == self.armed_for {
+            return;
+        }
+        let result = match next {
+            // A zero duration would disarm the timer instead of firing it.
+            Some(at) => self.timer.reset(
+                at.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+                None,
+            ),
+            None => self.timer.clear(),
+        };
+        match result {
+            Ok(()) => self.armed_for = next,
+            Err(e) => tracing::warn!("cannot arm the control socket's timer: {e}"),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        // Non-blocking: nothing to read just means the timer was re-armed meanwhile.
+        let _ = self.timer.wait();
+        self.armed_for = None;
+        self.deadlines_changed = true;
+        let now = Instant::now();
+        for notice in self.throttle.release_due(now) {
+            self.broadcast(notice);
+        }
+        let expired: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.negotiation_deadline().is_some_and(|d| d <= now))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            if let Some(client) = self.clients.get_mut(&token) {
+                let err = QmpError::generic(format!(
+                    "capabilities negotiation timed out: no 'qmp_capabilities' within {} s of \
+                     connecting; closing",
+                    NEGOTIATION_TIMEOUT.as_secs()
+                ));
+                client
+                    .output
+                    .extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
+                let _ = Self::flush(&self.epoll, token, client);
+                tracing::info!(
+                    client = token,
+                    "closing a control client that never negotiated"
+                );
+            }
+            self.close(token);
         }
     }
 
@@ -191,30 +293,48 @@ impl ControlServer {
                 output: qmp::encode(&qmp::greeting(env!("CARGO_PKG_VERSION"))),
                 interest: EventSet::IN | EventSet::READ_HANG_UP,
                 finished_sending: false,
+                unsent_events: Latest::default(),
+                connected_at: Instant::now(),
             };
             tracing::debug!(client = token, "control client connected");
             let keep = Self::flush(&self.epoll, token, &mut client);
             if keep {
                 self.clients.insert(token, client);
+                self.deadlines_changed = true;
             }
         }
     }
 
-    fn broadcast_notices(&mut self) {
+    fn on_notices(&mut self) {
+        let now = Instant::now();
         for notice in self.notices.drain() {
-            let message = qmp::encode(&notice_event(notice));
-            let tokens: Vec<u64> = self.clients.keys().copied().collect();
-            for token in tokens {
-                let Some(client) = self.clients.get_mut(&token) else {
-                    continue;
-                };
-                if client.conversation.negotiated() {
-                    client.output.extend_from_slice(&message);
-                    if !Self::flush(&self.epoll, token, client) {
-                        self.close(token);
-                    }
-                }
+            match self.throttle.offer(notice, now) {
+                Some(notice) => self.broadcast(notice),
+                None => self.deadlines_changed = true,
             }
+        }
+    }
+
+    /// Tells every negotiated client. A client with output still waiting gets the event later,
+    /// in place of any older one of its kind that it has not been sent either.
+    fn broadcast(&mut self, notice: Notice) {
+        let message = qmp::encode(&notice_event(notice));
+        let mut gone = Vec::new();
+        for (token, client) in &mut self.clients {
+            if !client.conversation.negotiated() {
+                continue;
+            }
+            if !client.output.is_empty() {
+                client.unsent_events.put(notice.kind(), message.clone());
+                continue;
+            }
+            client.output.extend_from_slice(&message);
+            if !Self::flush(&self.epoll, *token, client) {
+                gone.push(*token);
+            }
+        }
+        for token in gone {
+            self.close(token);
         }
     }
 
@@ -246,6 +366,7 @@ impl ControlServer {
                 EpollEvent::default(),
             );
             tracing::debug!(client = token, "control client disconnected");
+            self.deadlines_changed = true;
         }
     }
 
@@ -281,7 +402,15 @@ impl ControlServer {
     /// Writes what the socket takes now and watches for writability if more is left. False
     /// when the client is gone or has let too much output pile up.
     fn flush(epoll: &Epoll, token: u64, client: &mut Client) -> bool {
-        while !client.output.is_empty() {
+        loop {
+            if client.output.is_empty() {
+                for event in client.unsent_events.take_in_order() {
+                    client.output.extend_from_slice(&event);
+                }
+                if client.output.is_empty() {
+                    break;
+                }
+            }
             match client.stream.write(&client.output) {
                 Ok(0) => return false,
                 Ok(n) => {
