@@ -1,7 +1,7 @@
 //! The command line, and the validated configuration it turns into.
 
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use pvmouse_spec::profile::{DEFAULT_NAME, DEFAULT_SERIAL};
@@ -74,6 +74,20 @@ pub enum ConfigError {
     BadFd(RawFd),
     #[error("--socket-group {0}: no such group (not a number, and not in /etc/group)")]
     UnknownGroup(String),
+    #[error("--socket-path and --control-socket are both {0}: give each socket its own path")]
+    SamePath(PathBuf),
+}
+
+/// Whether two socket paths name the same file: literally, or through their directories.
+fn same_socket_path(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    };
+    a == b || resolved(a).is_some_and(|r| Some(r) == resolved(b))
 }
 
 impl TryFrom<Cli> for Config {
@@ -87,6 +101,11 @@ impl TryFrom<Cli> for Config {
             (None, Some(fd)) => return Err(ConfigError::BadFd(fd)),
             (None, None) => return Err(ConfigError::NoSocket),
         };
+        if let (VhostSocket::Path(vhost), Some(control)) = (&vhost_socket, &cli.control_socket) {
+            if same_socket_path(vhost, control) {
+                return Err(ConfigError::SamePath(control.clone()));
+            }
+        }
         let group = match cli.socket_group {
             Some(g) => Some(resolve_group(&g).ok_or(ConfigError::UnknownGroup(g))?),
             None => None,
@@ -148,6 +167,19 @@ mod tests {
                 "displays must be 1 to 16",
             ),
             (&["--fd=-1"][..], "not a valid descriptor"),
+            (
+                &["--socket-path", "/tmp/s", "--control-socket", "/tmp/s"][..],
+                "both /tmp/s",
+            ),
+            (
+                &[
+                    "--socket-path",
+                    "/tmp/s",
+                    "--control-socket",
+                    "/tmp/../tmp/s",
+                ][..],
+                "give each socket its own path",
+            ),
             (&["--socket-path", "a", "--name", ""][..], "name must be"),
             (
                 &[

@@ -17,7 +17,7 @@ use crate::cli::{Config, VhostSocket};
 use crate::control::ControlServer;
 use crate::device::PvMouse;
 use crate::notice::NoticeBoard;
-use crate::socket::{SocketAccess, SocketError, adopt_listener, bind_socket};
+use crate::socket::{SocketAccess, SocketError, SocketFile, adopt_listener, bind_socket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -34,12 +34,49 @@ fn vhost_error(e: vhost_user_backend::Error) -> DaemonError {
     DaemonError::VhostUser(e.to_string())
 }
 
-pub fn vhost_listener(socket: &VhostSocket, access: SocketAccess) -> Result<Listener, DaemonError> {
-    let listener = match socket {
-        VhostSocket::Path(path) => bind_socket(path, access)?,
-        VhostSocket::Fd(fd) => adopt_listener(*fd)?,
-    };
-    Ok(Listener::from(listener))
+/// The vhost-user listening socket, and the file to remove when the backend ends (none for an
+/// inherited one: its owner decides).
+pub fn vhost_listener(
+    socket: &VhostSocket,
+    access: SocketAccess,
+) -> Result<(Listener, Option<SocketFile>), DaemonError> {
+    Ok(match socket {
+        VhostSocket::Path(path) => {
+            let (listener, file) = bind_socket(path, access)?;
+            (Listener::from(listener), Some(file))
+        }
+        VhostSocket::Fd(fd) => (Listener::from(adopt_listener(*fd)?), None),
+    })
+}
+
+/// One frontend connection's vhost-user daemon. However the connection ends, the vring worker
+/// is told to stop before the daemon is dropped, because dropping it joins that worker: an
+/// error path that skipped this would hang the process forever.
+struct Connection<'a> {
+    daemon: Option<VhostUserDaemon<Arc<PvMouseBackend>>>,
+    backend: &'a PvMouseBackend,
+}
+
+impl Connection<'_> {
+    fn daemon(&mut self) -> &mut VhostUserDaemon<Arc<PvMouseBackend>> {
+        // Set at creation, taken only by drop.
+        self.daemon.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.backend.stop_worker() {
+            // Nothing else can end the worker; joining it would never return.
+            tracing::error!("cannot tell the vring worker to stop: {e}; exiting");
+            std::process::exit(1);
+        }
+        drop(self.daemon.take());
+        self.backend.worker_stopped();
+        // The guest's memory goes with the connection: holding it would keep a dead VM's RAM
+        // allocated until the next frontend arrives.
+        self.backend.forget_memory();
+    }
 }
 
 /// Serves frontends on `listener` one after another, until a host error stops it.
@@ -48,13 +85,17 @@ pub fn serve(
     backend: Arc<PvMouseBackend>,
 ) -> Result<Infallible, DaemonError> {
     loop {
-        let mut daemon = VhostUserDaemon::new(
+        let daemon = VhostUserDaemon::new(
             "vhost-user-pvmouse".into(),
             backend.clone(),
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(vhost_error)?;
-        for handler in daemon.get_epoll_handlers().iter().take(1) {
+        let mut connection = Connection {
+            daemon: Some(daemon),
+            backend: &backend,
+        };
+        for handler in connection.daemon().get_epoll_handlers().iter().take(1) {
             for (fd, id) in backend.listeners() {
                 handler
                     .register_listener(fd, EventSet::IN, u64::from(id))
@@ -62,33 +103,29 @@ pub fn serve(
             }
         }
         tracing::info!("waiting for a vhost-user frontend");
-        daemon.start(listener).map_err(vhost_error)?;
+        connection.daemon().start(listener).map_err(vhost_error)?;
         backend.device().frontend_connected();
         tracing::info!("vhost-user frontend connected");
-        match daemon.wait() {
+        match connection.daemon().wait() {
             Ok(()) => tracing::info!("vhost-user frontend disconnected"),
             Err(e) => tracing::info!("vhost-user frontend connection ended: {e}"),
         }
         backend.device().frontend_disconnected();
-        // Dropping the daemon joins this connection's vring worker, told to end first. The
-        // guest's memory goes with the connection: holding it would keep a dead VM's RAM
-        // allocated until the next frontend arrives.
-        if let Err(e) = backend.stop_worker() {
-            return Err(DaemonError::Setup(e));
-        }
-        drop(daemon);
-        backend.worker_stopped();
-        backend.forget_memory();
+        drop(connection);
     }
 }
 
-/// Everything `main` does after parsing: returns only on a host error.
+/// Everything `main` does after parsing: returns only on a host error, having stopped every
+/// thread it started and removed the sockets it created.
 pub fn run(config: Config) -> Result<Infallible, DaemonError> {
+    // First, before this process opens any descriptor of its own: `--fd N` must name an
+    // inherited one, never one of ours.
+    let (mut listener, _vhost_file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
     let device = Arc::new(
         PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
     );
-    let _control = match &config.control_socket {
+    let control = match &config.control_socket {
         Some(path) => {
             let server = ControlServer::bind_with_access(
                 path,
@@ -105,12 +142,20 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
         }
     };
     let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
-    let mut listener = vhost_listener(&config.vhost_socket, config.socket_access)?;
     tracing::info!(
         name = config.identity.name(),
         serial = config.identity.serial(),
         displays = config.identity.displays(),
         "vhost-user-pvmouse ready"
     );
-    serve(&mut listener, backend)
+    let error = match serve(&mut listener, backend) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    if let Some(control) = control {
+        if let Err(e) = control.stop() {
+            tracing::warn!("control thread: {e}");
+        }
+    }
+    Err(error)
 }

@@ -290,12 +290,15 @@ fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
         .spawn()
         .unwrap();
     let backend = Arc::new(PvMouseBackend::new(device).unwrap());
-    let mut listener = vhost_listener(
+    let (mut listener, socket_file) = vhost_listener(
         &VhostSocket::Path(vhost_path.clone()),
         SocketAccess::default(),
     )
     .unwrap();
-    std::thread::spawn(move || serve(&mut listener, backend));
+    std::thread::spawn(move || {
+        let _socket_file = socket_file;
+        serve(&mut listener, backend)
+    });
 
     let mut qmp = Qmp::connect(&control_path);
     let file = memfd(MEM_SIZE);
