@@ -303,6 +303,162 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
     );
 }
 
+/// Round-trip times of `pvmouse-send` moves on `client`, in milliseconds, sorted.
+fn input_latencies(client: &mut Qmp, n: usize) -> Vec<f64> {
+    let mut out: Vec<f64> = (0..n)
+        .map(|i| {
+            let x = f64::from(u32::try_from(i % 1000).unwrap()) / 1000.0;
+            let t = Instant::now();
+            client
+                .execute("pvmouse-send", json!({"x": x, "y": 0.5}))
+                .unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = usize::try_from(round_to_i32((sorted.len() as f64 * q).ceil())).unwrap();
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Lines received on a control connection, each with its arrival time.
+type TimedLines = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+/// A negotiated control connection read line by line on its own thread, each line timed.
+fn event_log(path: &std::path::Path) -> (TimedLines, UnixStream) {
+    use std::io::BufRead;
+    let stream = UnixStream::connect(path).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let log = log.clone();
+        move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    return;
+                };
+                log.lock().unwrap().push((Instant::now(), v));
+            }
+        }
+    });
+    writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .unwrap();
+    (log, writer)
+}
+
+#[test]
+fn a_guest_flapping_bridge_presence_cannot_flood_or_cut_off_control_clients() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot(VmConfig::default());
+    let path = vm.control_socket();
+    let mut timed = vm.control().unwrap();
+    let before = input_latencies(&mut timed, 300);
+    let (log, _reader_writer) = event_log(&path);
+    // Negotiates, then never reads a byte.
+    let mut idle = UnixStream::connect(&path).unwrap();
+    idle.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .unwrap();
+
+    let storm = 10;
+    let mark = vm.probe.mark();
+    let started = Instant::now();
+    vm.probe
+        .send(&format!("flap {PVMOUSE_NAME} {storm}"))
+        .unwrap();
+    let mut during = Vec::new();
+    while started.elapsed() < Duration::from_secs(storm - 1) {
+        during.extend(input_latencies(&mut timed, 50));
+    }
+    during.sort_by(f64::total_cmp);
+    let (_, done) = vm
+        .probe
+        .wait_for(mark, WAIT, |l| {
+            l.starts_with("FLAP ") || l.starts_with("ERR ")
+        })
+        .unwrap();
+    let ended = Instant::now();
+    let flips: u64 = done
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{done}"));
+    // The last state goes out within one interval; then the device, hearing no heartbeat,
+    // declares the bridge gone within its 1.5 s timeout.
+    std::thread::sleep(Duration::from_millis(3500));
+    let after = input_latencies(&mut timed, 300);
+
+    let events: Vec<(Instant, Value)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e["event"] == "PVMOUSE_BRIDGE_CHANGE")
+        .cloned()
+        .collect();
+    println!(
+        "guest wrote {flips} presence messages in {storm} s; the reading client got {} bridge \
+         events; input p50/p99 ms: before {:.3}/{:.3}, during {:.3}/{:.3}, after {:.3}/{:.3}",
+        events.len(),
+        percentile(&before, 0.5),
+        percentile(&before, 0.99),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        percentile(&after, 0.5),
+        percentile(&after, 0.99)
+    );
+    assert!(flips > 1000, "the guest flapped only {flips} times");
+    // At most one event per second, as the spec says.
+    for pair in events.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap >= Duration::from_millis(950),
+            "two bridge events {gap:?} apart"
+        );
+    }
+    assert!(
+        events.len() <= usize::try_from(storm).unwrap() + 4,
+        "{}",
+        events.len()
+    );
+    // After the storm: the newest state (present, version 7), then the silence that follows it.
+    let after_storm: Vec<&Value> = events
+        .iter()
+        .filter(|(at, _)| *at >= ended - Duration::from_millis(50))
+        .map(|(_, e)| &e["data"])
+        .collect();
+    assert_eq!(
+        after_storm.first().copied(),
+        Some(&json!({"present": true, "version": 7})),
+        "{after_storm:?}"
+    );
+    assert_eq!(
+        after_storm.last().copied(),
+        Some(&json!({"present": false})),
+        "{after_storm:?}"
+    );
+    // The client that never read is still connected: its reply comes after its backlog.
+    idle.write_all(b"{\"execute\": \"query-version\", \"id\": \"still-there\"}\n")
+        .unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    let mut backlog = String::new();
+    let mut chunk = [0u8; 4096];
+    while !backlog.contains("still-there") {
+        let n = idle.read(&mut chunk).unwrap();
+        assert!(n > 0, "the idle client was disconnected: {backlog}");
+        backlog.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    // Host clients' input is not slowed by the storm beyond noise.
+    assert!(
+        percentile(&during, 0.99) < percentile(&before, 0.99) * 3.0 + 5.0,
+        "during the storm: {during:?}"
+    );
+}
+
 /// What the process has open, by kind: the targets of /proc/PID/fd without the inode numbers,
 /// which differ from one connection to the next.
 fn open_fds(pid: u32) -> Vec<String> {

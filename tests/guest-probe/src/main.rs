@@ -12,6 +12,7 @@
 //! | `echo TEXT` | `ECHO TEXT` |
 //! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X; button transitions and `SYN_DROPPED` are only counted |
 //! | `tally NAME` | `TALLY NAME {json}`: frames, presses, releases and `SYN_DROPPED`s a `bench` reader has seen |
+//! | `flap NAME SECONDS` | writes bridge status messages into the device as fast as it can for SECONDS, alternating "present" (versions 1 to 6) and "gone", then one "present, version 7"; then `FLAP NAME count` |
 //!
 //! Events are read raw, so a kernel-side overflow shows up as `SYN_DROPPED` (type 0 code 3)
 //! rather than being resynchronised away.
@@ -28,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use evdev::raw_stream::RawDevice;
-use pvmouse_spec::evdev::{ABS_X, EV_ABS, EV_KEY, EV_SYN, SYN_DROPPED, SYN_REPORT};
+use pvmouse_spec::evdev::{ABS_X, EV_ABS, EV_KEY, EV_MSC, EV_SYN, SYN_DROPPED, SYN_REPORT};
+use pvmouse_spec::profile::STATUS_MSC_CODE;
+use pvmouse_spec::status::StatusMessage;
 use serde_json::{Map, Value, json};
 
 type Out = Arc<Mutex<File>>;
@@ -107,6 +110,38 @@ fn caps(dev: &RawDevice) -> Value {
         "bits": bits,
         "absinfo": absinfo,
     })
+}
+
+/// What a hostile guest process can do with no bridge at all: write status messages into the
+/// evdev node, which virtio_input forwards to the device's status queue.
+fn flap(arg: String, out: Out) {
+    std::thread::spawn(move || {
+        let (name, seconds) = arg.rsplit_once(' ').unwrap_or((arg.as_str(), "1"));
+        let seconds: f64 = seconds.parse().unwrap_or(1.0);
+        let Some((_, mut dev)) = find_device(name) else {
+            say(&out, &format!("ERR flap: no device named {name}\n"));
+            return;
+        };
+        let message =
+            |m: StatusMessage| evdev::InputEvent::new(EV_MSC, STATUS_MSC_CODE, m.encode());
+        let start = Instant::now();
+        let mut count = 0u64;
+        while start.elapsed().as_secs_f64() < seconds {
+            let version = u8::try_from(count % 6).unwrap_or(0) + 1;
+            let batch = [
+                message(StatusMessage::BridgePresent { version }),
+                message(StatusMessage::BridgeGone),
+            ];
+            if let Err(e) = dev.send_events(&batch) {
+                say(&out, &format!("ERR flap: {e}\n"));
+                return;
+            }
+            count += 2;
+        }
+        let last = [message(StatusMessage::BridgePresent { version: 7 })];
+        let _ = dev.send_events(&last);
+        say(&out, &format!("FLAP {name} {}\n", count + 1));
+    });
 }
 
 fn state(dev: &RawDevice) -> Value {
@@ -302,6 +337,7 @@ fn main() {
             "run" => run(arg, &out),
             "echo" => say(&out, &format!("ECHO {arg}\n")),
             "bench" => bench(arg.to_owned(), out.clone()),
+            "flap" => flap(arg.to_owned(), out.clone()),
             "tally" => {
                 let t = tally_of(arg);
                 say(
