@@ -134,11 +134,28 @@ pub fn config_space(data: &[u8]) {
 }
 
 /// One client's raw bytes, delivered in pieces the first byte picks. Every reply is a complete
-/// JSON object with `return`, `error` or `event`, and the buffered input stays bounded.
+/// JSON object with `return`, `error` or `event`, the buffered input stays bounded, and how the
+/// bytes were split changes no reply.
 pub fn control_bytes(data: &[u8]) {
     let Some((&head, rest)) = data.split_first() else {
         return;
     };
+    let piece = 1 + usize::from(head);
+    let output = replies_in_pieces(rest, piece);
+    check_replies(&output);
+    // Past the command limit, where the refusal falls depends on the reads: only below it.
+    if rest.len() <= MAX_COMMAND_BYTES {
+        let whole = replies_in_pieces(rest, rest.len().max(1));
+        assert_eq!(
+            String::from_utf8_lossy(&output),
+            String::from_utf8_lossy(&whole),
+            "split every {piece} bytes"
+        );
+    }
+}
+
+/// The replies of a conversation with a device whose driver is active, fed `bytes` in pieces.
+fn replies_in_pieces(bytes: &[u8], piece: usize) -> Vec<u8> {
     let device = device(2);
     let mem = guest_memory();
     let mut ring = MockRing::new(&mem, 64);
@@ -148,12 +165,11 @@ pub fn control_bytes(data: &[u8]) {
     device.activate(MockEventQueue::new(&mem, &ring));
     let mut conversation = Conversation::default();
     let mut output = Vec::new();
-    let piece = 1 + usize::from(head);
-    for chunk in rest.chunks(piece) {
+    for chunk in bytes.chunks(piece) {
         conversation.feed(&device, chunk, &mut output);
         assert!(conversation.buffered() <= MAX_COMMAND_BYTES + piece);
     }
-    check_replies(&output);
+    output
 }
 
 /// Structured JSON values built from the bytes, biased towards the commands and arguments the

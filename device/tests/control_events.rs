@@ -6,107 +6,17 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+#[path = "support/control_server.rs"]
+mod control_server;
+
+use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control_server::{Client, Server};
 use pvmouse_spec::control::{GUEST_EVENT_INTERVAL_MS, MAX_CLIENTS, NEGOTIATION_TIMEOUT_MS};
 use serde_json::{Value, json};
-use vhost_user_pvmouse::control::{ControlHandle, ControlServer};
-use vhost_user_pvmouse::device::PvMouse;
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::{Notice, NoticeBoard};
-
-struct Server {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    notices: Arc<NoticeBoard>,
-    handle: Option<ControlHandle>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.sock");
-        let notices = Arc::new(NoticeBoard::new().unwrap());
-        let identity = Identity::new("pvmouse", "s", 2).unwrap();
-        let device = Arc::new(PvMouse::new(identity, notices.clone()).unwrap());
-        let handle = ControlServer::bind(&path, device, notices.clone())
-            .unwrap()
-            .spawn()
-            .unwrap();
-        Server {
-            _dir: dir,
-            path,
-            notices,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop().unwrap();
-        }
-    }
-}
-
-struct Client {
-    reader: BufReader<UnixStream>,
-    stream: UnixStream,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Self {
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-        };
-        let greeting = c.read().unwrap();
-        assert!(greeting.get("QMP").is_some(), "{greeting}");
-        c
-    }
-
-    fn negotiated(path: &Path) -> Self {
-        let mut c = Self::connect(path);
-        c.send(&json!({"execute": "qmp_capabilities"}));
-        assert_eq!(c.read().unwrap(), json!({"return": {}}));
-        c
-    }
-
-    fn send(&mut self, v: &Value) {
-        self.stream.write_all(v.to_string().as_bytes()).unwrap();
-    }
-
-    /// The next line, or None at end of stream or when nothing came within the read timeout.
-    fn read(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// The reply to `query-version`, skipping events; None if the server closed the connection.
-    fn query_version(&mut self) -> Option<Value> {
-        self.send(&json!({"execute": "query-version", "id": "v"}));
-        loop {
-            let v = self.read()?;
-            if v["id"] == "v" {
-                return Some(v);
-            }
-        }
-    }
-}
+use vhost_user_pvmouse::notice::Notice;
 
 fn bridge(present: bool, version: u8) -> Notice {
     Notice::Bridge { present, version }

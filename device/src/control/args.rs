@@ -56,10 +56,6 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub fn opt_int(&mut self, key: &'a str) -> Result<Option<i64>, QmpError> {
-        self.opt(key, "integer", Value::as_i64)
-    }
-
     pub fn opt_number(&mut self, key: &'a str) -> Result<Option<f64>, QmpError> {
         self.opt(key, "number", Value::as_f64)
     }
@@ -108,20 +104,37 @@ impl<'a> Args<'a> {
     }
 
     /// An integer member that must lie in `range`; `what` explains the range to the user.
+    ///
+    /// JSON has one number type: an integer too large for 64 bits arrives as a float. Any whole
+    /// number outside the range, however large, is reported as out of range; only a fraction
+    /// is a wrong type.
     pub fn int_in(
         &mut self,
         key: &'a str,
         range: std::ops::RangeInclusive<i64>,
         what: &str,
     ) -> Result<Option<i64>, QmpError> {
-        match self.opt_int(key)? {
-            Some(v) if !range.contains(&v) => Err(QmpError::generic(format!(
-                "Parameter '{}' out of range: {v} is not in {}..={} ({what})",
-                self.path(key),
+        let value = self.get(key);
+        let path = self.path(key);
+        let out_of_range = |shown: &dyn std::fmt::Display| {
+            QmpError::generic(format!(
+                "Parameter '{path}' out of range: {shown} is not in {}..={} ({what})",
                 range.start(),
                 range.end()
-            ))),
-            other => Ok(other),
+            ))
+        };
+        match value {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) if range.contains(&v) => Ok(Some(v)),
+                Some(v) => Err(out_of_range(&v)),
+                None if n.is_u64() => Err(out_of_range(n)),
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 => Err(out_of_range(&format_args!("{f:e}"))),
+                    _ => Err(self.wrong_type(key, "integer")),
+                },
+            },
+            Some(_) => Err(self.wrong_type(key, "integer")),
         }
     }
 }

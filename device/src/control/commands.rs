@@ -263,9 +263,10 @@ pub fn parse_pvmouse_send(
     let display = a.int_in("display", displays, &what)?;
     let mut coord = |key| -> Result<Option<u16>, QmpError> {
         match a.opt_number(key)? {
+            // `{v:?}` keeps the shortest form that round-trips (1e-300, not 300 zeros).
             Some(v) if !(0.0..=1.0).contains(&v) => Err(QmpError::generic(format!(
-                "Parameter '{key}' out of range: {v} is not in 0.0..=1.0 (a normalised position \
-                 within the display)"
+                "Parameter '{key}' out of range: {v:?} is not in 0.0..=1.0 (a normalised \
+                 position within the display)"
             ))),
             Some(v) => Ok(Some(scale_normalised(v))),
             None => Ok(None),

@@ -1,21 +1,27 @@
 //! One client's side of the control protocol, without the socket: bytes in, replies out.
 //!
 //! Input is a stream of JSON values (a newline between commands is customary but not needed, as
-//! in QEMU). A value that cannot be parsed, or grows past [`MAX_COMMAND_BYTES`], gets an error
-//! reply and the input is skipped to the next newline. Kept apart from the server so that the
-//! whole of what a client can send is tested and fuzzed without sockets.
+//! in QEMU). A value that cannot be parsed (duplicate keys included), or grows past
+//! [`MAX_COMMAND_BYTES`], gets one error reply, and the input after it is skipped to the next
+//! newline. Kept apart from the server so that the whole of what a client can send is tested
+//! and fuzzed without sockets.
 
 use pvmouse_spec::control::MAX_COMMAND_BYTES;
 use serde_json::Value;
 
 use super::commands::{Session, execute};
+use super::framing::{ValueFramer, parse_value};
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
 
 #[derive(Debug, Default)]
 pub struct Conversation {
-    /// Received bytes not yet part of a complete command.
+    /// Received bytes not yet answered: from `start` on, the current value's bytes and any that
+    /// follow it in the same read.
     input: Vec<u8>,
+    start: usize,
+    /// Where the current value ends, found a byte at a time across reads.
+    framer: ValueFramer,
     session: Session,
     /// Skipping the rest of a bad or over-long command, up to the next newline.
     skipping: bool,
@@ -30,65 +36,76 @@ impl Conversation {
     /// Bytes not yet part of a complete command (never more than a command's limit plus one
     /// read).
     pub fn buffered(&self) -> usize {
-        self.input.len()
+        self.input.len() - self.start
     }
 
     /// Takes `bytes` from the client, executes every command they complete, and appends each
-    /// reply, newline-terminated, to `output`.
+    /// reply, newline-terminated, to `output`. Each byte is looked at by the framer once, and
+    /// each complete value is parsed once, so the cost is linear in the bytes received however
+    /// they are split.
     pub fn feed(&mut self, device: &dyn PointerDevice, bytes: &[u8], output: &mut Vec<u8>) {
         self.input.extend_from_slice(bytes);
-        loop {
-            if self.skipping {
-                match self.input.iter().position(|b| *b == b'\n') {
-                    Some(end) => {
-                        self.input.drain(..=end);
-                        self.skipping = false;
-                    }
-                    None => {
-                        self.input.clear();
-                        return;
-                    }
+        while self.next(device, output) {}
+        self.input.drain(..self.start);
+        self.start = 0;
+    }
+
+    /// Handles the next complete value, or the skip after a bad one. False when more bytes are
+    /// needed.
+    fn next(&mut self, device: &dyn PointerDevice, output: &mut Vec<u8>) -> bool {
+        let rest = &self.input[self.start..];
+        if self.skipping {
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(newline) => {
+                    self.start += newline + 1;
+                    self.skipping = false;
                 }
-            }
-            let start = self
-                .input
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(self.input.len());
-            self.input.drain(..start);
-            if self.input.is_empty() {
-                return;
-            }
-            let mut values = serde_json::Deserializer::from_slice(&self.input).into_iter::<Value>();
-            match values.next() {
-                Some(Ok(value)) => {
-                    let used = values.byte_offset();
-                    self.input.drain(..used);
-                    let reply = reply_to(device, &mut self.session, value);
-                    output.extend_from_slice(&qmp::encode(&reply));
+                None => {
+                    self.start = self.input.len();
+                    return false;
                 }
-                Some(Err(e)) if e.is_eof() => {
-                    if self.input.len() > MAX_COMMAND_BYTES {
-                        let err = QmpError::generic(format!(
-                            "command too long: over {MAX_COMMAND_BYTES} bytes without a complete \
-                             JSON value; skipped to the next newline"
-                        ));
-                        output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                        self.skipping = true;
-                        continue;
-                    }
-                    return;
-                }
-                Some(Err(e)) => {
-                    let err = QmpError::generic(format!(
-                        "JSON parse error: {e}; input skipped to the next newline"
-                    ));
-                    output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                    self.skipping = true;
-                }
-                None => return,
             }
         }
+        if self.framer.seen() == 0 {
+            let rest = &self.input[self.start..];
+            self.start += rest
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+        }
+        let value = &self.input[self.start..];
+        if value.is_empty() {
+            return false;
+        }
+        let Some(end) = self.framer.scan(value) else {
+            if value.len() > MAX_COMMAND_BYTES {
+                let err = QmpError::generic(format!(
+                    "command too long: over {MAX_COMMAND_BYTES} bytes without a complete JSON \
+                     value; skipped to the next newline"
+                ));
+                output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
+                self.framer = ValueFramer::default();
+                self.start = self.input.len();
+                self.skipping = true;
+            }
+            return false;
+        };
+        let reply = match parse_value(&value[..end]) {
+            Ok(value) => reply_to(device, &mut self.session, value),
+            Err(e) => {
+                self.skipping = true;
+                qmp::failure(
+                    &QmpError::generic(format!(
+                        "JSON parse error: {e}; input skipped to the next newline"
+                    )),
+                    None,
+                )
+            }
+        };
+        output.extend_from_slice(&qmp::encode(&reply));
+        self.start += end;
+        self.framer = ValueFramer::default();
+        true
     }
 }
 

@@ -4,6 +4,7 @@ pub mod args;
 pub mod commands;
 pub mod conversation;
 pub mod events;
+pub mod framing;
 pub mod qmp;
 pub mod server;
 

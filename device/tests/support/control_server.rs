@@ -1,0 +1,109 @@
+//! An in-process control server on a real Unix socket, in front of a real `PvMouse` with no
+//! guest, and a line-reading client for it. Shared by the control socket's test files.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    reason = "test support: not every test file uses every helper; a panic is the failure report"
+)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vhost_user_pvmouse::control::{ControlHandle, ControlServer};
+use vhost_user_pvmouse::device::PvMouse;
+use vhost_user_pvmouse::identity::Identity;
+use vhost_user_pvmouse::notice::NoticeBoard;
+
+pub struct Server {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub notices: Arc<NoticeBoard>,
+    handle: Option<ControlHandle>,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let notices = Arc::new(NoticeBoard::new().unwrap());
+        let identity = Identity::new("pvmouse", "s", 2).unwrap();
+        let device = Arc::new(PvMouse::new(identity, notices.clone()).unwrap());
+        let handle = ControlServer::bind(&path, device, notices.clone())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        Server {
+            _dir: dir,
+            path,
+            notices,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop().unwrap();
+        }
+    }
+}
+
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    pub stream: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Self {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut c = Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        };
+        let greeting = c.read().unwrap();
+        assert!(greeting.get("QMP").is_some(), "{greeting}");
+        c
+    }
+
+    pub fn negotiated(path: &Path) -> Self {
+        let mut c = Self::connect(path);
+        c.send(&json!({"execute": "qmp_capabilities"}));
+        assert_eq!(c.read().unwrap(), json!({"return": {}}));
+        c
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        self.stream.write_all(v.to_string().as_bytes()).unwrap();
+    }
+
+    /// The next line, or None at end of stream or when nothing came within the read timeout.
+    pub fn read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The reply to `query-version`, skipping events; None if the server closed the connection.
+    pub fn query_version(&mut self) -> Option<Value> {
+        self.send(&json!({"execute": "query-version", "id": "v"}));
+        loop {
+            let v = self.read()?;
+            if v["id"] == "v" {
+                return Some(v);
+            }
+        }
+    }
+}
