@@ -18,20 +18,15 @@ use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
 use pvmouse_spec::status::{BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage};
 
 use crate::devices;
-use crate::drm_layout;
-use crate::layout::{Layout, LayoutError};
+use crate::layout::resolve::{self, ResolveError, Sources};
 use crate::mapper::Mapper;
 use crate::output::{Output, OutputError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `--layout`, highest precedence.
-    pub layout_spec: Option<String>,
-    /// A layout file: `--layout-file`, else the default path if it exists.
-    pub layout_file: Option<PathBuf>,
-    pub default_layout_file: PathBuf,
+    /// Where the layout may come from; see [`resolve`].
+    pub layout: Sources,
     pub input_dir: PathBuf,
-    pub dri_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,37 +34,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
-    Layout(#[from] LayoutError),
-    #[error("cannot read layout file {0}: {1}")]
-    LayoutFile(PathBuf, std::io::Error),
+    Layout(#[from] ResolveError),
     #[error("cannot set up {0}: {1}")]
     Setup(&'static str, std::io::Error),
-}
-
-/// The layout from the first source that has one: `--layout`, a layout file, DRM; failing
-/// all, one 1920x1080 display, with a warning.
-pub fn resolve_layout(config: &Config) -> Result<Layout, DaemonError> {
-    if let Some(spec) = &config.layout_spec {
-        return Ok(Layout::parse_spec(spec)?);
-    }
-    let file = config.layout_file.clone().or_else(|| {
-        config
-            .default_layout_file
-            .exists()
-            .then(|| config.default_layout_file.clone())
-    });
-    if let Some(path) = file {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| DaemonError::LayoutFile(path.clone(), e))?;
-        return Ok(Layout::parse_file(&path, &text)?);
-    }
-    if let Some(layout) = drm_layout::detect(&config.dri_dir) {
-        return Ok(layout);
-    }
-    tracing::warn!(
-        "no --layout, no layout file and no DRM outputs: assuming one 1920x1080 display"
-    );
-    Ok(Layout::parse_spec("0=1920x1080@0,0")?)
 }
 
 struct Bridge {
@@ -201,9 +168,9 @@ impl Daemon {
     }
 
     fn reload(&self) {
-        match resolve_layout(&self.config) {
-            Ok(layout) => {
-                tracing::info!(?layout, "layout reloaded");
+        match resolve::resolve(&self.config.layout) {
+            Ok((layout, source)) => {
+                tracing::info!(?layout, ?source, "layout reloaded");
                 let mut b = lock(&self.bridge);
                 let f = b.mapper.set_layout(layout);
                 b.emit(&f);
@@ -300,8 +267,8 @@ fn watch_drm(tx: Sender<Msg>) {
 
 /// Runs until SIGTERM or SIGINT. Setup errors (no uinput, bad layout) return at once.
 pub fn run(config: Config) -> Result<(), DaemonError> {
-    let layout = resolve_layout(&config)?;
-    tracing::info!(?layout, "desktop layout");
+    let (layout, source) = resolve::resolve(&config.layout)?;
+    tracing::info!(?layout, ?source, "desktop layout");
     let output = Output::create()?;
     let (tx, rx) = channel();
     watch_signals(tx.clone())?;

@@ -22,14 +22,16 @@ pub fn uevent_socket() -> io::Result<File> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: sockaddr_nl is plain data for which all-zero is a valid value.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).map_err(io::Error::other)?;
     addr.nl_groups = 1;
+    let socklen =
+        libc::socklen_t::try_from(size_of::<libc::sockaddr_nl>()).map_err(io::Error::other)?;
     // SAFETY: addr is a valid, initialised sockaddr_nl and the length passed is its size.
     let rc = unsafe {
         libc::bind(
             owned.as_raw_fd(),
             std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            socklen,
         )
     };
     if rc < 0 {

@@ -5,7 +5,7 @@
 pub mod daemon;
 pub mod devices;
 pub mod drm_hotplug;
-pub mod drm_layout;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
 pub mod layout;
 pub mod mapper;

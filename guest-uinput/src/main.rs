@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pvmouse_guestd::daemon::{self, Config};
+use pvmouse_guestd::layout::resolve::Sources;
 
 /// pvmouse guest bridge: grabs pvmouse devices and drives one uinput absolute pointer that
 /// spans the guest's multi-monitor desktop.
@@ -38,11 +39,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config {
-        layout_spec: cli.layout,
-        layout_file: cli.layout_file,
-        default_layout_file: PathBuf::from("/etc/pvmouse/layout.toml"),
+        layout: Sources {
+            spec: cli.layout,
+            file: cli.layout_file,
+            default_file: PathBuf::from("/etc/pvmouse/layout.toml"),
+            dri_dir: cli.dri_dir,
+        },
         input_dir: cli.input_dir,
-        dri_dir: cli.dri_dir,
     };
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -250,7 +250,7 @@ mod tests {
             &mut m,
             &[ev(EV_ABS, DISPLAY_AXIS, 1), InputEvent::syn_report()],
         );
-        let want = (1024.0_f64 / 2303.0 * 65535.0).round() as i32;
+        let want = crate::layout::nearest(1024.0_f64 / 2303.0 * 65535.0);
         assert_eq!(out[0], [ev(EV_ABS, ABS_X, want), ev(EV_ABS, ABS_Y, 0)]);
     }
 
