@@ -75,42 +75,55 @@ fn one_bad_input_gets_one_reply_however_it_is_split() {
     }
 }
 
+/// A conversation that has negotiated, with its device.
+struct Session {
+    device: PvMouse,
+    conversation: Conversation,
+}
+
+impl Session {
+    fn negotiated() -> Self {
+        let mut session = Session {
+            device: device(),
+            conversation: Conversation::default(),
+        };
+        let mut output = Vec::new();
+        session.conversation.feed(
+            &session.device,
+            b"{\"execute\": \"qmp_capabilities\"}\n",
+            &mut output,
+        );
+        session
+    }
+
+    /// The `desc` of the error reply to `bytes`.
+    fn error(&mut self, bytes: &[u8]) -> String {
+        let mut output = Vec::new();
+        self.conversation.feed(&self.device, bytes, &mut output);
+        let reply: Value = serde_json::from_slice(&output).unwrap();
+        reply["error"]["desc"].as_str().unwrap().to_owned()
+    }
+}
+
 #[test]
 fn duplicate_keys_are_refused_at_any_depth_and_change_nothing() {
-    let device = device();
-    let mut conversation = Conversation::default();
-    let mut output = Vec::new();
-    conversation.feed(
-        &device,
-        b"{\"execute\": \"qmp_capabilities\"}\n",
-        &mut output,
-    );
+    let mut session = Session::negotiated();
     for bad in [
         &b"{\"execute\": \"pvmouse-send\", \"execute\": \"query-version\"}\n"[..],
         b"{\"execute\": \"pvmouse-send\", \"arguments\": {\"x\": 0.1, \"x\": 0.9}}\n",
         b"{\"execute\": \"pvmouse-send\", \"arguments\": {\"buttons\": {\"left\": true, \"left\": false}}}\n",
     ] {
-        output.clear();
-        conversation.feed(&device, bad, &mut output);
-        let reply: Value = serde_json::from_slice(&output).unwrap();
-        let desc = reply["error"]["desc"].as_str().unwrap();
+        let desc = session.error(bad);
         assert!(desc.contains("duplicate key '"), "{desc}");
         assert!(desc.len() < 160, "{desc}");
     }
-    let status = device.status();
+    let status = session.device.status();
     assert_eq!(status.counters.commands, 0, "nothing reached the device");
 }
 
 #[test]
 fn errors_name_the_problem_in_a_short_line() {
-    let device = device();
-    let mut conversation = Conversation::default();
-    let mut output = Vec::new();
-    conversation.feed(
-        &device,
-        b"{\"execute\": \"qmp_capabilities\"}\n",
-        &mut output,
-    );
+    let mut session = Session::negotiated();
     for (command, want) in [
         (
             json!({"execute": "pvmouse-send", "arguments": {"x": -1e-300}}),
@@ -130,22 +143,14 @@ fn errors_name_the_problem_in_a_short_line() {
             "Invalid parameter type for 'display', expected: integer",
         ),
     ] {
-        output.clear();
-        conversation.feed(&device, format!("{command}\n").as_bytes(), &mut output);
-        let reply: Value = serde_json::from_slice(&output).unwrap();
-        let desc = reply["error"]["desc"].as_str().unwrap();
+        let desc = session.error(format!("{command}\n").as_bytes());
         assert!(desc.starts_with(want), "{command}: {desc}");
         assert!(desc.len() < 160, "{} characters: {desc}", desc.len());
     }
     // A literal too large for 64 bits arrives as a float, and is still out of range.
-    output.clear();
-    conversation.feed(
-        &device,
+    let desc = session.error(
         b"{\"execute\": \"pvmouse-send\", \"arguments\": {\"display\": 18446744073709551616}}\n",
-        &mut output,
     );
-    let reply: Value = serde_json::from_slice(&output).unwrap();
-    let desc = reply["error"]["desc"].as_str().unwrap();
     assert!(
         desc.starts_with("Parameter 'display' out of range: 1.8446744073709552e19"),
         "{desc}"

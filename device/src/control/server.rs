@@ -247,7 +247,9 @@ impl ControlServer {
                     .output
                     .extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
                 let _ = Self::flush(&self.epoll, token, client);
-                tracing::info!(
+                // The client itself is told why; at info level, a flood of idle connections
+                // would become a flood of log lines.
+                tracing::debug!(
                     client = token,
                     "closing a control client that never negotiated"
                 );

@@ -161,14 +161,15 @@ pub(crate) fn nearest(v: f64) -> i32 {
     v.round() as i32
 }
 
+/// 1024x768 to the left of 1280x1024, the layout most tests use.
+#[cfg(test)]
+pub(crate) fn two() -> Layout {
+    Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0").expect("a valid layout")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn two() -> Layout {
-        // 1024x768 to the left of 1280x1024.
-        Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0").unwrap()
-    }
 
     #[test]
     fn bounding_box_covers_every_display() {

@@ -162,11 +162,7 @@ struct DisplayEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn two() -> Layout {
-        // 1024x768 to the left of 1280x1024.
-        Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0").unwrap()
-    }
+    use crate::layout::two;
 
     #[test]
     fn bad_specs_say_what_is_wrong() {
