@@ -189,7 +189,6 @@ impl Mapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::OUTPUT_MAX;
     use pvmouse_spec::evdev::{BTN_LEFT, BTN_RIGHT, EV_MSC, MSC_RAW, REL_WHEEL, REL_WHEEL_HI_RES};
     use pvmouse_spec::profile::AXIS_MAX;
 
@@ -228,11 +227,14 @@ mod tests {
             ],
         );
         assert_eq!(out.len(), 2, "a heartbeat echo makes no frame");
+        // Display 1's last pixel, (2303, 1023): the centre of the desktop's last column and row.
+        let (u, v) = m.layout.to_output(2303, 1023);
+        assert_eq!((u, v), (65521, 65503));
         assert_eq!(
             out[0],
             [
-                ev(EV_ABS, ABS_X, OUTPUT_MAX),
-                ev(EV_ABS, ABS_Y, OUTPUT_MAX),
+                ev(EV_ABS, ABS_X, u),
+                ev(EV_ABS, ABS_Y, v),
                 ev(EV_KEY, BTN_LEFT, 1)
             ]
         );
@@ -250,8 +252,10 @@ mod tests {
             &mut m,
             &[ev(EV_ABS, DISPLAY_AXIS, 1), InputEvent::syn_report()],
         );
-        let want = crate::layout::nearest(1024.0_f64 / 2303.0 * 65535.0);
-        assert_eq!(out[0], [ev(EV_ABS, ABS_X, want), ev(EV_ABS, ABS_Y, 0)]);
+        // Display 1's first pixel, (1024, 0), aimed at its centre.
+        let (u, v) = m.layout.to_output(1024, 0);
+        assert_eq!(u, crate::layout::nearest(1024.5 / 2304.0 * 65535.0));
+        assert_eq!(out[0], [ev(EV_ABS, ABS_X, u), ev(EV_ABS, ABS_Y, v)]);
     }
 
     #[test]
@@ -292,6 +296,9 @@ mod tests {
             &[ev(EV_ABS, DISPLAY_AXIS, 1), InputEvent::syn_report()],
         );
         let f = m.set_layout(Layout::parse_spec("1=1000x1000@0,0,0=1000x1000@1000,0").unwrap());
-        assert_eq!(f.as_slice(), [ev(EV_ABS, ABS_X, 0), ev(EV_ABS, ABS_Y, 0)]);
+        // Display 1 is now the left one: its first pixel, (0, 0).
+        let (u, v) = m.layout.to_output(0, 0);
+        assert_eq!((u, v), (16, 33));
+        assert_eq!(f.as_slice(), [ev(EV_ABS, ABS_X, u), ev(EV_ABS, ABS_Y, v)]);
     }
 }

@@ -34,19 +34,21 @@ impl Desk {
         }
     }
 
-    /// pixel = L + v/65535·size, clamped to the display; output = pixel/(box − 1)·65535.
+    /// spec/pvmouse.md: the device value a = round(v·65535) means the pixel that contains
+    /// L + a/65535·size, the far edge on the last pixel; the bridge aims at that pixel's centre
+    /// over the bounding box: round((pixel − box + ½) / box size · 65535).
     fn expect(&self, display: usize, x: f64, y: f64) -> (i32, i32) {
         let (lx, ly, w, h) = self.displays[display];
-        let v = |n: f64| (n * 65535.0).round() / 65535.0;
-        let px = (f64::from(lx) + v(x) * f64::from(w))
-            .clamp(f64::from(lx), f64::from(lx) + f64::from(w) - 1.0);
-        let py = (f64::from(ly) + v(y) * f64::from(h))
-            .clamp(f64::from(ly), f64::from(ly) + f64::from(h) - 1.0);
         let (bx, by, bw, bh) = self.bounds;
-        (
-            round_to_i32((px - f64::from(bx)) / f64::from(bw - 1) * 65535.0),
-            round_to_i32((py - f64::from(by)) / f64::from(bh - 1) * 65535.0),
-        )
+        let axis = |v: f64, origin: i32, size: u32, box_origin: i32, box_size: u32| {
+            let a = (v * 65535.0).round();
+            let offset = (a * f64::from(size) / 65535.0)
+                .floor()
+                .min(f64::from(size) - 1.0);
+            let pixel = f64::from(origin) + offset;
+            round_to_i32((pixel - f64::from(box_origin) + 0.5) / f64::from(box_size) * 65535.0)
+        };
+        (axis(x, lx, w, bx, bw), axis(y, ly, h, by, bh))
     }
 }
 

@@ -113,30 +113,34 @@ impl Layout {
         self.bounds
     }
 
-    /// The desktop pixel for a point on `display` at pvmouse coordinates (0..=65535 each):
-    /// `L + v/65535 · size`, clamped to the display so an edge never lands on a neighbour.
-    pub fn to_desktop(&self, display: u8, x: i32, y: i32) -> Option<(f64, f64)> {
+    /// The desktop pixel a point on `display` at pvmouse coordinates (0..=65535 each) means,
+    /// as spec/pvmouse.md defines it: the pixel that contains `L + v/65535 · size`, with the far
+    /// edge (v = 65535) on the display's last pixel, so an edge never lands on a neighbour.
+    /// Integer arithmetic: the same pixel on every machine.
+    pub fn to_desktop(&self, display: u8, x: i32, y: i32) -> Option<(i64, i64)> {
         let r = self.displays.get(&display)?;
         let axis = |origin: i32, size: u32, v: i32| {
-            let n = f64::from(v.clamp(0, AXIS_MAX)) / f64::from(AXIS_MAX);
-            let p = f64::from(origin) + n * f64::from(size);
-            p.clamp(f64::from(origin), f64::from(origin) + f64::from(size) - 1.0)
+            let v = i64::from(v.clamp(0, AXIS_MAX));
+            let size = i64::from(size);
+            i64::from(origin) + (v * size / i64::from(AXIS_MAX)).min(size - 1)
         };
         Some((axis(r.x, r.width, x), axis(r.y, r.height, y)))
     }
 
-    /// The uinput value for a desktop pixel: the bounding box's first pixel is 0 and its last
-    /// is OUTPUT_MAX, which is how libinput maps an absolute device onto the whole desktop.
-    pub fn to_output(&self, px: f64, py: f64) -> (i32, i32) {
-        let axis = |p: f64, origin: i32, size: u32| {
-            let span = f64::from(size.max(2) - 1);
-            let v = (p - f64::from(origin)) / span * f64::from(OUTPUT_MAX);
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "rounded and clamped to 0..=OUTPUT_MAX"
-            )]
-            let v = v.round().clamp(0.0, f64::from(OUTPUT_MAX)) as i32;
-            v
+    /// The uinput value that puts the pointer on a desktop pixel: the value at the pixel's
+    /// centre, with the bounding box spread over 0..=OUTPUT_MAX. libinput and the display
+    /// servers scale that range over the whole desktop; X then truncates to a pixel, and the
+    /// Wayland compositors keep the fraction. Aiming at the centre lands on the pixel in both,
+    /// whether a server divides by OUTPUT_MAX or OUTPUT_MAX + 1 (a difference of at most
+    /// `width / 65536` of a pixel).
+    pub fn to_output(&self, px: i64, py: i64) -> (i32, i32) {
+        let axis = |p: i64, origin: i32, size: u32| {
+            let size = i64::from(size.max(1));
+            let offset = (p - i64::from(origin)).clamp(0, size - 1);
+            let max = i64::from(OUTPUT_MAX);
+            // (offset + ½) / size · max, rounded to nearest.
+            let value = ((2 * offset + 1) * max + size) / (2 * size);
+            i32::try_from(value.clamp(0, max)).unwrap_or(OUTPUT_MAX)
         };
         (
             axis(px, self.bounds.x, self.bounds.width),
@@ -195,56 +199,86 @@ mod tests {
     }
 
     #[test]
-    fn points_map_by_the_formula_and_clamp_to_their_display() {
+    fn a_position_means_the_pixel_that_contains_it() {
         let l = two();
-        assert_eq!(l.to_desktop(0, 0, 0), Some((0.0, 0.0)));
-        // Half-way across display 0 is pixel 512.
-        assert_eq!(l.to_desktop(0, 32768, 0).map(|p| p.0.round()), Some(512.0));
+        assert_eq!(l.to_desktop(0, 0, 0), Some((0, 0)));
+        // 32768/65535 of 1024 is 512.0078: pixel 512.
+        assert_eq!(l.to_desktop(0, 32768, 0), Some((512, 0)));
+        // Just below 512.0 is still pixel 511.
+        assert_eq!(l.to_desktop(0, 32767, 0), Some((511, 0)));
         // The far edge of display 0 stays on display 0 (1023), not display 1's first pixel.
-        assert_eq!(l.to_desktop(0, AXIS_MAX, AXIS_MAX), Some((1023.0, 767.0)));
-        assert_eq!(l.to_desktop(1, 0, 0), Some((1024.0, 0.0)));
-        assert_eq!(l.to_desktop(1, AXIS_MAX, AXIS_MAX), Some((2303.0, 1023.0)));
+        assert_eq!(l.to_desktop(0, AXIS_MAX, AXIS_MAX), Some((1023, 767)));
+        assert_eq!(l.to_desktop(1, 0, 0), Some((1024, 0)));
+        assert_eq!(l.to_desktop(1, AXIS_MAX, AXIS_MAX), Some((2303, 1023)));
         assert_eq!(l.to_desktop(2, 0, 0), None, "unknown display");
-        // Fractional coordinates stay fractional until the final rounding.
-        let (px, _) = l.to_desktop(0, 1, 0).unwrap();
-        assert!(px > 0.0 && px < 0.1);
     }
 
     #[test]
-    fn output_values_span_the_bounding_box() {
+    fn a_host_aiming_at_a_pixel_centre_gets_that_pixel() {
+        // spec/pvmouse.md: to hit pixel P of a display S pixels wide, send (P + 0.5) / S.
         let l = two();
-        assert_eq!(l.map(0, 0, 0), Some((0, 0)));
-        assert_eq!(l.map(1, AXIS_MAX, AXIS_MAX), Some((OUTPUT_MAX, OUTPUT_MAX)));
-        // Display 1's first pixel: 1024 of 0..=2303.
-        let want = nearest(1024.0_f64 / 2303.0 * 65535.0);
-        assert_eq!(l.map(1, 0, 0), Some((want, 0)));
-        // Display 0's bottom edge is pixel 767 of 0..=1023 vertically.
-        assert_eq!(
-            l.map(0, 0, AXIS_MAX),
-            Some((0, nearest(767.0_f64 / 1023.0 * 65535.0)))
-        );
+        for (display, size) in [(0u8, 1024i64), (1, 1280)] {
+            for p in 0..size {
+                let v = (p as f64 + 0.5) / size as f64;
+                let a = nearest(v * f64::from(AXIS_MAX));
+                let left = if display == 0 { 0 } else { 1024 };
+                assert_eq!(l.to_desktop(display, a, 0).unwrap().0, left + p);
+            }
+        }
+    }
+
+    /// The pixel X puts the pointer on for a uinput value: libinput and X spread 0..=65535
+    /// over the desktop's width, and X truncates. Both divisors seen in servers are tried.
+    fn x_pixel(value: i32, width: u32, divisor: f64) -> i64 {
+        i64::from(nearest(
+            (f64::from(value) * f64::from(width) / divisor).floor(),
+        ))
     }
 
     #[test]
-    fn stacked_and_gapped_displays_and_a_single_one() {
+    fn every_pixel_is_hit_exactly_by_a_truncating_server() {
+        let l = two();
+        for px in 0..2304 {
+            let (u, _) = l.to_output(px, 0);
+            for divisor in [65535.0, 65536.0] {
+                assert_eq!(x_pixel(u, 2304, divisor), px, "pixel {px}, value {u}");
+            }
+        }
+        for py in 0..1024 {
+            let (_, v) = l.to_output(0, py);
+            assert_eq!(x_pixel(v, 1024, 65535.0), py, "row {py}");
+        }
+    }
+
+    #[test]
+    fn stacked_gapped_and_single_layouts_aim_at_pixel_centres() {
         let stacked = Layout::parse_spec("0=800x600@0,0,1=800x600@0,600").unwrap();
+        // Row 600 of 1200: its centre is 600.5 / 1200 of the range.
         assert_eq!(
             stacked.map(1, 0, 0),
-            Some((0, nearest(600.0_f64 / 1199.0 * 65535.0)))
+            Some((
+                nearest(0.5 / 800.0 * 65535.0),
+                nearest(600.5 / 1200.0 * 65535.0)
+            ))
         );
         let gap = Layout::parse_spec("0=100x100@0,0,1=100x100@200,0").unwrap();
         assert_eq!(gap.bounds().width, 300);
         assert_eq!(
-            gap.map(1, 0, 0),
-            Some((nearest(200.0_f64 / 299.0 * 65535.0), 0))
+            gap.map(1, 0, 0).unwrap().0,
+            nearest(200.5 / 300.0 * 65535.0)
         );
         let single = Layout::parse_spec("0=1920x1080@0,0").unwrap();
-        assert_eq!(single.map(0, AXIS_MAX, 0), Some((OUTPUT_MAX, 0)));
-        // The centre: pixel 32768/65535·1920 of 0..=1919, then scaled to 0..=65535. libinput
-        // maps 32785 back to pixel 960, the centre.
-        let px = 32768.0_f64 / 65535.0 * 1920.0;
-        let want = nearest(px / 1919.0 * 65535.0);
-        assert_eq!(want, 32785);
-        assert_eq!(single.map(0, 32768, 32768).map(|p| p.0), Some(want));
+        assert_eq!(
+            single.map(0, AXIS_MAX, 0),
+            Some((
+                nearest(1919.5 / 1920.0 * 65535.0),
+                nearest(0.5 / 1080.0 * 65535.0)
+            ))
+        );
+        // Half-way is pixel 960: 32768/65535 of 1920 is 960.03.
+        assert_eq!(
+            single.map(0, 32768, 32768).unwrap().0,
+            nearest(960.5 / 1920.0 * 65535.0)
+        );
     }
 }

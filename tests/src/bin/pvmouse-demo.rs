@@ -50,15 +50,19 @@ fn scale(v: f64) -> i32 {
     round_to_i32(v * f64::from(AXIS_MAX))
 }
 
-/// The bridge's mapping, from guest-uinput/README.md: pixel = L + v/65535·size clamped to the
-/// display, then scaled over the bounding box to 0..=65535.
+/// The bridge's mapping, from spec/pvmouse.md: the pixel that contains L + x/65535·size (the
+/// far edge on the display's last pixel), aimed at its centre over the desktop's 0..=65535.
 fn desktop_value(display: i32, x: i32, y: i32) -> (i32, i32) {
     let (lx, ly, w, h) = DISPLAYS[usize::try_from(display).unwrap_or(0)];
-    let px = (lx + f64::from(x) / f64::from(AXIS_MAX) * w).clamp(lx, lx + w - 1.0);
-    let py = (ly + f64::from(y) / f64::from(AXIS_MAX) * h).clamp(ly, ly + h - 1.0);
+    let pixel = |origin: f64, size: f64, v: i32| {
+        origin
+            + (f64::from(v) * size / f64::from(AXIS_MAX))
+                .floor()
+                .min(size - 1.0)
+    };
     (
-        round_to_i32(px / (DESKTOP.0 - 1.0) * 65535.0),
-        round_to_i32(py / (DESKTOP.1 - 1.0) * 65535.0),
+        round_to_i32((pixel(lx, w, x) + 0.5) / DESKTOP.0 * 65535.0),
+        round_to_i32((pixel(ly, h, y) + 0.5) / DESKTOP.1 * 65535.0),
     )
 }
 
