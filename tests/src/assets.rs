@@ -249,6 +249,10 @@ pub const GUEST_MODULES: &[&str] = &[
     "xhci_pci",
     "uhci_hcd",
     "virtio_gpu",
+    // The desktop image's root disk (jbd2 needs crc32c at mount time, not at load time).
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
 ];
 
 fn module_key(name: &str) -> String {
@@ -378,14 +382,57 @@ step "loading modules"
 for m in $(cat /etc/pvmouse-modules); do
   insmod /lib/modules/$m.ko || step "insmod failed: $m"
 done
+root=$(sed -n 's/.*pvmouse\.root=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$root" ]; then
+  step "mounting the desktop root $root"
+  mkdir -p /newroot
+  mount -t ext4 "$root" /newroot || step "cannot mount $root"
+  mount -t tmpfs tmpfs /newroot/opt
+  cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /desktop-init /newroot/opt/
+  for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
+  exec switch_root /newroot /opt/desktop-init
+fi
 step "starting the probe"
 /bin/pvmouse-guest-probe pvmouse.probe
 step "probe exited"
 poweroff -f
 "#;
 
+/// The desktop image's init, after the busybox initramfs switched to it: udev (display
+/// servers find their devices through it), then the probe, which starts everything else.
+const DESKTOP_INIT: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/opt
+step() { echo "pvmouse-boot: $1" > /dev/ttyS0; }
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+for d in /run /tmp /dev/shm; do mount -t tmpfs tmpfs $d; done
+step "starting udev"
+/lib/systemd/systemd-udevd --daemon
+udevadm trigger --action=add
+udevadm settle
+step "starting the probe"
+/opt/pvmouse-guest-probe pvmouse.probe
+step "probe exited"
+poweroff -f
+"#;
+
 /// The initramfs: busybox, the modules in load order, udevadm, the probe, and an init that
 /// reports each boot step on the console.
+/// The desktop root filesystem image, built by `scripts/build-desktop-image` on first use
+/// (Debian's packages, about 90 s) and cached under `target/pvmouse-desktop/`.
+pub fn desktop_image() -> Result<PathBuf, AssetError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            guest_kernel().map_err(|e| e.to_string())?;
+            let script = workspace_root().join("scripts/build-desktop-image");
+            run("desktop image", &mut Command::new(&script)).map_err(|e| e.to_string())?;
+            Ok(workspace_root().join("target/pvmouse-desktop/rootfs.ext4"))
+        })
+        .clone()
+        .map_err(|e| fail("desktop image", e))
+}
+
 pub fn build_initramfs() -> Result<PathBuf, AssetError> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
@@ -422,6 +469,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
         img.dir(d);
     }
     img.file("init", 0o755, INIT.as_bytes());
+    img.file("desktop-init", 0o755, DESKTOP_INIT.as_bytes());
     img.file("bin/busybox", 0o755, &read(Path::new("/bin/busybox"))?);
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
     img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);

@@ -43,6 +43,10 @@ pub struct VmConfig {
     pub kernel_args: Vec<String>,
     /// Put pvmouse on this bus (e.g. the hot-pluggable root port `rp1`) instead of the root.
     pub pvmouse_bus: Option<String>,
+    /// Boot the desktop image (`scripts/build-desktop-image`: Xorg, Weston, sway, mutter) as the
+    /// root filesystem, with a two-output virtio-gpu, two vCPUs and 1.5 GiB, instead of the
+    /// busybox guest. The probe runs there too; display servers are started through it.
+    pub desktop: bool,
     pub boot_timeout: Duration,
 }
 
@@ -58,6 +62,7 @@ impl Default for VmConfig {
             extra_qemu_args: Vec::new(),
             kernel_args: Vec::new(),
             pvmouse_bus: None,
+            desktop: false,
             boot_timeout: Duration::from_secs(secs),
         }
     }
@@ -109,6 +114,8 @@ struct QemuLaunch {
     config: VmConfig,
     vmlinuz: PathBuf,
     initramfs: PathBuf,
+    /// The desktop root filesystem image, when the config asks for it.
+    desktop: Option<PathBuf>,
 }
 
 impl Vm {
@@ -137,6 +144,12 @@ impl Vm {
         step = "preparing the guest kernel and initramfs";
         let kernel = assets::guest_kernel().map_err(|e| boot_err(step, e.to_string()))?;
         let initramfs = assets::build_initramfs().map_err(|e| boot_err(step, e.to_string()))?;
+        let desktop = if config.desktop {
+            step = "building the desktop image";
+            Some(assets::desktop_image().map_err(|e| boot_err(step, e.to_string()))?)
+        } else {
+            None
+        };
 
         let dir = tempfile::Builder::new().prefix("pvmouse-vm-").tempdir()?;
         let guest = GuestLinks {
@@ -157,6 +170,7 @@ impl Vm {
             config,
             vmlinuz: kernel.vmlinuz.clone(),
             initramfs,
+            desktop,
         };
         let (qemu, probe) = match launch.start(dir.path(), &guest, &console) {
             Ok(started) => started,
@@ -272,29 +286,43 @@ impl QemuLaunch {
             console: tail(console, 25),
         };
         let step = "starting QEMU";
+        // The desktop runs display servers: more memory and a second vCPU.
+        let (memory, cpus) = if self.desktop.is_some() {
+            ("1536", "2")
+        } else {
+            ("256", "1")
+        };
+        let mut kernel_args = self.config.kernel_args.clone();
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(accel_args())
             .args([
                 "-m",
-                "256",
+                memory,
                 "-smp",
-                "1",
+                cpus,
                 "-nodefaults",
                 "-no-user-config",
                 "-display",
                 "none",
             ])
-            .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+            .arg("-object")
+            .arg(format!(
+                "memory-backend-memfd,id=mem,size={memory}M,share=on"
+            ))
             .args(["-machine", "q35,memory-backend=mem"])
             .arg("-kernel")
             .arg(&self.vmlinuz)
             .arg("-initrd")
             .arg(&self.initramfs)
             .arg("-append")
-            .arg(format!(
-                "console=ttyS0 quiet panic=-1 {}",
-                self.config.kernel_args.join(" ")
-            ))
+            .arg(format!("console=ttyS0 quiet panic=-1 {}", {
+                if self.desktop.is_some() {
+                    // With -display none QEMU reports the second output disconnected.
+                    kernel_args
+                        .extend(["video=Virtual-2:e".into(), "pvmouse.root=/dev/vda".into()]);
+                }
+                kernel_args.join(" ")
+            }))
             .arg("-chardev")
             .arg(format!(
                 "socket,id=con,path={}",
@@ -327,6 +355,15 @@ impl QemuLaunch {
                     }
                     None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
                 });
+        }
+        if let Some(image) = &self.desktop {
+            // snapshot=on: every boot starts from the pristine image.
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},if=virtio,format=raw,snapshot=on",
+                    image.display()
+                ))
+                .args(["-device", "virtio-gpu-pci,max_outputs=2"]);
         }
         qemu.args(&self.config.extra_qemu_args)
             .arg("-no-reboot")
