@@ -29,7 +29,9 @@ pub enum Source {
 
 impl Source {
     /// The order sources are tried in; the first that has a layout wins, and [`Source::Fallback`]
-    /// serves when none has.
+    /// serves when none has. What the operator said beats what the bridge can find out, and a
+    /// source that knows the desktop better than the kernel's modes (a compositor's own
+    /// arrangement, say) belongs before [`Source::Drm`].
     pub const ORDER: [Source; 3] = [Source::CommandLine, Source::File, Source::Drm];
 }
 
