@@ -75,6 +75,42 @@ fn one_bad_input_gets_one_reply_however_it_is_split() {
     }
 }
 
+#[test]
+fn a_command_cut_short_does_not_swallow_the_commands_after_it() {
+    for bad in [
+        &b"{\"execute\": \"pvmouse-send\", \"arguments\": {\"x\": 0.5\n"[..],
+        b"{nonsense\n",
+        b"[1, 2\n",
+    ] {
+        let mut stream = b"{\"execute\": \"qmp_capabilities\"}\n".to_vec();
+        stream.extend_from_slice(bad);
+        for id in 0..5 {
+            stream.extend_from_slice(
+                format!("{{\"execute\": \"query-version\", \"id\": {id}}}\n").as_bytes(),
+            );
+        }
+        for piece in [1, 2, 7, stream.len()] {
+            let replies = replies(&stream, piece);
+            let text = String::from_utf8_lossy(bad);
+            assert_eq!(
+                replies.len(),
+                7,
+                "{text:?} in pieces of {piece}: {replies:?}"
+            );
+            assert!(
+                replies[1]["error"]["desc"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("JSON parse error")
+            );
+            for (id, reply) in replies[2..].iter().enumerate() {
+                assert_eq!(reply["id"], id, "{text:?}: {reply}");
+                assert!(reply["return"].is_object(), "{text:?}: {reply}");
+            }
+        }
+    }
+}
+
 /// A conversation that has negotiated, with its device.
 struct Session {
     device: PvMouse,

@@ -10,7 +10,7 @@ use pvmouse_spec::control::MAX_COMMAND_BYTES;
 use serde_json::Value;
 
 use super::commands::{Session, execute};
-use super::framing::{ValueFramer, parse_value};
+use super::framing::{Scan, ValueFramer, parse_value};
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
 
@@ -77,19 +77,42 @@ impl Conversation {
         if value.is_empty() {
             return false;
         }
-        let Some(end) = self.framer.scan(value) else {
-            if value.len() > MAX_COMMAND_BYTES {
+        let end = match self.framer.scan(value) {
+            Scan::Complete(end) => end,
+            Scan::Incomplete => {
+                if value.len() > MAX_COMMAND_BYTES {
+                    let err = QmpError::generic(format!(
+                        "command too long: over {MAX_COMMAND_BYTES} bytes without a complete \
+                         JSON value; skipped to the next newline"
+                    ));
+                    output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
+                    self.framer = ValueFramer::default();
+                    self.start = self.input.len();
+                    self.skipping = true;
+                }
+                return false;
+            }
+            Scan::Invalid(at) => {
                 let err = QmpError::generic(format!(
-                    "command too long: over {MAX_COMMAND_BYTES} bytes without a complete JSON \
-                     value; skipped to the next newline"
+                    "JSON parse error: {}; input skipped to the next newline",
+                    syntax_error(&value[..=at])
                 ));
                 output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
                 self.framer = ValueFramer::default();
-                self.start = self.input.len();
-                self.skipping = true;
+                // A command cut short on an earlier line must not take the next line's
+                // command with it: when the bad byte opens a line of its own, the next value
+                // starts there. Otherwise the rest of the line goes with the bad input, so
+                // that one bad input gets one reply. Either way the input moves forward.
+                self.start += at;
+                let opens_a_line = value[..at]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .is_some_and(|newline| value[newline..at].iter().all(u8::is_ascii_whitespace));
+                self.skipping = !opens_a_line;
+                return true;
             }
-            return false;
         };
+        // The grammar is right; the parser still checks strings, numbers and duplicate keys.
         let reply = match parse_value(&value[..end]) {
             Ok(value) => reply_to(device, &mut self.session, value),
             Err(e) => {
@@ -106,6 +129,19 @@ impl Conversation {
         self.start += end;
         self.framer = ValueFramer::default();
         true
+    }
+}
+
+/// What the parser says of `bytes`, whose last byte is where the framer found the value cannot
+/// go on; the framer's own words if the parser has none.
+fn syntax_error(bytes: &[u8]) -> String {
+    match parse_value(bytes) {
+        Err(e) if !e.is_eof() => e.to_string(),
+        _ => format!(
+            "unexpected {:?} at byte {}",
+            char::from(bytes[bytes.len() - 1]),
+            bytes.len()
+        ),
     }
 }
 

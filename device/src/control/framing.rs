@@ -13,49 +13,83 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Finds the end of the top-level JSON value that starts a stream. Whitespace before the value
-/// is the caller's to skip; the framer is fed from the value's first byte on.
+/// How deep values may nest, as serde_json allows: deeper is a syntax error, caught at once.
+const MAX_DEPTH: usize = 128;
+
+/// What the framer expects next, outside strings and bare tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Expect {
+    /// A value (at the top, after `:` or after `,` in an array).
+    #[default]
+    Value,
+    /// A value or `]`, just after `[`.
+    ValueOrClose,
+    /// A key or `}`, just after `{`.
+    KeyOrClose,
+    /// A key, after `,` in an object.
+    Key,
+    Colon,
+    /// `,` or the closing bracket of the innermost container.
+    CommaOrClose,
+}
+
+/// What [`ValueFramer::scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// More bytes are needed.
+    Incomplete,
+    /// The value is this many bytes long.
+    Complete(usize),
+    /// The byte at this offset cannot continue the value: a syntax error, known at once.
+    Invalid(usize),
+}
+
+/// Finds the end of the top-level JSON value that starts a stream, and the first byte that
+/// cannot belong to it. Whitespace before the value is the caller's to skip; the framer is fed
+/// from the value's first byte on. It checks the grammar of brackets, separators, keys and
+/// strings, not what is inside a string or a number: the parser says that, once the value is
+/// complete. Checking the grammar as bytes arrive is what makes a malformed command (an
+/// unclosed `{`, say) an error where it goes wrong, instead of swallowing every later command.
 #[derive(Debug, Default, Clone)]
 pub struct ValueFramer {
     /// Bytes of the value looked at so far.
     seen: usize,
-    depth: u32,
+    /// Open containers, innermost last: `{` or `[`.
+    open: Vec<u8>,
+    expect: Expect,
     in_string: bool,
+    /// The string being read is an object key.
+    key: bool,
     escaped: bool,
-    /// A number or literal (`true`, `null`, …) at the top level: it ends at the first byte that
-    /// cannot belong to it, so the end of the received bytes says nothing yet.
+    /// Inside a number or literal (`true`, `null`, …): it ends at the first byte that cannot
+    /// belong to it, so the end of the received bytes says nothing yet.
     bare: bool,
 }
 
-/// Bytes that end a bare top-level value.
+/// Bytes that end a bare token.
 fn delimits(b: u8) -> bool {
     b.is_ascii_whitespace() || matches!(b, b'{' | b'}' | b'[' | b']' | b'"' | b',' | b':')
 }
 
 impl ValueFramer {
     /// Looks at the bytes of `value` not yet seen. `value` is the whole value so far, from its
-    /// first byte. Returns the value's length once its end is in `value`.
-    pub fn scan(&mut self, value: &[u8]) -> Option<usize> {
+    /// first byte.
+    pub fn scan(&mut self, value: &[u8]) -> Scan {
         while let Some(&b) = value.get(self.seen) {
-            let first = self.seen == 0;
-            self.seen += 1;
-            if first {
-                match b {
-                    b'{' | b'[' => self.depth = 1,
-                    b'"' => self.in_string = true,
-                    // A closing bracket or separator where a value should start is one byte
-                    // of bad input: end it here, and let the parser say what is wrong.
-                    b'}' | b']' | b',' | b':' => return Some(1),
-                    _ => self.bare = true,
-                }
-                continue;
-            }
+            let at = self.seen;
             if self.bare {
-                if delimits(b) {
-                    return Some(self.seen - 1);
+                if !delimits(b) {
+                    self.seen += 1;
+                    continue;
+                }
+                // The delimiter is not part of the token: look at it again as what follows.
+                self.bare = false;
+                if self.value_done() {
+                    return Scan::Complete(at);
                 }
                 continue;
             }
+            self.seen += 1;
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
@@ -63,31 +97,95 @@ impl ValueFramer {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
-                    if self.depth == 0 {
-                        return Some(self.seen);
+                    if self.key {
+                        self.key = false;
+                        self.expect = Expect::Colon;
+                    } else if self.value_done() {
+                        return Scan::Complete(self.seen);
                     }
                 }
                 continue;
             }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth -= 1;
-                    if self.depth == 0 {
-                        return Some(self.seen);
+            if b.is_ascii_whitespace() {
+                continue;
+            }
+            let ok = match (self.expect, b) {
+                (Expect::KeyOrClose | Expect::Key, b'"') => {
+                    self.in_string = true;
+                    self.key = true;
+                    true
+                }
+                (Expect::Colon, b':') => {
+                    self.expect = Expect::Value;
+                    true
+                }
+                (Expect::ValueOrClose, b']') | (Expect::KeyOrClose, b'}') => {
+                    self.open.pop();
+                    if self.value_done() {
+                        return Scan::Complete(self.seen);
+                    }
+                    true
+                }
+                (Expect::CommaOrClose, b',') => {
+                    self.expect = if self.open.last() == Some(&b'{') {
+                        Expect::Key
+                    } else {
+                        Expect::Value
+                    };
+                    true
+                }
+                (Expect::CommaOrClose, b'}' | b']') if self.open.last() == Some(&closer(b)) => {
+                    self.open.pop();
+                    if self.value_done() {
+                        return Scan::Complete(self.seen);
+                    }
+                    true
+                }
+                (Expect::Value | Expect::ValueOrClose, b'{' | b'[') => {
+                    if self.open.len() == MAX_DEPTH {
+                        false
+                    } else {
+                        self.open.push(b);
+                        self.expect = if b == b'{' {
+                            Expect::KeyOrClose
+                        } else {
+                            Expect::ValueOrClose
+                        };
+                        true
                     }
                 }
-                _ => {}
+                (Expect::Value | Expect::ValueOrClose, b'"') => {
+                    self.in_string = true;
+                    true
+                }
+                (Expect::Value | Expect::ValueOrClose, _) if !delimits(b) => {
+                    self.bare = true;
+                    true
+                }
+                _ => false,
+            };
+            if !ok {
+                return Scan::Invalid(at);
             }
         }
-        None
+        Scan::Incomplete
+    }
+
+    /// A value ended: true if it was the top-level one.
+    fn value_done(&mut self) -> bool {
+        self.expect = Expect::CommaOrClose;
+        self.open.is_empty()
     }
 
     /// How many bytes of the current value have been looked at.
     pub fn seen(&self) -> usize {
         self.seen
     }
+}
+
+/// The opening bracket a closing one matches.
+fn closer(close: u8) -> u8 {
+    if close == b'}' { b'{' } else { b'[' }
 }
 
 /// Parses one complete JSON value, refusing an object that repeats a key at any depth.
@@ -190,11 +288,12 @@ mod tests {
                     pending.drain(..start);
                 }
                 match framer.scan(&pending) {
-                    Some(end) => {
+                    Scan::Complete(end) => {
                         out.push(pending.drain(..end).collect());
                         framer = ValueFramer::default();
                     }
-                    None => break,
+                    Scan::Incomplete => break,
+                    Scan::Invalid(at) => panic!("invalid at {at}: {pending:?}"),
                 }
             }
         }
@@ -223,16 +322,38 @@ mod tests {
     #[test]
     fn a_bare_value_at_the_end_of_the_bytes_is_not_yet_complete() {
         let mut f = ValueFramer::default();
-        assert_eq!(f.scan(b"12"), None);
-        assert_eq!(f.scan(b"123"), None);
-        assert_eq!(f.scan(b"123\n"), Some(3));
+        assert_eq!(f.scan(b"12"), Scan::Incomplete);
+        assert_eq!(f.scan(b"123"), Scan::Incomplete);
+        assert_eq!(f.scan(b"123\n"), Scan::Complete(3));
     }
 
     #[test]
-    fn stray_closers_are_one_byte_values() {
-        for b in [b"}", b"]", b",", b":"] {
-            assert_eq!(ValueFramer::default().scan(b), Some(1));
+    fn grammar_errors_are_found_at_the_byte_where_they_are() {
+        for (text, at) in [
+            (&b"}"[..], 0),
+            (b"]", 0),
+            (b",", 0),
+            (b":", 0),
+            // An unclosed object followed by the next command: caught at the next `{`.
+            (b"{\"x\": 0.5\n{\"execute\": 1}", 10),
+            (b"{nonsense", 1),
+            (b"{\"a\" 1}", 5),
+            (b"{\"a\": 1 \"b\": 2}", 8),
+            (b"[1, 2}", 5),
+            (b"{\"a\": 1]", 7),
+            (b"[,]", 1),
+            (b"{\"a\":}", 5),
+        ] {
+            let got = ValueFramer::default().scan(text);
+            assert_eq!(
+                got,
+                Scan::Invalid(at),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
+        let deep = vec![b'['; MAX_DEPTH + 1];
+        assert_eq!(ValueFramer::default().scan(&deep), Scan::Invalid(MAX_DEPTH));
     }
 
     #[test]
@@ -241,11 +362,11 @@ mod tests {
         let mut value = b"{\"pad\": \"".to_vec();
         for _ in 0..10_000 {
             value.extend_from_slice(b"ab");
-            assert_eq!(f.scan(&value), None);
+            assert_eq!(f.scan(&value), Scan::Incomplete);
             assert_eq!(f.seen(), value.len());
         }
         value.extend_from_slice(b"\"}");
-        assert_eq!(f.scan(&value), Some(value.len()));
+        assert_eq!(f.scan(&value), Scan::Complete(value.len()));
     }
 
     #[test]
