@@ -174,3 +174,51 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
         assert_eq!(got, want, "display {d} ({x}, {y})");
     }
 }
+
+#[test]
+fn with_one_display_the_raw_device_is_a_pointer_in_xorg_without_the_bridge() {
+    let vm = Vm::boot(VmConfig {
+        desktop: true,
+        displays: 1,
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    sh(
+        &vm,
+        "Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &",
+    );
+    until(&vm, "DISPLAY=:0 xrandr --listmonitors", "Monitors:", WAIT);
+    sh(
+        &vm,
+        "DISPLAY=:0 xrandr --output Virtual-1 --mode 1280x1024 --pos 0x0 --output Virtual-2 --off",
+    );
+    until(
+        &vm,
+        "DISPLAY=:0 xrandr --listmonitors",
+        "Monitors: 1",
+        Duration::from_secs(10),
+    );
+    let screen = (0, 0, 1280, 1024);
+    let mut ctl: Qmp = vm.control().unwrap();
+    let mut rows = Vec::new();
+    for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
+        let x = (f64::from(px) + 0.5) / 1280.0;
+        let y = (f64::from(py) + 0.5) / 1024.0;
+        let want = expected_pixel(screen, x, y);
+        assert_eq!(want, (px, py), "the spec's own rule");
+        let start = Instant::now();
+        let mut got = (-1, -1);
+        // The first point also waits for X to pick the device up.
+        while got != want && start.elapsed() < WAIT {
+            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            got = x_pointer(&vm);
+        }
+        rows.push((want, got));
+    }
+    println!("raw pvmouse device in Xorg, one 1280x1024 monitor (expected, X server): {rows:?}");
+    for (want, got) in rows {
+        assert_eq!(got, want);
+    }
+}
