@@ -74,6 +74,8 @@ pub struct Binaries {
     pub backend: PathBuf,
     pub probe: PathBuf,
     pub guestd: PathBuf,
+    /// The Wayland pointer reader for desktop guests.
+    pub wl_reader: PathBuf,
 }
 
 /// Builds `vhost-user-pvmouse` and the guest probe, both linked statically against glibc so
@@ -93,7 +95,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                     .current_dir(&root)
                     .args(["build", "--release", "--target", triple])
                     .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
-                    .args(["-p", "pvmouse-guestd"])
+                    .args(["-p", "pvmouse-guestd", "-p", "pvmouse-wl-reader"])
                     .env("CARGO_TARGET_DIR", &target_dir)
                     .env(
                         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -106,6 +108,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                 backend: bin.join("vhost-user-pvmouse"),
                 probe: bin.join("pvmouse-guest-probe"),
                 guestd: bin.join("pvmouse-guestd"),
+                wl_reader: bin.join("pvmouse-wl-reader"),
             })
         })
         .clone()
@@ -388,7 +391,7 @@ if [ -n "$root" ]; then
   mkdir -p /newroot
   mount -t ext4 "$root" /newroot || step "cannot mount $root"
   mount -t tmpfs tmpfs /newroot/opt
-  cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /desktop-init /newroot/opt/
+  cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /bin/pvmouse-wl-reader /desktop-init /newroot/opt/
   for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
   exec switch_root /newroot /opt/desktop-init
 fi
@@ -473,6 +476,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
     img.file("bin/busybox", 0o755, &read(Path::new("/bin/busybox"))?);
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
     img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);
+    img.file("bin/pvmouse-wl-reader", 0o755, &read(&bins.wl_reader)?);
     img.file(
         "etc/udev/rules.d/70-pvmouse.rules",
         0o644,
