@@ -12,6 +12,9 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// One VM at a time: the machine has two cores, and a desktop guest takes both.
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs a shell command in the guest and returns its output; a failure fails the test.
 fn sh(vm: &Vm, command: &str) -> Vec<String> {
     let (rc, out) = vm.probe.run(command, WAIT).unwrap();
@@ -65,6 +68,7 @@ fn expected_pixel(rect: (i32, i32, i32, i32), x: f64, y: f64) -> (i32, i32) {
 
 #[test]
 fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = Vm::boot(VmConfig {
         desktop: true,
         ..VmConfig::default()
@@ -177,6 +181,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
 
 #[test]
 fn with_one_display_the_raw_device_is_a_pointer_in_xorg_without_the_bridge() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = Vm::boot(VmConfig {
         desktop: true,
         displays: 1,
