@@ -149,6 +149,37 @@ impl ProbeLink {
         Ok((code, out))
     }
 
+    /// Runs a shell command that must succeed; returns its output lines.
+    pub fn sh(&self, command: &str, timeout: Duration) -> Result<Vec<String>, String> {
+        match self.run(command, timeout)? {
+            (0, out) => Ok(out),
+            (rc, out) => Err(format!("{command}: exit {rc}: {out:?}")),
+        }
+    }
+
+    /// Runs a shell command again and again until it succeeds and a line of its output contains
+    /// `want`, for at most `limit`; returns that output, or the last one in the error.
+    pub fn sh_until(
+        &self,
+        command: &str,
+        want: &str,
+        limit: Duration,
+    ) -> Result<Vec<String>, String> {
+        let start = Instant::now();
+        loop {
+            let (rc, out) = self.run(command, limit)?;
+            if rc == 0 && out.iter().any(|l| l.contains(want)) {
+                return Ok(out);
+            }
+            if start.elapsed() >= limit {
+                return Err(format!(
+                    "{command} never printed {want:?} in {limit:?}; last: {out:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Every line received since `from`.
     pub fn lines(&self, from: usize) -> Vec<String> {
         let g = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());

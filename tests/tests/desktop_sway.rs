@@ -16,35 +16,29 @@ const WAIT: Duration = Duration::from_secs(60);
 const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
 const RUNTIME: &str = "/run/user/1000";
 
+/// A shell command in the guest that must succeed.
 fn sh(vm: &Vm, command: &str) -> Vec<String> {
-    let (rc, out) = vm.probe.run(command, WAIT).unwrap();
-    assert_eq!(rc, 0, "{command}: {out:?}");
-    out
+    vm.probe
+        .sh(command, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
 }
 
 fn logs(vm: &Vm) -> String {
-    sh(
-        vm,
-        "grep -vE 'Supported|extensions' /tmp/sway.log | cut -c1-200 | tail -n 40; \
-         tail -n 8 /tmp/seatd.log /tmp/guestd.log /tmp/reader.log 2>&1",
-    )
-    .join("\n")
+    let (_, out) = vm
+        .probe
+        .run(
+            "grep -vE 'Supported|extensions' /tmp/sway.log | cut -c1-200 | tail -n 40; \
+             tail -n 8 /tmp/seatd.log /tmp/guestd.log /tmp/reader.log 2>&1",
+            WAIT,
+        )
+        .unwrap_or_default();
+    out.join("\n")
 }
 
 fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let (_, out) = vm.probe.run(command, WAIT).unwrap();
-        if out.iter().any(|l| l.contains(want)) {
-            return out;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{command} never printed {want:?}; last: {out:?}\n{}",
-            logs(vm)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    vm.probe
+        .sh_until(command, want, limit)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
 }
 
 /// A command run in sway's session, as `pvm`, retried while sway is still starting up.

@@ -15,28 +15,37 @@ const WAIT: Duration = Duration::from_secs(60);
 /// One VM at a time: the machine has two cores, and a desktop guest takes both.
 static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs a shell command in the guest and returns its output; a failure fails the test.
+/// A shell command in the guest that must succeed.
 fn sh(vm: &Vm, command: &str) -> Vec<String> {
-    let (rc, out) = vm.probe.run(command, WAIT).unwrap();
-    assert_eq!(rc, 0, "{command}: {out:?}");
-    out
+    vm.probe
+        .sh(command, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
 }
 
-/// Runs `command` until its output contains `want`, for at most `limit`.
+/// A command retried until its output contains `want`.
 fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
+    vm.probe
+        .sh_until(command, want, limit)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+}
+
+fn logs(vm: &Vm) -> String {
+    let (_, out) = vm
+        .probe
+        .run("tail -n 20 /tmp/xorg.log /tmp/guestd.log 2>&1", WAIT)
+        .unwrap_or_default();
+    out.join("\n")
+}
+
+/// Waits up to 2 s for the X server's pointer to reach `want`; returns where it is.
+fn pointer_reaches(vm: &Vm, want: (i32, i32)) -> (i32, i32) {
     let start = Instant::now();
-    loop {
-        let (_, out) = vm.probe.run(command, WAIT).unwrap();
-        if out.iter().any(|l| l.contains(want)) {
-            return out;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{command} never printed {want:?}; last: {out:?}\n{}",
-            sh(vm, "tail -n 20 /tmp/xorg.log /tmp/guestd.log 2>&1").join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    let mut got = x_pointer(vm);
+    while got != want && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+        got = x_pointer(vm);
     }
+    got
 }
 
 /// Where the X server has its pointer.
@@ -66,11 +75,12 @@ fn expected_pixel(rect: (i32, i32, i32, i32), x: f64, y: f64) -> (i32, i32) {
     (axis(left, width, x), axis(top, height, y))
 }
 
-#[test]
-fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+/// A desktop guest whose pvmouse has `displays` displays, running Xorg with the monitors laid
+/// out by `xrandr ARGS`.
+fn xorg(displays: u32, xrandr_args: &str) -> Vm {
     let vm = Vm::boot(VmConfig {
         desktop: true,
+        displays,
         ..VmConfig::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -79,10 +89,16 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
         "Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &",
     );
     until(&vm, "DISPLAY=:0 xrandr --listmonitors", "Monitors:", WAIT);
-    sh(
-        &vm,
-        "DISPLAY=:0 xrandr --output Virtual-1 --mode 1024x768 --pos 0x0 \
-         --output Virtual-2 --mode 1280x1024 --pos 1024x0",
+    sh(&vm, &format!("DISPLAY=:0 xrandr {xrandr_args}"));
+    vm
+}
+
+#[test]
+fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = xorg(
+        2,
+        "--output Virtual-1 --mode 1024x768 --pos 0x0 --output Virtual-2 --mode 1280x1024 --pos 1024x0",
     );
     let monitors = until(
         &vm,
@@ -112,7 +128,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
             start.elapsed() < WAIT,
             "X never moved its pointer: at {:?}\n{}",
             x_pointer(&vm),
-            sh(&vm, "tail -n 30 /tmp/xorg.log /tmp/guestd.log 2>&1").join("\n")
+            logs(&vm)
         );
         ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.25, "y": 0.25}))
             .unwrap();
@@ -129,12 +145,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
             ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
                 .unwrap();
             let want = expected_pixel(*rect, x, y);
-            let start = Instant::now();
-            let mut got = x_pointer(&vm);
-            while got != want && start.elapsed() < Duration::from_secs(2) {
-                std::thread::sleep(Duration::from_millis(100));
-                got = x_pointer(&vm);
-            }
+            let got = pointer_reaches(&vm, want);
             rows.push((display, x, y, want, got));
         }
     }
@@ -152,12 +163,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
                 .unwrap();
             let want = (rect.0 + px, rect.1 + py);
             assert_eq!(expected_pixel(*rect, x, y), want, "the spec's own rule");
-            let start = Instant::now();
-            let mut got = x_pointer(&vm);
-            while got != want && start.elapsed() < Duration::from_secs(2) {
-                std::thread::sleep(Duration::from_millis(100));
-                got = x_pointer(&vm);
-            }
+            let got = pointer_reaches(&vm, want);
             rows.push((display, x, y, want, got));
         }
     }
@@ -182,20 +188,9 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
 #[test]
 fn with_one_display_the_raw_device_is_a_pointer_in_xorg_without_the_bridge() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = Vm::boot(VmConfig {
-        desktop: true,
-        displays: 1,
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    sh(
-        &vm,
-        "Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &",
-    );
-    until(&vm, "DISPLAY=:0 xrandr --listmonitors", "Monitors:", WAIT);
-    sh(
-        &vm,
-        "DISPLAY=:0 xrandr --output Virtual-1 --mode 1280x1024 --pos 0x0 --output Virtual-2 --off",
+    let vm = xorg(
+        1,
+        "--output Virtual-1 --mode 1280x1024 --pos 0x0 --output Virtual-2 --off",
     );
     until(
         &vm,
