@@ -79,10 +79,6 @@ impl<T> Latest<T> {
         self.slots[kind.index()] = None;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().flatten().map(|(_, item)| item)
     }

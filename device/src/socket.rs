@@ -55,10 +55,6 @@ impl SocketFile {
             ino: meta.ino(),
         })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for SocketFile {

@@ -86,7 +86,7 @@ impl Conversation {
                          JSON value; skipped to the next newline"
                     ));
                     output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                    self.framer = ValueFramer::default();
+                    self.framer.reset();
                     self.start = self.input.len();
                     self.skipping = true;
                 }
@@ -98,7 +98,7 @@ impl Conversation {
                     syntax_error(&value[..=at])
                 ));
                 output.extend_from_slice(&qmp::encode(&qmp::failure(&err, None)));
-                self.framer = ValueFramer::default();
+                self.framer.reset();
                 // A command cut short on an earlier line must not take the next line's
                 // command with it: when the bad byte opens a line of its own, the next value
                 // starts there. Otherwise the rest of the line goes with the bad input, so
@@ -127,7 +127,7 @@ impl Conversation {
         };
         output.extend_from_slice(&qmp::encode(&reply));
         self.start += end;
-        self.framer = ValueFramer::default();
+        self.framer.reset();
         true
     }
 }

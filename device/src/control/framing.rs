@@ -177,6 +177,17 @@ impl ValueFramer {
         self.open.is_empty()
     }
 
+    /// Ready for the next value. The nesting stack keeps its capacity, so framing a stream of
+    /// commands allocates nothing per command.
+    pub fn reset(&mut self) {
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        *self = Self {
+            open,
+            ..Self::default()
+        };
+    }
+
     /// How many bytes of the current value have been looked at.
     pub fn seen(&self) -> usize {
         self.seen
