@@ -1,6 +1,7 @@
 //! The running bridge: one reader thread per grabbed pvmouse device, mapping and emitting under
 //! one lock (no hand-off on the event path), and a main loop for everything else: hot-plug,
-//! layout reloads on SIGHUP, heartbeats to the host, and a clean exit.
+//! layouts from session agents, reloads on SIGHUP and DRM hot-plug, heartbeats to the host, and
+//! a clean exit.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,15 +19,26 @@ use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
 use pvmouse_spec::status::{BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage};
 
 use crate::devices;
-use crate::layout::resolve::{self, ResolveError, Sources};
-use crate::mapper::Mapper;
-use crate::output::{Output, OutputError};
+use crate::layout::Layout;
+use crate::layout::resolve::{self, ResolveError, Source, Sources};
+use crate::mapper::{Mapper, PointerMode};
+use crate::output::OutputError;
+use crate::pointers::Pointers;
+use crate::session::{self, Access, SessionEvent};
+use pvmouse_spec::session::Reply;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the layout may come from; see [`resolve`].
     pub layout: Sources,
     pub input_dir: PathBuf,
+    /// `--mode`: the operator's choice, which beats the session agent's. `None` takes the
+    /// agent's word, and desktop mode without an agent.
+    pub mode: Option<PointerMode>,
+    /// Where session agents connect, and who may; `None` serves no session socket.
+    pub session: Option<(PathBuf, Access)>,
+    /// Where the per-display pointers' udev binding rules are written.
+    pub udev_rules: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +53,52 @@ pub enum DaemonError {
 
 struct Bridge {
     mapper: Mapper,
-    output: Output,
+    output: Pointers,
 }
 
 impl Bridge {
     fn emit(&mut self, frame: &crate::mapper::OutputFrame) {
-        if let Err(e) = self.output.emit(frame.as_slice()) {
+        if let Err(e) = self.output.emit(frame) {
             tracing::warn!("cannot write to the uinput pointer: {e}");
         }
     }
+
+    /// Puts a layout and mode in force. A mode change, or a per-display pointer that must be
+    /// re-created, first releases held buttons on the pointers that pressed them; otherwise
+    /// the pointers stay and so does a drag in progress.
+    fn apply(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
+        let same_pointers = mode == self.mapper.mode()
+            && (mode == PointerMode::Desktop || same_displays(self.mapper.layout(), &layout));
+        if same_pointers {
+            let f = self.mapper.set_layout(layout);
+            self.emit(&f);
+            return Ok(());
+        }
+        let released = self.mapper.set_mode(layout, mode);
+        self.emit(&released);
+        let result = self.output.reconcile(mode, self.mapper.layout());
+        let f = self.mapper.place_now();
+        self.emit(&f);
+        result
+    }
+}
+
+/// Whether two layouts need the same per-display pointers: the same displays, bound to the same
+/// outputs.
+fn same_displays(a: &Layout, b: &Layout) -> bool {
+    a.displays()
+        .map(|(id, d)| (id, &d.name))
+        .eq(b.displays().map(|(id, d)| (id, &d.name)))
+}
+
+/// A session agent's newest layout.
+#[derive(Debug)]
+struct AgentLayout {
+    server: String,
+    layout: Layout,
+    mode: PointerMode,
+    /// When it arrived, in the order of arrival: the newest agent wins.
+    seq: u64,
 }
 
 type Shared = Arc<Mutex<Bridge>>;
@@ -62,6 +111,7 @@ enum Msg {
     Rescan,
     Gone(PathBuf),
     Reload,
+    Session(SessionEvent),
     Exit,
 }
 
@@ -84,7 +134,7 @@ fn reader(path: PathBuf, mut dev: Device, bridge: Shared, tx: Sender<Msg>) {
                 for e in events {
                     let ev = InputEvent::new(e.event_type().0, e.code(), e.value());
                     if let Some(frame) = mapper.feed(ev) {
-                        output.queue(frame.as_slice());
+                        output.queue(&frame);
                     }
                 }
                 if let Err(e) = output.flush() {
@@ -105,6 +155,8 @@ struct Daemon {
     bridge: Shared,
     /// Grabbed devices, by node, with the descriptor heartbeats go through.
     devices: BTreeMap<PathBuf, File>,
+    agents: BTreeMap<u64, AgentLayout>,
+    next_seq: u64,
     tx: Sender<Msg>,
 }
 
@@ -167,15 +219,79 @@ impl Daemon {
         b.emit(&f);
     }
 
-    fn reload(&self) {
-        match resolve::resolve(&self.config.layout) {
-            Ok((layout, source)) => {
-                tracing::info!(?layout, ?source, "layout reloaded");
-                let mut b = lock(&self.bridge);
-                let f = b.mapper.set_layout(layout);
-                b.emit(&f);
+    /// The mode for a layout from `source`: the operator's, else the agent's, else desktop.
+    fn mode_for(&self, source: Source) -> PointerMode {
+        let agent = self
+            .agents
+            .values()
+            .max_by_key(|a| a.seq)
+            .filter(|_| source == Source::Session)
+            .map(|a| a.mode);
+        self.config.mode.or(agent).unwrap_or(PointerMode::Desktop)
+    }
+
+    /// Resolves the layout again, from the sources as they are now, and puts it in force.
+    fn reload(&mut self) -> Result<(Source, PointerMode), String> {
+        self.config.layout.session = self
+            .agents
+            .values()
+            .max_by_key(|a| a.seq)
+            .map(|a| a.layout.clone());
+        let (layout, source) = resolve::resolve(&self.config.layout).map_err(|e| e.to_string())?;
+        let mode = self.mode_for(source);
+        tracing::info!(?layout, ?source, ?mode, "layout in force");
+        lock(&self.bridge)
+            .apply(layout, mode)
+            .map_err(|e| e.to_string())?;
+        Ok((source, mode))
+    }
+
+    fn session(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::Layout {
+                agent,
+                server,
+                layout,
+                mode,
+                displays,
+                reply,
+            } => {
+                tracing::info!(agent, %server, ?mode, "layout from the session");
+                self.next_seq += 1;
+                let previous = self.agents.insert(
+                    agent,
+                    AgentLayout {
+                        server,
+                        layout,
+                        mode,
+                        seq: self.next_seq,
+                    },
+                );
+                let answer = match self.reload() {
+                    Ok((Source::Session, mode)) => Reply::Applied { displays, mode },
+                    Ok((source, _)) => Reply::Error(format!(
+                        "kept for later: the bridge's {source:?} layout is in force \
+                         (the operator's --layout beats the session's)"
+                    )),
+                    Err(e) => {
+                        // Not usable: forget it, so it cannot win later either.
+                        match previous {
+                            Some(p) => self.agents.insert(agent, p),
+                            None => self.agents.remove(&agent),
+                        };
+                        Reply::Error(e)
+                    }
+                };
+                let _ = reply.send(answer);
             }
-            Err(e) => tracing::error!("layout not reloaded, keeping the current one: {e}"),
+            SessionEvent::Gone { agent } => {
+                if let Some(gone) = self.agents.remove(&agent) {
+                    tracing::info!(agent, server = %gone.server, "session agent gone");
+                    if let Err(e) = self.reload() {
+                        tracing::error!("layout not reloaded, keeping the current one: {e}");
+                    }
+                }
+            }
         }
     }
 
@@ -191,7 +307,12 @@ impl Daemon {
                     self.devices.remove(&path);
                     self.release();
                 }
-                Ok(Msg::Reload) => self.reload(),
+                Ok(Msg::Reload) => {
+                    if let Err(e) = self.reload() {
+                        tracing::error!("layout not reloaded, keeping the current one: {e}");
+                    }
+                }
+                Ok(Msg::Session(event)) => self.session(event),
                 Ok(Msg::Exit) | Err(RecvTimeoutError::Disconnected) => {
                     self.release();
                     for file in self.devices.values_mut() {
@@ -265,22 +386,54 @@ fn watch_drm(tx: Sender<Msg>) {
     }
 }
 
+/// The session socket, serving agents on its own thread.
+fn serve_session(
+    path: &Path,
+    access: Access,
+    dri: PathBuf,
+    tx: Sender<Msg>,
+) -> Result<(), DaemonError> {
+    let listener = session::bind(path).map_err(|e| DaemonError::Setup("the session socket", e))?;
+    tracing::info!(socket = %path.display(), "session agents may connect");
+    let tx = Mutex::new(tx);
+    std::thread::spawn(move || {
+        session::serve(listener, access, dri, move |event| {
+            tx.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::Session(event))
+                .is_ok()
+        });
+    });
+    Ok(())
+}
+
 /// Runs until SIGTERM or SIGINT. Setup errors (no uinput, bad layout) return at once.
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let (layout, source) = resolve::resolve(&config.layout)?;
-    tracing::info!(?layout, ?source, "desktop layout");
-    let output = Output::create()?;
+    let mode = config.mode.unwrap_or(PointerMode::Desktop);
+    tracing::info!(?layout, ?source, ?mode, "desktop layout");
+    let output = Pointers::new(mode, &layout, &config.udev_rules)?;
     let (tx, rx) = channel();
     watch_signals(tx.clone())?;
     watch_hotplug(&config.input_dir, tx.clone())?;
     watch_drm(tx.clone());
+    if let Some((path, access)) = &config.session {
+        serve_session(
+            path,
+            access.clone(),
+            config.layout.dri_dir.clone(),
+            tx.clone(),
+        )?;
+    }
     let daemon = Daemon {
         bridge: Arc::new(Mutex::new(Bridge {
-            mapper: Mapper::new(layout),
+            mapper: Mapper::with_mode(layout, mode),
             output,
         })),
         config,
         devices: BTreeMap::new(),
+        agents: BTreeMap::new(),
+        next_seq: 0,
         tx,
     };
     daemon.run(rx);

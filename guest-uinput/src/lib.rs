@@ -10,3 +10,5 @@ pub mod fuzzing;
 pub mod layout;
 pub mod mapper;
 pub mod output;
+pub mod pointers;
+pub mod session;

@@ -9,14 +9,18 @@ use pvmouse_spec::profile::{Button, DISPLAY_AXIS, KEY_CODES, POSITION_CODES, REL
 
 use crate::layout::Layout;
 
+pub use pvmouse_spec::session::PointerMode;
+
 /// One of each event the desktop pointer advertises: a pvmouse frame without its display axis
 /// (SYN_REPORT is not stored).
 pub const MAX_OUTPUT_EVENTS: usize = POSITION_CODES.len() + KEY_CODES.len() + REL_CODES.len();
 
-/// One output frame, SYN_REPORT not included (uinput's emit adds it).
+/// One output frame, SYN_REPORT not included (uinput's emit adds it). Each event names the
+/// display whose pointer it is for; with one desktop pointer that is always 0.
 #[derive(Debug, Clone, Copy)]
 pub struct OutputFrame {
     events: [InputEvent; MAX_OUTPUT_EVENTS],
+    targets: [u8; MAX_OUTPUT_EVENTS],
     len: usize,
 }
 
@@ -24,19 +28,32 @@ impl OutputFrame {
     const fn new() -> Self {
         Self {
             events: [InputEvent::new(0, 0, 0); MAX_OUTPUT_EVENTS],
+            targets: [0; MAX_OUTPUT_EVENTS],
             len: 0,
         }
     }
 
-    fn push(&mut self, ev: InputEvent) {
-        if let Some(slot) = self.events.get_mut(self.len) {
+    fn push_to(&mut self, target: u8, ev: InputEvent) {
+        if let (Some(slot), Some(t)) = (
+            self.events.get_mut(self.len),
+            self.targets.get_mut(self.len),
+        ) {
             *slot = ev;
+            *t = target;
             self.len += 1;
         }
     }
 
     pub fn as_slice(&self) -> &[InputEvent] {
         &self.events[..self.len]
+    }
+
+    /// The events with the display whose pointer each is for.
+    pub fn targeted(&self) -> impl Iterator<Item = (u8, InputEvent)> + '_ {
+        self.targets[..self.len]
+            .iter()
+            .copied()
+            .zip(self.events[..self.len].iter().copied())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,12 +64,16 @@ impl OutputFrame {
 #[derive(Debug)]
 pub struct Mapper {
     layout: Layout,
+    mode: PointerMode,
     display: u8,
     x: i32,
     y: i32,
     moved: bool,
     /// Buttons the desktop pointer holds down, as `Button::bit`s.
     held: u8,
+    /// In per-display mode, the display whose pointer pressed the held buttons: they are
+    /// released there, so a drag that crosses displays ends on the device it began on.
+    button_owner: u8,
     frame: OutputFrame,
     dropped_unknown_display: u64,
     last_warning: Option<Instant>,
@@ -60,13 +81,19 @@ pub struct Mapper {
 
 impl Mapper {
     pub fn new(layout: Layout) -> Self {
+        Self::with_mode(layout, PointerMode::Desktop)
+    }
+
+    pub fn with_mode(layout: Layout, mode: PointerMode) -> Self {
         Self {
             layout,
+            mode,
             display: 0,
             x: 0,
             y: 0,
             moved: false,
             held: 0,
+            button_owner: 0,
             frame: OutputFrame::new(),
             dropped_unknown_display: 0,
             last_warning: None,
@@ -85,6 +112,35 @@ impl Mapper {
         &self.layout
     }
 
+    pub fn mode(&self) -> PointerMode {
+        self.mode
+    }
+
+    /// The display whose pointer an event belongs to: 0 (the only pointer) in desktop mode.
+    fn target(&self, display: u8) -> u8 {
+        match self.mode {
+            PointerMode::Desktop => 0,
+            PointerMode::PerDisplay => display,
+        }
+    }
+
+    /// Changes the mode and layout together: held buttons are released on the pointers that
+    /// pressed them (the caller emits that frame before it changes its pointers), and the
+    /// caller then places the pointer with [`Mapper::place_now`].
+    pub fn set_mode(&mut self, layout: Layout, mode: PointerMode) -> OutputFrame {
+        let released = self.release_all();
+        self.layout = layout;
+        self.mode = mode;
+        released
+    }
+
+    /// A frame that puts the pointer where the device is, as it is.
+    pub fn place_now(&mut self) -> OutputFrame {
+        let mut out = OutputFrame::new();
+        self.place(&mut out);
+        out
+    }
+
     /// Takes over a pvmouse device's current state (EVIOCGABS, EVIOCGKEY), as after a daemon
     /// restart: the pointer goes where the device is, and held buttons are pressed again, so
     /// a drag in progress carries on.
@@ -95,11 +151,27 @@ impl Mapper {
         for b in Button::ALL {
             let down = keys_down.contains(&b.code());
             if down != (self.held & b.bit() != 0) {
-                out.push(InputEvent::new(EV_KEY, b.code(), i32::from(down)));
-                self.held ^= b.bit();
+                self.button(&mut out, b.code(), down);
             }
         }
         out
+    }
+
+    /// A button change, on the pointer that owns the held buttons.
+    fn button(&mut self, out: &mut OutputFrame, code: u16, down: bool) {
+        let Some(b) = Button::from_code(code) else {
+            return;
+        };
+        if down && self.held == 0 {
+            self.button_owner = self.display;
+        }
+        if down {
+            self.held |= b.bit();
+        } else {
+            self.held &= !b.bit();
+        }
+        let target = self.target(self.button_owner);
+        out.push_to(target, InputEvent::new(EV_KEY, code, i32::from(down)));
     }
 
     /// Releases every held button: on exit and when the pvmouse device goes away.
@@ -107,18 +179,22 @@ impl Mapper {
         let mut out = OutputFrame::new();
         for b in Button::ALL {
             if self.held & b.bit() != 0 {
-                out.push(InputEvent::new(EV_KEY, b.code(), 0));
+                self.button(&mut out, b.code(), false);
             }
         }
-        self.held = 0;
         out
     }
 
     fn place(&mut self, out: &mut OutputFrame) {
-        match self.layout.map(self.display, self.x, self.y) {
+        let mapped = match self.mode {
+            PointerMode::Desktop => self.layout.map(self.display, self.x, self.y),
+            PointerMode::PerDisplay => self.layout.map_on_display(self.display, self.x, self.y),
+        };
+        match mapped {
             Some((u, v)) => {
-                out.push(InputEvent::new(EV_ABS, ABS_X, u));
-                out.push(InputEvent::new(EV_ABS, ABS_Y, v));
+                let target = self.target(self.display);
+                out.push_to(target, InputEvent::new(EV_ABS, ABS_X, u));
+                out.push_to(target, InputEvent::new(EV_ABS, ABS_Y, v));
             }
             None => self.warn_unknown_display(),
         }
@@ -156,26 +232,24 @@ impl Mapper {
                 self.moved = true;
             }
             (EV_KEY, code) => {
-                if let Some(b) = Button::from_code(code) {
-                    if ev.value == 0 {
-                        self.held &= !b.bit();
-                    } else {
-                        self.held |= b.bit();
-                    }
-                    self.frame
-                        .push(InputEvent::new(EV_KEY, code, i32::from(ev.value != 0)));
-                }
+                let mut frame = std::mem::replace(&mut self.frame, OutputFrame::new());
+                self.button(&mut frame, code, ev.value != 0);
+                self.frame = frame;
             }
             // Only the wheels the pointer advertises: a relative axis it lacks would reach
             // readers as an event their device cannot have (found by fuzzing).
-            (EV_REL, code) if REL_CODES.contains(&code) => self.frame.push(ev),
+            (EV_REL, code) if REL_CODES.contains(&code) => {
+                let target = self.target(self.display);
+                self.frame.push_to(target, ev);
+            }
             (EV_SYN, SYN_REPORT) => {
                 let mut out = OutputFrame::new();
                 if std::mem::take(&mut self.moved) {
                     self.place(&mut out);
                 }
-                for e in std::mem::replace(&mut self.frame, OutputFrame::new()).as_slice() {
-                    out.push(*e);
+                for (target, e) in std::mem::replace(&mut self.frame, OutputFrame::new()).targeted()
+                {
+                    out.push_to(target, e);
                 }
                 return (!out.is_empty()).then_some(out);
             }

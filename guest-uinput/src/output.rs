@@ -1,4 +1,5 @@
-//! The one desktop pointer the bridge creates through uinput.
+//! One absolute pointer the bridge creates through uinput: the desktop pointer, or in
+//! per-display mode one of the display pointers ([`crate::pointers`] decides which exist).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -15,8 +16,10 @@ use pvmouse_spec::profile::{KEY_CODES, POSITION_CODES, REL_CODES};
 
 use crate::layout::OUTPUT_MAX;
 
-/// The name the desktop sees; under uinput's 80-byte limit.
+/// The desktop pointer's name; under uinput's 80-byte limit.
 pub const OUTPUT_NAME: &str = "pvmouse desktop pointer";
+/// A display pointer's name, before its display id: udev rules match it.
+pub const DISPLAY_POINTER_PREFIX: &str = "pvmouse display ";
 /// The bridge's own ids: the profile's vendor ("pv") with product "dp" (desktop pointer).
 pub const OUTPUT_VENDOR: u16 = pvmouse_spec::profile::VENDOR;
 pub const OUTPUT_PRODUCT: u16 = 0x6470;
@@ -67,7 +70,7 @@ impl std::fmt::Debug for Output {
 impl Output {
     /// An absolute pointer udev classifies as a mouse, as it does usb-tablet: ABS_X and ABS_Y
     /// over the fixed range, five buttons, both wheels with their hi-res events.
-    pub fn create() -> Result<Self, OutputError> {
+    pub fn create(name: &str) -> Result<Self, OutputError> {
         let builder = VirtualDevice::builder().map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => OutputError::UinputMissing,
             io::ErrorKind::PermissionDenied => OutputError::UinputPermission,
@@ -85,7 +88,7 @@ impl Output {
         };
         let [abs_x, abs_y] = POSITION_CODES;
         let device = builder
-            .name(OUTPUT_NAME)
+            .name(name)
             .input_id(InputId::new(
                 BusType::BUS_VIRTUAL,
                 OUTPUT_VENDOR,
@@ -120,6 +123,17 @@ impl Output {
             self.pending
                 .extend_from_slice(&encode_event(e.kind, e.code, e.value));
         }
+        self.pending
+            .extend_from_slice(&encode_event(EV_SYN, SYN_REPORT, 0));
+    }
+
+    /// Queues one event of a frame that [`Output::close_frame`] ends.
+    pub fn push_event(&mut self, e: InputEvent) {
+        self.pending
+            .extend_from_slice(&encode_event(e.kind, e.code, e.value));
+    }
+
+    pub fn close_frame(&mut self) {
         self.pending
             .extend_from_slice(&encode_event(EV_SYN, SYN_REPORT, 0));
     }

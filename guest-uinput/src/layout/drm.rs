@@ -8,7 +8,7 @@ use std::path::Path;
 
 use drm::control::{Device as ControlDevice, connector};
 
-use super::{Layout, Rect};
+use super::{Display, Layout, Rect};
 
 struct Card(File);
 
@@ -21,8 +21,41 @@ impl AsFd for Card {
 impl drm::Device for Card {}
 impl ControlDevice for Card {}
 
-/// (scanout index, width, height) of every connected output with an active mode on one card.
-fn card_outputs(path: &Path) -> std::io::Result<Vec<(u8, u32, u32)>> {
+/// The kernel's name for a connector (`Virtual-2`), which display servers use for the output.
+fn connector_name(info: &connector::Info) -> String {
+    format!("{}-{}", info.interface().as_str(), info.interface_id())
+}
+
+/// Connector name → display id (its index on the card, which for virtio-gpu is the scanout
+/// and so the QEMU head), on the first card that has connectors.
+pub fn connector_ids(dri: &Path) -> BTreeMap<String, u8> {
+    for card in crate::devices::nodes(dri, "card") {
+        let Ok(file) = OpenOptions::new().read(true).open(&card) else {
+            continue;
+        };
+        let card = Card(file);
+        let Ok(res) = card.resource_handles() else {
+            continue;
+        };
+        let ids: BTreeMap<String, u8> = res
+            .connectors()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, handle)| {
+                let info = card.get_connector(*handle, false).ok()?;
+                Some((connector_name(&info), u8::try_from(index).ok()?))
+            })
+            .collect();
+        if !ids.is_empty() {
+            return ids;
+        }
+    }
+    BTreeMap::new()
+}
+
+/// (scanout index, name, width, height) of every connected output with an active mode on one
+/// card.
+fn card_outputs(path: &Path) -> std::io::Result<Vec<(u8, String, u32, u32)>> {
     let card = Card(OpenOptions::new().read(true).write(true).open(path)?);
     let res = card.resource_handles()?;
     let mut out = Vec::new();
@@ -41,7 +74,7 @@ fn card_outputs(path: &Path) -> std::io::Result<Vec<(u8, u32, u32)>> {
             .and_then(|c| c.mode());
         if let (Some(mode), Ok(index)) = (mode, u8::try_from(index)) {
             let (w, h) = mode.size();
-            out.push((index, u32::from(w), u32::from(h)));
+            out.push((index, connector_name(&info), u32::from(w), u32::from(h)));
         }
     }
     Ok(out)
@@ -61,19 +94,18 @@ pub fn detect(dri: &Path) -> Option<Layout> {
         };
         let mut x = 0i32;
         let mut displays = BTreeMap::new();
-        for (index, w, h) in outputs {
-            displays.insert(
-                index,
-                Rect {
-                    x,
-                    y: 0,
-                    width: w,
-                    height: h,
-                },
-            );
+        for (index, name, w, h) in outputs {
+            let mut display = Display::plain(Rect {
+                x,
+                y: 0,
+                width: w,
+                height: h,
+            });
+            display.name = Some(name);
+            displays.insert(index, display);
             x = x.saturating_add(i32::try_from(w).unwrap_or(i32::MAX));
         }
-        match Layout::new(displays) {
+        match Layout::with_displays(displays) {
             Ok(layout) => {
                 tracing::info!(card = %card.display(), ?layout, "layout detected from DRM");
                 return Some(layout);

@@ -1,8 +1,9 @@
 //! Which layout the bridge uses: the first of its sources, in a fixed order, that has one.
 //!
-//! The operator's word comes first (`--layout`, then a layout file), then what the kernel's
-//! modes say (DRM), then one 1920x1080 display with a warning, so the bridge always runs. A new
-//! source takes its place in [`Source::ORDER`].
+//! The operator's `--layout` comes first, then the display server's own layout as the session
+//! agent reports it, then a layout file, then what the kernel's modes say (DRM), then one
+//! 1920x1080 display with a warning, so the bridge always runs. A new source takes its place
+//! in [`Source::ORDER`].
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -19,6 +20,8 @@ pub const MAX_LAYOUT_FILE_BYTES: u64 = 64 * 1024;
 pub enum Source {
     /// `--layout ID=WxH@X,Y,…`.
     CommandLine,
+    /// The newest layout a connected session agent sent (`pvmouse-session`).
+    Session,
     /// `--layout-file`, else the default file if it exists.
     File,
     /// The modes of the first DRM card with active outputs, left to right.
@@ -29,10 +32,16 @@ pub enum Source {
 
 impl Source {
     /// The order sources are tried in; the first that has a layout wins, and [`Source::Fallback`]
-    /// serves when none has. What the operator said beats what the bridge can find out, and a
-    /// source that knows the desktop better than the kernel's modes (a compositor's own
-    /// arrangement, say) belongs before [`Source::Drm`].
-    pub const ORDER: [Source; 3] = [Source::CommandLine, Source::File, Source::Drm];
+    /// serves when none has. An explicit `--layout` beats everything. Only the display server
+    /// knows its logical layout (scale, rotation, arrangement), so while a session agent is
+    /// connected its word beats a static file and the kernel's modes; without one (a text
+    /// console, a login screen) the file and DRM serve as before.
+    pub const ORDER: [Source; 4] = [
+        Source::CommandLine,
+        Source::Session,
+        Source::File,
+        Source::Drm,
+    ];
 }
 
 /// What the bridge was told about its layout sources.
@@ -43,6 +52,8 @@ pub struct Sources {
     /// Used when it exists and no `file` was given.
     pub default_file: PathBuf,
     pub dri_dir: PathBuf,
+    /// The connected session agent's layout, if any; the daemon keeps it current.
+    pub session: Option<Layout>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +96,7 @@ fn layout_from(source: Source, sources: &Sources) -> Result<Option<Layout>, Reso
             let text = read_layout_file(path)?;
             Ok(Some(Layout::parse_file(path, &text)?))
         }
+        Source::Session => Ok(sources.session.clone()),
         Source::Drm => Ok(drm::detect(&sources.dri_dir)),
         Source::Fallback => Ok(None),
     }
@@ -125,6 +137,7 @@ mod tests {
             file: None,
             default_file: dir.join("absent.toml"),
             dri_dir: dir.join("no-dri"),
+            session: None,
         }
     }
 
@@ -139,6 +152,8 @@ mod tests {
         let (layout, from) = resolve(&s).unwrap();
         assert_eq!(from, Source::File);
         assert!(layout.display(1).is_some());
+        s.session = Some(Layout::parse_spec("0=20x20@0,0").unwrap());
+        assert_eq!(resolve(&s).unwrap().1, Source::Session);
         s.spec = Some("0=10x10@0,0".into());
         assert_eq!(resolve(&s).unwrap().1, Source::CommandLine);
     }
