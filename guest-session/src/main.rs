@@ -1,0 +1,106 @@
+//! `pvmouse-session`: the per-user half of pvmouse's guest side. It runs in the graphical
+//! session, reads the display server's logical layout (X11 RandR, or Wayland `wl_output` and
+//! `xdg-output`), and tells `pvmouse-guestd` over its session socket, again whenever it
+//! changes.
+
+mod bridge;
+mod wayland;
+mod x11;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::channel;
+
+use clap::{Parser, ValueEnum};
+use pvmouse_spec::session::{DEFAULT_SOCKET, PointerMode, SessionLayout};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Server {
+    /// Wayland if WAYLAND_DISPLAY is set, else X11 if DISPLAY is.
+    Auto,
+    Wayland,
+    X11,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Desktop,
+    PerDisplay,
+}
+
+/// pvmouse session agent: tells pvmouse-guestd the display server's logical layout.
+#[derive(Debug, Parser)]
+#[command(name = "pvmouse-session", version, about)]
+struct Cli {
+    /// Which display server to read.
+    #[arg(long, value_enum, default_value = "auto")]
+    server: Server,
+
+    /// The pointer mode to ask for, instead of the one the display server needs as far as the
+    /// agent knows (per-display for Weston, desktop for the others).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+
+    /// pvmouse-guestd's session socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    /// Print the layout as JSON lines on standard output instead of sending it.
+    #[arg(long)]
+    print: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let server = match cli.server {
+        Server::Auto if std::env::var_os("WAYLAND_DISPLAY").is_some() => Server::Wayland,
+        Server::Auto if std::env::var_os("DISPLAY").is_some() => Server::X11,
+        Server::Auto => {
+            eprintln!("pvmouse-session: neither WAYLAND_DISPLAY nor DISPLAY is set");
+            return ExitCode::from(2);
+        }
+        s => s,
+    };
+    let forced = cli.mode.map(|m| match m {
+        Mode::Desktop => PointerMode::Desktop,
+        Mode::PerDisplay => PointerMode::PerDisplay,
+    });
+    let (tx, rx) = channel();
+    let report = {
+        let tx = tx.clone();
+        let print = cli.print;
+        move |mut layout: SessionLayout| {
+            if let Some(mode) = forced {
+                layout.mode = mode;
+            }
+            if print {
+                println!("{}", serde_json::to_string(&layout).unwrap_or_default());
+                return true;
+            }
+            tx.send(bridge::Event::Layout(layout)).is_ok()
+        }
+    };
+    if !cli.print {
+        let socket = cli.socket.clone();
+        std::thread::spawn(move || bridge::run(socket, rx, tx));
+    }
+    let result = match server {
+        Server::Wayland => wayland::watch(report).map_err(|e| e.to_string()),
+        _ => x11::watch(report).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pvmouse-session: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
