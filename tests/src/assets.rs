@@ -76,6 +76,8 @@ pub struct Binaries {
     pub guestd: PathBuf,
     /// The Wayland pointer reader for desktop guests.
     pub wl_reader: PathBuf,
+    /// The session agent, for desktop guests.
+    pub session: PathBuf,
 }
 
 /// Builds `vhost-user-pvmouse` and the guest probe, both linked statically against glibc so
@@ -96,6 +98,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                     .args(["build", "--release", "--target", triple])
                     .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
                     .args(["-p", "pvmouse-guestd", "-p", "pvmouse-wl-reader"])
+                    .args(["-p", "pvmouse-session"])
                     .env("CARGO_TARGET_DIR", &target_dir)
                     .env(
                         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -109,6 +112,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                 probe: bin.join("pvmouse-guest-probe"),
                 guestd: bin.join("pvmouse-guestd"),
                 wl_reader: bin.join("pvmouse-wl-reader"),
+                session: bin.join("pvmouse-session"),
             })
         })
         .clone()
@@ -391,7 +395,8 @@ if [ -n "$root" ]; then
   mkdir -p /newroot
   mount -t ext4 "$root" /newroot || step "cannot mount $root"
   mount -t tmpfs tmpfs /newroot/opt
-  cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /bin/pvmouse-wl-reader /desktop-init /newroot/opt/
+  cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /bin/pvmouse-wl-reader /bin/pvmouse-session \
+    /desktop-init /newroot/opt/
   for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
   exec switch_root /newroot /opt/desktop-init
 fi
@@ -477,6 +482,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
     img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);
     img.file("bin/pvmouse-wl-reader", 0o755, &read(&bins.wl_reader)?);
+    img.file("bin/pvmouse-session", 0o755, &read(&bins.session)?);
     img.file(
         "etc/udev/rules.d/70-pvmouse.rules",
         0o644,

@@ -3,6 +3,7 @@
 //! reads what the guest's evdev sees through a probe inside the guest.
 
 pub mod assets;
+pub mod desktop;
 pub mod initramfs;
 pub mod probe;
 pub mod qmp;

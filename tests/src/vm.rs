@@ -363,7 +363,7 @@ impl QemuLaunch {
                     "file={},if=virtio,format=raw,snapshot=on",
                     image.display()
                 ))
-                .args(["-device", "virtio-gpu-pci,max_outputs=2"]);
+                .args(["-device", "virtio-gpu-pci,max_outputs=2,id=gpu0"]);
         }
         qemu.args(&self.config.extra_qemu_args)
             .arg("-no-reboot")

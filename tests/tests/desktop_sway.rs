@@ -1,12 +1,15 @@
 //! The pointer in a real wlroots compositor: sway on a two-output virtio-gpu in the desktop
-//! guest, laid out with `swaymsg`, with the guest bridge in desktop mode. The position is read
-//! from sway itself, by a Wayland client with a fullscreen surface on each output
-//! (`tests/wayland-reader`), never from the bridge.
+//! guest. The layout comes from sway itself, through the session agent (`pvmouse-session`,
+//! running as the session's user), to the guest bridge in desktop mode; the layout is changed
+//! with `swaymsg` while both run. The position is read from sway, by a Wayland client with a
+//! fullscreen surface on each output (`tests/wayland-reader`), never from the bridge, and a
+//! screendump checks which way sway really turns a rotated output.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 use std::time::{Duration, Instant};
 
+use pvmouse_vmtest::desktop::{Head, screendump};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
@@ -27,8 +30,8 @@ fn logs(vm: &Vm) -> String {
     let (_, out) = vm
         .probe
         .run(
-            "grep -vE 'Supported|extensions' /tmp/sway.log | cut -c1-200 | tail -n 40; \
-             tail -n 8 /tmp/seatd.log /tmp/guestd.log /tmp/reader.log 2>&1",
+            "grep -vE 'Supported|extensions' /tmp/sway.log | cut -c1-200 | tail -n 20; \
+             tail -n 12 /tmp/seatd.log /tmp/guestd.log /tmp/session.log /tmp/reader.log 2>&1",
             WAIT,
         )
         .unwrap_or_default();
@@ -66,16 +69,63 @@ fn last_position(vm: &Vm) -> Option<(usize, f64, f64)> {
     Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
 }
 
-/// spec/pvmouse.md §3.1: the pixel a normalised point means on a display `size` pixels long.
-fn pixel(size: i32, v: f64) -> f64 {
-    let a = (v * 65535.0).round();
-    (a * f64::from(size) / 65535.0)
-        .floor()
-        .min(f64::from(size) - 1.0)
+/// The reader's last button report: (output index, code, pressed).
+fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
+    let out = sh(vm, "grep -E '^BUTTON ' /tmp/reader.log | tail -n 1");
+    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
+    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
+}
+
+/// One layout of the test: what sway is told, and the heads as sway then has them.
+struct Step {
+    name: &'static str,
+    swaymsg: &'static str,
+    heads: [Head; 2],
+}
+
+fn steps() -> [Step; 4] {
+    let left = Head::plain(0, 0, 1024, 768);
+    [
+        Step {
+            name: "side by side",
+            swaymsg: "output Virtual-2 position 1024 0",
+            heads: [left, Head::plain(1024, 0, 1280, 1024)],
+        },
+        Step {
+            name: "stacked",
+            swaymsg: "output Virtual-2 position 0 768",
+            heads: [left, Head::plain(0, 768, 1280, 1024)],
+        },
+        Step {
+            name: "scaled x2",
+            swaymsg: "output Virtual-2 position 1024 0 scale 2",
+            heads: [
+                left,
+                Head {
+                    framebuffer: (1280, 1024),
+                    logical: (1024, 0, 640, 512),
+                    transform: 0,
+                },
+            ],
+        },
+        // sway's `transform 90` turns the picture clockwise, which wl_output calls 270.
+        Step {
+            name: "rotated 90 cw",
+            swaymsg: "output Virtual-2 scale 1 transform 90",
+            heads: [
+                left,
+                Head {
+                    framebuffer: (1280, 1024),
+                    logical: (1024, 0, 1024, 1280),
+                    transform: 3,
+                },
+            ],
+        },
+    ]
 }
 
 #[test]
-fn sway_puts_the_pointer_in_the_right_pixel_of_the_right_output() {
+fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
     let vm = Vm::boot(VmConfig {
         desktop: true,
         ..VmConfig::default()
@@ -86,7 +136,6 @@ fn sway_puts_the_pointer_in_the_right_pixel_of_the_right_output() {
         &vm,
         &format!("mkdir -p {RUNTIME} && chown pvm {RUNTIME} && chmod 700 {RUNTIME}"),
     );
-    // The layout is sway's own configuration, applied at its first modeset.
     sh(
         &vm,
         "printf 'output Virtual-1 mode 1024x768 position 0 0\\n\
@@ -100,16 +149,10 @@ fn sway_puts_the_pointer_in_the_right_pixel_of_the_right_output() {
         ),
     );
     until(&vm, &format!("ls {RUNTIME}"), "sway-ipc", WAIT);
-    // Outputs: (name, left, top, width, height) in sway's layout, as the test set them.
-    let outputs = [
-        ("Virtual-1", 0, 0, 1024, 768),
-        ("Virtual-2", 1024, 0, 1280, 1024),
-    ];
-    let report = in_session(&vm, "swaymsg -t get_outputs");
-    println!("{}", report.join("\n"));
+    // The bridge with no layout of its own: the session agent supplies sway's.
     sh(
         &vm,
-        "/opt/pvmouse-guestd --layout 0=1024x768@0,0,1=1280x1024@1024,0 >/tmp/guestd.log 2>&1 &",
+        "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     );
     let mut ctl: Qmp = vm.control().unwrap();
     let start = Instant::now();
@@ -117,12 +160,14 @@ fn sway_puts_the_pointer_in_the_right_pixel_of_the_right_output() {
         assert!(start.elapsed() < WAIT, "no bridge\n{}", logs(&vm));
         std::thread::sleep(Duration::from_millis(100));
     }
+    in_session(&vm, "/opt/pvmouse-session >/tmp/session.log 2>&1 &");
+    until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
     in_session(&vm, "/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &");
     until(&vm, "cat /tmp/reader.log", "READY", WAIT);
-    // Which reader output is which sway output, by name (wlroots reports every wl_output at
-    // 0,0: its position is in the layout, not in the protocol).
     let listed = sh(&vm, "grep '^OUTPUT ' /tmp/reader.log");
     println!("{}", listed.join("\n"));
+    // Which reader output is which sway output, by name (wlroots reports every wl_output at
+    // 0,0: its position is in the layout, not in the protocol).
     let index_of = |name: &str| -> usize {
         listed
             .iter()
@@ -132,48 +177,102 @@ fn sway_puts_the_pointer_in_the_right_pixel_of_the_right_output() {
             })
             .unwrap_or_else(|| panic!("no output {name}: {listed:?}"))
     };
+    let outputs = [index_of("Virtual-1"), index_of("Virtual-2")];
+    let mut qemu = vm.qemu_qmp().unwrap();
 
     let points = [
-        (0.0, 1.0),
-        (0.1, 0.999),
+        (0.0, 0.0),
+        (1.0, 1.0),
         (0.5, 0.5),
-        (0.999, 0.1),
-        (1.0, 0.0),
+        (0.1, 0.9),
+        (0.999, 0.001),
+        // The centre of framebuffer pixel (1, 2) on a 1280x1024 head.
+        (1.5 / 1280.0, 2.5 / 1024.0),
     ];
     let mut rows = Vec::new();
-    for (display, (name, _, top, width, height)) in outputs.iter().enumerate() {
-        let want_output = index_of(name);
-        for &(x, y) in &points {
-            let want = (pixel(*width, x) + 0.5, pixel(*height, y) + 0.5);
-            let start = Instant::now();
-            let mut got = None;
-            while start.elapsed() < Duration::from_secs(20) {
-                ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                got = last_position(&vm);
-                if got.is_some_and(|(o, gx, gy)| {
-                    o == want_output && (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5
-                }) {
-                    break;
+    let mut clicks = Vec::new();
+    for step in steps() {
+        in_session(&vm, &format!("swaymsg {}", step.swaymsg));
+        let applied = sh(&vm, "grep -c 'applied the layout' /tmp/session.log || true");
+        println!("{}: {} layouts applied so far", step.name, applied.join(""));
+        for (display, head) in step.heads.iter().enumerate() {
+            for &(x, y) in &points {
+                let want = head.expected_local(x, y);
+                let start = Instant::now();
+                let mut got = None;
+                // A layout change reaches the bridge a moment after swaymsg returns: retry.
+                while start.elapsed() < Duration::from_secs(20) {
+                    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(250));
+                    got = last_position(&vm);
+                    if got.is_some_and(|(o, gx, gy)| {
+                        o == outputs[display]
+                            && (gx - want.0).abs() <= 0.5
+                            && (gy - want.1).abs() <= 0.5
+                    }) {
+                        break;
+                    }
                 }
+                rows.push((step.name, display, x, y, outputs[display], want, got));
             }
-            rows.push((display, x, y, want_output, want, got, *top));
+            // A click in the middle of the head is seen on that head.
+            for down in [true, false] {
+                ctl.execute(
+                    "pvmouse-send",
+                    json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                clicks.push((step.name, display, down, last_button(&vm)));
+            }
         }
-    }
-    println!("display  x      y      expected (output, x, y)      sway (output, x, y)");
-    for (d, x, y, o, want, got, _) in &rows {
+        // Where sway drew the logical origin of head 1 (the reader's red square).
+        let dump = std::env::temp_dir().join(format!("pvmouse-sway-{}.ppm", std::process::id()));
+        let picture = screendump(&mut qemu, 1, &dump).unwrap();
+        let _ = std::fs::remove_file(&dump);
+        let head = step.heads[1];
+        let (p, q) = head.framebuffer_pixel_of(0, 0);
         println!(
-            "{d}        {x:<6} {y:<6} ({o}, {:.1}, {:.1})   {got:?}",
+            "{}: head 1 red square at {:?}; logical origin expected at framebuffer ({p}, {q})",
+            step.name,
+            picture.red_box()
+        );
+        assert_eq!(
+            picture.at(usize::try_from(p).unwrap(), usize::try_from(q).unwrap()),
+            [0xff, 0, 0],
+            "{}: sway did not draw head 1's logical origin where the transform puts it; red at {:?}",
+            step.name,
+            picture.red_box()
+        );
+    }
+    println!(
+        "layout        display  x         y         expected (output, x, y)   sway (output, x, y)"
+    );
+    for (step, d, x, y, o, want, got) in &rows {
+        println!(
+            "{step:<13} {d}        {x:<9.6} {y:<9.6} ({o}, {:.2}, {:.2})   {got:?}",
             want.0, want.1
         );
     }
-    for (d, x, y, o, want, got, _) in &rows {
+    println!("clicks (layout, display, pressed, reader's last BUTTON): {clicks:?}");
+    for (step, d, x, y, o, want, got) in &rows {
         let (go, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
-        assert_eq!(go, *o, "display {d} ({x}, {y}): on the wrong output");
+        assert_eq!(
+            go, *o,
+            "{step}: display {d} ({x}, {y}): on the wrong output"
+        );
         assert!(
             (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
-            "display {d} ({x}, {y}): sway has ({gx}, {gy}), the pixel's centre is {want:?}"
+            "{step}: display {d} ({x}, {y}): sway has ({gx}, {gy}), expected {want:?}"
+        );
+    }
+    for (step, d, down, got) in &clicks {
+        // BTN_LEFT is 272.
+        assert_eq!(
+            *got,
+            Some((outputs[*d], 272, *down)),
+            "{step}: display {d}: the click was not seen on its output"
         );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! It puts one fullscreen surface on every output and prints, one line each, what the
 //! compositor tells it: the outputs, then where the pointer enters, moves and clicks, in the
-//! surface's own (logical) coordinates. It asks the compositor, never pvmouse.
+//! surface's own (logical) coordinates. It asks the compositor, never pvmouse. Each surface is
+//! grey with a red 16×16 square at its top-left corner, so that a screendump shows where the
+//! compositor drew each output's logical origin.
 //!
 //! ```text
 //! OUTPUT index name x y width height scale     (wl_output: position, current mode, scale)
@@ -257,7 +259,11 @@ impl Dispatch<xdg_surface::XdgSurface, usize> for Reader {
     }
 }
 
-/// A `w`×`h` buffer of opaque grey, in a file under `$XDG_RUNTIME_DIR` that is unlinked at
+/// The side of the red square each surface has at its top-left corner: a screendump shows
+/// where the compositor put the output's logical origin in the framebuffer.
+const MARKER: i32 = 16;
+
+/// A `w`×`h` buffer of opaque grey with a red [`MARKER`] at its origin, in a file under `$XDG_RUNTIME_DIR` that is unlinked at
 /// once (the compositor maps it through the descriptor).
 fn buffer(
     shm: &wl_shm::WlShm,
@@ -281,7 +287,16 @@ fn buffer(
         .checked_mul(h)
         .ok_or_else(|| std::io::Error::other("size"))?;
     let bytes = usize::try_from(len).map_err(std::io::Error::other)?;
-    file.write_all(&vec![0x80; bytes])?;
+    let mut pixels = vec![0x80; bytes];
+    // Xrgb8888 is little-endian: blue, green, red, unused.
+    for row in 0..MARKER.min(h) {
+        for col in 0..MARKER.min(w) {
+            if let Ok(at) = usize::try_from(row * stride + col * 4) {
+                pixels[at..at + 4].copy_from_slice(&[0, 0, 0xff, 0xff]);
+            }
+        }
+    }
+    file.write_all(&pixels)?;
     let pool = shm.create_pool(file.as_fd(), len, qh, ());
     let buffer = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, qh, ());
     pool.destroy();
