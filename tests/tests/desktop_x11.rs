@@ -1,16 +1,20 @@
 //! The pointer in a real X server: the desktop guest runs Xorg with xf86-input-libinput on a
-//! two-output virtio-gpu, laid out with xrandr, and the guest bridge in desktop mode. The
+//! two-output virtio-gpu, laid out with xrandr (side by side, stacked, scaled, rotated) while
+//! the guest bridge runs, in desktop mode, with its layout from the session agent. The
 //! pointer's position is read from the X server itself (`xdotool getmouselocation`), never from
-//! the bridge.
+//! the bridge, and a screendump checks which way X turns a rotated monitor.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 use std::time::{Duration, Instant};
 
+use pvmouse_vmtest::desktop::{Head, screendump};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
+/// The session agent runs as the session's user, as it would from its autostart entry.
+const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
 
 /// One VM at a time: the machine has two cores, and a desktop guest takes both.
 static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -32,7 +36,10 @@ fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
 fn logs(vm: &Vm) -> String {
     let (_, out) = vm
         .probe
-        .run("tail -n 20 /tmp/xorg.log /tmp/guestd.log 2>&1", WAIT)
+        .run(
+            "tail -n 20 /tmp/xorg.log /tmp/guestd.log /tmp/session.log 2>&1",
+            WAIT,
+        )
         .unwrap_or_default();
     out.join("\n")
 }
@@ -66,13 +73,7 @@ fn x_pointer(vm: &Vm) -> (i32, i32) {
 /// (left, top) of size (width, height): the device value a = round(v·65535) means the pixel
 /// that contains `origin + a/65535·size`, the far edge on the display's last pixel.
 fn expected_pixel(rect: (i32, i32, i32, i32), x: f64, y: f64) -> (i32, i32) {
-    let (left, top, width, height) = rect;
-    let axis = |origin: i32, size: i32, v: f64| {
-        let a = (v * 65535.0).round();
-        let p = (a * f64::from(size) / 65535.0).floor();
-        origin + pvmouse_vmtest::round_to_i32(p).min(size - 1)
-    };
-    (axis(left, width, x), axis(top, height, y))
+    Head::plain(rect.0, rect.1, rect.2, rect.3).expected_x_pixel(x, y)
 }
 
 /// A desktop guest whose pvmouse has `displays` displays, running Xorg with the monitors laid
@@ -93,25 +94,94 @@ fn xorg(displays: u32, xrandr_args: &str) -> Vm {
     vm
 }
 
+/// A 64x64 root-window tile with a red 8x8 square at its top-left: with every monitor at a
+/// multiple of 64, each monitor's logical origin is red, and a screendump shows where X drew it.
+fn marker_tile() -> String {
+    let mut bits = Vec::new();
+    for row in 0..64 {
+        for byte in 0..8 {
+            bits.push(if row < 8 && byte == 0 { "0xff" } else { "0x00" });
+        }
+    }
+    format!(
+        "#define m_width 64\\n#define m_height 64\\nstatic unsigned char m_bits[] = {{\\n{}\\n}};\\n",
+        bits.join(",\\n")
+    )
+}
+
+/// One layout of the test: the xrandr arguments, and the heads as X then has them.
+struct Step {
+    name: &'static str,
+    xrandr: &'static str,
+    heads: [Head; 2],
+}
+
+fn steps() -> [Step; 4] {
+    let left = Head::plain(0, 0, 1024, 768);
+    [
+        Step {
+            name: "side by side",
+            xrandr: "--output Virtual-2 --pos 1024x0",
+            heads: [left, Head::plain(1024, 0, 1280, 1024)],
+        },
+        Step {
+            name: "stacked",
+            xrandr: "--output Virtual-2 --pos 0x768",
+            heads: [left, Head::plain(0, 768, 1280, 1024)],
+        },
+        Step {
+            name: "scaled 2x2",
+            xrandr: "--output Virtual-2 --pos 1024x0 --scale 2x2",
+            heads: [
+                left,
+                Head {
+                    framebuffer: (1280, 1024),
+                    logical: (1024, 0, 2560, 2048),
+                    transform: 0,
+                },
+            ],
+        },
+        // RandR turns counter-clockwise, as wl_output does: "left" is transform 1 (90).
+        Step {
+            name: "rotated left",
+            xrandr: "--output Virtual-2 --scale 1x1 --rotate left",
+            heads: [
+                left,
+                Head {
+                    framebuffer: (1280, 1024),
+                    logical: (1024, 0, 1024, 1280),
+                    transform: 1,
+                },
+            ],
+        },
+    ]
+}
+
 #[test]
-fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
+fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = xorg(
         2,
         "--output Virtual-1 --mode 1024x768 --pos 0x0 --output Virtual-2 --mode 1280x1024 --pos 1024x0",
     );
-    let monitors = until(
+    until(
         &vm,
         "DISPLAY=:0 xrandr --listmonitors",
         "1280/",
         Duration::from_secs(10),
     );
-    println!("{}", monitors.join("\n"));
-    let displays = [(0, 0, 1024, 768), (1024, 0, 1280, 1024)];
     sh(
         &vm,
-        "/opt/pvmouse-guestd --layout 0=1024x768@0,0,1=1280x1024@1024,0 \
-         >/tmp/guestd.log 2>&1 &",
+        &format!(
+            "printf '{}' >/tmp/mark.xbm && DISPLAY=:0 xsetroot -bitmap /tmp/mark.xbm -fg red -bg grey \
+             && DISPLAY=:0 xhost +",
+            marker_tile()
+        ),
+    );
+    // No layout of its own: the session agent, running as the session's user, supplies X's.
+    sh(
+        &vm,
+        "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     );
     let mut ctl: Qmp = vm.control().unwrap();
     let start = Instant::now();
@@ -119,69 +189,74 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor() {
         assert!(start.elapsed() < WAIT, "the bridge never announced itself");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The X server picks the bridge's pointer up through udev; wait until it moves the cursor.
-    ctl.execute("pvmouse-send", json!({"display": 1, "x": 0.5, "y": 0.5}))
-        .unwrap();
-    let start = Instant::now();
-    while x_pointer(&vm) != expected_pixel(displays[1], 0.5, 0.5) {
-        assert!(
-            start.elapsed() < WAIT,
-            "X never moved its pointer: at {:?}\n{}",
-            x_pointer(&vm),
-            logs(&vm)
-        );
-        ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.25, "y": 0.25}))
-            .unwrap();
-        ctl.execute("pvmouse-send", json!({"display": 1, "x": 0.5, "y": 0.5}))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    sh(
+        &vm,
+        &format!("{AS_PVM} 'DISPLAY=:0 /opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
+    );
+    until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
 
-    let points = [0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0];
+    // Another user's agent is refused, and says so.
+    let (rc, out) = vm
+        .probe
+        .run(
+            "setpriv --reuid=1001 --regid=1001 --clear-groups env DISPLAY=:0 \
+             timeout 20 /opt/pvmouse-session 2>&1",
+            WAIT,
+        )
+        .unwrap();
+    println!("another user's agent: exit {rc}: {}", out.join(" | "));
+    assert_eq!(rc, 3, "another user's agent was not refused: {out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.contains("uid 1001 may not set the layout")),
+        "{out:?}"
+    );
+
+    let points = [
+        (0.0, 0.0),
+        (1.0, 1.0),
+        (0.5, 0.5),
+        (0.1, 0.9),
+        (0.999, 0.001),
+        // The centre of framebuffer pixel (1, 2) on a 1280x1024 head.
+        (1.5 / 1280.0, 2.5 / 1024.0),
+    ];
+    let mut qemu = vm.qemu_qmp().unwrap();
     let mut rows = Vec::new();
-    for (display, rect) in displays.iter().enumerate() {
-        for (i, &x) in points.iter().enumerate() {
-            let y = points[points.len() - 1 - i];
-            ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
-                .unwrap();
-            let want = expected_pixel(*rect, x, y);
-            let got = pointer_reaches(&vm, want);
-            rows.push((display, x, y, want, got));
+    for step in steps() {
+        sh(&vm, &format!("DISPLAY=:0 xrandr {}", step.xrandr));
+        for (display, head) in step.heads.iter().enumerate() {
+            for &(x, y) in &points {
+                let want = head.expected_x_pixel(x, y);
+                // A layout change reaches the bridge a moment after xrandr returns: retry.
+                let start = Instant::now();
+                let mut got = x_pointer(&vm);
+                while got != want && start.elapsed() < Duration::from_secs(20) {
+                    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
+                        .unwrap();
+                    got = pointer_reaches(&vm, want);
+                }
+                rows.push((step.name, display, x, y, want, got));
+            }
         }
-    }
-    // A host that aims at a pixel's centre, (P + 0.5) / size, gets pixel P.
-    for (display, rect) in displays.iter().enumerate() {
-        for (px, py) in [
-            (0, 0),
-            (1, 1),
-            (rect.2 / 3, rect.3 / 2),
-            (rect.2 - 2, rect.3 - 1),
-        ] {
-            let x = (f64::from(px) + 0.5) / f64::from(rect.2);
-            let y = (f64::from(py) + 0.5) / f64::from(rect.3);
-            ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
-                .unwrap();
-            let want = (rect.0 + px, rect.1 + py);
-            assert_eq!(expected_pixel(*rect, x, y), want, "the spec's own rule");
-            let got = pointer_reaches(&vm, want);
-            rows.push((display, x, y, want, got));
-        }
-    }
-    println!("display  x      y      expected      X server");
-    for (d, x, y, want, got) in &rows {
-        println!("{d}        {x:<6} {y:<6} {want:?}  {got:?}");
-    }
-    for (d, x, y, want, got) in &rows {
-        let rect = displays[*d];
-        let on_monitor = got.0 >= rect.0
-            && got.0 < rect.0 + rect.2
-            && got.1 >= rect.1
-            && got.1 < rect.1 + rect.3;
-        assert!(
-            on_monitor,
-            "display {d} ({x}, {y}): X has {got:?}, off the monitor"
+        // Where X drew head 1's logical origin (the root tile's red square).
+        let dump = std::env::temp_dir().join(format!("pvmouse-x11-{}.ppm", std::process::id()));
+        let picture = screendump(&mut qemu, 1, &dump).unwrap();
+        let _ = std::fs::remove_file(&dump);
+        let (p, q) = step.heads[1].framebuffer_pixel_of(0, 0);
+        assert_eq!(
+            picture.at(usize::try_from(p).unwrap(), usize::try_from(q).unwrap()),
+            [0xff, 0, 0],
+            "{}: X did not draw head 1's logical origin at framebuffer ({p}, {q})",
+            step.name
         );
-        assert_eq!(got, want, "display {d} ({x}, {y})");
+    }
+    println!("layout        display  x         y         expected      X server");
+    for (step, d, x, y, want, got) in &rows {
+        println!("{step:<13} {d}        {x:<9.6} {y:<9.6} {want:?}  {got:?}");
+    }
+    for (step, d, x, y, want, got) in &rows {
+        assert_eq!(got, want, "{step}: display {d} ({x}, {y})");
     }
 }
 
