@@ -79,7 +79,7 @@ impl State {
             .iter()
             .filter_map(|o| {
                 let (mw, mh) = o.mode?;
-                let name = o.name.clone().or_else(|| o.xdg_name.clone())?;
+                let name = o.name.clone().or_else(|| o.xdg_name.clone());
                 let swapped = o.transform % 2 == 1;
                 let scale = o.scale.max(1);
                 let (lw, lh) = o.logical_size.unwrap_or(if swapped {

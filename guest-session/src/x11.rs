@@ -57,7 +57,7 @@ fn read_layout(conn: &impl Connection, root: u32) -> Result<SessionLayout, X11Er
             continue;
         };
         outputs.push(SessionOutput {
-            name: String::from_utf8_lossy(&info.name).into_owned(),
+            name: Some(String::from_utf8_lossy(&info.name).into_owned()),
             x: i32::from(crtc.x),
             y: i32::from(crtc.y),
             width: u32::from(crtc.width),

@@ -269,7 +269,7 @@ fn handle_line(
             return Reply::Error(why);
         }
     };
-    let connectors = layout::drm::connector_ids(dri);
+    let connectors = layout::drm::connectors(dri);
     let (layout, displays) = match layout::session::layout(&message, &connectors) {
         Ok(l) => l,
         Err(e) => {

@@ -42,8 +42,11 @@ pub const TRANSFORM_MAX: u8 = 7;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionOutput {
-    /// The output's name, which is its DRM connector's (`Virtual-1`).
-    pub name: String,
+    /// The output's name, which is its DRM connector's (`Virtual-1`), when the display server
+    /// says it (`wl_output` version 4, `xdg-output`, RandR). Without it (Weston 10 has
+    /// neither), the bridge matches the output to a connector by its mode, then by order.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The logical rectangle: position and size in the server's global space, after scale and
     /// transform.
     pub x: i32,

@@ -26,9 +26,19 @@ fn connector_name(info: &connector::Info) -> String {
     format!("{}-{}", info.interface().as_str(), info.interface_id())
 }
 
-/// Connector name → display id (its index on the card, which for virtio-gpu is the scanout
-/// and so the QEMU head), on the first card that has connectors.
-pub fn connector_ids(dri: &Path) -> BTreeMap<String, u8> {
+/// One connector of the card pvmouse's displays are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connector {
+    /// The kernel's name, which display servers use for the output (`Virtual-2`).
+    pub name: String,
+    /// Its index on the card: for virtio-gpu the scanout, so the QEMU head and pvmouse display.
+    pub id: u8,
+    /// The mode it scans out, when connected and lit.
+    pub mode: Option<(u32, u32)>,
+}
+
+/// The connectors of the first card that has any.
+pub fn connectors(dri: &Path) -> Vec<Connector> {
     for card in crate::devices::nodes(dri, "card") {
         let Ok(file) = OpenOptions::new().read(true).open(&card) else {
             continue;
@@ -37,20 +47,39 @@ pub fn connector_ids(dri: &Path) -> BTreeMap<String, u8> {
         let Ok(res) = card.resource_handles() else {
             continue;
         };
-        let ids: BTreeMap<String, u8> = res
+        let found: Vec<Connector> = res
             .connectors()
             .iter()
             .enumerate()
             .filter_map(|(index, handle)| {
                 let info = card.get_connector(*handle, false).ok()?;
-                Some((connector_name(&info), u8::try_from(index).ok()?))
+                let mode = (info.state() == connector::State::Connected)
+                    .then(|| current_mode(&card, &info))
+                    .flatten();
+                Some(Connector {
+                    name: connector_name(&info),
+                    id: u8::try_from(index).ok()?,
+                    mode,
+                })
             })
             .collect();
-        if !ids.is_empty() {
-            return ids;
+        if !found.is_empty() {
+            return found;
         }
     }
-    BTreeMap::new()
+    Vec::new()
+}
+
+/// The size of the mode the connector's CRTC scans out.
+fn current_mode(card: &Card, info: &connector::Info) -> Option<(u32, u32)> {
+    let mode = info
+        .current_encoder()
+        .and_then(|e| card.get_encoder(e).ok())
+        .and_then(|e| e.crtc())
+        .and_then(|c| card.get_crtc(c).ok())
+        .and_then(|c| c.mode())?;
+    let (w, h) = mode.size();
+    Some((u32::from(w), u32::from(h)))
 }
 
 /// (scanout index, name, width, height) of every connected output with an active mode on one
@@ -66,15 +95,8 @@ fn card_outputs(path: &Path) -> std::io::Result<Vec<(u8, String, u32, u32)>> {
         if info.state() != connector::State::Connected {
             continue;
         }
-        let mode = info
-            .current_encoder()
-            .and_then(|e| card.get_encoder(e).ok())
-            .and_then(|e| e.crtc())
-            .and_then(|c| card.get_crtc(c).ok())
-            .and_then(|c| c.mode());
-        if let (Some(mode), Ok(index)) = (mode, u8::try_from(index)) {
-            let (w, h) = mode.size();
-            out.push((index, connector_name(&info), u32::from(w), u32::from(h)));
+        if let (Some((w, h)), Ok(index)) = (current_mode(&card, &info), u8::try_from(index)) {
+            out.push((index, connector_name(&info), w, h));
         }
     }
     Ok(out)

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use pvmouse_spec::session::{SessionLayout, SessionOutput};
 
+use super::drm::Connector;
 use super::{Display, Layout, Rect, Transform};
 use crate::pointers::is_plain_output_name;
 
@@ -15,51 +16,105 @@ const MAX_SIDE: u32 = 1 << 16;
 
 /// The layout the agent's outputs describe, and the display id each output got (`None` for an
 /// output that is not a connector of the card pvmouse's displays are on).
+///
+/// A named output is its connector. An unnamed one (Weston 10 tells no names) is the one lit
+/// connector not claimed by name whose mode is the output's, when exactly one is; failing that,
+/// if as many unnamed outputs as unclaimed lit connectors remain, they are paired in order,
+/// left to right and top to bottom against connector order, which is how Weston places them.
 pub fn layout(
     message: &SessionLayout,
-    connectors: &BTreeMap<String, u8>,
+    connectors: &[Connector],
 ) -> Result<(Layout, Vec<Option<u8>>), String> {
-    let mut displays = BTreeMap::new();
-    let mut ids = Vec::with_capacity(message.outputs.len());
+    let mut ids: Vec<Option<u8>> = Vec::with_capacity(message.outputs.len());
+    let mut checked = Vec::with_capacity(message.outputs.len());
     for o in &message.outputs {
-        let display = check(o)?;
-        let id = connectors.get(&o.name).copied();
-        if let Some(id) = id
-            && displays.insert(id, display).is_some()
-        {
-            return Err(format!("output {:?} is listed twice", o.name));
+        checked.push(check(o)?);
+        ids.push(
+            o.name
+                .as_ref()
+                .and_then(|n| connectors.iter().find(|c| c.name == *n))
+                .map(|c| c.id),
+        );
+    }
+    let unclaimed = |ids: &[Option<u8>]| -> Vec<&Connector> {
+        connectors
+            .iter()
+            .filter(|c| c.mode.is_some() && !ids.contains(&Some(c.id)))
+            .collect()
+    };
+    for (i, o) in message.outputs.iter().enumerate() {
+        if o.name.is_some() {
+            continue;
         }
-        ids.push(id);
+        let same_mode: Vec<&Connector> = unclaimed(&ids)
+            .into_iter()
+            .filter(|c| c.mode == Some((o.mode_width, o.mode_height)))
+            .collect();
+        if let [only] = same_mode[..] {
+            ids[i] = Some(only.id);
+        }
+    }
+    let mut unnamed: Vec<usize> = (0..ids.len()).filter(|i| ids[*i].is_none()).collect();
+    let rest = unclaimed(&ids);
+    if !unnamed.is_empty()
+        && unnamed.len() == rest.len()
+        && unnamed.iter().all(|i| message.outputs[*i].name.is_none())
+    {
+        unnamed.sort_by_key(|i| (message.outputs[*i].x, message.outputs[*i].y));
+        for (i, c) in unnamed.into_iter().zip(rest) {
+            ids[i] = Some(c.id);
+        }
+    }
+    let mut displays = BTreeMap::new();
+    for (i, (mut display, id)) in checked.into_iter().zip(&ids).enumerate() {
+        let Some(id) = id else { continue };
+        if display.name.is_none() {
+            display.name = connectors
+                .iter()
+                .find(|c| c.id == *id)
+                .map(|c| c.name.clone());
+        }
+        if displays.insert(*id, display).is_some() {
+            return Err(format!(
+                "output {} is listed twice",
+                message.outputs[i].name.as_deref().unwrap_or("(unnamed)")
+            ));
+        }
     }
     if displays.is_empty() {
         return Err(format!(
             "no output matches a DRM connector (connectors: {})",
-            connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+            connectors
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok((Layout::with_displays(displays)?, ids))
 }
 
 fn check(o: &SessionOutput) -> Result<Display, String> {
-    if !is_plain_output_name(&o.name) {
+    if let Some(name) = &o.name
+        && !is_plain_output_name(name)
+    {
         return Err(format!(
-            "output name {:?} is not a connector name (letters, digits, '-', '_', '.')",
-            o.name
+            "output name {name:?} is not a connector name (letters, digits, '-', '_', '.')"
         ));
     }
+    let label = o.name.as_deref().unwrap_or("(unnamed)");
     let sides = [o.width, o.height, o.mode_width, o.mode_height];
     if sides.iter().any(|s| *s == 0 || *s > MAX_SIDE) {
         return Err(format!(
-            "output {}: sizes must be 1 … {MAX_SIDE} pixels",
-            o.name
+            "output {label}: sizes must be 1 … {MAX_SIDE} pixels"
         ));
     }
     let far = i64::from(MAX_SIDE) * 16;
     if i64::from(o.x).abs() > far || i64::from(o.y).abs() > far {
-        return Err(format!("output {}: position beyond ±{far}", o.name));
+        return Err(format!("output {label}: position beyond ±{far}"));
     }
     let transform = Transform::from_wayland(o.transform)
-        .ok_or_else(|| format!("output {}: transform {} is not 0 … 7", o.name, o.transform))?;
+        .ok_or_else(|| format!("output {label}: transform {} is not 0 … 7", o.transform))?;
     Ok(Display {
         logical: Rect {
             x: o.x,
@@ -69,7 +124,7 @@ fn check(o: &SessionOutput) -> Result<Display, String> {
         },
         framebuffer: (o.mode_width, o.mode_height),
         transform,
-        name: Some(o.name.clone()),
+        name: o.name.clone(),
     })
 }
 
@@ -89,7 +144,7 @@ mod tests {
         t: u8,
     ) -> SessionOutput {
         SessionOutput {
-            name: name.into(),
+            name: (!name.is_empty()).then(|| name.into()),
             x,
             y,
             width: w,
@@ -100,8 +155,19 @@ mod tests {
         }
     }
 
-    fn connectors() -> BTreeMap<String, u8> {
-        [("Virtual-1".to_owned(), 0), ("Virtual-2".to_owned(), 1)].into()
+    fn connectors() -> Vec<Connector> {
+        vec![
+            Connector {
+                name: "Virtual-1".into(),
+                id: 0,
+                mode: Some((1024, 768)),
+            },
+            Connector {
+                name: "Virtual-2".into(),
+                id: 1,
+                mode: Some((1280, 1024)),
+            },
+        ]
     }
 
     fn message(outputs: Vec<SessionOutput>) -> SessionLayout {
@@ -126,6 +192,39 @@ mod tests {
         assert_eq!(ids, [Some(1), None, Some(0)]);
         assert_eq!(l.display(0).unwrap().x, 1280);
         assert_eq!(l.bounds().width, 2304);
+    }
+
+    #[test]
+    fn unnamed_outputs_are_matched_by_mode_then_by_order() {
+        let c = connectors();
+        let (_, ids) = layout(
+            &message(vec![
+                output("", 0, 0, 1280, 1024, (1280, 1024), 0),
+                output("", 1280, 0, 1024, 768, (1024, 768), 0),
+            ]),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(ids, [Some(1), Some(0)], "by mode");
+        let mut same = c.clone();
+        same[0].mode = Some((800, 600));
+        same[1].mode = Some((800, 600));
+        let (l, ids) = layout(
+            &message(vec![
+                output("", 800, 0, 800, 600, (800, 600), 0),
+                output("", 0, 0, 800, 600, (800, 600), 0),
+            ]),
+            &same,
+        )
+        .unwrap();
+        assert_eq!(ids, [Some(1), Some(0)], "left to right in connector order");
+        assert_eq!(
+            l.displays()
+                .map(|(_, d)| d.name.clone())
+                .collect::<Vec<_>>(),
+            [Some("Virtual-1".to_owned()), Some("Virtual-2".to_owned())],
+            "the matched connector names the display, for per-display binding"
+        );
     }
 
     #[test]
