@@ -407,9 +407,16 @@ poweroff -f
 "#;
 
 /// The desktop image's init, after the busybox initramfs switched to it: udev (display
-/// servers find their devices through it), then the probe, which starts everything else.
+/// servers find their devices through it), then the probe, which starts everything else; or,
+/// with `pvmouse.systemd=1` on the kernel command line, systemd.
 const DESKTOP_INIT: &str = r#"#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/opt
+# Display servers that need a logind session (mutter) boot with systemd as init; the image
+# starts the probe as a service then.
+if grep -q 'pvmouse.systemd=1' /proc/cmdline; then
+  echo "pvmouse-boot: starting systemd" > /dev/ttyS0
+  exec /lib/systemd/systemd
+fi
 step() { echo "pvmouse-boot: $1" > /dev/ttyS0; }
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts

@@ -31,6 +31,7 @@ struct Output {
     mode: (i32, i32),
     scale: i32,
     surface: Option<wl_surface::WlSurface>,
+    toplevel: Option<xdg_toplevel::XdgToplevel>,
     size: (i32, i32),
 }
 
@@ -349,7 +350,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         toplevel.set_fullscreen(output.wl.as_ref());
         surface.commit();
         output.surface = Some(surface);
+        output.toplevel = Some(toplevel);
     }
+    queue.roundtrip(&mut reader)?;
+    // mutter without a shell puts every new window on one monitor and keeps it there; asking
+    // again once the surfaces are mapped moves each to its output. Others are unmoved by it.
+    for output in &reader.outputs {
+        if let Some(toplevel) = &output.toplevel {
+            toplevel.set_fullscreen(output.wl.as_ref());
+        }
+    }
+    queue.roundtrip(&mut reader)?;
     queue.roundtrip(&mut reader)?;
     say("READY");
     loop {

@@ -1,0 +1,294 @@
+//! The pointer in GNOME's mutter (43, run bare as `mutter --wayland --display-server`, which
+//! has GNOME's input mapping without GNOME Shell). mutter needs a logind session, so this
+//! guest boots with systemd as init and starts mutter in a PAM session of the user `pvm` on
+//! tty1. The layout is set over mutter's own D-Bus interface (`ApplyMonitorsConfig`) while the
+//! bridge runs; the session agent, as `pvm`, is let in because logind says `pvm` is the active
+//! user of seat0 (no `--session-user`). The position is read from mutter by a Wayland client
+//! with a fullscreen surface on each output.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::time::{Duration, Instant};
+
+use pvmouse_vmtest::desktop::Head;
+use pvmouse_vmtest::{Qmp, Vm, VmConfig};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
+                      XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
+
+fn sh(vm: &Vm, command: &str) -> Vec<String> {
+    vm.probe
+        .sh(command, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+}
+
+fn logs(vm: &Vm) -> String {
+    let (_, out) = vm
+        .probe
+        .run(
+            "journalctl -u pvmouse-mutter --no-pager | tail -n 25; cat /run/systemd/seats/seat0; \
+             tail -n 12 /tmp/guestd.log /tmp/session.log /tmp/reader.log 2>&1",
+            WAIT,
+        )
+        .unwrap_or_default();
+    out.join("\n")
+}
+
+fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
+    vm.probe
+        .sh_until(command, want, limit)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+}
+
+fn last_position(vm: &Vm) -> Option<(usize, f64, f64)> {
+    let out = sh(vm, "grep -E '^(ENTER|MOTION) ' /tmp/reader.log | tail -n 1");
+    let line = out.first()?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
+}
+
+fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
+    let out = sh(vm, "grep -E '^BUTTON ' /tmp/reader.log | tail -n 1");
+    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
+    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
+}
+
+/// A method of mutter's `org.gnome.Mutter.DisplayConfig`, on its session bus, as `pvm`, with
+/// `busctl` (systemd's; the image has no gdbus). The reply as busctl's JSON.
+fn display_config(vm: &Vm, method: &str, signature_and_args: &str) -> serde_json::Value {
+    let command = format!(
+        "{AS_PVM} timeout 20 busctl --json=short --address=$(tr '\\0' '\\n' \
+         </proc/$(pgrep -x mutter)/environ | sed -n 's/^DBUS_SESSION_BUS_ADDRESS=//p') \
+         call org.gnome.Mutter.DisplayConfig /org/gnome/Mutter/DisplayConfig \
+         org.gnome.Mutter.DisplayConfig {method} {signature_and_args}"
+    );
+    // mutter opens its Wayland socket before it takes its D-Bus name: retry a while.
+    let start = Instant::now();
+    let out = loop {
+        let (rc, out) = vm.probe.run(&command, WAIT).unwrap();
+        if rc == 0 {
+            break out.join("\n");
+        }
+        assert!(start.elapsed() < WAIT, "{method}: {out:?}\n{}", logs(vm));
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if out.trim().is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"))
+}
+
+/// GetCurrentState's serial, and the id of `connector`'s mode of `width`x`height`.
+fn current_state(vm: &Vm) -> (u64, serde_json::Value) {
+    let state = display_config(vm, "GetCurrentState", "");
+    (state["data"][0].as_u64().unwrap(), state["data"][1].clone())
+}
+
+fn mode_id(monitors: &serde_json::Value, connector: &str, width: i64, height: i64) -> String {
+    monitors
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m[0][0] == connector)
+        .flat_map(|m| m[1].as_array().unwrap().iter())
+        .find(|mode| mode[1] == width && mode[2] == height)
+        .and_then(|mode| mode[0].as_str())
+        .unwrap_or_else(|| panic!("no {width}x{height} mode on {connector}: {monitors}"))
+        .to_owned()
+}
+
+struct Step {
+    name: &'static str,
+    /// (x, y, scale, transform) of Virtual-2; Virtual-1 stays at 0,0.
+    virtual2: (i32, i32, f64, u32),
+    heads: [Head; 2],
+}
+
+fn steps() -> [Step; 3] {
+    let left = Head::plain(0, 0, 1024, 768);
+    [
+        Step {
+            name: "side by side",
+            virtual2: (1024, 0, 1.0, 0),
+            heads: [left, Head::plain(1024, 0, 1280, 1024)],
+        },
+        Step {
+            name: "stacked",
+            virtual2: (0, 768, 1.0, 0),
+            heads: [left, Head::plain(0, 768, 1280, 1024)],
+        },
+        Step {
+            name: "rotated 90",
+            virtual2: (1024, 0, 1.0, 1),
+            heads: [
+                left,
+                Head {
+                    framebuffer: (1280, 1024),
+                    logical: (1024, 0, 1024, 1280),
+                    transform: 1,
+                },
+            ],
+        },
+    ]
+}
+
+#[test]
+fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
+    let vm = Vm::boot(VmConfig {
+        desktop: true,
+        kernel_args: vec!["pvmouse.systemd=1".into()],
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    sh(
+        &vm,
+        "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
+         -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
+         -p Environment=XDG_SESSION_TYPE=wayland \
+         /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
+    );
+    until(&vm, "ls /run/user/1000/ 2>&1", "wayland-0", WAIT);
+    println!(
+        "seat: {}",
+        sh(&vm, "cat /run/systemd/seats/seat0").join(" | ")
+    );
+    let (_, monitors) = current_state(&vm);
+    let (m1, m2) = (
+        mode_id(&monitors, "Virtual-1", 1024, 768),
+        mode_id(&monitors, "Virtual-2", 1280, 1024),
+    );
+    println!("modes {m1} {m2}");
+
+    sh(&vm, "/opt/pvmouse-guestd >/tmp/guestd.log 2>&1 &");
+    let mut ctl: Qmp = vm.control().unwrap();
+    let start = Instant::now();
+    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
+        assert!(start.elapsed() < WAIT, "no bridge\n{}", logs(&vm));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Virtual-1 at 0,0 as the primary monitor, Virtual-2 as the step says; method 1 is
+    // "temporary" (not written to monitors.xml).
+    let apply = |vm: &Vm, (x, y, scale, transform): (i32, i32, f64, u32)| {
+        let (serial, _) = current_state(vm);
+        display_config(
+            vm,
+            "ApplyMonitorsConfig",
+            &format!(
+                "'uua(iiduba(ssa{{sv}}))a{{sv}}' {serial} 1 2 \
+                 0 0 1.0 0 true 1 Virtual-1 '{m1}' 0 \
+                 {x} {y} {scale:.1} {transform} false 1 Virtual-2 '{m2}' 0 0"
+            ),
+        );
+    };
+    apply(&vm, steps()[0].virtual2);
+    sh(
+        &vm,
+        &format!("{AS_PVM} sh -c '/opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
+    );
+    until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
+    sh(
+        &vm,
+        &format!("{AS_PVM} sh -c '/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &'"),
+    );
+    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
+    let listed = sh(&vm, "grep '^OUTPUT ' /tmp/reader.log");
+    println!("{}", listed.join(" | "));
+    // mutter 43's wl_output has no names (the agent takes them from xdg-output): tell the
+    // reader's outputs apart by their modes.
+    let index_of = |width: i32| -> usize {
+        listed
+            .iter()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[5] == width.to_string()).then(|| f[1].parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no output {width} wide: {listed:?}"))
+    };
+    let outputs = [index_of(1024), index_of(1280)];
+
+    let points = [
+        (0.0, 0.0),
+        (1.0, 1.0),
+        (0.5, 0.5),
+        (0.1, 0.9),
+        (0.999, 0.001),
+        (1.5 / 1280.0, 2.5 / 1024.0),
+    ];
+    let mut rows = Vec::new();
+    let mut clicks = Vec::new();
+    for step in steps() {
+        apply(&vm, step.virtual2);
+        println!(
+            "{}: {}",
+            step.name,
+            sh(&vm, "grep -h 'applied' /tmp/session.log | tail -n 1").join("")
+        );
+        for (display, head) in step.heads.iter().enumerate() {
+            for &(x, y) in &points {
+                let want = head.expected_local(x, y);
+                let start = Instant::now();
+                let mut got = None;
+                while start.elapsed() < Duration::from_secs(8) {
+                    if got.is_none() {
+                        ctl.execute(
+                            "pvmouse-send",
+                            json!({"display": display, "x": 0.3, "y": 0.3}),
+                        )
+                        .unwrap();
+                    }
+                    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(300));
+                    got = last_position(&vm);
+                    if got.is_some_and(|(o, gx, gy)| {
+                        o == outputs[display]
+                            && (gx - want.0).abs() <= 0.5
+                            && (gy - want.1).abs() <= 0.5
+                    }) {
+                        break;
+                    }
+                }
+                rows.push((step.name, display, x, y, outputs[display], want, got));
+            }
+            for down in [true, false] {
+                ctl.execute(
+                    "pvmouse-send",
+                    json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(400));
+                clicks.push((step.name, display, outputs[display], down, last_button(&vm)));
+            }
+        }
+    }
+    println!(
+        "layout        display  x         y         expected (output, x, y)   mutter (output, x, y)"
+    );
+    for (step, d, x, y, o, want, got) in &rows {
+        println!(
+            "{step:<13} {d}        {x:<9.6} {y:<9.6} ({o}, {:.2}, {:.2})   {got:?}",
+            want.0, want.1
+        );
+    }
+    println!("clicks (layout, display, output, pressed, reader's last BUTTON): {clicks:?}");
+    for (step, d, x, y, o, want, got) in &rows {
+        let (go, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
+        assert_eq!(
+            go, *o,
+            "{step}: display {d} ({x}, {y}): on the wrong output"
+        );
+        assert!(
+            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
+            "{step}: display {d} ({x}, {y}): mutter has ({gx}, {gy}), expected {want:?}"
+        );
+    }
+    for (step, d, o, down, got) in &clicks {
+        assert_eq!(
+            *got,
+            Some((*o, 272, *down)),
+            "{step}: display {d}: the click was not seen on its output"
+        );
+    }
+}
