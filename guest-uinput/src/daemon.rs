@@ -397,7 +397,8 @@ fn serve_session(
     tracing::info!(socket = %path.display(), "session agents may connect");
     let tx = Mutex::new(tx);
     std::thread::spawn(move || {
-        session::serve(listener, access, dri, move |event| {
+        let connectors = Arc::new(move || crate::layout::drm::connectors(&dri));
+        session::serve(listener, access, connectors, move |event| {
             tx.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .send(Msg::Session(event))

@@ -375,4 +375,47 @@ mod tests {
         assert_eq!((u, v), (16, 33));
         assert_eq!(f.as_slice(), [ev(EV_ABS, ABS_X, u), ev(EV_ABS, ABS_Y, v)]);
     }
+
+    fn targeted(f: &OutputFrame) -> Vec<(u8, InputEvent)> {
+        f.targeted().collect()
+    }
+
+    #[test]
+    fn per_display_motion_goes_to_its_display_and_a_drag_ends_where_it_began() {
+        let layout = Layout::parse_spec("0=1024x768@0,0,1=1280x1024@1024,0").unwrap();
+        let mut m = Mapper::with_mode(layout, PointerMode::PerDisplay);
+        let syn = InputEvent::syn_report();
+        let press = m.feed(ev(EV_KEY, BTN_LEFT, 1));
+        assert!(press.is_none());
+        let f = m.feed(syn).unwrap();
+        assert_eq!(targeted(&f), [(0, ev(EV_KEY, BTN_LEFT, 1))]);
+        m.feed(ev(EV_ABS, DISPLAY_AXIS, 1));
+        m.feed(ev(EV_ABS, ABS_X, 0));
+        m.feed(ev(EV_KEY, BTN_LEFT, 0));
+        let f = m.feed(syn).unwrap();
+        // Display 1's own range: its first pixel's centre, 0.5/1280 of 65535.
+        assert_eq!(
+            targeted(&f),
+            [
+                (1, ev(EV_ABS, ABS_X, 26)),
+                (1, ev(EV_ABS, ABS_Y, 32)),
+                (0, ev(EV_KEY, BTN_LEFT, 0)),
+            ],
+            "the release goes to the pointer that pressed"
+        );
+    }
+
+    #[test]
+    fn a_mode_change_releases_held_buttons_on_the_old_pointers() {
+        let mut m = mapper();
+        run(
+            &mut m,
+            &[ev(EV_KEY, BTN_RIGHT, 1), InputEvent::syn_report()],
+        );
+        let layout = m.layout().clone();
+        let released = m.set_mode(layout, PointerMode::PerDisplay);
+        assert_eq!(targeted(&released), [(0, ev(EV_KEY, BTN_RIGHT, 0))]);
+        assert_eq!(m.mode(), PointerMode::PerDisplay);
+        assert!(m.release_all().is_empty(), "nothing is left held");
+    }
 }

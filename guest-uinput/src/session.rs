@@ -22,6 +22,7 @@ use pvmouse_spec::session::{
     MAX_AGENTS, MAX_LINE_BYTES, PARTIAL_LINE_TIMEOUT_MS, PointerMode, Reply, SessionLayout,
 };
 
+use crate::layout::drm::Connector;
 use crate::layout::{self, Layout};
 
 /// Where logind says who is in front of the machine.
@@ -157,9 +158,13 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What an agent's output names are matched against: the DRM connectors, read afresh for each
+/// layout (outputs come and go).
+pub type ConnectorSource = dyn Fn() -> Vec<Connector> + Send + Sync;
+
 /// Serves agents until the process exits. `send` hands events to the main loop and returns
 /// false once it is gone.
-pub fn serve<F>(listener: UnixListener, access: Access, dri: PathBuf, send: F)
+pub fn serve<F>(listener: UnixListener, access: Access, connectors: Arc<ConnectorSource>, send: F)
 where
     F: Fn(SessionEvent) -> bool + Send + Sync + 'static,
 {
@@ -193,9 +198,14 @@ where
             continue;
         }
         let agent = next_id.fetch_add(1, Ordering::Relaxed);
-        let (send, quiet, open, dri) = (send.clone(), quiet.clone(), open.clone(), dri.clone());
+        let (send, quiet, open, connectors) = (
+            send.clone(),
+            quiet.clone(),
+            open.clone(),
+            connectors.clone(),
+        );
         std::thread::spawn(move || {
-            if let Err(e) = converse(agent, &mut stream, &dri, &*send, &quiet) {
+            if let Err(e) = converse(agent, &mut stream, &*connectors, &*send, &quiet) {
                 tracing::debug!(agent, "session agent connection ended: {e}");
             }
             send(SessionEvent::Gone { agent });
@@ -208,7 +218,7 @@ where
 fn converse(
     agent: u64,
     stream: &mut UnixStream,
-    dri: &Path,
+    connectors: &ConnectorSource,
     send: &(dyn Fn(SessionEvent) -> bool + Send + Sync),
     quiet: &Quiet,
 ) -> io::Result<()> {
@@ -237,7 +247,7 @@ fn converse(
         buf.extend_from_slice(&chunk[..n]);
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=end).collect();
-            let reply = handle_line(agent, &line[..end], dri, send, quiet);
+            let reply = handle_line(agent, &line[..end], connectors, send, quiet);
             send_reply(stream, &reply)?;
         }
         if buf.len() > MAX_LINE_BYTES {
@@ -257,7 +267,7 @@ fn converse(
 fn handle_line(
     agent: u64,
     line: &[u8],
-    dri: &Path,
+    connectors: &ConnectorSource,
     send: &(dyn Fn(SessionEvent) -> bool + Send + Sync),
     quiet: &Quiet,
 ) -> Reply {
@@ -269,8 +279,7 @@ fn handle_line(
             return Reply::Error(why);
         }
     };
-    let connectors = layout::drm::connectors(dri);
-    let (layout, displays) = match layout::session::layout(&message, &connectors) {
+    let (layout, displays) = match layout::session::layout(&message, &connectors()) {
         Ok(l) => l,
         Err(e) => {
             quiet.warn("invalid", &format!("layout refused: {e}"));
@@ -291,4 +300,31 @@ fn handle_line(
     }
     rx.recv_timeout(APPLY_TIMEOUT)
         .unwrap_or_else(|_| Reply::Error("the bridge did not apply the layout in time".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_the_named_user_and_the_seats_active_user_may_set_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let seat = dir.path().join("seat0");
+        let mut access = Access {
+            user: None,
+            seat_file: seat.clone(),
+        };
+        assert!(access.check(0).is_ok());
+        let err = access.check(1000).unwrap_err();
+        assert!(err.contains("no session user is known"), "{err}");
+        std::fs::write(&seat, "IS_SEAT0=1\nACTIVE=c2\nACTIVE_UID=1000\n").unwrap();
+        assert!(access.check(1000).is_ok());
+        let err = access.check(1001).unwrap_err();
+        assert!(err.contains("uid 1001 may not set the layout"), "{err}");
+        assert!(err.contains("logind"), "{err}");
+        access.user = Some(1002);
+        assert!(access.check(1002).is_ok());
+        assert!(access.check(1000).is_ok(), "logind's user too");
+        assert!(access.check(1001).is_err());
+    }
 }
