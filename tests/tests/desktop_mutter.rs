@@ -160,6 +160,16 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
         mode_id(&monitors, "Virtual-2", 1280, 1024),
     );
     println!("modes {m1} {m2}");
+    // mutter offers only the scales it supports for a mode: say which, for the notes.
+    let scales: Vec<String> = monitors
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m[1].as_array().unwrap().iter())
+        .filter(|mode| mode[0] == m2.as_str())
+        .map(|mode| mode[5].to_string())
+        .collect();
+    println!("scales mutter supports for {m2}: {scales:?}");
 
     sh(&vm, "/opt/pvmouse-guestd >/tmp/guestd.log 2>&1 &");
     let mut ctl: Qmp = vm.control().unwrap();
