@@ -4,7 +4,8 @@
 //! compositor tells it: the outputs, then where the pointer enters, moves and clicks, in the
 //! surface's own (logical) coordinates. It asks the compositor, never pvmouse. Each surface is
 //! grey with a red 16×16 square at its top-left corner, so that a screendump shows where the
-//! compositor drew each output's logical origin.
+//! compositor drew each output's logical origin. With `--trail` it also draws where the pointer
+//! goes (small dark dots) and where it clicks (orange squares), for the demo's screenshot.
 //!
 //! ```text
 //! OUTPUT index name x y width height scale     (wl_output: position, current mode, scale)
@@ -15,6 +16,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 
 use wayland_client::protocol::{
     wl_buffer, wl_compositor, wl_output, wl_pointer, wl_registry, wl_seat, wl_shm, wl_shm_pool,
@@ -33,16 +35,71 @@ struct Output {
     surface: Option<wl_surface::WlSurface>,
     toplevel: Option<xdg_toplevel::XdgToplevel>,
     size: (i32, i32),
+    /// The surface's buffer and the file behind it, to draw the trail into.
+    canvas: Option<Canvas>,
+}
+
+/// A buffer the compositor shows, drawn into through its file.
+#[derive(Debug)]
+struct Canvas {
+    file: File,
+    buffer: wl_buffer::WlBuffer,
+    width: i32,
+    height: i32,
+}
+
+impl Canvas {
+    /// A `side`×`side` square of `bgr` centred on (x, y), then shown.
+    fn dot(&self, surface: &wl_surface::WlSurface, x: f64, y: f64, side: i32, bgr: [u8; 3]) {
+        let (cx, cy) = (x.floor(), y.floor());
+        let half = side / 2;
+        let pixel = [bgr[0], bgr[1], bgr[2], 0xff];
+        let mut row = Vec::with_capacity(usize::try_from(side).unwrap_or(0) * 4);
+        for _ in 0..side {
+            row.extend_from_slice(&pixel);
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "surface coordinates")]
+        let (left, top) = (cx as i32 - half, cy as i32 - half);
+        for dy in 0..side {
+            let (py, px) = (top + dy, left.max(0));
+            let right = (left + side).min(self.width);
+            if py < 0 || py >= self.height || px >= right {
+                continue;
+            }
+            let bytes = usize::try_from((right - px) * 4).unwrap_or(0);
+            if let Ok(at) = u64::try_from((py * self.width + px) * 4) {
+                let _ = self.file.write_all_at(&row[..bytes.min(row.len())], at);
+            }
+        }
+        surface.attach(Some(&self.buffer), 0, 0);
+        surface.damage_buffer(left, top, side, side);
+        surface.commit();
+    }
 }
 
 #[derive(Debug, Default)]
 struct Reader {
+    /// `--trail`: draw where the pointer goes, and its clicks.
+    trail: bool,
     compositor: Option<wl_compositor::WlCompositor>,
     shm: Option<wl_shm::WlShm>,
     wm_base: Option<xdg_wm_base::XdgWmBase>,
     outputs: Vec<Output>,
     /// The output whose surface has the pointer.
     focus: Option<usize>,
+    /// Where on it.
+    position: (f64, f64),
+}
+
+impl Reader {
+    fn draw(&self, output: usize, side: i32, bgr: [u8; 3]) {
+        let Some(o) = self.outputs.get(output).filter(|_| self.trail) else {
+            return;
+        };
+        if let (Some(canvas), Some(surface)) = (&o.canvas, &o.surface) {
+            canvas.dot(surface, self.position.0, self.position.1, side, bgr);
+        }
+    }
 }
 
 fn say(line: &str) {
@@ -70,7 +127,7 @@ impl Dispatch<wl_registry::WlRegistry, ()> for Reader {
             return;
         };
         match interface.as_str() {
-            "wl_compositor" => state.compositor = Some(registry.bind(name, 1, qh, ())),
+            "wl_compositor" => state.compositor = Some(registry.bind(name, version.min(4), qh, ())),
             "wl_shm" => state.shm = Some(registry.bind(name, 1, qh, ())),
             "xdg_wm_base" => state.wm_base = Some(registry.bind(name, 1, qh, ())),
             "wl_seat" => {
@@ -158,6 +215,7 @@ impl Dispatch<wl_pointer::WlPointer, ()> for Reader {
                     .outputs
                     .iter()
                     .position(|o| o.surface.as_ref() == Some(&surface));
+                state.position = (surface_x, surface_y);
                 if let Some(i) = state.focus {
                     say(&format!("ENTER {i} {surface_x} {surface_y}"));
                 }
@@ -174,6 +232,8 @@ impl Dispatch<wl_pointer::WlPointer, ()> for Reader {
             } => {
                 if let Some(i) = state.focus {
                     say(&format!("MOTION {i} {surface_x} {surface_y}"));
+                    state.position = (surface_x, surface_y);
+                    state.draw(i, 6, [0x30, 0x30, 0x30]);
                 }
             }
             wl_pointer::Event::Button {
@@ -187,6 +247,9 @@ impl Dispatch<wl_pointer::WlPointer, ()> for Reader {
                         _ => "released",
                     };
                     say(&format!("BUTTON {i} {button} {what}"));
+                    if what == "pressed" {
+                        state.draw(i, 14, [0x00, 0x80, 0xf0]);
+                    }
                 }
             }
             _ => {}
@@ -251,9 +314,17 @@ impl Dispatch<xdg_surface::XdgSurface, usize> for Reader {
             return;
         };
         match buffer(shm, qh, w, h) {
-            Ok(buffer) => {
+            Ok((file, buffer)) => {
                 surface.attach(Some(&buffer), 0, 0);
                 surface.commit();
+                if let Some(output) = state.outputs.get_mut(*index) {
+                    output.canvas = Some(Canvas {
+                        file,
+                        buffer,
+                        width: w,
+                        height: h,
+                    });
+                }
             }
             Err(e) => say(&format!("ERROR buffer: {e}")),
         }
@@ -271,7 +342,7 @@ fn buffer(
     qh: &QueueHandle<Reader>,
     w: i32,
     h: i32,
-) -> std::io::Result<wl_buffer::WlBuffer> {
+) -> std::io::Result<(File, wl_buffer::WlBuffer)> {
     let dir = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
     let path = format!("{dir}/pvmouse-wl-reader-{}-{w}x{h}", std::process::id());
     let mut file = File::options()
@@ -301,7 +372,7 @@ fn buffer(
     let pool = shm.create_pool(file.as_fd(), len, qh, ());
     let buffer = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, qh, ());
     pool.destroy();
-    Ok(buffer)
+    Ok((file, buffer))
 }
 
 delegate_noop!(Reader: ignore wl_compositor::WlCompositor);
@@ -325,7 +396,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut queue = conn.new_event_queue();
     let qh = queue.handle();
     conn.display().get_registry(&qh, ());
-    let mut reader = Reader::default();
+    let mut reader = Reader {
+        trail: std::env::args().any(|a| a == "--trail"),
+        ..Reader::default()
+    };
     // The globals, then what each output says about itself.
     queue.roundtrip(&mut reader)?;
     queue.roundtrip(&mut reader)?;
