@@ -143,6 +143,30 @@ pub fn screendump(qemu: &mut Qmp, head: u32, file: &Path) -> std::io::Result<Pic
     read_ppm(&std::fs::read(file)?)
 }
 
+/// Heads side by side, tops aligned, on a dark background, as one PNG: what the monitors of a
+/// desktop laid out left to right show.
+pub fn write_side_by_side(pictures: &[Picture], path: &Path) -> std::io::Result<()> {
+    let width: usize = pictures.iter().map(|p| p.width).sum();
+    let height = pictures.iter().map(|p| p.height).max().unwrap_or(0);
+    let mut rgb = vec![0x20u8; width * height * 3];
+    let mut left = 0;
+    for p in pictures {
+        for y in 0..p.height {
+            let from = &p.rgb[y * p.width * 3..(y + 1) * p.width * 3];
+            let at = (y * width + left) * 3;
+            rgb[at..at + from.len()].copy_from_slice(from);
+        }
+        left += p.width;
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let to_u32 = |v: usize| u32::try_from(v).map_err(std::io::Error::other);
+    let mut encoder = png::Encoder::new(file, to_u32(width)?, to_u32(height)?);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+    writer.write_image_data(&rgb).map_err(std::io::Error::other)
+}
+
 /// A binary PPM (P6, maxval 255), as QEMU writes it.
 pub fn read_ppm(bytes: &[u8]) -> std::io::Result<Picture> {
     let bad = |why: &str| std::io::Error::other(format!("not a PPM QEMU writes: {why}"));

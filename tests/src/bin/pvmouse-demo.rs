@@ -1,10 +1,13 @@
-//! `pvmouse-demo`, the main job. It boots a guest whose pvmouse has two displays and runs the
-//! guest bridge there with a two-monitor layout (1024x768 left of 1280x1024). It tours the
-//! pointer across both displays with clicks and scrolls through the control socket, and prints
-//! each command, what pvmouse sends for it, and what the guest's evdev received on the bridge's
-//! desktop pointer. (The bridge grabs the raw pvmouse device so the desktop sees only its
-//! pointer; raw frames are checked by the end-to-end tests.) It draws the pointer's path in
-//! desktop space and exits 0 only if every frame matched.
+//! `pvmouse-demo`, the main job. It boots the desktop guest, whose pvmouse has two displays,
+//! with sway on two monitors (1024x768 left of 1280x1024), the guest bridge, and the session
+//! agent giving the bridge sway's layout. It tours the pointer across both monitors with clicks
+//! and scrolls through the control socket, and prints each command, what pvmouse sends for it,
+//! what the guest's evdev received on the bridge's desktop pointer, and where sway put the
+//! pointer (read by a Wayland client with a surface on each monitor, which also draws the
+//! pointer's trail). (The bridge grabs the raw pvmouse device so the desktop sees only its
+//! pointer; raw frames are checked by the end-to-end tests.) It then takes QMP screendumps of
+//! both heads and puts them together as one picture, and exits 0 only if every frame matched and
+//! every point landed on its pixel.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -17,11 +20,14 @@ use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, BTN_LEFT, BTN_RIGHT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{AXIS_MAX, DISPLAY_AXIS};
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
+use pvmouse_vmtest::desktop::{Head, screendump, write_side_by_side};
+use pvmouse_vmtest::{Qmp, Vm, VmConfig, frames, round_to_i32};
 use serde_json::{Value, json};
 
 const POINTER: &str = "pvmouse desktop pointer";
-const LAYOUT: &str = "0=1024x768@0,0,1=1280x1024@1024,0";
+/// sway runs as the image's user `pvm` (it refuses root), with seatd handing it the devices.
+const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
+                      XDG_RUNTIME_DIR=/run/user/1000";
 /// (x, y, width, height) of each display on the desktop, and the desktop's bounding box.
 const DISPLAYS: [(f64, f64, f64, f64); 2] =
     [(0.0, 0.0, 1024.0, 768.0), (1024.0, 0.0, 1280.0, 1024.0)];
@@ -30,6 +36,8 @@ const DESKTOP: (f64, f64) = (2304.0, 1024.0);
 /// One step of the tour: a control command and the frames the spec says each device must see.
 struct Step {
     label: String,
+    /// For a move: the display and position, to check where sway put the pointer.
+    point: Option<(usize, f64, f64)>,
     command: &'static str,
     arguments: Value,
     raw: Vec<Vec<InputEvent>>,
@@ -96,12 +104,13 @@ impl Model {
 /// A lap around each display: an ellipse, a left click at its lowest point, a right click at
 /// its highest, and a scroll at its leftmost.
 fn tour() -> Vec<Step> {
-    // The guest starts at display 0, (0, 0), on both devices.
+    // The guest starts at display 0, (0, 0): the bridge placed its pointer there.
+    let (u, v) = desktop_value(0, 0, 0);
     let mut model = Model {
         x: Some(0),
         y: Some(0),
-        u: Some(0),
-        v: Some(0),
+        u: Some(u),
+        v: Some(v),
         ..Model::default()
     };
     let mut steps = Vec::new();
@@ -121,6 +130,7 @@ fn tour() -> Vec<Step> {
                 continue;
             }
             steps.push(Step {
+                point: Some((usize::try_from(display).unwrap_or(0), x, y)),
                 label: format!("move d{display} ({x:.3}, {y:.3})"),
                 command: "pvmouse-send",
                 arguments: json!({"display": display, "x": x, "y": y}),
@@ -138,6 +148,7 @@ fn tour() -> Vec<Step> {
                     vec![InputEvent::new(EV_KEY, code, 0)],
                 ];
                 steps.push(Step {
+                    point: None,
                     label: format!("click {button}"),
                     command: "input-send-event",
                     arguments: json!({"head": display, "events": [
@@ -154,6 +165,7 @@ fn tour() -> Vec<Step> {
                     InputEvent::new(EV_REL, REL_WHEEL_HI_RES, 120 * sign),
                 ]];
                 steps.push(Step {
+                    point: None,
                     label: format!("scroll {}", if sign > 0 { "up" } else { "down" }),
                     command: "pvmouse-send",
                     arguments: json!({"wheel": {"vertical": 120 * sign}}),
@@ -305,26 +317,48 @@ fn await_frames(
         .map(|evs| frames(&evs))
 }
 
-fn run() -> Result<bool, String> {
-    let started = Instant::now();
-    println!(
-        "pvmouse demo: preparing and booting a guest (QEMU, TCG) with a two-display pvmouse..."
-    );
-    let vm = Vm::boot(VmConfig::default()).map_err(|e| e.to_string())?;
-    println!("guest up after {:.1} s", started.elapsed().as_secs_f64());
-    let wait = Duration::from_secs(30);
-    vm.probe.request(
-        &format!("watch {PVMOUSE_NAME}"),
-        &format!("OPEN {PVMOUSE_NAME} "),
-        wait,
-    )?;
-    let mut ctl: Qmp = vm.control().map_err(|e| e.to_string())?;
+/// A guest shell command that must succeed.
+fn sh(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
+    vm.probe.sh(command, Duration::from_secs(60))
+}
 
-    println!("starting the guest bridge: pvmouse-guestd --layout {LAYOUT}");
+/// sway's pointer as the reader last saw it: (output index, x, y) on that output.
+fn sway_pointer(vm: &Vm) -> Option<(usize, f64, f64)> {
+    let out = sh(vm, "grep -E '^(ENTER|MOTION) ' /tmp/reader.log | tail -n 1").ok()?;
+    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
+    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
+}
+
+/// Starts sway, the bridge, the session agent and the reader; returns the reader's output index
+/// of each display.
+fn start_desktop(vm: &Vm, ctl: &mut Qmp) -> Result<[usize; 2], String> {
+    let wait = Duration::from_secs(60);
+    let runtime = "/run/user/1000";
+    sh(vm, "seatd -g video >/tmp/seatd.log 2>&1 &")?;
+    sh(
+        vm,
+        &format!("mkdir -p {runtime} && chown pvm {runtime} && chmod 700 {runtime}"),
+    )?;
+    sh(
+        vm,
+        "printf 'output Virtual-1 mode 1024x768 position 0 0\\n\
+         output Virtual-2 mode 1280x1024 position 1024 0\\n' >/tmp/sway.config",
+    )?;
+    println!("starting sway on two monitors: 1024x768 left of 1280x1024");
+    sh(
+        vm,
+        &format!(
+            "{AS_PVM} LIBSEAT_BACKEND=seatd WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
+             sway -c /tmp/sway.config >/tmp/sway.log 2>&1 &"
+        ),
+    )?;
+    vm.probe
+        .sh_until(&format!("ls {runtime}"), "wayland-", wait)?;
+    println!("starting the guest bridge (pvmouse-guestd) and the session agent (pvmouse-session)");
     let mark = vm.probe.mark();
-    vm.probe.run(
-        &format!("pvmouse-guestd --layout {LAYOUT} > /tmp/guestd.log 2>&1 &"),
-        wait,
+    sh(
+        vm,
+        "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     )?;
     vm.probe
         .send(&format!("watch {POINTER}"))
@@ -332,34 +366,107 @@ fn run() -> Result<bool, String> {
     vm.probe
         .wait_for(mark, wait, |l| l.starts_with(&format!("OPEN {POINTER} ")))?;
     let event = ctl
-        .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(5))
+        .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     println!("host sees the bridge: {}", event["data"]);
+    let session = format!("{AS_PVM} WAYLAND_DISPLAY=$(cd {runtime} && ls wayland-? | head -n1)");
+    sh(
+        vm,
+        &format!("{session} sh -c '/opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
+    )?;
+    let applied = vm
+        .probe
+        .sh_until("cat /tmp/session.log", "applied the layout", wait)?;
+    println!("{}", applied.last().map_or("", |l| l.as_str()));
+    sh(
+        vm,
+        &format!("{session} sh -c '/opt/pvmouse-wl-reader --trail >/tmp/reader.log 2>&1 &'"),
+    )?;
+    vm.probe.sh_until("cat /tmp/reader.log", "READY", wait)?;
+    let listed = sh(vm, "grep '^OUTPUT ' /tmp/reader.log")?;
+    let index_of = |name: &str| -> Result<usize, String> {
+        listed
+            .iter()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&name)).then(|| f[1].parse().ok())?
+            })
+            .ok_or_else(|| format!("sway has no output {name}: {listed:?}"))
+    };
+    Ok([index_of("Virtual-1")?, index_of("Virtual-2")?])
+}
+
+fn run() -> Result<bool, String> {
+    let started = Instant::now();
+    println!(
+        "pvmouse demo: preparing and booting the desktop guest (QEMU, TCG) with a two-display pvmouse..."
+    );
+    let vm = Vm::boot(VmConfig {
+        desktop: true,
+        ..VmConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    println!("guest up after {:.1} s", started.elapsed().as_secs_f64());
+    let mut ctl: Qmp = vm.control().map_err(|e| e.to_string())?;
+    let outputs = start_desktop(&vm, &mut ctl)?;
+    let heads = [
+        Head::plain(0, 0, 1024, 768),
+        Head::plain(1024, 0, 1280, 1024),
+    ];
 
     let steps = tour();
     let mut all_ok = true;
     let mut pointer_all = Vec::new();
     println!(
-        "\n{:<3} {:<24} {:<26} {:<24} {:<24} ok",
-        "#", "command", "pvmouse sends (raw)", "pointer: expected", "pointer: received"
+        "\n{:<3} {:<24} {:<26} {:<24} {:<24} {:<22} ok",
+        "#",
+        "command",
+        "pvmouse sends (raw)",
+        "pointer: expected",
+        "pointer: received",
+        "sway (output, x, y)"
     );
     for (n, step) in steps.iter().enumerate() {
         let mark = vm.probe.mark();
         ctl.execute(step.command, step.arguments.clone())
             .map_err(|e| format!("step {n} ({}): {e}", step.label))?;
         let pointer = await_frames(&vm, POINTER, mark, step.pointer.len());
-        let ok = pointer.as_ref().is_ok_and(|p| *p == step.pointer);
+        let mut ok = pointer.as_ref().is_ok_and(|p| *p == step.pointer);
+        let mut on_screen = String::new();
+        if let Some((display, x, y)) = step.point {
+            let want = heads[display].expected_local(x, y);
+            // sway reads the pointer a moment after the evdev node has it.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut got = sway_pointer(&vm);
+            let right = |g: Option<(usize, f64, f64)>| {
+                g.is_some_and(|(o, gx, gy)| {
+                    o == outputs[display]
+                        && (gx - want.0).abs() <= 0.5
+                        && (gy - want.1).abs() <= 0.5
+                })
+            };
+            while !right(got) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                got = sway_pointer(&vm);
+            }
+            ok &= right(got);
+            on_screen = match got {
+                Some((o, gx, gy)) => format!("({o}, {gx:.1}, {gy:.1})"),
+                None => "(nothing)".into(),
+            };
+        }
         all_ok &= ok;
         let received = match &pointer {
             Ok(f) => show(f),
             Err(e) => format!("(nothing: {e})"),
         };
         println!(
-            "{n:<3} {:<24} {:<26} {:<24} {:<24} {}",
+            "{n:<3} {:<24} {:<26} {:<24} {:<24} {:<22} {}",
             step.label,
             show(&step.raw),
             show(&step.pointer),
             received,
+            on_screen,
             if ok { "yes" } else { "NO" }
         );
         if let Ok(p) = pointer {
@@ -371,6 +478,15 @@ fn run() -> Result<bool, String> {
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let svg = out_dir.join("pointer-path.svg");
     draw(&replay(&pointer_all), &svg).map_err(|e| format!("drawing {}: {e}", svg.display()))?;
+    let mut qemu = vm.qemu_qmp().map_err(|e| e.to_string())?;
+    let mut pictures = Vec::new();
+    for head in 0..2 {
+        let dump = out_dir.join(format!("head{head}.ppm"));
+        pictures.push(screendump(&mut qemu, head, &dump).map_err(|e| format!("screendump: {e}"))?);
+        let _ = std::fs::remove_file(&dump);
+    }
+    let png = out_dir.join("desktop.png");
+    write_side_by_side(&pictures, &png).map_err(|e| format!("{}: {e}", png.display()))?;
     let status = ctl
         .execute("query-pvmouse", json!({}))
         .map_err(|e| e.to_string())?;
@@ -381,9 +497,10 @@ fn run() -> Result<bool, String> {
         status["counters"]
     );
     println!(
-        "picture of the pointer on the guest desktop: {}",
-        svg.display()
+        "both monitors as sway shows them, with the pointer's trail: {}",
+        png.display()
     );
+    println!("the path in desktop space: {}", svg.display());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     Ok(all_ok)
 }
@@ -391,7 +508,9 @@ fn run() -> Result<bool, String> {
 fn main() -> ExitCode {
     match run() {
         Ok(true) => {
-            println!("RESULT: every frame on the guest's desktop pointer matched what was sent.");
+            println!(
+                "RESULT: every frame on the guest's desktop pointer matched what was sent, and sway put every point on its pixel."
+            );
             ExitCode::SUCCESS
         }
         Ok(false) => {
