@@ -1,5 +1,5 @@
-//! What the bridge reads from a pvmouse device and from a layout file, as plain functions of
-//! bytes: the fuzz targets in `fuzz/` call these, and the normal test suite replays every
+//! What the bridge reads from a pvmouse device, from a layout file and from a session agent, as
+//! plain functions of bytes: the fuzz targets in `fuzz/` call these, and the normal test suite replays every
 //! committed corpus entry through them. Each panics only if the bridge breaks an invariant.
 
 use std::path::Path;
@@ -89,6 +89,65 @@ fn check_layout(layout: &Layout) {
     for display in 0..=16u8 {
         for (x, y) in [(0, 0), (65535, 65535), (-5, 70000), (32768, 1)] {
             if let Some((u, v)) = layout.map(display, x, y) {
+                assert!((0..=OUTPUT_MAX).contains(&u) && (0..=OUTPUT_MAX).contains(&v));
+            }
+        }
+    }
+}
+
+/// One line from a session agent (spec/session.md), against two lit connectors and an unlit
+/// one. A layout that is accepted maps every position onto a pixel inside its display's logical
+/// rectangle, and into the pointers' ranges; a hostile output name never reaches a udev rule.
+pub fn session_line(data: &[u8]) {
+    use crate::layout::drm::Connector;
+    use crate::pointers::is_plain_output_name;
+    use pvmouse_spec::session::SessionLayout;
+
+    let Ok(message) = serde_json::from_slice::<SessionLayout>(data) else {
+        return;
+    };
+    let connectors = [
+        Connector {
+            name: "Virtual-1".into(),
+            id: 0,
+            mode: Some((1024, 768)),
+        },
+        Connector {
+            name: "Virtual-2".into(),
+            id: 1,
+            mode: Some((1280, 1024)),
+        },
+        Connector {
+            name: "Virtual-3".into(),
+            id: 2,
+            mode: None,
+        },
+    ];
+    let Ok((layout, ids)) = crate::layout::session::layout(&message, &connectors) else {
+        return;
+    };
+    assert_eq!(ids.len(), message.outputs.len());
+    for (id, display) in layout.displays() {
+        assert!(ids.contains(&Some(id)), "display {id} was matched");
+        assert!(
+            display.name.as_deref().is_none_or(is_plain_output_name),
+            "{:?}",
+            display.name
+        );
+        let r = display.logical;
+        for (x, y) in [(0, 0), (65535, 65535), (-5, 70000), (32768, 1), (1, 65534)] {
+            let (px, py) = layout.to_desktop(id, x, y).expect("a known display");
+            assert!(
+                px >= i64::from(r.x)
+                    && px < i64::from(r.x) + i64::from(r.width)
+                    && py >= i64::from(r.y)
+                    && py < i64::from(r.y) + i64::from(r.height),
+                "({x}, {y}) on display {id} lands at ({px}, {py}), outside {r:?}"
+            );
+            for (u, v) in [
+                layout.map(id, x, y).expect("mapped"),
+                layout.map_on_display(id, x, y).expect("mapped"),
+            ] {
                 assert!((0..=OUTPUT_MAX).contains(&u) && (0..=OUTPUT_MAX).contains(&v));
             }
         }

@@ -470,7 +470,7 @@ fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
             .unwrap()
             .1
             .join("\n");
-        if log.contains("layout reloaded") {
+        if log.contains("layout in force") {
             assert!(
                 log.contains("bounds: Rect { x: 0, y: 0, width: 1024, height: 768 }"),
                 "{log}"
