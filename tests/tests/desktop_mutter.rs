@@ -15,6 +15,9 @@ use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// One VM at a time: the machine has two cores, and a desktop guest takes both.
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
                       XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
 
@@ -53,6 +56,19 @@ fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
     let out = sh(vm, "grep -E '^BUTTON ' /tmp/reader.log | tail -n 1");
     let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
     Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
+}
+
+/// Waits up to 5 s for the reader's last button report to be BTN_LEFT (272) `down` on
+/// `output`; returns the last report.
+fn button_seen(vm: &Vm, output: usize, down: bool) -> Option<(usize, u32, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = last_button(vm);
+        if got == Some((output, 272, down)) || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A method of mutter's `org.gnome.Mutter.DisplayConfig`, on its session bus, as `pvm`, with
@@ -134,10 +150,11 @@ fn steps() -> [Step; 3] {
     ]
 }
 
-#[test]
-fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
+/// A desktop guest booted with systemd, running mutter in a PAM session of `pvm` on tty1.
+fn mutter(displays: u32) -> Vm {
     let vm = Vm::boot(VmConfig {
         desktop: true,
+        displays,
         kernel_args: vec!["pvmouse.systemd=1".into()],
         ..VmConfig::default()
     })
@@ -150,6 +167,13 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
          /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
     );
     until(&vm, "ls /run/user/1000/ 2>&1", "wayland-0", WAIT);
+    vm
+}
+
+#[test]
+fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = mutter(2);
     println!(
         "seat: {}",
         sh(&vm, "cat /run/systemd/seats/seat0").join(" | ")
@@ -268,8 +292,13 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
                     json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
                 )
                 .unwrap();
-                std::thread::sleep(Duration::from_millis(400));
-                clicks.push((step.name, display, outputs[display], down, last_button(&vm)));
+                clicks.push((
+                    step.name,
+                    display,
+                    outputs[display],
+                    down,
+                    button_seen(&vm, outputs[display], down),
+                ));
             }
         }
     }
@@ -299,6 +328,61 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
             *got,
             Some((*o, 272, *down)),
             "{step}: display {d}: the click was not seen on its output"
+        );
+    }
+}
+
+#[test]
+fn with_one_display_the_raw_device_is_a_pointer_in_mutter_without_the_bridge() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = mutter(1);
+    let (serial, monitors) = current_state(&vm);
+    let mode = mode_id(&monitors, "Virtual-1", 1280, 1024);
+    // Virtual-1 alone, at 1280x1024; Virtual-2 off.
+    display_config(
+        &vm,
+        "ApplyMonitorsConfig",
+        &format!(
+            "'uua(iiduba(ssa{{sv}}))a{{sv}}' {serial} 1 1 0 0 1.0 0 true 1 Virtual-1 '{mode}' 0 0"
+        ),
+    );
+    sh(
+        &vm,
+        &format!("{AS_PVM} sh -c '/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &'"),
+    );
+    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
+    let mut ctl: Qmp = vm.control().unwrap();
+    let head = Head::plain(0, 0, 1280, 1024);
+    let mut rows = Vec::new();
+    for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
+        let (x, y) = (
+            (f64::from(px) + 0.5) / 1280.0,
+            (f64::from(py) + 0.5) / 1024.0,
+        );
+        let want = head.expected_local(x, y);
+        let start = Instant::now();
+        let mut got = None;
+        while start.elapsed() < WAIT {
+            ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.3, "y": 0.3}))
+                .unwrap();
+            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            got = last_position(&vm);
+            if got
+                .is_some_and(|(_, gx, gy)| (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5)
+            {
+                break;
+            }
+        }
+        rows.push((want, got));
+    }
+    println!("raw pvmouse device in mutter, one 1280x1024 monitor (expected, mutter): {rows:?}");
+    for (want, got) in rows {
+        let (_, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
+        assert!(
+            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
+            "mutter has ({gx}, {gy}), expected {want:?}"
         );
     }
 }

@@ -14,6 +14,9 @@ use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// One VM at a time: the machine has two cores, and a desktop guest takes both.
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// sway refuses to run as root: it runs as the image's user `pvm`, with seatd handing it the
 /// devices. `setpriv` rather than `su`, so that no PAM session ends under it.
 const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
@@ -76,6 +79,19 @@ fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
     Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
 }
 
+/// Waits up to 5 s for the reader's last button report to be BTN_LEFT (272) `down` on
+/// `output`; returns the last report.
+fn button_seen(vm: &Vm, output: usize, down: bool) -> Option<(usize, u32, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = last_button(vm);
+        if got == Some((output, 272, down)) || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One layout of the test: what sway is told, and the heads as sway then has them.
 struct Step {
     name: &'static str,
@@ -124,10 +140,12 @@ fn steps() -> [Step; 4] {
     ]
 }
 
-#[test]
-fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
+/// A desktop guest with sway running as `pvm`, its outputs set by `config` (sway's own
+/// configuration lines).
+fn sway(displays: u32, config: &str) -> Vm {
     let vm = Vm::boot(VmConfig {
         desktop: true,
+        displays,
         ..VmConfig::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -136,11 +154,7 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
         &vm,
         &format!("mkdir -p {RUNTIME} && chown pvm {RUNTIME} && chmod 700 {RUNTIME}"),
     );
-    sh(
-        &vm,
-        "printf 'output Virtual-1 mode 1024x768 position 0 0\\n\
-         output Virtual-2 mode 1280x1024 position 1024 0\\n' >/tmp/sway.config",
-    );
+    sh(&vm, &format!("printf '{config}' >/tmp/sway.config"));
     sh(
         &vm,
         &format!(
@@ -149,6 +163,16 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
         ),
     );
     until(&vm, &format!("ls {RUNTIME}"), "sway-ipc", WAIT);
+    vm
+}
+
+#[test]
+fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = sway(
+        2,
+        "output Virtual-1 mode 1024x768 position 0 0\\noutput Virtual-2 mode 1280x1024 position 1024 0\\n",
+    );
     // The bridge with no layout of its own: the session agent supplies sway's.
     sh(
         &vm,
@@ -223,8 +247,12 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
                     json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
                 )
                 .unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                clicks.push((step.name, display, down, last_button(&vm)));
+                clicks.push((
+                    step.name,
+                    display,
+                    down,
+                    button_seen(&vm, outputs[display], down),
+                ));
             }
         }
         // Where sway drew the logical origin of head 1 (the reader's red square).
@@ -273,6 +301,52 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
             *got,
             Some((outputs[*d], 272, *down)),
             "{step}: display {d}: the click was not seen on its output"
+        );
+    }
+}
+
+#[test]
+fn with_one_display_the_raw_device_is_a_pointer_in_sway_without_the_bridge() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = sway(
+        1,
+        "output Virtual-1 mode 1280x1024 position 0 0\\noutput Virtual-2 disable\\n",
+    );
+    in_session(&vm, "/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &");
+    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
+    let mut ctl: Qmp = vm.control().unwrap();
+    let head = Head::plain(0, 0, 1280, 1024);
+    let mut rows = Vec::new();
+    for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
+        let (x, y) = (
+            (f64::from(px) + 0.5) / 1280.0,
+            (f64::from(py) + 0.5) / 1024.0,
+        );
+        let want = head.expected_local(x, y);
+        let start = Instant::now();
+        let mut got = None;
+        // The first point also waits for sway to pick the device up.
+        while start.elapsed() < WAIT {
+            ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.3, "y": 0.3}))
+                .unwrap();
+            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            got = last_position(&vm);
+            if got
+                .is_some_and(|(_, gx, gy)| (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5)
+            {
+                break;
+            }
+        }
+        rows.push((want, got));
+    }
+    println!("raw pvmouse device in sway, one 1280x1024 output (expected, sway): {rows:?}");
+    for (want, got) in rows {
+        let (_, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
+        assert!(
+            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
+            "sway has ({gx}, {gy}), expected {want:?}"
         );
     }
 }
