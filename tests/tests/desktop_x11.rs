@@ -55,6 +55,20 @@ fn pointer_reaches(vm: &Vm, want: (i32, i32)) -> (i32, i32) {
     got
 }
 
+/// How many left-button presses and releases X has reported for the bridge's pointer.
+fn xinput_buttons(vm: &Vm) -> (usize, usize) {
+    let count = |what: &str| -> usize {
+        sh(
+            vm,
+            &format!("grep -c 'button {what} *1 *$' /tmp/xinput.log || true"),
+        )
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+    };
+    (count("press"), count("release"))
+}
+
 /// Where the X server has its pointer.
 fn x_pointer(vm: &Vm) -> (i32, i32) {
     let out = sh(vm, "DISPLAY=:0 xdotool getmouselocation");
@@ -223,6 +237,11 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
     ];
     let mut qemu = vm.qemu_qmp().unwrap();
     let mut rows = Vec::new();
+    let mut clicks = Vec::new();
+    sh(
+        &vm,
+        "DISPLAY=:0 stdbuf -oL xinput test 'pvmouse desktop pointer' >/tmp/xinput.log 2>&1 &",
+    );
     for step in steps() {
         sh(&vm, &format!("DISPLAY=:0 xrandr {}", step.xrandr));
         for (display, head) in step.heads.iter().enumerate() {
@@ -238,6 +257,30 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
                 }
                 rows.push((step.name, display, x, y, want, got));
             }
+            // A left click in the middle of the head: X sees it from the bridge's pointer
+            // (`xinput test`), with its pointer on the head's middle pixel.
+            let before = xinput_buttons(&vm);
+            for down in [true, false] {
+                ctl.execute(
+                    "pvmouse-send",
+                    json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
+                )
+                .unwrap();
+            }
+            let start = Instant::now();
+            let mut after = xinput_buttons(&vm);
+            while after != (before.0 + 1, before.1 + 1) && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                after = xinput_buttons(&vm);
+            }
+            clicks.push((
+                step.name,
+                display,
+                (after.0 - before.0, after.1 - before.1),
+                x_pointer(&vm),
+                head.expected_x_pixel(0.5, 0.5),
+            ));
         }
         // Where X drew head 1's logical origin (the root tile's red square).
         let dump = std::env::temp_dir().join(format!("pvmouse-x11-{}.ppm", std::process::id()));
@@ -255,8 +298,22 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
     for (step, d, x, y, want, got) in &rows {
         println!("{step:<13} {d}        {x:<9.6} {y:<9.6} {want:?}  {got:?}");
     }
+    println!(
+        "clicks (layout, display, (presses, releases) X saw, X pointer, expected): {clicks:?}"
+    );
     for (step, d, x, y, want, got) in &rows {
         assert_eq!(got, want, "{step}: display {d} ({x}, {y})");
+    }
+    for (step, d, seen, at, want) in &clicks {
+        assert_eq!(
+            *seen,
+            (1, 1),
+            "{step}: display {d}: X did not see one click"
+        );
+        assert_eq!(
+            at, want,
+            "{step}: display {d}: the click was not on the head's middle"
+        );
     }
 }
 
