@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
-#[test]
-fn bridge_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/bridge");
+/// The committed corpus of one fuzz target, in name order.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
@@ -13,9 +15,19 @@ fn bridge_corpus() {
         .collect();
     entries.sort();
     assert!(!entries.is_empty(), "no corpus in {}", dir.display());
-    for path in entries {
+    entries
+        .into_iter()
+        .map(|path| {
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path, data)
+        })
+        .collect()
+}
+
+#[test]
+fn bridge_corpus() {
+    for (path, data) in corpus("bridge") {
         eprintln!("{}", path.display());
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         match data.split_first() {
             Some((mode, rest)) if mode % 2 == 1 => pvmouse_guestd::fuzzing::layout_text(rest),
             Some((_, rest)) => pvmouse_guestd::fuzzing::raw_events(rest),
@@ -26,16 +38,8 @@ fn bridge_corpus() {
 
 #[test]
 fn session_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/session");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    assert!(!entries.is_empty(), "no corpus in {}", dir.display());
-    for path in entries {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (path, data) in corpus("session") {
+        eprintln!("{}", path.display());
         pvmouse_guestd::fuzzing::session_line(&data);
     }
 }

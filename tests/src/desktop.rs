@@ -6,10 +6,313 @@
 //! what the display server really draws, so the tests do not take the spec's word for it.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::qmp::Qmp;
+use crate::vm::Vm;
+
+/// Where the desktop tests have `pvmouse-wl-reader` write its reports.
+pub const READER_LOG: &str = "/tmp/reader.log";
+
+/// Positions every desktop test sends to each head: both corners, the middle, two near the
+/// edges, and the centre of framebuffer pixel (1, 2) of a 1280x1024 head.
+pub const POINTS: [(f64, f64); 6] = [
+    (0.0, 0.0),
+    (1.0, 1.0),
+    (0.5, 0.5),
+    (0.1, 0.9),
+    (0.999, 0.001),
+    (1.5 / 1280.0, 2.5 / 1024.0),
+];
+
+/// BTN_LEFT, as `wl_pointer.button` reports it.
+pub const BTN_LEFT: u32 = 272;
+
+/// What the Wayland reader (`pvmouse-wl-reader`) reported, read through the probe.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub vm: &'a Vm,
+}
+
+impl Reader<'_> {
+    fn last(&self, pattern: &str) -> Option<Vec<String>> {
+        let out = self
+            .vm
+            .probe
+            .sh(
+                &format!("grep -E '{pattern}' {READER_LOG} | tail -n 1"),
+                Duration::from_secs(30),
+            )
+            .ok()?;
+        Some(out.first()?.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// The last pointer report: (output index, x, y) in the surface's logical coordinates.
+    pub fn position(&self) -> Option<(usize, f64, f64)> {
+        let f = self.last("^(ENTER|MOTION) ")?;
+        Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
+    }
+
+    /// The last button report: (output index, code, pressed).
+    pub fn button(&self) -> Option<(usize, u32, bool)> {
+        let f = self.last("^BUTTON ")?;
+        Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
+    }
+
+    /// The reader's `OUTPUT` lines: index, name, x, y, width, height, scale, split.
+    pub fn outputs(&self) -> Vec<Vec<String>> {
+        self.vm
+            .probe
+            .sh(
+                &format!("grep '^OUTPUT ' {READER_LOG}"),
+                Duration::from_secs(30),
+            )
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    }
+
+    /// The index of the output whose field `field` (2: name, 5: mode width) is `value`.
+    pub fn output_where(&self, field: usize, value: &str) -> usize {
+        let listed = self.outputs();
+        listed
+            .iter()
+            .find_map(|f| {
+                (f.get(field).map(String::as_str) == Some(value)).then(|| f[1].parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no reader output with field {field} = {value}: {listed:?}"))
+    }
+
+    /// Sends `(x, y)` on `display` until the reader sees the pointer within half a logical
+    /// pixel of `want` (on `output`, when given), or `limit` passes; returns the last report.
+    /// Each try first moves the pointer elsewhere, so that the point is motion even for a
+    /// pointer that has not moved yet (which gives no `wl_pointer.enter`).
+    pub fn point(
+        &self,
+        ctl: &mut Qmp,
+        display: usize,
+        (x, y): (f64, f64),
+        output: Option<usize>,
+        want: (f64, f64),
+        limit: Duration,
+    ) -> Option<Report> {
+        let start = Instant::now();
+        let mut got = None;
+        while start.elapsed() < limit {
+            for (px, py) in [(0.3, 0.3), (x, y)] {
+                let _ = ctl.execute(
+                    "pvmouse-send",
+                    json!({"display": display, "x": px, "y": py}),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            got = self.position();
+            if got.is_some_and(|(o, gx, gy)| {
+                output.is_none_or(|want_o| o == want_o)
+                    && (gx - want.0).abs() <= 0.5
+                    && (gy - want.1).abs() <= 0.5
+            }) {
+                break;
+            }
+        }
+        got
+    }
+
+    /// A left click in the middle of `display`: what the reader last reported after the press,
+    /// and after the release, each awaited up to 5 s for `output`.
+    pub fn click(
+        &self,
+        ctl: &mut Qmp,
+        display: usize,
+        output: usize,
+    ) -> [Option<(usize, u32, bool)>; 2] {
+        [true, false].map(|down| {
+            let _ = ctl.execute(
+                "pvmouse-send",
+                json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let got = self.button();
+                if got == Some((output, BTN_LEFT, down)) || Instant::now() >= deadline {
+                    return got;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    }
+
+    /// Every point of [`POINTS`] on each head of a layout, then a click in its middle: the
+    /// reader's reports as [`Row`]s and [`Click`]s. `outputs[d]` is the reader's output for
+    /// display d.
+    pub fn visit(
+        &self,
+        ctl: &mut Qmp,
+        layout: &'static str,
+        heads: &[Head],
+        outputs: &[usize],
+        rows: &mut Vec<Row>,
+        clicks: &mut Vec<Click>,
+    ) {
+        for (display, (head, &output)) in heads.iter().zip(outputs).enumerate() {
+            for point in POINTS {
+                let want = head.expected_local(point.0, point.1);
+                // A layout change reaches the bridge a moment after it is made: retry.
+                let got = self.point(
+                    ctl,
+                    display,
+                    point,
+                    Some(output),
+                    want,
+                    Duration::from_secs(20),
+                );
+                rows.push(Row {
+                    layout,
+                    display,
+                    point,
+                    output,
+                    want,
+                    got,
+                });
+            }
+            let seen = self.click(ctl, display, output);
+            for (down, got) in [true, false].into_iter().zip(seen) {
+                clicks.push(Click {
+                    layout,
+                    display,
+                    output,
+                    down,
+                    got,
+                });
+            }
+        }
+    }
+
+    /// The one-display check without the bridge: five pixel centres, edges included, on a
+    /// 1280x1024 output that is the whole desktop. Returns (expected, reported) for each.
+    pub fn raw_device_rows(&self, ctl: &mut Qmp) -> Vec<RawRow> {
+        let head = Head::plain(0, 0, 1280, 1024);
+        [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)]
+            .into_iter()
+            .map(|(px, py)| {
+                let point = (
+                    (f64::from(px) + 0.5) / 1280.0,
+                    (f64::from(py) + 0.5) / 1024.0,
+                );
+                let want = head.expected_local(point.0, point.1);
+                // The first point also waits for the server to pick the device up.
+                (
+                    want,
+                    self.point(ctl, 0, point, None, want, Duration::from_secs(60)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A reader's pointer report: output index, x, y.
+pub type Report = (usize, f64, f64);
+/// A reader's button report: output index, code, pressed.
+pub type ButtonReport = (usize, u32, bool);
+/// One point of the one-display check: expected, reported.
+pub type RawRow = ((f64, f64), Option<Report>);
+
+/// One point of a layout test, and what the reader saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    pub layout: &'static str,
+    pub display: usize,
+    pub point: (f64, f64),
+    pub output: usize,
+    pub want: (f64, f64),
+    pub got: Option<Report>,
+}
+
+/// One button transition of a layout test, and what the reader saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Click {
+    pub layout: &'static str,
+    pub display: usize,
+    pub output: usize,
+    pub down: bool,
+    pub got: Option<ButtonReport>,
+}
+
+/// Prints a layout test's points and clicks as a table, then fails on the first point off by
+/// more than half a logical pixel or on the wrong output, or click not seen on its output.
+/// `logs` is what to show when nothing was reported at all.
+pub fn check_layout_rows(server: &str, rows: &[Row], clicks: &[Click], logs: &dyn Fn() -> String) {
+    println!(
+        "layout        display  x         y         expected (output, x, y)   {server} (output, x, y)"
+    );
+    for r in rows {
+        println!(
+            "{:<13} {}        {:<9.6} {:<9.6} ({}, {:.2}, {:.2})   {:?}",
+            r.layout, r.display, r.point.0, r.point.1, r.output, r.want.0, r.want.1, r.got
+        );
+    }
+    println!("clicks: {clicks:?}");
+    for r in rows {
+        let (o, gx, gy) = r
+            .got
+            .unwrap_or_else(|| panic!("no pointer report\n{}", logs()));
+        let at = format!("{}: display {} {:?}", r.layout, r.display, r.point);
+        assert_eq!(o, r.output, "{at}: on the wrong output");
+        assert!(
+            within_half_pixel((gx, gy), r.want),
+            "{at}: {server} has ({gx}, {gy}), expected {:?}",
+            r.want
+        );
+    }
+    for c in clicks {
+        assert_eq!(
+            c.got,
+            Some((c.output, BTN_LEFT, c.down)),
+            "{}: display {}: the click was not seen on its output",
+            c.layout,
+            c.display
+        );
+    }
+}
+
+/// Prints the one-display check's points, then fails on the first off by more than half a
+/// logical pixel.
+pub fn check_raw_rows(server: &str, rows: &[RawRow], logs: &dyn Fn() -> String) {
+    println!("raw pvmouse device in {server}, one 1280x1024 output (expected, {server}): {rows:?}");
+    for (want, got) in rows {
+        let (_, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs()));
+        assert!(
+            within_half_pixel((gx, gy), *want),
+            "{server} has ({gx}, {gy}), expected {want:?}"
+        );
+    }
+}
+
+/// Waits until the host sees the guest bridge (`query-pvmouse`).
+pub fn wait_for_bridge(ctl: &mut Qmp, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let present = ctl
+            .execute("query-pvmouse", json!({}))
+            .map_err(|e| e.to_string())?["bridge-present"]
+            == true;
+        if present {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(format!("no bridge after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a report is within half a logical pixel of `want`.
+pub fn within_half_pixel(got: (f64, f64), want: (f64, f64)) -> bool {
+    (got.0 - want.0).abs() <= 0.5 && (got.1 - want.1).abs() <= 0.5
+}
 
 /// One head as a display server has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

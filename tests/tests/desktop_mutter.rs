@@ -10,9 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::desktop::Head;
+use pvmouse_vmtest::desktop::{Head, Reader, check_layout_rows, check_raw_rows, wait_for_bridge};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -43,32 +42,6 @@ fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
     vm.probe
         .sh_until(command, want, limit)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
-}
-
-fn last_position(vm: &Vm) -> Option<(usize, f64, f64)> {
-    let out = sh(vm, "grep -E '^(ENTER|MOTION) ' /tmp/reader.log | tail -n 1");
-    let line = out.first()?;
-    let f: Vec<&str> = line.split_whitespace().collect();
-    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
-}
-
-fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
-    let out = sh(vm, "grep -E '^BUTTON ' /tmp/reader.log | tail -n 1");
-    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
-    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
-}
-
-/// Waits up to 5 s for the reader's last button report to be BTN_LEFT (272) `down` on
-/// `output`; returns the last report.
-fn button_seen(vm: &Vm, output: usize, down: bool) -> Option<(usize, u32, bool)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = last_button(vm);
-        if got == Some((output, 272, down)) || Instant::now() >= deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A method of mutter's `org.gnome.Mutter.DisplayConfig`, on its session bus, as `pvm`, with
@@ -197,11 +170,14 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
 
     sh(&vm, "/opt/pvmouse-guestd >/tmp/guestd.log 2>&1 &");
     let mut ctl: Qmp = vm.control().unwrap();
-    let start = Instant::now();
-    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
-        assert!(start.elapsed() < WAIT, "no bridge\n{}", logs(&vm));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let reader = Reader { vm: &vm };
+    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| {
+        panic!(
+            "{e}
+{}",
+            logs(&vm)
+        )
+    });
     // Virtual-1 at 0,0 as the primary monitor, Virtual-2 as the step says; method 1 is
     // "temporary" (not written to monitors.xml).
     let apply = |vm: &Vm, (x, y, scale, transform): (i32, i32, f64, u32)| {
@@ -231,25 +207,11 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
     println!("{}", listed.join(" | "));
     // mutter 43's wl_output has no names (the agent takes them from xdg-output): tell the
     // reader's outputs apart by their modes.
-    let index_of = |width: i32| -> usize {
-        listed
-            .iter()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f[5] == width.to_string()).then(|| f[1].parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no output {width} wide: {listed:?}"))
-    };
-    let outputs = [index_of(1024), index_of(1280)];
-
-    let points = [
-        (0.0, 0.0),
-        (1.0, 1.0),
-        (0.5, 0.5),
-        (0.1, 0.9),
-        (0.999, 0.001),
-        (1.5 / 1280.0, 2.5 / 1024.0),
+    let outputs = [
+        reader.output_where(5, "1024"),
+        reader.output_where(5, "1280"),
     ];
+
     let mut rows = Vec::new();
     let mut clicks = Vec::new();
     for step in steps() {
@@ -259,77 +221,16 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
             step.name,
             sh(&vm, "grep -h 'applied' /tmp/session.log | tail -n 1").join("")
         );
-        for (display, head) in step.heads.iter().enumerate() {
-            for &(x, y) in &points {
-                let want = head.expected_local(x, y);
-                let start = Instant::now();
-                let mut got = None;
-                while start.elapsed() < Duration::from_secs(8) {
-                    if got.is_none() {
-                        ctl.execute(
-                            "pvmouse-send",
-                            json!({"display": display, "x": 0.3, "y": 0.3}),
-                        )
-                        .unwrap();
-                    }
-                    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
-                        .unwrap();
-                    std::thread::sleep(Duration::from_millis(300));
-                    got = last_position(&vm);
-                    if got.is_some_and(|(o, gx, gy)| {
-                        o == outputs[display]
-                            && (gx - want.0).abs() <= 0.5
-                            && (gy - want.1).abs() <= 0.5
-                    }) {
-                        break;
-                    }
-                }
-                rows.push((step.name, display, x, y, outputs[display], want, got));
-            }
-            for down in [true, false] {
-                ctl.execute(
-                    "pvmouse-send",
-                    json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
-                )
-                .unwrap();
-                clicks.push((
-                    step.name,
-                    display,
-                    outputs[display],
-                    down,
-                    button_seen(&vm, outputs[display], down),
-                ));
-            }
-        }
-    }
-    println!(
-        "layout        display  x         y         expected (output, x, y)   mutter (output, x, y)"
-    );
-    for (step, d, x, y, o, want, got) in &rows {
-        println!(
-            "{step:<13} {d}        {x:<9.6} {y:<9.6} ({o}, {:.2}, {:.2})   {got:?}",
-            want.0, want.1
+        reader.visit(
+            &mut ctl,
+            step.name,
+            &step.heads,
+            &outputs,
+            &mut rows,
+            &mut clicks,
         );
     }
-    println!("clicks (layout, display, output, pressed, reader's last BUTTON): {clicks:?}");
-    for (step, d, x, y, o, want, got) in &rows {
-        let (go, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
-        assert_eq!(
-            go, *o,
-            "{step}: display {d} ({x}, {y}): on the wrong output"
-        );
-        assert!(
-            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
-            "{step}: display {d} ({x}, {y}): mutter has ({gx}, {gy}), expected {want:?}"
-        );
-    }
-    for (step, d, o, down, got) in &clicks {
-        assert_eq!(
-            *got,
-            Some((*o, 272, *down)),
-            "{step}: display {d}: the click was not seen on its output"
-        );
-    }
+    check_layout_rows("mutter", &rows, &clicks, &|| logs(&vm));
 }
 
 #[test]
@@ -352,37 +253,6 @@ fn with_one_display_the_raw_device_is_a_pointer_in_mutter_without_the_bridge() {
     );
     until(&vm, "cat /tmp/reader.log", "READY", WAIT);
     let mut ctl: Qmp = vm.control().unwrap();
-    let head = Head::plain(0, 0, 1280, 1024);
-    let mut rows = Vec::new();
-    for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
-        let (x, y) = (
-            (f64::from(px) + 0.5) / 1280.0,
-            (f64::from(py) + 0.5) / 1024.0,
-        );
-        let want = head.expected_local(x, y);
-        let start = Instant::now();
-        let mut got = None;
-        while start.elapsed() < WAIT {
-            ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.3, "y": 0.3}))
-                .unwrap();
-            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            got = last_position(&vm);
-            if got
-                .is_some_and(|(_, gx, gy)| (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5)
-            {
-                break;
-            }
-        }
-        rows.push((want, got));
-    }
-    println!("raw pvmouse device in mutter, one 1280x1024 monitor (expected, mutter): {rows:?}");
-    for (want, got) in rows {
-        let (_, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
-        assert!(
-            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
-            "mutter has ({gx}, {gy}), expected {want:?}"
-        );
-    }
+    let rows = Reader { vm: &vm }.raw_device_rows(&mut ctl);
+    check_raw_rows("mutter", &rows, &|| logs(&vm));
 }

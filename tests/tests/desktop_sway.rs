@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::desktop::{Head, screendump};
+use pvmouse_vmtest::desktop::{
+    Head, Reader, check_layout_rows, check_raw_rows, screendump, wait_for_bridge,
+};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -61,34 +62,6 @@ fn in_session(vm: &Vm, command: &str) -> Vec<String> {
         }
         assert!(start.elapsed() < WAIT, "{command}: {out:?}\n{}", logs(vm));
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// The reader's last report of the pointer: (output index, x, y) in surface coordinates.
-fn last_position(vm: &Vm) -> Option<(usize, f64, f64)> {
-    let out = sh(vm, "grep -E '^(ENTER|MOTION) ' /tmp/reader.log | tail -n 1");
-    let line = out.first()?;
-    let f: Vec<&str> = line.split_whitespace().collect();
-    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
-}
-
-/// The reader's last button report: (output index, code, pressed).
-fn last_button(vm: &Vm) -> Option<(usize, u32, bool)> {
-    let out = sh(vm, "grep -E '^BUTTON ' /tmp/reader.log | tail -n 1");
-    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
-    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
-}
-
-/// Waits up to 5 s for the reader's last button report to be BTN_LEFT (272) `down` on
-/// `output`; returns the last report.
-fn button_seen(vm: &Vm, output: usize, down: bool) -> Option<(usize, u32, bool)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = last_button(vm);
-        if got == Some((output, 272, down)) || Instant::now() >= deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -179,11 +152,14 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
         "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     );
     let mut ctl: Qmp = vm.control().unwrap();
-    let start = Instant::now();
-    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
-        assert!(start.elapsed() < WAIT, "no bridge\n{}", logs(&vm));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let reader = Reader { vm: &vm };
+    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| {
+        panic!(
+            "{e}
+{}",
+            logs(&vm)
+        )
+    });
     in_session(&vm, "/opt/pvmouse-session >/tmp/session.log 2>&1 &");
     until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
     in_session(&vm, "/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &");
@@ -192,69 +168,26 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
     println!("{}", listed.join("\n"));
     // Which reader output is which sway output, by name (wlroots reports every wl_output at
     // 0,0: its position is in the layout, not in the protocol).
-    let index_of = |name: &str| -> usize {
-        listed
-            .iter()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f[2] == name).then(|| f[1].parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no output {name}: {listed:?}"))
-    };
-    let outputs = [index_of("Virtual-1"), index_of("Virtual-2")];
+    let outputs = [
+        reader.output_where(2, "Virtual-1"),
+        reader.output_where(2, "Virtual-2"),
+    ];
     let mut qemu = vm.qemu_qmp().unwrap();
 
-    let points = [
-        (0.0, 0.0),
-        (1.0, 1.0),
-        (0.5, 0.5),
-        (0.1, 0.9),
-        (0.999, 0.001),
-        // The centre of framebuffer pixel (1, 2) on a 1280x1024 head.
-        (1.5 / 1280.0, 2.5 / 1024.0),
-    ];
     let mut rows = Vec::new();
     let mut clicks = Vec::new();
     for step in steps() {
         in_session(&vm, &format!("swaymsg {}", step.swaymsg));
         let applied = sh(&vm, "grep -c 'applied the layout' /tmp/session.log || true");
         println!("{}: {} layouts applied so far", step.name, applied.join(""));
-        for (display, head) in step.heads.iter().enumerate() {
-            for &(x, y) in &points {
-                let want = head.expected_local(x, y);
-                let start = Instant::now();
-                let mut got = None;
-                // A layout change reaches the bridge a moment after swaymsg returns: retry.
-                while start.elapsed() < Duration::from_secs(20) {
-                    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
-                        .unwrap();
-                    std::thread::sleep(Duration::from_millis(250));
-                    got = last_position(&vm);
-                    if got.is_some_and(|(o, gx, gy)| {
-                        o == outputs[display]
-                            && (gx - want.0).abs() <= 0.5
-                            && (gy - want.1).abs() <= 0.5
-                    }) {
-                        break;
-                    }
-                }
-                rows.push((step.name, display, x, y, outputs[display], want, got));
-            }
-            // A click in the middle of the head is seen on that head.
-            for down in [true, false] {
-                ctl.execute(
-                    "pvmouse-send",
-                    json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
-                )
-                .unwrap();
-                clicks.push((
-                    step.name,
-                    display,
-                    down,
-                    button_seen(&vm, outputs[display], down),
-                ));
-            }
-        }
+        reader.visit(
+            &mut ctl,
+            step.name,
+            &step.heads,
+            &outputs,
+            &mut rows,
+            &mut clicks,
+        );
         // Where sway drew the logical origin of head 1 (the reader's red square).
         let dump = std::env::temp_dir().join(format!("pvmouse-sway-{}.ppm", std::process::id()));
         let picture = screendump(&mut qemu, 1, &dump).unwrap();
@@ -274,35 +207,7 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
             picture.red_box()
         );
     }
-    println!(
-        "layout        display  x         y         expected (output, x, y)   sway (output, x, y)"
-    );
-    for (step, d, x, y, o, want, got) in &rows {
-        println!(
-            "{step:<13} {d}        {x:<9.6} {y:<9.6} ({o}, {:.2}, {:.2})   {got:?}",
-            want.0, want.1
-        );
-    }
-    println!("clicks (layout, display, pressed, reader's last BUTTON): {clicks:?}");
-    for (step, d, x, y, o, want, got) in &rows {
-        let (go, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
-        assert_eq!(
-            go, *o,
-            "{step}: display {d} ({x}, {y}): on the wrong output"
-        );
-        assert!(
-            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
-            "{step}: display {d} ({x}, {y}): sway has ({gx}, {gy}), expected {want:?}"
-        );
-    }
-    for (step, d, down, got) in &clicks {
-        // BTN_LEFT is 272.
-        assert_eq!(
-            *got,
-            Some((outputs[*d], 272, *down)),
-            "{step}: display {d}: the click was not seen on its output"
-        );
-    }
+    check_layout_rows("sway", &rows, &clicks, &|| logs(&vm));
 }
 
 #[test]
@@ -315,38 +220,6 @@ fn with_one_display_the_raw_device_is_a_pointer_in_sway_without_the_bridge() {
     in_session(&vm, "/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &");
     until(&vm, "cat /tmp/reader.log", "READY", WAIT);
     let mut ctl: Qmp = vm.control().unwrap();
-    let head = Head::plain(0, 0, 1280, 1024);
-    let mut rows = Vec::new();
-    for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
-        let (x, y) = (
-            (f64::from(px) + 0.5) / 1280.0,
-            (f64::from(py) + 0.5) / 1024.0,
-        );
-        let want = head.expected_local(x, y);
-        let start = Instant::now();
-        let mut got = None;
-        // The first point also waits for sway to pick the device up.
-        while start.elapsed() < WAIT {
-            ctl.execute("pvmouse-send", json!({"display": 0, "x": 0.3, "y": 0.3}))
-                .unwrap();
-            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            got = last_position(&vm);
-            if got
-                .is_some_and(|(_, gx, gy)| (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5)
-            {
-                break;
-            }
-        }
-        rows.push((want, got));
-    }
-    println!("raw pvmouse device in sway, one 1280x1024 output (expected, sway): {rows:?}");
-    for (want, got) in rows {
-        let (_, gx, gy) = got.unwrap_or_else(|| panic!("no pointer report\n{}", logs(&vm)));
-        assert!(
-            (gx - want.0).abs() <= 0.5 && (gy - want.1).abs() <= 0.5,
-            "sway has ({gx}, {gy}), expected {want:?}"
-        );
-    }
+    let rows = Reader { vm: &vm }.raw_device_rows(&mut ctl);
+    check_raw_rows("sway", &rows, &|| logs(&vm));
 }
