@@ -176,6 +176,10 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
 
     let mut rows = Vec::new();
     let mut clicks = Vec::new();
+    // The desktop pointer's event node: a layout change must not re-create the pointer.
+    let node =
+        "grep -A6 'Name=\"pvmouse desktop pointer\"' /proc/bus/input/devices | grep Handlers";
+    let before = sh(&vm, node);
     for step in steps() {
         in_session(&vm, &format!("swaymsg {}", step.swaymsg));
         let applied = sh(&vm, "grep -c 'applied the layout' /tmp/session.log || true");
@@ -207,6 +211,12 @@ fn sway_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout(
             picture.red_box()
         );
     }
+    let after = sh(&vm, node);
+    println!("desktop pointer before and after four layouts: {before:?} {after:?}");
+    assert_eq!(
+        before, after,
+        "a layout change re-created the desktop pointer"
+    );
     check_layout_rows("sway", &rows, &clicks, &|| logs(&vm));
 }
 
