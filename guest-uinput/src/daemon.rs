@@ -74,9 +74,17 @@ impl Bridge {
             self.emit(&f);
             return Ok(());
         }
+        let (old_layout, old_mode) = (self.mapper.layout().clone(), self.mapper.mode());
         let released = self.mapper.set_mode(layout, mode);
         self.emit(&released);
         let result = self.output.reconcile(mode, self.mapper.layout());
+        if result.is_err() {
+            // Back to what worked, so the mapper and the pointers agree again.
+            let _ = self.mapper.set_mode(old_layout, old_mode);
+            if let Err(e) = self.output.reconcile(old_mode, self.mapper.layout()) {
+                tracing::error!("cannot restore the previous pointers either: {e}");
+            }
+        }
         let f = self.mapper.place_now();
         self.emit(&f);
         result
