@@ -261,6 +261,11 @@ fn converse(
         } else {
             partial_since.or_else(|| Some(Instant::now()))
         };
+        // A line must be whole within the timeout of its first byte, however it trickles in.
+        if partial_since.is_some_and(|t| t.elapsed() >= timeout) {
+            quiet.warn("stalled", "an agent took too long over one line; closed");
+            return Ok(());
+        }
     }
 }
 

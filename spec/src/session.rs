@@ -17,8 +17,9 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Agents connected at once; one more is told so and closed.
 pub const MAX_AGENTS: usize = 8;
 
-/// A connection that has sent part of a line and then nothing for this long is closed. A
-/// connection with no partial line may stay idle for ever: layouts change rarely.
+/// A line not completed this long after its first byte closes the connection, whether the
+/// agent stalls or trickles. A connection between whole lines may stay idle for ever: layouts
+/// change rarely.
 pub const PARTIAL_LINE_TIMEOUT_MS: u64 = 10_000;
 
 /// How the display server maps an absolute pointer, and so how many pointers the bridge
