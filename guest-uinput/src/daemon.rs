@@ -403,14 +403,10 @@ fn serve_session(
 ) -> Result<(), DaemonError> {
     let listener = session::bind(path).map_err(|e| DaemonError::Setup("the session socket", e))?;
     tracing::info!(socket = %path.display(), "session agents may connect");
-    let tx = Mutex::new(tx);
     std::thread::spawn(move || {
         let connectors = Arc::new(move || crate::layout::drm::connectors(&dri));
         session::serve(listener, access, connectors, move |event| {
-            tx.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Msg::Session(event))
-                .is_ok()
+            tx.send(Msg::Session(event)).is_ok()
         });
     });
     Ok(())

@@ -151,17 +151,17 @@ impl Mapper {
         for b in Button::ALL {
             let down = keys_down.contains(&b.code());
             if down != (self.held & b.bit() != 0) {
-                self.button(&mut out, b.code(), down);
+                if let Some((target, e)) = self.button(b.code(), down) {
+                    out.push_to(target, e);
+                }
             }
         }
         out
     }
 
-    /// A button change, on the pointer that owns the held buttons.
-    fn button(&mut self, out: &mut OutputFrame, code: u16, down: bool) {
-        let Some(b) = Button::from_code(code) else {
-            return;
-        };
+    /// A button change, and the pointer it goes to: the one that owns the held buttons.
+    fn button(&mut self, code: u16, down: bool) -> Option<(u8, InputEvent)> {
+        let b = Button::from_code(code)?;
         if down && self.held == 0 {
             self.button_owner = self.display;
         }
@@ -171,7 +171,7 @@ impl Mapper {
             self.held &= !b.bit();
         }
         let target = self.target(self.button_owner);
-        out.push_to(target, InputEvent::new(EV_KEY, code, i32::from(down)));
+        Some((target, InputEvent::new(EV_KEY, code, i32::from(down))))
     }
 
     /// Releases every held button: on exit and when the pvmouse device goes away.
@@ -179,7 +179,9 @@ impl Mapper {
         let mut out = OutputFrame::new();
         for b in Button::ALL {
             if self.held & b.bit() != 0 {
-                self.button(&mut out, b.code(), false);
+                if let Some((target, e)) = self.button(b.code(), false) {
+                    out.push_to(target, e);
+                }
             }
         }
         out
@@ -232,9 +234,9 @@ impl Mapper {
                 self.moved = true;
             }
             (EV_KEY, code) => {
-                let mut frame = std::mem::replace(&mut self.frame, OutputFrame::new());
-                self.button(&mut frame, code, ev.value != 0);
-                self.frame = frame;
+                if let Some((target, e)) = self.button(code, ev.value != 0) {
+                    self.frame.push_to(target, e);
+                }
             }
             // Only the wheels the pointer advertises: a relative axis it lacks would reach
             // readers as an event their device cannot have (found by fuzzing).

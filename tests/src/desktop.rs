@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use pvmouse_spec::evdev::BTN_LEFT;
+
 use crate::qmp::Qmp;
 use crate::vm::Vm;
 
@@ -27,8 +29,66 @@ pub const POINTS: [(f64, f64); 6] = [
     (1.5 / 1280.0, 2.5 / 1024.0),
 ];
 
-/// BTN_LEFT, as `wl_pointer.button` reports it.
-pub const BTN_LEFT: u32 = 272;
+/// sway in the desktop guest. It refuses to run as root, so it runs as the image's user `pvm`,
+/// with seatd handing it the devices; `setpriv` rather than `su`, so that no PAM session ends
+/// under it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sway;
+
+impl Sway {
+    /// The session user's runtime directory, where sway's sockets are.
+    pub const RUNTIME: &str = "/run/user/1000";
+    /// A `sh -c` command as `pvm`.
+    const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
+
+    /// Starts seatd and sway, its outputs set by `config` (sway's configuration lines, each
+    /// ended by a backslash and `n`, which the guest's `printf` makes a newline), and waits for
+    /// its IPC socket.
+    pub fn start(vm: &Vm, config: &str) -> Result<(), String> {
+        let wait = Duration::from_secs(60);
+        let runtime = Self::RUNTIME;
+        vm.probe.sh("seatd -g video >/tmp/seatd.log 2>&1 &", wait)?;
+        vm.probe.sh(
+            &format!("mkdir -p {runtime} && chown pvm {runtime} && chmod 700 {runtime}"),
+            wait,
+        )?;
+        vm.probe
+            .sh(&format!("printf '{config}' >/tmp/sway.config"), wait)?;
+        vm.probe.sh(
+            &format!(
+                "{} 'XDG_RUNTIME_DIR={runtime} LIBSEAT_BACKEND=seatd WLR_LIBINPUT_NO_DEVICES=1 \
+                 WLR_RENDERER=pixman sway -d -c /tmp/sway.config >/tmp/sway.log 2>&1 &'",
+                Self::AS_PVM
+            ),
+            wait,
+        )?;
+        vm.probe
+            .sh_until(&format!("ls {runtime}"), "sway-ipc", wait)
+            .map(|_| ())
+    }
+
+    /// A command run in sway's session, as `pvm`, retried while sway is still starting up.
+    pub fn in_session(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
+        let runtime = Self::RUNTIME;
+        let full = format!(
+            "{} 'export XDG_RUNTIME_DIR={runtime} SWAYSOCK=$(ls {runtime}/sway-ipc.*.sock) \
+             WAYLAND_DISPLAY=$(cd {runtime} && ls wayland-? | head -n1); {command}'",
+            Self::AS_PVM
+        );
+        let wait = Duration::from_secs(60);
+        let start = Instant::now();
+        loop {
+            let (rc, out) = vm.probe.run(&full, wait)?;
+            if rc == 0 {
+                return Ok(out);
+            }
+            if start.elapsed() >= wait {
+                return Err(format!("{command}: exit {rc}: {out:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
 
 /// What the Wayland reader (`pvmouse-wl-reader`) reported, read through the probe.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +116,7 @@ impl Reader<'_> {
     }
 
     /// The last button report: (output index, code, pressed).
-    pub fn button(&self) -> Option<(usize, u32, bool)> {
+    pub fn button(&self) -> Option<ButtonReport> {
         let f = self.last("^BUTTON ")?;
         Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3] == "pressed"))
     }
@@ -123,12 +183,7 @@ impl Reader<'_> {
 
     /// A left click in the middle of `display`: what the reader last reported after the press,
     /// and after the release, each awaited up to 5 s for `output`.
-    pub fn click(
-        &self,
-        ctl: &mut Qmp,
-        display: usize,
-        output: usize,
-    ) -> [Option<(usize, u32, bool)>; 2] {
+    pub fn click(&self, ctl: &mut Qmp, display: usize, output: usize) -> [Option<ButtonReport>; 2] {
         [true, false].map(|down| {
             let _ = ctl.execute(
                 "pvmouse-send",
@@ -215,8 +270,8 @@ impl Reader<'_> {
 
 /// A reader's pointer report: output index, x, y.
 pub type Report = (usize, f64, f64);
-/// A reader's button report: output index, code, pressed.
-pub type ButtonReport = (usize, u32, bool);
+/// A reader's button report: output index, Linux key code, pressed.
+pub type ButtonReport = (usize, u16, bool);
 /// One point of the one-display check: expected, reported.
 pub type RawRow = ((f64, f64), Option<Report>);
 
@@ -357,11 +412,16 @@ impl Head {
     /// [`Head::logical_pixel`].
     pub fn framebuffer_pixel_of(&self, u: i32, v: i32) -> (i32, i32) {
         let (w, h) = self.framebuffer;
-        (0..w)
-            .flat_map(|p| [(p, 0), (p, h - 1)])
-            .chain((0..h).flat_map(|q| [(0, q), (w - 1, q)]))
-            .find(|&(p, q)| self.logical_pixel(p, q) == (u, v))
-            .unwrap_or((-1, -1))
+        match self.transform {
+            1 => (v, h - 1 - u),
+            2 => (w - 1 - u, h - 1 - v),
+            3 => (w - 1 - v, u),
+            4 => (w - 1 - u, v),
+            5 => (v, u),
+            6 => (u, h - 1 - v),
+            7 => (w - 1 - v, h - 1 - u),
+            _ => (u, v),
+        }
     }
 
     /// Where a host position (0 … 1 on each axis) lands, in logical coordinates relative to the
@@ -514,8 +574,9 @@ mod tests {
                 transform: t,
             };
             let (tw, th) = if t % 2 == 1 { (6, 8) } else { (8, 6) };
-            for (u, v) in [(0, 0), (tw - 1, 0), (0, th - 1)] {
+            for (u, v) in (0..tw).flat_map(|u| (0..th).map(move |v| (u, v))) {
                 let (p, q) = head.framebuffer_pixel_of(u, v);
+                assert!((0..8).contains(&p) && (0..6).contains(&q), "transform {t}");
                 assert_eq!(head.logical_pixel(p, q), (u, v), "transform {t}");
             }
         }

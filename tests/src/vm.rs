@@ -363,7 +363,11 @@ impl QemuLaunch {
                     "file={},if=virtio,format=raw,snapshot=on",
                     image.display()
                 ))
-                .args(["-device", "virtio-gpu-pci,max_outputs=2,id=gpu0"]);
+                .arg("-device")
+                .arg(format!(
+                    "virtio-gpu-pci,max_outputs=2,id={}",
+                    crate::desktop::GPU_ID
+                ));
         }
         qemu.args(&self.config.extra_qemu_args)
             .arg("-no-reboot")

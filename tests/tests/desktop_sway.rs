@@ -7,10 +7,10 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvmouse_vmtest::desktop::{
-    Head, Reader, check_layout_rows, check_raw_rows, screendump, wait_for_bridge,
+    Head, Reader, Sway, check_layout_rows, check_raw_rows, screendump, wait_for_bridge,
 };
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 
@@ -18,10 +18,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// One VM at a time: the machine has two cores, and a desktop guest takes both.
 static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// sway refuses to run as root: it runs as the image's user `pvm`, with seatd handing it the
-/// devices. `setpriv` rather than `su`, so that no PAM session ends under it.
-const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
-const RUNTIME: &str = "/run/user/1000";
 
 /// A shell command in the guest that must succeed.
 fn sh(vm: &Vm, command: &str) -> Vec<String> {
@@ -48,21 +44,9 @@ fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
 }
 
-/// A command run in sway's session, as `pvm`, retried while sway is still starting up.
+/// A command run in sway's session, as `pvm`.
 fn in_session(vm: &Vm, command: &str) -> Vec<String> {
-    let full = format!(
-        "{AS_PVM} 'export XDG_RUNTIME_DIR={RUNTIME} SWAYSOCK=$(ls {RUNTIME}/sway-ipc.*.sock) \
-         WAYLAND_DISPLAY=$(cd {RUNTIME} && ls wayland-? | head -n1); {command}'"
-    );
-    let start = Instant::now();
-    loop {
-        let (rc, out) = vm.probe.run(&full, WAIT).unwrap();
-        if rc == 0 {
-            return out;
-        }
-        assert!(start.elapsed() < WAIT, "{command}: {out:?}\n{}", logs(vm));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    Sway::in_session(vm, command).unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
 }
 
 /// One layout of the test: what sway is told, and the heads as sway then has them.
@@ -122,20 +106,7 @@ fn sway(displays: u32, config: &str) -> Vm {
         ..VmConfig::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    sh(&vm, "seatd -g video >/tmp/seatd.log 2>&1 &");
-    sh(
-        &vm,
-        &format!("mkdir -p {RUNTIME} && chown pvm {RUNTIME} && chmod 700 {RUNTIME}"),
-    );
-    sh(&vm, &format!("printf '{config}' >/tmp/sway.config"));
-    sh(
-        &vm,
-        &format!(
-            "{AS_PVM} 'XDG_RUNTIME_DIR={RUNTIME} LIBSEAT_BACKEND=seatd WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
-             sway -d -c /tmp/sway.config >/tmp/sway.log 2>&1 &'"
-        ),
-    );
-    until(&vm, &format!("ls {RUNTIME}"), "sway-ipc", WAIT);
+    Sway::start(&vm, config).unwrap_or_else(|e| panic!("{e}\n{}", logs(&vm)));
     vm
 }
 

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::desktop::{Head, screendump};
+use pvmouse_vmtest::desktop::{Head, screendump, wait_for_bridge};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
@@ -198,11 +198,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
         "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     );
     let mut ctl: Qmp = vm.control().unwrap();
-    let start = Instant::now();
-    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
-        assert!(start.elapsed() < WAIT, "the bridge never announced itself");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| panic!("{e}\n{}", logs(&vm)));
     sh(
         &vm,
         &format!("{AS_PVM} 'DISPLAY=:0 /opt/pvmouse-session >/tmp/session.log 2>&1 &'"),

@@ -20,14 +20,11 @@ use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, BTN_LEFT, BTN_RIGHT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{AXIS_MAX, DISPLAY_AXIS};
-use pvmouse_vmtest::desktop::{Head, screendump, write_side_by_side};
+use pvmouse_vmtest::desktop::{Head, Reader, Sway, screendump, write_side_by_side};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig, frames, round_to_i32};
 use serde_json::{Value, json};
 
 const POINTER: &str = "pvmouse desktop pointer";
-/// sway runs as the image's user `pvm` (it refuses root), with seatd handing it the devices.
-const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
-                      XDG_RUNTIME_DIR=/run/user/1000";
 /// (x, y, width, height) of each display on the desktop, and the desktop's bounding box.
 const DISPLAYS: [(f64, f64, f64, f64); 2] =
     [(0.0, 0.0, 1024.0, 768.0), (1024.0, 0.0, 1280.0, 1024.0)];
@@ -322,38 +319,16 @@ fn sh(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
     vm.probe.sh(command, Duration::from_secs(60))
 }
 
-/// sway's pointer as the reader last saw it: (output index, x, y) on that output.
-fn sway_pointer(vm: &Vm) -> Option<(usize, f64, f64)> {
-    let out = sh(vm, "grep -E '^(ENTER|MOTION) ' /tmp/reader.log | tail -n 1").ok()?;
-    let f: Vec<String> = out.first()?.split_whitespace().map(str::to_owned).collect();
-    Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
-}
-
 /// Starts sway, the bridge, the session agent and the reader; returns the reader's output index
 /// of each display.
 fn start_desktop(vm: &Vm, ctl: &mut Qmp) -> Result<[usize; 2], String> {
     let wait = Duration::from_secs(60);
-    let runtime = "/run/user/1000";
-    sh(vm, "seatd -g video >/tmp/seatd.log 2>&1 &")?;
-    sh(
-        vm,
-        &format!("mkdir -p {runtime} && chown pvm {runtime} && chmod 700 {runtime}"),
-    )?;
-    sh(
-        vm,
-        "printf 'output Virtual-1 mode 1024x768 position 0 0\\n\
-         output Virtual-2 mode 1280x1024 position 1024 0\\n' >/tmp/sway.config",
-    )?;
     println!("starting sway on two monitors: 1024x768 left of 1280x1024");
-    sh(
+    Sway::start(
         vm,
-        &format!(
-            "{AS_PVM} LIBSEAT_BACKEND=seatd WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
-             sway -c /tmp/sway.config >/tmp/sway.log 2>&1 &"
-        ),
+        "output Virtual-1 mode 1024x768 position 0 0\\n\
+         output Virtual-2 mode 1280x1024 position 1024 0\\n",
     )?;
-    vm.probe
-        .sh_until(&format!("ls {runtime}"), "wayland-", wait)?;
     println!("starting the guest bridge (pvmouse-guestd) and the session agent (pvmouse-session)");
     let mark = vm.probe.mark();
     sh(
@@ -369,27 +344,19 @@ fn start_desktop(vm: &Vm, ctl: &mut Qmp) -> Result<[usize; 2], String> {
         .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     println!("host sees the bridge: {}", event["data"]);
-    let session = format!("{AS_PVM} WAYLAND_DISPLAY=$(cd {runtime} && ls wayland-? | head -n1)");
-    sh(
-        vm,
-        &format!("{session} sh -c '/opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
-    )?;
+    Sway::in_session(vm, "/opt/pvmouse-session >/tmp/session.log 2>&1 &")?;
     let applied = vm
         .probe
         .sh_until("cat /tmp/session.log", "applied the layout", wait)?;
     println!("{}", applied.last().map_or("", |l| l.as_str()));
-    sh(
-        vm,
-        &format!("{session} sh -c '/opt/pvmouse-wl-reader --trail >/tmp/reader.log 2>&1 &'"),
-    )?;
+    Sway::in_session(vm, "/opt/pvmouse-wl-reader --trail >/tmp/reader.log 2>&1 &")?;
     vm.probe.sh_until("cat /tmp/reader.log", "READY", wait)?;
-    let listed = sh(vm, "grep '^OUTPUT ' /tmp/reader.log")?;
+    let listed = Reader { vm }.outputs();
     let index_of = |name: &str| -> Result<usize, String> {
         listed
             .iter()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&name)).then(|| f[1].parse().ok())?
+            .find_map(|f| {
+                (f.get(2).map(String::as_str) == Some(name)).then(|| f[1].parse().ok())?
             })
             .ok_or_else(|| format!("sway has no output {name}: {listed:?}"))
     };
@@ -437,7 +404,8 @@ fn run() -> Result<bool, String> {
             let want = heads[display].expected_local(x, y);
             // sway reads the pointer a moment after the evdev node has it.
             let deadline = Instant::now() + Duration::from_secs(5);
-            let mut got = sway_pointer(&vm);
+            let reader = Reader { vm: &vm };
+            let mut got = reader.position();
             let right = |g: Option<(usize, f64, f64)>| {
                 g.is_some_and(|(o, gx, gy)| {
                     o == outputs[display]
@@ -447,7 +415,7 @@ fn run() -> Result<bool, String> {
             };
             while !right(got) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
-                got = sway_pointer(&vm);
+                got = reader.position();
             }
             ok &= right(got);
             on_screen = match got {
