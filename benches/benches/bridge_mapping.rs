@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pvmouse_guestd::layout::Layout;
+use pvmouse_guestd::layout::{Layout, ParseLayout};
 use pvmouse_guestd::mapper::Mapper;
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY};

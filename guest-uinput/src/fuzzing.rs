@@ -8,7 +8,7 @@ use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::{EV_ABS, EV_KEY, EV_MSC, EV_REL, EV_SYN};
 use pvmouse_spec::profile::{ABS_CODES, KEY_CODES, POSITION_CODES, REL_CODES};
 
-use crate::layout::{Layout, LayoutError, OUTPUT_MAX};
+use crate::layout::{Layout, LayoutError, OUTPUT_MAX, ParseLayout};
 use crate::mapper::{MAX_OUTPUT_EVENTS, Mapper};
 
 /// Raw events as the kernel could hand them to the bridge, 8 bytes each: type (biased towards

@@ -265,6 +265,7 @@ impl Mapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::ParseLayout;
     use pvmouse_spec::evdev::{BTN_LEFT, BTN_RIGHT, EV_MSC, MSC_RAW, REL_WHEEL, REL_WHEEL_HI_RES};
     use pvmouse_spec::profile::AXIS_MAX;
 

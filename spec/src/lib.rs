@@ -10,6 +10,7 @@
 
 pub mod control;
 pub mod evdev;
+pub mod layout;
 pub mod profile;
 pub mod session;
 pub mod status;

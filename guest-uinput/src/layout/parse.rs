@@ -8,10 +8,22 @@ use serde::Deserialize;
 
 use super::{Layout, LayoutError, Rect};
 
-impl Layout {
+/// The operator's two ways of writing a layout. A trait because the model lives in the spec
+/// crate, and only the guest reads these.
+pub trait ParseLayout: Sized {
     /// `ID=WxH@X,Y` entries separated by commas, e.g. `0=1024x768@0,0,1=1280x1024@1024,0`.
     /// Offsets may be negative.
-    pub fn parse_spec(spec: &str) -> Result<Self, LayoutError> {
+    fn parse_spec(spec: &str) -> Result<Self, LayoutError>;
+
+    /// A TOML layout file: one `[[display]]` table per display with `id`, `width`, `height`,
+    /// `x` and `y`. Errors name the file, the line and the problem.
+    fn parse_file(path: &Path, text: &str) -> Result<Self, LayoutError>;
+}
+
+impl ParseLayout for Layout {
+    /// `ID=WxH@X,Y` entries separated by commas, e.g. `0=1024x768@0,0,1=1280x1024@1024,0`.
+    /// Offsets may be negative.
+    fn parse_spec(spec: &str) -> Result<Self, LayoutError> {
         let err = |problem: String| LayoutError::Spec {
             spec: spec.to_owned(),
             problem,
@@ -40,7 +52,7 @@ impl Layout {
 
     /// A TOML layout file: one `[[display]]` table per display with `id`, `width`, `height`,
     /// `x` and `y`. Errors name the file, the line and the problem.
-    pub fn parse_file(path: &Path, text: &str) -> Result<Self, LayoutError> {
+    fn parse_file(path: &Path, text: &str) -> Result<Self, LayoutError> {
         let file = path.display().to_string();
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let doc: LayoutFile = toml::from_str(text).map_err(|e| LayoutError::File {

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Layout, LayoutError, drm};
+use super::{Layout, LayoutError, ParseLayout, drm};
 
 /// A layout file larger than this is refused: a layout lists at most 16 displays.
 pub const MAX_LAYOUT_FILE_BYTES: u64 = 64 * 1024;
