@@ -59,12 +59,13 @@ pub const REL_CODES: [u16; 4] = [REL_HWHEEL, REL_WHEEL, REL_WHEEL_HI_RES, REL_HW
 /// The position within a display, then the display.
 pub const POSITION_CODES: [u16; 2] = [ABS_X, ABS_Y];
 pub const ABS_CODES: [u16; 3] = [POSITION_CODES[0], POSITION_CODES[1], DISPLAY_AXIS];
-/// Guest→host status messages only (the status queue).
+/// Guest→host status messages (the status queue), and the device's answers to them.
 pub const MSC_CODES: [u16; 1] = [STATUS_MSC_CODE];
 
-/// The most events one frame can hold, SYN_REPORT included: every absolute axis, every button
-/// and every relative code at most once.
-pub const MAX_FRAME_EVENTS: usize = ABS_CODES.len() + KEY_CODES.len() + REL_CODES.len() + 1;
+/// The most events one frame can hold, SYN_REPORT included: every absolute axis, every button,
+/// every relative code and the acknowledgement at most once.
+pub const MAX_FRAME_EVENTS: usize =
+    ABS_CODES.len() + KEY_CODES.len() + REL_CODES.len() + MSC_CODES.len() + 1;
 
 /// How many frames the device holds for a guest that is not draining its eventq. Only motion
 /// is coalesced, so this bounds button and wheel frames that are waiting.
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn largest_frame_has_thirteen_events() {
-        assert_eq!(MAX_FRAME_EVENTS, 13);
+        assert_eq!(MAX_FRAME_EVENTS, 14);
     }
 
     #[test]
