@@ -170,7 +170,7 @@ impl PvMouseBackend {
     }
 
     fn arm_presence_timer(&self) {
-        let Some(deadline) = self.device.presence_deadline() else {
+        let Some(deadline) = self.device.next_deadline() else {
             return;
         };
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -184,7 +184,7 @@ impl PvMouseBackend {
     fn on_presence_timer(&self) {
         // Non-blocking: nothing to read just means the timer was re-armed meanwhile.
         let _ = self.timer().wait();
-        self.device.check_presence();
+        self.device.on_timer();
         self.arm_presence_timer();
     }
 }

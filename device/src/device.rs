@@ -13,13 +13,17 @@
 //! buttons are held, and nothing stale.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pvmouse_spec::profile::MAX_PENDING_FRAMES;
+use pvmouse_spec::evdev::EV_MSC;
+use pvmouse_spec::profile::{MAX_PENDING_FRAMES, STATUS_MSC_CODE};
+use pvmouse_spec::status::{Acknowledgement, LayoutEvent, LayoutReceiver, RELEASE_TIMEOUT_MS};
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryBackend;
 
 use crate::config_space::ConfigSpace;
+use crate::coordinates::Coordinates;
+use crate::frame::Frame;
 use crate::guest_fault::{GuestFault, GuestFaultLog};
 use crate::identity::Identity;
 use crate::notice::{Notice, NoticeBoard};
@@ -63,6 +67,8 @@ pub struct DeviceStatus {
     /// The queue was stopped mid-use (a paused VM): input is still queued for its resumption.
     pub driver_paused: bool,
     pub bridge_version: Option<u8>,
+    /// The guest bridge's desktop layout is in force: positions reach the guest over it.
+    pub desktop_coordinates: bool,
     pub pending_frames: usize,
     pub coalesced_frames: u64,
     pub counters: Counters,
@@ -108,9 +114,80 @@ struct Core {
     bridge: BridgePresence,
     faults: GuestFaultLog,
     counters: Counters,
+    coordinates: Coordinates,
+    layouts: LayoutReceiver,
+    /// Until when a hold after [`Acknowledgement::Applied`] lasts if the bridge never says it
+    /// let go.
+    hold_until: Option<Instant>,
 }
 
 impl Core {
+    /// Queues a frame for the driver, if there is one. Only acknowledgements and position
+    /// frames come here; a full queue loses an acknowledgement, which the bridge retries.
+    fn queue(&mut self, frame: Frame) {
+        if !matches!(self.driver, DriverLink::Inactive) {
+            let _ = self.pending.push(frame);
+        }
+    }
+
+    fn acknowledge(&mut self, ack: Acknowledgement) {
+        self.queue(Frame {
+            acknowledgement: Some(ack.encode()),
+            ..Frame::default()
+        });
+    }
+
+    /// Puts `coordinates` in force and moves the guest's pointer to where it is in them.
+    fn recoordinate(&mut self, coordinates: Coordinates) {
+        self.coordinates = coordinates;
+        let frame = self.state.recoordinate(&self.coordinates);
+        self.queue(frame);
+    }
+
+    fn end_hold(&mut self) {
+        self.pending.release();
+        self.hold_until = None;
+    }
+
+    /// Back to per-display positions: the driver or the bridge that knew the layout is gone.
+    fn forget_layout(&mut self) {
+        self.layouts = LayoutReceiver::default();
+        self.end_hold();
+        if self.coordinates.is_desktop() {
+            self.recoordinate(Coordinates::PerDisplay);
+        }
+    }
+
+    /// One complete message from the guest bridge about its layout (spec/pvmouse.md §6.1).
+    fn on_layout(&mut self, event: LayoutEvent, displays: u8, now: Instant) {
+        match event {
+            LayoutEvent::Layout { layout, tag } => {
+                let fits = layout.displays().all(|(id, _)| id < displays);
+                if !fits || !self.bridge.present() {
+                    self.faults.record(GuestFault::LayoutRefused);
+                    self.acknowledge(Acknowledgement::Refused { tag });
+                    return;
+                }
+                self.acknowledge(Acknowledgement::Applied { tag });
+                // Nothing more reaches the bridge, which still holds the device, until it lets
+                // go: the next frames are in coordinates it must not map.
+                self.pending.hold();
+                self.hold_until = Some(now + Duration::from_millis(RELEASE_TIMEOUT_MS));
+                self.recoordinate(Coordinates::Desktop(layout));
+            }
+            LayoutEvent::Refused { tag, .. } => {
+                self.faults.record(GuestFault::LayoutRefused);
+                self.acknowledge(Acknowledgement::Refused { tag });
+            }
+            LayoutEvent::Clear { tag } => {
+                self.end_hold();
+                self.acknowledge(Acknowledgement::Cleared { tag });
+                self.recoordinate(Coordinates::PerDisplay);
+            }
+            LayoutEvent::Released { .. } => self.end_hold(),
+        }
+    }
+
     /// Streams what is pending into the event queue, if there is one.
     fn deliver(&mut self) -> QueueOutcome {
         let Core {
@@ -152,6 +229,9 @@ impl PvMouse {
                 bridge: BridgePresence::default(),
                 faults: GuestFaultLog::default(),
                 counters: Counters::default(),
+                coordinates: Coordinates::PerDisplay,
+                layouts: LayoutReceiver::default(),
+                hold_until: None,
             }),
             identity,
             notices,
@@ -182,6 +262,7 @@ impl PvMouse {
         let mut core = self.core();
         core.frontend_connected = false;
         let gone = core.bridge.forget();
+        core.forget_layout();
         drop(core);
         self.post_presence(gone);
         self.notices.post(Notice::Frontend { connected: false });
@@ -191,6 +272,7 @@ impl PvMouse {
     pub fn driver_reset(&self) {
         let mut core = self.core();
         core.pending.clear();
+        core.forget_layout();
         let was_active = std::mem::take(&mut core.driver).is_active();
         drop(core);
         if was_active {
@@ -212,6 +294,7 @@ impl PvMouse {
             DriverLink::Paused(position)
         } else {
             core.pending.clear();
+            core.forget_layout();
             DriverLink::Inactive
         };
         drop(core);
@@ -234,8 +317,11 @@ impl PvMouse {
             if resumed {
                 core.counters.resumes += 1;
             } else {
+                // A new driver: whatever bridge told us its layout is not running on it.
                 core.pending.clear();
-                let full = core.state.full_state_frame();
+                core.forget_layout();
+                core.coordinates = Coordinates::PerDisplay;
+                let full = core.state.full_state_frame(&Coordinates::PerDisplay);
                 // The queue was just cleared, so there is room.
                 let _ = core.pending.push(full);
             }
@@ -260,26 +346,59 @@ impl PvMouse {
         mem: &M,
     ) -> QueueOutcome {
         let now = Instant::now();
+        let displays = self.identity.displays();
         let mut core = self.core();
-        let Core { bridge, faults, .. } = &mut *core;
         let mut change = None;
+        // Stays unallocated unless a layout message completes, which is rare.
+        let mut messages = Vec::new();
+        let Core {
+            bridge,
+            faults,
+            layouts,
+            ..
+        } = &mut *core;
         let out = virtqueue::drain_statusq(queue, mem, faults, |event| {
             if let Some(c) = bridge.on_status(event, now) {
                 change = Some(c);
             }
+            if event.kind == EV_MSC && event.code == STATUS_MSC_CODE {
+                messages.extend(layouts.feed(event.value));
+            }
         });
+        if change == Some(PresenceChange::Disappeared) {
+            core.forget_layout();
+        }
+        for message in messages {
+            core.on_layout(message, displays, now);
+        }
+        core.deliver();
         drop(core);
         self.post_presence(change);
         out
     }
 
-    /// When the bridge-silence check should run next, if a bridge is present.
-    pub fn presence_deadline(&self) -> Option<Instant> {
-        self.core().bridge.deadline()
+    /// When the timer should next fire: the bridge-silence check or the end of a hold.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let core = self.core();
+        [core.bridge.deadline(), core.hold_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    pub fn check_presence(&self) {
-        let change = self.core().bridge.check(Instant::now());
+    /// The timer fired: a silent bridge is gone, and a hold whose bridge never let go ends.
+    pub fn on_timer(&self) {
+        let now = Instant::now();
+        let mut core = self.core();
+        let change = core.bridge.check(now);
+        if change == Some(PresenceChange::Disappeared) {
+            core.forget_layout();
+        }
+        if core.hold_until.is_some_and(|t| now >= t) {
+            core.end_hold();
+        }
+        core.deliver();
+        drop(core);
         self.post_presence(change);
     }
 
@@ -342,8 +461,11 @@ impl PointerDevice for PvMouse {
         let mut core = self.core();
         core.counters.commands += 1;
         if matches!(core.driver, DriverLink::Inactive) {
-            let needed = core.state.count_frames(actions);
-            core.state.apply(actions, |_| {});
+            let needed = core.state.count_frames(actions, &core.coordinates);
+            let Core {
+                state, coordinates, ..
+            } = &mut *core;
+            state.apply(actions, coordinates, |_| {});
             return Ok(Submitted {
                 frames: needed.total,
                 queued: false,
@@ -352,7 +474,7 @@ impl PointerDevice for PvMouse {
         // Only button and wheel frames take a slot (motion folds into the tail), and a command
         // has at most one per action, so counting ahead is needed only when room is short.
         if actions.len() > core.pending.free() {
-            let needed = core.state.count_frames(actions);
+            let needed = core.state.count_frames(actions, &core.coordinates);
             if needed.held > core.pending.free() {
                 core.counters.rejected_queue_full += 1;
                 return Err(QueueFull {
@@ -362,8 +484,13 @@ impl PointerDevice for PvMouse {
             }
         }
         let mut frames = 0;
-        let Core { state, pending, .. } = &mut *core;
-        state.apply(actions, |frame| {
+        let Core {
+            state,
+            pending,
+            coordinates,
+            ..
+        } = &mut *core;
+        state.apply(actions, coordinates, |frame| {
             frames += 1;
             // Capacity was checked above for every held frame of the command.
             let _ = pending.push(frame);
@@ -384,6 +511,7 @@ impl PointerDevice for PvMouse {
             driver_active: core.driver.is_active(),
             driver_paused: matches!(core.driver, DriverLink::Paused(_)),
             bridge_version: core.bridge.version(),
+            desktop_coordinates: core.coordinates.is_desktop(),
             pending_frames: core.pending.len(),
             coalesced_frames: core.pending.coalesced(),
             counters: core.counters,
@@ -675,5 +803,213 @@ mod tests {
         assert_eq!(evs[0], InputEvent::new(EV_ABS, DISPLAY_AXIS, 0));
         assert_eq!(evs[1], InputEvent::new(EV_KEY, BTN_LEFT, 1));
         assert_eq!(dev.status().counters.resumes, 0);
+    }
+
+    /// A guest bridge on the status queue, as the tests below drive it.
+    struct StatusWriter<'m> {
+        mem: &'m vm_memory::GuestMemoryMmap,
+        ring: MockRing<'m>,
+        queue: virtio_queue::Queue,
+        next: u16,
+    }
+
+    impl<'m> StatusWriter<'m> {
+        fn new(mem: &'m vm_memory::GuestMemoryMmap) -> Self {
+            let ring = MockRing::at(mem, 0x4_0000, 16);
+            let queue = ring.queue();
+            Self {
+                mem,
+                ring,
+                queue,
+                next: 0,
+            }
+        }
+
+        fn send(&mut self, dev: &PvMouse, values: &[i32]) {
+            for v in values {
+                let event = InputEvent::new(EV_MSC, STATUS_MSC_CODE, *v);
+                self.ring
+                    .offer_status_buffer(self.next % 16, event.to_le_bytes());
+                self.next += 1;
+                dev.service_statusq(&mut self.queue, self.mem);
+            }
+        }
+    }
+
+    fn move_to(display: u8, x: u16, y: u16) -> [PointerAction; 1] {
+        [PointerAction::Move {
+            display: Some(display),
+            x: Some(x),
+            y: Some(y),
+        }]
+    }
+
+    fn side_by_side() -> pvmouse_spec::layout::Layout {
+        use pvmouse_spec::layout::{Layout, Rect};
+        let rect = |x, width, height| Rect {
+            x,
+            y: 0,
+            width,
+            height,
+        };
+        Layout::new(std::collections::BTreeMap::from([
+            (0, rect(0, 1024, 768)),
+            (1, rect(1024, 1280, 1024)),
+        ]))
+        .unwrap()
+    }
+
+    fn heartbeat() -> i32 {
+        pvmouse_spec::status::StatusMessage::BridgePresent { version: 1 }.encode()
+    }
+
+    fn ack(a: Acknowledgement) -> [InputEvent; 2] {
+        [
+            InputEvent::new(EV_MSC, STATUS_MSC_CODE, a.encode()),
+            InputEvent::syn_report(),
+        ]
+    }
+
+    fn abs(code: u16, value: i32) -> InputEvent {
+        InputEvent::new(EV_ABS, code, value)
+    }
+
+    #[test]
+    fn a_layout_from_the_bridge_is_acknowledged_held_then_sent_over_the_desktop() {
+        use pvmouse_spec::evdev::ABS_Y;
+        use pvmouse_spec::status::{StatusMessage, encode_layout};
+        let dev = device();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        for i in 0..64 {
+            ring.offer_event_buffer(i);
+        }
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        dev.submit(&move_to(1, 0, 0)).unwrap();
+        let mut seen = ring.used_idx();
+        let mut status = StatusWriter::new(&mem);
+        status.send(&dev, &[heartbeat()]);
+        let layout = side_by_side();
+        status.send(&dev, &encode_layout(&layout, 9).unwrap());
+        assert_eq!(
+            events(&ring, seen),
+            ack(Acknowledgement::Applied { tag: 9 })
+        );
+        assert!(dev.status().desktop_coordinates);
+        seen = ring.used_idx();
+        // Held: nothing reaches the bridge that still holds the device.
+        dev.submit(&move_to(0, 65535, 65535)).unwrap();
+        dev.submit(&press(true)).unwrap();
+        assert_eq!(ring.used_idx(), seen);
+        status.send(&dev, &[StatusMessage::Released { tag: 9 }.encode()]);
+        let (x, y) = layout.map(0, 65535, 65535).unwrap();
+        assert_eq!(
+            events(&ring, seen),
+            [
+                abs(DISPLAY_AXIS, 0),
+                abs(ABS_X, x),
+                abs(ABS_Y, y),
+                InputEvent::new(EV_KEY, BTN_LEFT, 1),
+                InputEvent::syn_report()
+            ],
+            "the held move and press, the move in desktop values"
+        );
+        seen = ring.used_idx();
+        // Clearing goes back to per-display values, and says where in the stream.
+        status.send(&dev, &[StatusMessage::LayoutClear { tag: 10 }.encode()]);
+        let mut expected = ack(Acknowledgement::Cleared { tag: 10 }).to_vec();
+        expected.extend([
+            abs(ABS_X, 65535),
+            abs(ABS_Y, 65535),
+            InputEvent::syn_report(),
+        ]);
+        assert_eq!(events(&ring, seen), expected);
+        assert!(!dev.status().desktop_coordinates);
+    }
+
+    #[test]
+    fn a_hold_ends_by_itself_and_a_silent_bridge_takes_its_layout_with_it() {
+        use pvmouse_spec::status::{PRESENCE_TIMEOUT_MS, encode_layout};
+        let dev = device();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        for i in 0..64 {
+            ring.offer_event_buffer(i);
+        }
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        dev.submit(&move_to(1, 100, 100)).unwrap();
+        let mut status = StatusWriter::new(&mem);
+        status.send(&dev, &[heartbeat()]);
+        status.send(&dev, &encode_layout(&side_by_side(), 1).unwrap());
+        let seen = ring.used_idx();
+        let deadline = dev.next_deadline().unwrap();
+        assert!(deadline <= Instant::now() + Duration::from_millis(RELEASE_TIMEOUT_MS));
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        dev.on_timer();
+        assert!(ring.used_idx() > seen, "the hold ended without the bridge");
+        std::thread::sleep(Duration::from_millis(PRESENCE_TIMEOUT_MS));
+        let seen = ring.used_idx();
+        dev.on_timer();
+        assert!(!dev.status().desktop_coordinates);
+        assert_eq!(
+            events(&ring, seen),
+            [
+                abs(ABS_X, 100),
+                abs(pvmouse_spec::evdev::ABS_Y, 100),
+                InputEvent::syn_report()
+            ],
+            "back to where the host put it, per display"
+        );
+    }
+
+    #[test]
+    fn layouts_without_a_bridge_for_missing_displays_or_damaged_are_refused() {
+        use pvmouse_spec::layout::{Layout, Rect};
+        use pvmouse_spec::status::encode_layout;
+        let dev = device();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        for i in 0..64 {
+            ring.offer_event_buffer(i);
+        }
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        let mut status = StatusWriter::new(&mem);
+        let words = encode_layout(&side_by_side(), 1).unwrap();
+        let mut seen = ring.used_idx();
+        status.send(&dev, &words);
+        assert_eq!(
+            events(&ring, seen),
+            ack(Acknowledgement::Refused { tag: 1 }),
+            "no bridge"
+        );
+        status.send(&dev, &[heartbeat()]);
+        let third = Layout::new(std::collections::BTreeMap::from([(
+            2,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 10,
+                height: 10,
+            },
+        )]))
+        .unwrap();
+        seen = ring.used_idx();
+        status.send(&dev, &encode_layout(&third, 2).unwrap());
+        assert_eq!(
+            events(&ring, seen),
+            ack(Acknowledgement::Refused { tag: 2 }),
+            "display 2"
+        );
+        let mut lost = words.clone();
+        lost.remove(5);
+        seen = ring.used_idx();
+        status.send(&dev, &lost);
+        assert_eq!(
+            events(&ring, seen),
+            ack(Acknowledgement::Refused { tag: 1 }),
+            "a value lost"
+        );
+        assert!(!dev.status().desktop_coordinates);
+        assert_eq!(dev.status().guest_faults, vec![("layout-refused", 3)]);
     }
 }

@@ -5,10 +5,10 @@
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::{
-    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
+    ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
     REL_WHEEL_HI_RES,
 };
-use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS, REL_CODES};
+use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS, REL_CODES, STATUS_MSC_CODE};
 
 /// A wheel movement within one frame: high-resolution units and the whole detents they complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Frame {
     pub buttons_down: u8,
     pub wheel_vertical: WheelStep,
     pub wheel_horizontal: WheelStep,
+    /// An answer to the guest bridge (`pvmouse_spec::status::Acknowledgement`), sent last in
+    /// the frame: it marks the point in the stream where the coordinates change.
+    pub acknowledgement: Option<i32>,
 }
 
 /// The events of one frame, SYN_REPORT last, in a fixed-size buffer.
@@ -66,7 +69,10 @@ impl FrameEvents {
 
 impl Frame {
     pub fn is_empty(&self) -> bool {
-        !self.has_motion() && self.buttons_set == 0 && !self.has_wheel()
+        !self.has_motion()
+            && self.buttons_set == 0
+            && !self.has_wheel()
+            && self.acknowledgement.is_none()
     }
 
     pub fn has_motion(&self) -> bool {
@@ -77,10 +83,10 @@ impl Frame {
         !self.wheel_vertical.is_zero() || !self.wheel_horizontal.is_zero()
     }
 
-    /// Motion is the only thing the device may coalesce; a frame with a button or wheel change
-    /// must reach the guest as its own frame.
+    /// Motion is the only thing the device may coalesce; a frame with a button or wheel change,
+    /// or an acknowledgement, must reach the guest as its own frame.
     pub fn is_motion_only(&self) -> bool {
-        self.buttons_set == 0 && !self.has_wheel()
+        self.buttons_set == 0 && !self.has_wheel() && self.acknowledgement.is_none()
     }
 
     /// Folds a motion-only frame that was queued before `later` into `later`. The position of the
@@ -107,7 +113,7 @@ impl Frame {
     }
 
     /// The evdev events of this frame: display, X, Y, buttons in code order, wheels in code
-    /// order, then SYN_REPORT. The order is part of the spec.
+    /// order, the acknowledgement, then SYN_REPORT. The order is part of the spec.
     pub fn events(&self) -> FrameEvents {
         let mut out = FrameEvents::empty();
         if let Some(d) = self.display {
@@ -130,6 +136,9 @@ impl Frame {
             if value != 0 {
                 out.push(InputEvent::new(EV_REL, code, value));
             }
+        }
+        if let Some(value) = self.acknowledgement {
+            out.push(InputEvent::new(EV_MSC, STATUS_MSC_CODE, value));
         }
         out.push(InputEvent::syn_report());
         out
@@ -161,6 +170,7 @@ mod tests {
                 detents: -1,
                 hi_res: -150,
             },
+            acknowledgement: Some(0x5056_8201),
         };
         let evs = f.events();
         let evs = evs.as_slice();
@@ -174,7 +184,8 @@ mod tests {
         assert_eq!(evs[9], ev(EV_REL, REL_WHEEL, 1));
         assert_eq!(evs[10], ev(EV_REL, REL_WHEEL_HI_RES, 120));
         assert_eq!(evs[11], ev(EV_REL, REL_HWHEEL_HI_RES, -150));
-        assert!(evs[12].is_syn_report());
+        assert_eq!(evs[12], ev(EV_MSC, STATUS_MSC_CODE, 0x5056_8201));
+        assert!(evs[13].is_syn_report());
     }
 
     #[test]

@@ -101,6 +101,68 @@ pub fn guest_queues(data: &[u8]) {
     );
 }
 
+/// What the guest bridge writes on the status queue: heartbeats, layout messages whole, cut
+/// short, damaged or made up, releases and clears, mixed with host input. Each 4-byte chunk is
+/// one status value: its first byte picks a pvmouse message (any kind), a data value, host
+/// input, or the raw bytes. Whatever came before, a bridge that then sends a whole layout has it
+/// in force.
+pub fn status_messages(data: &[u8]) {
+    use pvmouse_spec::evdev::EV_MSC;
+    use pvmouse_spec::profile::STATUS_MSC_CODE;
+    use pvmouse_spec::status::{StatusMessage, encode_layout};
+
+    let mem = guest_memory();
+    let mut eventq = MockRing::new(&mem, 64);
+    let mut statusq = MockRing::at(&mem, STATUSQ_BASE, 16);
+    for i in 0..64 {
+        eventq.offer_event_buffer(i);
+    }
+    let device = device(2);
+    device.activate(MockEventQueue::new(&mem, &eventq));
+    let mut queue = statusq.queue();
+    let mut next = 0u16;
+    let mut send = |value: i32| {
+        let event = pvmouse_spec::InputEvent::new(EV_MSC, STATUS_MSC_CODE, value);
+        statusq.offer_status_buffer(next % 16, event.to_le_bytes());
+        next = next.wrapping_add(1);
+        device.service_statusq(&mut queue, &mem);
+    };
+    for chunk in data.chunks_exact(4) {
+        let &[op, a, b, c] = chunk else { return };
+        let value = match op % 4 {
+            0 => i32::from_be_bytes([0x50, 0x56, a & 0x87, b]),
+            1 => i32::from_be_bytes([0, a, b, c]),
+            2 => {
+                some_input(&device, a);
+                if b & 1 != 0 {
+                    device.on_timer();
+                }
+                continue;
+            }
+            _ => i32::from_be_bytes([op, a, b, c]),
+        };
+        send(value);
+    }
+    let layout = pvmouse_spec::layout::Layout::new(std::collections::BTreeMap::from([(
+        1,
+        pvmouse_spec::layout::Rect {
+            x: -5,
+            y: 7,
+            width: 640,
+            height: 480,
+        },
+    )]))
+    .expect("a valid layout");
+    send(StatusMessage::BridgePresent { version: 1 }.encode());
+    for value in encode_layout(&layout, 3).expect("it fits") {
+        send(value);
+    }
+    assert!(
+        device.status().desktop_coordinates,
+        "a whole layout after anything is in force"
+    );
+}
+
 /// Config reads and writes at any offset and size, with `select`/`subsel` written in between,
 /// as 4-byte operations: kind, offset (two bytes), size or value.
 pub fn config_space(data: &[u8]) {

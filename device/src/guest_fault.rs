@@ -26,10 +26,13 @@ pub enum GuestFault {
     UsedRingWrite,
     /// A config read or write outside the config space.
     ConfigOutOfBounds,
+    /// A desktop layout on the status queue that was damaged, malformed, for displays the
+    /// device does not have, or sent with no bridge present.
+    LayoutRefused,
 }
 
 impl GuestFault {
-    const ALL: [GuestFault; 9] = [
+    const ALL: [GuestFault; 10] = [
         GuestFault::ReadOnlyEventBuffer,
         GuestFault::WriteOnlyStatusBuffer,
         GuestFault::ZeroLengthDescriptor,
@@ -39,6 +42,7 @@ impl GuestFault {
         GuestFault::BadAvailIndex,
         GuestFault::UsedRingWrite,
         GuestFault::ConfigOutOfBounds,
+        GuestFault::LayoutRefused,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -54,6 +58,7 @@ impl GuestFault {
             GuestFault::BadAvailIndex => "avail index runs more than a queue ahead",
             GuestFault::UsedRingWrite => "used ring could not be written",
             GuestFault::ConfigOutOfBounds => "config access outside the config space",
+            GuestFault::LayoutRefused => "desktop layout refused (damaged, malformed or no bridge)",
         }
     }
 
@@ -68,6 +73,7 @@ impl GuestFault {
             GuestFault::BadAvailIndex => "bad-avail-index",
             GuestFault::UsedRingWrite => "used-ring-write",
             GuestFault::ConfigOutOfBounds => "config-out-of-bounds",
+            GuestFault::LayoutRefused => "layout-refused",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! still pending, the status queue, the bridge presence timer.
 
 pub mod config_space;
+pub mod coordinates;
 pub mod frame;
 pub mod guest_fault;
 pub mod identity;

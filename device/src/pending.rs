@@ -4,6 +4,10 @@
 //! after them, so under backpressure the guest gets the newest position, while every button and
 //! wheel frame stays separate and in order. A frame that has started to stream is never changed:
 //! its remaining events go out before anything else, across as many refills as it takes.
+//!
+//! The queue can also *hold*: frames queued after a point wait, still coalescing, until the hold
+//! ends. The device holds after telling the guest bridge its layout is in force, so that nothing
+//! reaches the bridge in the new coordinates before it has let go of the device.
 
 use std::collections::VecDeque;
 
@@ -24,6 +28,8 @@ pub struct PendingFrames {
     streaming: FrameEvents,
     streamed: usize,
     coalesced: u64,
+    /// While holding: how many of the queued frames may still go out.
+    deliverable: Option<usize>,
 }
 
 impl PendingFrames {
@@ -35,6 +41,7 @@ impl PendingFrames {
             streaming: FrameEvents::empty(),
             streamed: 0,
             coalesced: 0,
+            deliverable: None,
         }
     }
 
@@ -72,7 +79,9 @@ impl PendingFrames {
                 pending: self.frames.len(),
             });
         }
-        if let Some(last) = self.frames.back_mut() {
+        // Never fold across the start of a hold: what was released stays as it was.
+        let last_released = self.deliverable == Some(self.frames.len());
+        if let Some(last) = self.frames.back_mut().filter(|_| !last_released) {
             if last.is_motion_only() {
                 *last = Frame::absorb_earlier_motion(frame, last);
                 self.coalesced += 1;
@@ -85,10 +94,29 @@ impl PendingFrames {
         Ok(())
     }
 
+    /// Frames queued from now on wait until [`Self::release`]; those already queued still go.
+    pub fn hold(&mut self) {
+        self.deliverable = Some(self.frames.len());
+    }
+
+    pub fn release(&mut self) {
+        self.deliverable = None;
+    }
+
+    pub fn holding(&self) -> bool {
+        self.deliverable.is_some()
+    }
+
     /// The next event to deliver, without consuming it.
     pub fn peek(&mut self) -> Option<InputEvent> {
         if self.streamed >= self.streaming.as_slice().len() {
+            if self.deliverable == Some(0) {
+                return None;
+            }
             let frame = self.frames.pop_front()?;
+            if let Some(n) = &mut self.deliverable {
+                *n -= 1;
+            }
             self.streaming = frame.events();
             self.streamed = 0;
         }
@@ -106,6 +134,7 @@ impl PendingFrames {
         self.frames.clear();
         self.streaming = FrameEvents::empty();
         self.streamed = 0;
+        self.deliverable = None;
     }
 }
 
@@ -233,5 +262,31 @@ mod tests {
         p.clear();
         assert!(p.is_empty());
         assert_eq!(p.peek(), None);
+    }
+
+    #[test]
+    fn a_hold_keeps_back_what_comes_after_it_and_folds_nothing_across_it() {
+        let mut p = PendingFrames::with_capacity(8);
+        p.push(motion(1)).unwrap();
+        p.hold();
+        p.push(motion(2)).unwrap();
+        p.push(click(true)).unwrap();
+        p.push(motion(3)).unwrap();
+        assert!(p.holding());
+        let released = drain(&mut p);
+        assert_eq!(
+            released,
+            motion(1).events().as_slice(),
+            "only what came before"
+        );
+        assert!(p.peek().is_none());
+        p.release();
+        let rest = drain(&mut p);
+        let mut expected = Frame::absorb_earlier_motion(click(true), &motion(2))
+            .events()
+            .as_slice()
+            .to_vec();
+        expected.extend_from_slice(motion(3).events().as_slice());
+        assert_eq!(rest, expected);
     }
 }

@@ -2,6 +2,7 @@
 
 use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
 
+use crate::coordinates::Coordinates;
 use crate::frame::{Frame, WheelStep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,9 @@ pub struct PointerState {
     pub buttons: u8,
     /// Hi-res units not yet reported as a whole detent, per axis (vertical, horizontal).
     wheel_remainder: [i32; 2],
+    /// What the guest's `ABS_X` and `ABS_Y` hold once every queued frame arrives. The position
+    /// above is per display; these are in the [`Coordinates`] in force.
+    wire: (Option<u16>, Option<u16>),
 }
 
 impl PointerState {
@@ -62,7 +66,13 @@ impl PointerState {
     /// A command becomes one frame unless keeping the client's order needs more: a button that
     /// changes twice, motion after a button or wheel change, or a wheel that reverses each start
     /// a new frame. Actions that change nothing produce nothing.
-    pub fn apply(&mut self, actions: &[PointerAction], mut emit: impl FnMut(Frame)) {
+    /// Positions reach the guest in `coordinates`.
+    pub fn apply(
+        &mut self,
+        actions: &[PointerAction],
+        coordinates: &Coordinates,
+        mut emit: impl FnMut(Frame),
+    ) {
         let mut frame = Frame::default();
         for action in actions {
             match *action {
@@ -73,21 +83,19 @@ impl PointerState {
                     if display.is_none() && x.is_none() && y.is_none() {
                         continue;
                     }
+                    self.display = display.unwrap_or(self.display);
+                    self.x = x.or(self.x);
+                    self.y = y.or(self.y);
+                    let (wx, wy) = self.rewire(coordinates);
+                    if display.is_none() && wx.is_none() && wy.is_none() {
+                        continue;
+                    }
                     if !frame.is_motion_only() {
                         emit(std::mem::take(&mut frame));
                     }
-                    if let Some(d) = display {
-                        frame.display = Some(d);
-                        self.display = d;
-                    }
-                    if let Some(v) = x {
-                        frame.x = Some(v);
-                        self.x = Some(v);
-                    }
-                    if let Some(v) = y {
-                        frame.y = Some(v);
-                        self.y = Some(v);
-                    }
+                    frame.display = display.or(frame.display);
+                    frame.x = wx.or(frame.x);
+                    frame.y = wy.or(frame.y);
                 }
                 PointerAction::Button { button, down } => {
                     if self.is_down(button) == down {
@@ -133,10 +141,10 @@ impl PointerState {
     }
 
     /// How many frames `apply` would produce, without changing anything.
-    pub fn count_frames(&self, actions: &[PointerAction]) -> FrameCount {
+    pub fn count_frames(&self, actions: &[PointerAction], coordinates: &Coordinates) -> FrameCount {
         let mut scratch = *self;
         let mut count = FrameCount::default();
-        scratch.apply(actions, |frame| {
+        scratch.apply(actions, coordinates, |frame| {
             count.total += 1;
             if !frame.is_motion_only() {
                 count.held += 1;
@@ -147,16 +155,40 @@ impl PointerState {
 
     /// Everything a guest needs to match this state, whatever it saw before: the display, the
     /// position where known, and every button, released ones included, so none stays stuck.
-    pub fn full_state_frame(&self) -> Frame {
+    pub fn full_state_frame(&mut self, coordinates: &Coordinates) -> Frame {
         let all = Button::ALL.iter().fold(0, |m, b| m | b.bit());
+        self.rewire(coordinates);
         Frame {
             display: Some(self.display),
-            x: self.x,
-            y: self.y,
+            x: self.wire.0,
+            y: self.wire.1,
             buttons_set: all,
             buttons_down: self.buttons,
             ..Frame::default()
         }
+    }
+
+    /// The frame that moves the guest's pointer to where it is, after the coordinates change:
+    /// empty if the values happen to be the same.
+    pub fn recoordinate(&mut self, coordinates: &Coordinates) -> Frame {
+        let (x, y) = self.rewire(coordinates);
+        Frame {
+            x,
+            y,
+            ..Frame::default()
+        }
+    }
+
+    /// Brings the guest's `ABS_X`/`ABS_Y` to the current position in `coordinates`; returns
+    /// those that change.
+    fn rewire(&mut self, coordinates: &Coordinates) -> (Option<u16>, Option<u16>) {
+        let Some((x, y)) = coordinates.wire(self.display, self.x, self.y) else {
+            return (None, None);
+        };
+        let x = x.filter(|v| Some(*v) != self.wire.0);
+        let y = y.filter(|v| Some(*v) != self.wire.1);
+        self.wire = (x.or(self.wire.0), y.or(self.wire.1));
+        (x, y)
     }
 
     /// Accumulates hi-res units the way Linux's hid-input does: a whole detent is reported each
@@ -177,10 +209,12 @@ impl PointerState {
 mod tests {
     use super::*;
 
+    const PER_DISPLAY: Coordinates = Coordinates::PerDisplay;
+
     fn run(state: &mut PointerState, actions: &[PointerAction]) -> Vec<Frame> {
-        let predicted = state.count_frames(actions).total;
+        let predicted = state.count_frames(actions, &PER_DISPLAY).total;
         let mut out = Vec::new();
-        state.apply(actions, |f| out.push(f));
+        state.apply(actions, &PER_DISPLAY, |f| out.push(f));
         assert_eq!(out.len(), predicted);
         out
     }
@@ -316,7 +350,7 @@ mod tests {
             &mut s,
             &[mv(Some(2), Some(9), None), btn(Button::Side, true)],
         );
-        let f = s.full_state_frame();
+        let f = s.full_state_frame(&PER_DISPLAY);
         assert_eq!((f.display, f.x, f.y), (Some(2), Some(9), None));
         assert_eq!(f.buttons_set, 0b1_1111);
         assert_eq!(f.buttons_down, Button::Side.bit());
@@ -332,9 +366,15 @@ mod tests {
             wheel(WheelAxis::Vertical, 120),
         ];
         // The wheel joins the motion frame, so that frame is held too.
-        assert_eq!(s.count_frames(&actions), FrameCount { total: 3, held: 3 });
+        assert_eq!(
+            s.count_frames(&actions, &PER_DISPLAY),
+            FrameCount { total: 3, held: 3 }
+        );
         let motion = [mv(None, Some(1), None), mv(Some(0), None, Some(2))];
-        assert_eq!(s.count_frames(&motion), FrameCount { total: 1, held: 0 });
+        assert_eq!(
+            s.count_frames(&motion, &PER_DISPLAY),
+            FrameCount { total: 1, held: 0 }
+        );
         assert_eq!(s, PointerState::default());
     }
 }

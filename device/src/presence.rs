@@ -42,6 +42,11 @@ impl BridgePresence {
                 (was != Some(version)).then_some(PresenceChange::Appeared { version })
             }
             StatusMessage::BridgeGone => self.forget(),
+            // Layout messages are the layout receiver's.
+            StatusMessage::LayoutBegin { .. }
+            | StatusMessage::LayoutEnd { .. }
+            | StatusMessage::LayoutClear { .. }
+            | StatusMessage::Released { .. } => None,
         }
     }
 

@@ -434,7 +434,8 @@ mod tests {
         let mut q = ring.queue();
         let mut pending = PendingFrames::with_capacity(8);
         let mut faults = GuestFaultLog::default();
-        let big = crate::pointer::PointerState::default().full_state_frame();
+        let big = crate::pointer::PointerState::default()
+            .full_state_frame(&crate::coordinates::Coordinates::PerDisplay);
         let want = big.events();
         pending.push(big).unwrap();
         let mut got = Vec::new();

@@ -51,6 +51,7 @@ impl PointerDevice for MockDevice {
             driver_active: true,
             driver_paused: false,
             bridge_version: None,
+            desktop_coordinates: false,
             pending_frames: 0,
             coalesced_frames: 0,
             counters: Counters::default(),

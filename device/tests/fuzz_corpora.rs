@@ -50,3 +50,8 @@ fn control_corpus() {
         None => {}
     });
 }
+
+#[test]
+fn status_messages_corpus() {
+    replay("status_messages", fuzzing::status_messages);
+}

@@ -343,6 +343,7 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
         "driver-active": s.driver_active,
         "driver-paused": s.driver_paused,
         "bridge-present": s.bridge_version.is_some(),
+        "guest-coordinates": if s.desktop_coordinates { "desktop" } else { "per-display" },
         "pending-frames": s.pending_frames,
         "coalesced-frames": s.coalesced_frames,
         "counters": {
