@@ -1,12 +1,16 @@
-//! The running bridge: one reader thread per grabbed pvmouse device, mapping and emitting under
-//! one lock (no hand-off on the event path), and a main loop for everything else: hot-plug,
-//! layouts from session agents, reloads on SIGHUP and DRM hot-plug, heartbeats to the host, and
-//! a clean exit.
+//! The running bridge: one reader thread per pvmouse device, mapping and emitting under one lock
+//! (no hand-off on the event path), and a main loop for everything else: hot-plug, layouts from
+//! session agents, reloads on SIGHUP and DRM hot-plug, heartbeats to the host, and a clean exit.
+//!
+//! In desktop mode a reader hands the mapping to its device ([`crate::offload`]) and then sleeps:
+//! the display server reads the device itself. It wakes only when the main loop has something
+//! new for it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,14 +18,17 @@ use std::time::{Duration, Instant};
 
 use evdev::{AbsoluteAxisCode, Device};
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::EV_MSC;
+use pvmouse_spec::evdev::{EV_ABS, EV_MSC};
 use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
-use pvmouse_spec::status::{BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage};
+use pvmouse_spec::status::{
+    Acknowledgement, BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage,
+};
 
 use crate::devices;
 use crate::layout::Layout;
 use crate::layout::resolve::{self, ResolveError, Source, Sources};
 use crate::mapper::{Mapper, PointerMode};
+use crate::offload::{Action, Disposition, Offload, Want};
 use crate::output::OutputError;
 use crate::pointers::Pointers;
 use crate::session::{self, Access, SessionEvent};
@@ -39,6 +46,8 @@ pub struct Config {
     pub session: Option<(PathBuf, Access)>,
     /// Where the per-display pointers' udev binding rules are written.
     pub udev_rules: PathBuf,
+    /// In desktop mode, hand the layout to the device so the display server reads it directly.
+    pub offload: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +63,9 @@ pub enum DaemonError {
 struct Bridge {
     mapper: Mapper,
     output: Pointers,
+    /// Who should map, for every device: readers take it when woken.
+    want: Want,
+    offload: bool,
 }
 
 impl Bridge {
@@ -67,6 +79,12 @@ impl Bridge {
     /// re-created, first releases held buttons on the pointers that pressed them; otherwise
     /// the pointers stay and so does a drag in progress.
     fn apply(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
+        let result = self.apply_pointers(layout, mode);
+        self.want = want(self.offload, self.mapper.mode(), self.mapper.layout());
+        result
+    }
+
+    fn apply_pointers(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
         let same_pointers = mode == self.mapper.mode()
             && (mode == PointerMode::Desktop || same_displays(self.mapper.layout(), &layout));
         if same_pointers {
@@ -88,6 +106,15 @@ impl Bridge {
         let f = self.mapper.place_now();
         self.emit(&f);
         result
+    }
+}
+
+/// The device maps in desktop mode, when allowed; per-display pointers need the bridge.
+fn want(offload: bool, mode: PointerMode, layout: &Layout) -> Want {
+    if offload && mode == PointerMode::Desktop {
+        Want::Offload(layout.clone())
+    } else {
+        Want::Map
     }
 }
 
@@ -123,46 +150,239 @@ enum Msg {
     Exit,
 }
 
-/// Writes one status event into a grabbed pvmouse device. Only the grabbing open file may
-/// inject into a grabbed device, so this goes through a duplicate of that descriptor.
+/// Writes one status event into a pvmouse device. While the bridge holds the device, only the
+/// grabbing open file may inject into it, so this goes through a duplicate of that descriptor.
 fn send_status(file: &mut File, message: StatusMessage) -> std::io::Result<()> {
-    file.write_all(&crate::output::encode_event(
-        EV_MSC,
-        STATUS_MSC_CODE,
-        message.encode(),
-    ))
+    send_value(file, message.encode())
 }
 
-fn reader(path: PathBuf, mut dev: Device, bridge: Shared, tx: Sender<Msg>) {
-    loop {
-        match dev.fetch_events() {
-            Ok(events) => {
-                let mut b = lock(&bridge);
-                let Bridge { mapper, output } = &mut *b;
-                for e in events {
-                    let ev = InputEvent::new(e.event_type().0, e.code(), e.value());
-                    if let Some(frame) = mapper.feed(ev) {
-                        output.queue(&frame);
-                    }
+/// One status value. No SYN_REPORT follows it: one written between two events of the device's
+/// own frame would split that frame for every other reader. Readers ignore a lone `MSC_RAW`.
+fn send_value(file: &mut File, value: i32) -> std::io::Result<()> {
+    file.write_all(&crate::output::encode_event(EV_MSC, STATUS_MSC_CODE, value))
+}
+
+/// Between the values of a layout message: Linux drops a status event when the status queue is
+/// full (QEMU 10 gives it 4 buffers), so the values are written one at a time and paced.
+const PACE: Duration = Duration::from_millis(1);
+
+/// Waits until `fds` (the wake socket, and the device unless parked) have something, or
+/// `timeout` passes. Returns which are readable.
+fn wait(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> std::io::Result<[bool; 2]> {
+    let mut polled = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
+    for (p, fd) in polled.iter_mut().zip(fds) {
+        p.fd = fd.as_raw_fd();
+    }
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+    });
+    let count = libc::nfds_t::try_from(fds.len().min(polled.len())).unwrap_or(0);
+    // SAFETY: `polled` is a live local array of `pollfd`s and `count` is at most its length;
+    // every descriptor in it is borrowed for the duration of the call.
+    let rc = unsafe { libc::poll(polled.as_mut_ptr(), count, ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Ok([false; 2])
+        } else {
+            Err(e)
+        };
+    }
+    let ready = |p: &libc::pollfd| p.fd >= 0 && p.revents != 0;
+    Ok([ready(&polled[0]), ready(&polled[1])])
+}
+
+/// One pvmouse device: it maps what the device sends, or, once the device maps, sleeps until
+/// woken.
+struct Reader {
+    path: PathBuf,
+    dev: Device,
+    /// A duplicate of the device's descriptor, for status values.
+    status: File,
+    wake: UnixStream,
+    offload: Offload,
+    bridge: Shared,
+    /// Reused for each batch, so mapping allocates nothing per event.
+    batch: Vec<InputEvent>,
+}
+
+impl Reader {
+    fn run(mut self, tx: Sender<Msg>) {
+        loop {
+            let timeout = self
+                .offload
+                .deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let both = [self.wake.as_fd(), self.dev.as_fd()];
+            let fds = if self.offload.parked() {
+                &both[..1]
+            } else {
+                &both[..]
+            };
+            let ready = match wait(fds, timeout) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(device = %self.path.display(), "poll: {e}");
+                    [false, true]
                 }
-                if let Err(e) = output.flush() {
-                    tracing::warn!("cannot write to the uinput pointer: {e}");
+            };
+            if ready[0] {
+                self.woken();
+            }
+            if ready[1] {
+                if let Err(e) = self.read_batch() {
+                    tracing::info!(device = %self.path.display(), "pvmouse device gone: {e}");
+                    let _ = tx.send(Msg::Gone(self.path));
+                    return;
                 }
             }
-            Err(e) => {
-                tracing::info!(device = %path.display(), "pvmouse device gone: {e}");
-                let _ = tx.send(Msg::Gone(path));
+            let actions = self.offload.on_timeout(Instant::now());
+            self.act(actions);
+        }
+    }
+
+    fn woken(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
+        let was_parked = self.offload.parked();
+        let want = lock(&self.bridge).want.clone();
+        let actions = self.offload.steer(want, Instant::now());
+        if was_parked && actions.contains(&Action::Grab) {
+            // What piled up unread while parked went to the display server already.
+            self.discard_unread();
+        }
+        self.act(actions);
+    }
+
+    fn discard_unread(&mut self) {
+        while matches!(
+            wait(&[self.dev.as_fd()], Some(Duration::ZERO)),
+            Ok([true, _])
+        ) {
+            if self.dev.fetch_events().map(|e| e.count()).is_err() {
                 return;
             }
         }
     }
+
+    fn read_batch(&mut self) -> std::io::Result<()> {
+        self.batch.clear();
+        self.batch.extend(
+            self.dev
+                .fetch_events()?
+                .map(|e| InputEvent::new(e.event_type().0, e.code(), e.value())),
+        );
+        let disposition = self.offload.disposition();
+        let mut answers = [None; 4];
+        let mut n = 0;
+        {
+            let mut b = lock(&self.bridge);
+            let Bridge { mapper, output, .. } = &mut *b;
+            for &ev in &self.batch {
+                if ev.kind == EV_MSC && ev.code == STATUS_MSC_CODE {
+                    if let (Some(ack), Some(slot)) =
+                        (Acknowledgement::decode(ev.value), answers.get_mut(n))
+                    {
+                        *slot = Some(ack);
+                        n += 1;
+                    }
+                    continue;
+                }
+                let feed = match disposition {
+                    Disposition::Map => true,
+                    Disposition::DropMotion => ev.kind != EV_ABS,
+                    Disposition::Ignore => false,
+                };
+                if feed {
+                    if let Some(frame) = mapper.feed(ev) {
+                        output.queue(&frame);
+                    }
+                }
+            }
+            if let Err(e) = output.flush() {
+                tracing::warn!("cannot write to the uinput pointer: {e}");
+            }
+        }
+        for ack in answers.into_iter().flatten() {
+            let actions = self.offload.on_answer(ack, Instant::now());
+            self.act(actions);
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Grab => {
+                    if let Err(e) = self.dev.grab() {
+                        tracing::warn!(device = %self.path.display(), "cannot grab: {e}");
+                    }
+                }
+                Action::Ungrab => {
+                    if let Err(e) = self.dev.ungrab() {
+                        tracing::warn!(device = %self.path.display(), "cannot release: {e}");
+                    }
+                }
+                Action::Send(values) => {
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            std::thread::sleep(PACE);
+                        }
+                        if let Err(e) = send_value(&mut self.status, *v) {
+                            tracing::warn!(device = %self.path.display(), "status write: {e}");
+                            break;
+                        }
+                    }
+                }
+                Action::ReleaseButtons => {
+                    let mut b = lock(&self.bridge);
+                    let f = b.mapper.release_all();
+                    b.emit(&f);
+                }
+                Action::Sync => sync(&self.dev, &self.bridge),
+            }
+        }
+        if self.offload.offloaded() {
+            tracing::debug!(device = %self.path.display(), "the device maps; the bridge sleeps");
+        }
+    }
+}
+
+/// Takes over where the device is: the pointer goes there and held buttons stay held, so a
+/// restarted bridge resumes a drag in progress.
+fn sync(dev: &Device, bridge: &Shared) {
+    let abs = dev.get_abs_state().ok();
+    let value = |code: u16| abs.map(|a| a[usize::from(code)].value).unwrap_or(0);
+    let keys: Vec<u16> = dev
+        .get_key_state()
+        .map(|k| k.iter().map(|c| c.0).collect())
+        .unwrap_or_default();
+    let display = u8::try_from(value(DISPLAY_AXIS)).unwrap_or(0);
+    let mut b = lock(bridge);
+    let f = b.mapper.sync(
+        display,
+        value(AbsoluteAxisCode::ABS_X.0),
+        value(AbsoluteAxisCode::ABS_Y.0),
+        &keys,
+    );
+    b.emit(&f);
+}
+
+/// What the main loop keeps of a device: where heartbeats go, and how to wake its reader.
+struct Attached {
+    status: File,
+    wake: UnixStream,
 }
 
 struct Daemon {
     config: Config,
     bridge: Shared,
-    /// Grabbed devices, by node, with the descriptor heartbeats go through.
-    devices: BTreeMap<PathBuf, File>,
+    /// Devices being read, by node.
+    devices: BTreeMap<PathBuf, Attached>,
     agents: BTreeMap<u64, AgentLayout>,
     next_seq: u64,
     tx: Sender<Msg>,
@@ -178,44 +398,58 @@ impl Daemon {
                 tracing::warn!(device = %path.display(), "cannot grab pvmouse device: {e}");
                 continue;
             }
-            let mut status = match dev.as_fd().try_clone_to_owned() {
-                Ok(fd) => File::from(fd),
-                Err(e) => {
+            let dup = || dev.as_fd().try_clone_to_owned().map(File::from);
+            let (mut status, reader_status) = match (dup(), dup()) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(device = %path.display(), "cannot duplicate descriptor: {e}");
                     continue;
                 }
             };
-            // Take over where the device is: a restarted bridge resumes a drag in progress.
-            let abs = dev.get_abs_state().ok();
-            let value = |code: u16| abs.map(|a| a[usize::from(code)].value).unwrap_or(0);
-            let keys: Vec<u16> = dev
-                .get_key_state()
-                .map(|k| k.iter().map(|c| c.0).collect())
-                .unwrap_or_default();
-            let display = u8::try_from(value(DISPLAY_AXIS)).unwrap_or(0);
+            let (wake, reader_wake) = match UnixStream::pair()
+                .and_then(|(a, b)| b.set_nonblocking(true).map(|()| (a, b)))
             {
-                let mut b = lock(&self.bridge);
-                let f = b.mapper.sync(
-                    display,
-                    value(AbsoluteAxisCode::ABS_X.0),
-                    value(AbsoluteAxisCode::ABS_Y.0),
-                    &keys,
-                );
-                b.emit(&f);
-            }
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("cannot make a wake-up socket: {e}");
+                    continue;
+                }
+            };
+            sync(&dev, &self.bridge);
             if let Err(e) = send_status(&mut status, present()) {
                 tracing::warn!(device = %path.display(), "cannot announce the bridge: {e}");
             }
             tracing::info!(device = %path.display(), "bridging pvmouse device");
-            self.devices.insert(path.clone(), status);
-            let (bridge, tx) = (self.bridge.clone(), self.tx.clone());
-            std::thread::spawn(move || reader(path, dev, bridge, tx));
+            let want = lock(&self.bridge).want.clone();
+            let (offload, actions) = Offload::attach(want, Instant::now());
+            let mut reader = Reader {
+                path: path.clone(),
+                dev,
+                status: reader_status,
+                wake: reader_wake,
+                offload,
+                bridge: self.bridge.clone(),
+                batch: Vec::with_capacity(64),
+            };
+            reader.act(actions);
+            self.devices.insert(path, Attached { status, wake });
+            let tx = self.tx.clone();
+            std::thread::spawn(move || reader.run(tx));
+        }
+    }
+
+    /// Tells every reader to look at what is wanted now.
+    fn wake_readers(&mut self) {
+        for (path, d) in &mut self.devices {
+            if let Err(e) = d.wake.write_all(&[1]) {
+                tracing::warn!(device = %path.display(), "cannot wake the reader: {e}");
+            }
         }
     }
 
     fn heartbeat(&mut self) {
-        for (path, file) in &mut self.devices {
-            if let Err(e) = send_status(file, present()) {
+        for (path, d) in &mut self.devices {
+            if let Err(e) = send_status(&mut d.status, present()) {
                 tracing::debug!(device = %path.display(), "heartbeat failed: {e}");
             }
         }
@@ -248,9 +482,9 @@ impl Daemon {
         let (layout, source) = resolve::resolve(&self.config.layout).map_err(|e| e.to_string())?;
         let mode = self.mode_for(source);
         tracing::info!(?layout, ?source, ?mode, "layout in force");
-        lock(&self.bridge)
-            .apply(layout, mode)
-            .map_err(|e| e.to_string())?;
+        let applied = lock(&self.bridge).apply(layout, mode);
+        self.wake_readers();
+        applied.map_err(|e| e.to_string())?;
         Ok((source, mode))
     }
 
@@ -323,8 +557,9 @@ impl Daemon {
                 Ok(Msg::Session(event)) => self.session(event),
                 Ok(Msg::Exit) | Err(RecvTimeoutError::Disconnected) => {
                     self.release();
-                    for file in self.devices.values_mut() {
-                        let _ = send_status(file, StatusMessage::BridgeGone);
+                    // The devices forget the layout at once and go back to per-display positions.
+                    for d in self.devices.values_mut() {
+                        let _ = send_status(&mut d.status, StatusMessage::BridgeGone);
                     }
                     tracing::info!("exiting; buttons released, host told");
                     return;
@@ -432,6 +667,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     let daemon = Daemon {
         bridge: Arc::new(Mutex::new(Bridge {
+            want: want(config.offload, mode, &layout),
+            offload: config.offload,
             mapper: Mapper::with_mode(layout, mode),
             output,
         })),

@@ -9,6 +9,7 @@ pub mod drm_hotplug;
 pub mod fuzzing;
 pub mod layout;
 pub mod mapper;
+pub mod offload;
 pub mod output;
 pub mod pointers;
 pub mod session;

@@ -50,6 +50,11 @@ struct Cli {
     #[arg(long, value_name = "USER")]
     session_user: Option<String>,
 
+    /// Map every event in the bridge even in desktop mode, instead of handing the layout to the
+    /// device so the display server reads it directly (slower: one more hop per event).
+    #[arg(long)]
+    map_in_bridge: bool,
+
     /// Where the per-display pointers' udev binding rules are written.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_UDEV_RULES, hide = true)]
     udev_rules: PathBuf,
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
             )
         }),
         udev_rules: cli.udev_rules,
+        offload: !cli.map_in_bridge,
     };
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
