@@ -364,6 +364,28 @@ pub fn wait_for_bridge(ctl: &mut Qmp, limit: Duration) -> Result<(), String> {
     }
 }
 
+/// Waits until the device sends the guest positions in `want` coordinates (`query-pvmouse`'s
+/// `guest-coordinates`): "desktop" once the bridge has handed it the layout and let go, so the
+/// display server reads the device itself; "per-display" while the bridge maps.
+pub fn wait_for_coordinates(ctl: &mut Qmp, want: &str, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let got = ctl
+            .execute("query-pvmouse", json!({}))
+            .map_err(|e| e.to_string())?["guest-coordinates"]
+            .clone();
+        if got == want {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(format!(
+                "the device still sends {got} coordinates after {limit:?}, not {want}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether a report is within half a logical pixel of `want`.
 pub fn within_half_pixel(got: (f64, f64), want: (f64, f64)) -> bool {
     (got.0 - want.0).abs() <= 0.5 && (got.1 - want.1).abs() <= 0.5

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::desktop::{Head, screendump, wait_for_bridge};
+use pvmouse_vmtest::desktop::{Head, screendump, wait_for_bridge, wait_for_coordinates};
 use pvmouse_vmtest::{Qmp, Vm, VmConfig};
 use serde_json::json;
 
@@ -236,7 +236,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
     let mut clicks = Vec::new();
     sh(
         &vm,
-        "DISPLAY=:0 stdbuf -oL xinput test 'pvmouse desktop pointer' >/tmp/xinput.log 2>&1 &",
+        "DISPLAY=:0 stdbuf -oL xinput test 'pvmouse' >/tmp/xinput.log 2>&1 &",
     );
     for step in steps() {
         sh(&vm, &format!("DISPLAY=:0 xrandr {}", step.xrandr));
@@ -259,7 +259,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
                 }
                 rows.push((step.name, display, x, y, want, got));
             }
-            // A left click in the middle of the head: X sees it from the bridge's pointer
+            // A left click in the middle of the head: X sees it from the pvmouse device itself
             // (`xinput test`), with its pointer on the head's middle pixel.
             let before = xinput_buttons(&vm);
             for down in [true, false] {
@@ -284,6 +284,9 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
                 head.expected_x_pixel(0.5, 0.5),
             ));
         }
+        // The device mapped, and X read it directly: no guest process handled an event.
+        wait_for_coordinates(&mut ctl, "desktop", Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{}: {e}", step.name));
         // Where X drew head 1's logical origin (the root tile's red square).
         let dump = std::env::temp_dir().join(format!("pvmouse-x11-{}.ppm", std::process::id()));
         let picture = screendump(&mut qemu, 1, &dump).unwrap();

@@ -1,13 +1,13 @@
 //! `pvmouse-demo`, the main job. It boots the desktop guest, whose pvmouse has two displays,
 //! with sway on two monitors (1024x768 left of 1280x1024), the guest bridge, and the session
 //! agent giving the bridge sway's layout. It tours the pointer across both monitors with clicks
-//! and scrolls through the control socket, and prints each command, what pvmouse sends for it,
-//! what the guest's evdev received on the bridge's desktop pointer, and where sway put the
-//! pointer (read by a Wayland client with a surface on each monitor, which also draws the
-//! pointer's trail). (The bridge grabs the raw pvmouse device so the desktop sees only its
-//! pointer; raw frames are checked by the end-to-end tests.) It then takes QMP screendumps of
-//! both heads and puts them together as one picture, and exits 0 only if every frame matched and
-//! every point landed on its pixel.
+//! and scrolls through the control socket, and prints each command, the position per display
+//! that the host sent, what the guest's evdev received from the pvmouse device, and where sway
+//! put the pointer (read by a Wayland client with a surface on each monitor, which also draws
+//! the pointer's trail). The bridge has handed sway's layout to the device, so the device sends
+//! desktop values that sway reads directly, with no guest process in between. It then takes QMP
+//! screendumps of both heads and puts them together as one picture, and exits 0 only if every
+//! frame matched and every point landed on its pixel.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,28 +20,32 @@ use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, BTN_LEFT, BTN_RIGHT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{AXIS_MAX, DISPLAY_AXIS};
-use pvmouse_vmtest::desktop::{Head, Reader, Sway, screendump, write_side_by_side};
-use pvmouse_vmtest::{Qmp, Vm, VmConfig, frames, round_to_i32};
+use pvmouse_vmtest::desktop::{
+    Head, Reader, Sway, screendump, wait_for_coordinates, write_side_by_side,
+};
+use pvmouse_vmtest::{GuestEvent, PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
 use serde_json::{Value, json};
 
-const POINTER: &str = "pvmouse desktop pointer";
+use pvmouse_spec::evdev::EV_MSC;
 /// (x, y, width, height) of each display on the desktop, and the desktop's bounding box.
 const DISPLAYS: [(f64, f64, f64, f64); 2] =
     [(0.0, 0.0, 1024.0, 768.0), (1024.0, 0.0, 1280.0, 1024.0)];
 const DESKTOP: (f64, f64) = (2304.0, 1024.0);
 
-/// One step of the tour: a control command and the frames the spec says each device must see.
+/// One step of the tour: a control command, what it means per display, and the frames the spec
+/// says the guest's evdev node must see once the device maps onto sway's layout.
 struct Step {
     label: String,
     /// For a move: the display and position, to check where sway put the pointer.
     point: Option<(usize, f64, f64)>,
     command: &'static str,
     arguments: Value,
-    raw: Vec<Vec<InputEvent>>,
-    pointer: Vec<Vec<InputEvent>>,
+    per_display: Vec<Vec<InputEvent>>,
+    device: Vec<Vec<InputEvent>>,
 }
 
-/// What the guest's two devices should hold, to predict each frame: only changes are sent.
+/// What the host has set and what the guest's device holds, to predict each frame: only changes
+/// are sent.
 #[derive(Default)]
 struct Model {
     display: i32,
@@ -55,7 +59,7 @@ fn scale(v: f64) -> i32 {
     round_to_i32(v * f64::from(AXIS_MAX))
 }
 
-/// The bridge's mapping, from spec/pvmouse.md: the pixel that contains L + x/65535·size (the
+/// The device's mapping, from spec/pvmouse.md: the pixel that contains L + x/65535·size (the
 /// far edge on the display's last pixel), aimed at its centre over the desktop's 0..=65535.
 fn desktop_value(display: i32, x: i32, y: i32) -> (i32, i32) {
     let (lx, ly, w, h) = DISPLAYS[usize::try_from(display).unwrap_or(0)];
@@ -85,31 +89,27 @@ impl Model {
             raw.push(InputEvent::new(EV_ABS, ABS_Y, y));
         }
         let (u, v) = desktop_value(display, x, y);
-        let mut pointer = Vec::new();
+        let mut device = Vec::new();
+        if display != self.display {
+            device.push(InputEvent::new(EV_ABS, DISPLAY_AXIS, display));
+        }
         if Some(u) != self.u {
-            pointer.push(InputEvent::new(EV_ABS, ABS_X, u));
+            device.push(InputEvent::new(EV_ABS, ABS_X, u));
         }
         if Some(v) != self.v {
-            pointer.push(InputEvent::new(EV_ABS, ABS_Y, v));
+            device.push(InputEvent::new(EV_ABS, ABS_Y, v));
         }
         (self.display, self.x, self.y, self.u, self.v) =
             (display, Some(x), Some(y), Some(u), Some(v));
-        (raw, pointer)
+        (raw, device)
     }
 }
 
 /// A lap around each display: an ellipse, a left click at its lowest point, a right click at
 /// its highest, and a scroll at its leftmost.
 fn tour() -> Vec<Step> {
-    // The guest starts at display 0, (0, 0): the bridge placed its pointer there.
-    let (u, v) = desktop_value(0, 0, 0);
-    let mut model = Model {
-        x: Some(0),
-        y: Some(0),
-        u: Some(u),
-        v: Some(v),
-        ..Model::default()
-    };
+    // The device starts on display 0 with no position: nobody has set one.
+    let mut model = Model::default();
     let mut steps = Vec::new();
     for display in 0..2 {
         let points = 24;
@@ -122,8 +122,9 @@ fn tour() -> Vec<Step> {
             };
             let x = ((cx + rx * a.cos()) * 1000.0).round() / 1000.0;
             let y = ((cy + ry * a.sin()) * 1000.0).round() / 1000.0;
-            let (raw, pointer) = model.moved(display, x, y);
-            if raw.is_empty() {
+            let (raw, device) = model.moved(display, x, y);
+            if device.is_empty() {
+                // Another point of the same pixel: the device sends nothing.
                 continue;
             }
             steps.push(Step {
@@ -131,8 +132,8 @@ fn tour() -> Vec<Step> {
                 label: format!("move d{display} ({x:.3}, {y:.3})"),
                 command: "pvmouse-send",
                 arguments: json!({"display": display, "x": x, "y": y}),
-                raw: vec![raw],
-                pointer: vec![pointer],
+                per_display: vec![raw],
+                device: vec![device],
             });
             if i == points / 4 || i == 3 * points / 4 {
                 let (button, code) = if i == points / 4 {
@@ -151,8 +152,8 @@ fn tour() -> Vec<Step> {
                     arguments: json!({"head": display, "events": [
                         {"type": "btn", "data": {"down": true, "button": button}},
                         {"type": "btn", "data": {"down": false, "button": button}}]}),
-                    raw: click.clone(),
-                    pointer: click,
+                    per_display: click.clone(),
+                    device: click,
                 });
             }
             if i == points / 2 {
@@ -166,8 +167,8 @@ fn tour() -> Vec<Step> {
                     label: format!("scroll {}", if sign > 0 { "up" } else { "down" }),
                     command: "pvmouse-send",
                     arguments: json!({"wheel": {"vertical": 120 * sign}}),
-                    raw: scroll.clone(),
-                    pointer: scroll,
+                    per_display: scroll.clone(),
+                    device: scroll,
                 });
             }
         }
@@ -201,7 +202,7 @@ fn show(frames: &[Vec<InputEvent>]) -> String {
     s
 }
 
-/// The desktop pointer's path in desktop pixels, with clicks and scrolls, from its own events.
+/// The pointer's path in desktop pixels, with clicks and scrolls, from the device's events.
 #[derive(Default)]
 struct Seen {
     path: Vec<(f64, f64)>,
@@ -247,7 +248,7 @@ fn draw(seen: &Seen, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "pvmouse demo: the bridged pointer on the guest desktop (blue path, red clicks, green scrolls)",
+            "pvmouse demo: the pointer on the guest desktop (blue path, red clicks, green scrolls)",
             ("sans-serif", 18),
         )
         .margin(15)
@@ -300,18 +301,30 @@ fn draw(seen: &Seen, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Waits for `n` frames from `device` after `mark`.
+/// Waits for `n` frames from `device` after `mark`. The bridge's heartbeats, which Linux also
+/// hands every reader of the device, are left out.
 fn await_frames(
     vm: &Vm,
     device: &str,
     mark: usize,
     n: usize,
 ) -> Result<Vec<Vec<InputEvent>>, String> {
+    let input = |evs: &[GuestEvent]| -> Vec<Vec<InputEvent>> {
+        frames(evs)
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .filter(|e| e.kind != EV_MSC)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|f| !f.is_empty())
+            .collect()
+    };
     vm.probe
         .wait_events(device, mark, Duration::from_secs(20), |evs| {
-            frames(evs).len() >= n
+            input(evs).len() >= n
         })
-        .map(|evs| frames(&evs))
+        .map(|evs| input(&evs))
 }
 
 /// A guest shell command that must succeed.
@@ -336,10 +349,11 @@ fn start_desktop(vm: &Vm, ctl: &mut Qmp) -> Result<[usize; 2], String> {
         "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
     )?;
     vm.probe
-        .send(&format!("watch {POINTER}"))
+        .send(&format!("watch {PVMOUSE_NAME}"))
         .map_err(|e| e.to_string())?;
-    vm.probe
-        .wait_for(mark, wait, |l| l.starts_with(&format!("OPEN {POINTER} ")))?;
+    vm.probe.wait_for(mark, wait, |l| {
+        l.starts_with(&format!("OPEN {PVMOUSE_NAME} "))
+    })?;
     let event = ctl
         .wait_event("PVMOUSE_BRIDGE_CHANGE", Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
@@ -349,6 +363,8 @@ fn start_desktop(vm: &Vm, ctl: &mut Qmp) -> Result<[usize; 2], String> {
         .probe
         .sh_until("cat /tmp/session.log", "applied the layout", wait)?;
     println!("{}", applied.last().map_or("", |l| l.as_str()));
+    wait_for_coordinates(ctl, "desktop", wait)?;
+    println!("the bridge handed the layout to the device: sway reads pvmouse directly");
     Sway::in_session(vm, "/opt/pvmouse-wl-reader --trail >/tmp/reader.log 2>&1 &")?;
     vm.probe.sh_until("cat /tmp/reader.log", "READY", wait)?;
     let listed = Reader { vm }.outputs();
@@ -388,17 +404,17 @@ fn run() -> Result<bool, String> {
         "\n{:<3} {:<24} {:<26} {:<24} {:<24} {:<22} ok",
         "#",
         "command",
-        "pvmouse sends (raw)",
-        "pointer: expected",
-        "pointer: received",
+        "per display (host)",
+        "guest evdev: expected",
+        "guest evdev: received",
         "sway (output, x, y)"
     );
     for (n, step) in steps.iter().enumerate() {
         let mark = vm.probe.mark();
         ctl.execute(step.command, step.arguments.clone())
             .map_err(|e| format!("step {n} ({}): {e}", step.label))?;
-        let pointer = await_frames(&vm, POINTER, mark, step.pointer.len());
-        let mut ok = pointer.as_ref().is_ok_and(|p| *p == step.pointer);
+        let pointer = await_frames(&vm, PVMOUSE_NAME, mark, step.device.len());
+        let mut ok = pointer.as_ref().is_ok_and(|p| *p == step.device);
         let mut on_screen = String::new();
         if let Some((display, x, y)) = step.point {
             let want = heads[display].expected_local(x, y);
@@ -431,8 +447,8 @@ fn run() -> Result<bool, String> {
         println!(
             "{n:<3} {:<24} {:<26} {:<24} {:<24} {:<22} {}",
             step.label,
-            show(&step.raw),
-            show(&step.pointer),
+            show(&step.per_display),
+            show(&step.device),
             received,
             on_screen,
             if ok { "yes" } else { "NO" }
@@ -477,7 +493,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(true) => {
             println!(
-                "RESULT: every frame on the guest's desktop pointer matched what was sent, and sway put every point on its pixel."
+                "RESULT: every frame the guest's pvmouse device received matched what was sent, and sway put every point on its pixel."
             );
             ExitCode::SUCCESS
         }
