@@ -67,14 +67,19 @@ impl Sway {
             .map(|_| ())
     }
 
-    /// A command run in sway's session, as `pvm`, retried while sway is still starting up.
-    pub fn in_session(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
+    /// The shell command that runs `command` in sway's session, as `pvm`.
+    pub fn session_command(command: &str) -> String {
         let runtime = Self::RUNTIME;
-        let full = format!(
+        format!(
             "{} 'export XDG_RUNTIME_DIR={runtime} SWAYSOCK=$(ls {runtime}/sway-ipc.*.sock) \
              WAYLAND_DISPLAY=$(cd {runtime} && ls wayland-? | head -n1); {command}'",
             Self::AS_PVM
-        );
+        )
+    }
+
+    /// A command run in sway's session, as `pvm`, retried while sway is still starting up.
+    pub fn in_session(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
+        let full = Self::session_command(command);
         let wait = Duration::from_secs(60);
         let start = Instant::now();
         loop {

@@ -9,6 +9,7 @@
 //! | `watch NAME` | `OPEN NAME /dev/input/eventN`, then `EV NAME sec.usec type code value` per event; `GONE NAME` when the device goes away, and `OPEN` again when it returns |
 //! | `state NAME` | `STATE NAME {json}`: keys held (EVIOCGKEY) and absolute values (EVIOCGABS) |
 //! | `run SHELL-COMMAND` | `OUT line`… then `RC code` |
+//! | `spawn SHELL-COMMAND` | `SPAWNED pid`, then `SP line` for each line it prints, as it prints it (stderr is dropped), and `SPEXIT code` when it ends |
 //! | `echo TEXT` | `ECHO TEXT` |
 //! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X; button transitions and `SYN_DROPPED` are only counted |
 //! | `tally NAME` | `TALLY NAME {json}`: frames, presses, releases and `SYN_DROPPED`s a `bench` reader has seen |
@@ -290,6 +291,33 @@ fn run(command: &str, out: &Out) {
     }
 }
 
+/// Starts a command in the background and streams its output as it comes, so the host can time
+/// what a program inside the guest saw (the benchmark's display-server client).
+fn spawn(command: &str, out: Out) {
+    let child = Command::new("/bin/sh")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return say(&out, &format!("ERR spawn: {e}\n")),
+    };
+    say(&out, &format!("SPAWNED {}\n", child.id()));
+    let Some(stdout) = child.stdout.take() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            say(&out, &format!("SP {line}\n"));
+        }
+        let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
+        say(&out, &format!("SPEXIT {code}\n"));
+    });
+}
+
 fn main() {
     let port_name = std::env::args()
         .nth(1)
@@ -335,6 +363,7 @@ fn main() {
             },
             "watch" => watch(arg.to_owned(), out.clone()),
             "run" => run(arg, &out),
+            "spawn" => spawn(arg, out.clone()),
             "echo" => say(&out, &format!("ECHO {arg}\n")),
             "bench" => bench(arg.to_owned(), out.clone()),
             "flap" => flap(arg.to_owned(), out.clone()),
