@@ -94,6 +94,16 @@ impl Distribution {
         Distribution { sorted_ms }
     }
 
+    /// Every sample of all of `parts`, as one distribution.
+    pub fn pooled<'a>(parts: impl IntoIterator<Item = &'a Distribution>) -> Distribution {
+        let mut sorted_ms: Vec<f64> = parts
+            .into_iter()
+            .flat_map(|d| d.sorted_ms.iter().copied())
+            .collect();
+        sorted_ms.sort_by(f64::total_cmp);
+        Distribution { sorted_ms }
+    }
+
     /// The nearest-rank percentile, `q` in 0..=1; NaN when there are no samples.
     pub fn quantile(&self, q: f64) -> f64 {
         let n = self.sorted_ms.len();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cdf_plot;
+pub mod desktop_path;
 pub mod environment;
 pub mod host_cpu;
 pub mod input_commands;

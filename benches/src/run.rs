@@ -366,7 +366,7 @@ fn sleep_until(at: Instant) {
     clippy::too_many_arguments,
     reason = "one call site per kind of series"
 )]
-fn series(
+pub(crate) fn series(
     vm: &Vm,
     pids: &[u32],
     rate_hz: f64,

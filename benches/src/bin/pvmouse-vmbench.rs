@@ -1,11 +1,12 @@
 //! `pvmouse-vmbench`: pvmouse against QEMU's virtio-tablet and usb-tablet, side by side, each in
-//! its own VM from the same guest image. It writes the end-to-end section of RESULTS.md and a
-//! latency CDF.
+//! its own VM from the same guest image; then the desktop path, from the host to a client of
+//! sway, in one desktop VM. It writes both sections of RESULTS.md and a latency CDF.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use pvmouse_benches::desktop_path::{self, DesktopPlan};
 use pvmouse_benches::environment::Environment;
 use pvmouse_benches::kinds::Kind;
 use pvmouse_benches::run::{Plan, log_to, run_all};
@@ -31,6 +32,12 @@ struct Cli {
     /// Button transitions in the burst, instead of the plan's (8000, or 800 with --smoke).
     #[arg(long)]
     burst: Option<usize>,
+    /// Only the desktop path (host to a client of sway), not the device kinds.
+    #[arg(long, conflicts_with = "no_desktop")]
+    desktop_only: bool,
+    /// Skip the desktop path.
+    #[arg(long)]
+    no_desktop: bool,
 }
 
 fn main() -> ExitCode {
@@ -86,32 +93,54 @@ fn main() -> ExitCode {
     };
     let mut env = Environment::of_host(command);
     let log = log_to(&out_dir.join("vm-bench.log"));
-    let results = match run_all(&kinds, &plan, &mut env, &log) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pvmouse-vmbench: {e}");
+    let mut results_file =
+        std::fs::read_to_string(&results_path).unwrap_or_else(|_| "# Results\n".into());
+    if !cli.desktop_only {
+        let results = match run_all(&kinds, &plan, &mut env, &log) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pvmouse-vmbench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = cdf_plot::draw(&results, plan.steady_rate_hz, &plot_path) {
+            eprintln!("pvmouse-vmbench: plotting {}: {e}", plot_path.display());
             return ExitCode::FAILURE;
         }
-    };
-    if let Err(e) = cdf_plot::draw(&results, plan.steady_rate_hz, &plot_path) {
-        eprintln!("pvmouse-vmbench: plotting {}: {e}", plot_path.display());
-        return ExitCode::FAILURE;
+        let plot_name = plot_path.file_name().map_or_else(
+            || plot_path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let section = report::markdown(&results, &env, &plan, &plot_name);
+        results_file = report::splice(&results_file, &section);
+        println!("{section}");
     }
-    let plot_name = plot_path.file_name().map_or_else(
-        || plot_path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let section = report::markdown(&results, &env, &plan, &plot_name);
-    let existing = std::fs::read_to_string(&results_path).unwrap_or_else(|_| "# Results\n".into());
-    if let Err(e) = std::fs::write(&results_path, report::splice(&existing, &section)) {
+    if !cli.no_desktop {
+        let desktop_plan = if cli.smoke {
+            DesktopPlan::smoke()
+        } else {
+            DesktopPlan::full()
+        };
+        let results = match desktop_path::measure(&desktop_plan, &log) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pvmouse-vmbench: desktop path: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let section = report::desktop_markdown(&results, &env, &desktop_plan);
+        results_file = report::splice_between(
+            &results_file,
+            report::DESKTOP_BEGIN,
+            report::DESKTOP_END,
+            &section,
+        );
+        println!("{section}");
+    }
+    if let Err(e) = std::fs::write(&results_path, results_file) {
         eprintln!("pvmouse-vmbench: {}: {e}", results_path.display());
         return ExitCode::FAILURE;
     }
-    println!("{section}");
-    println!(
-        "wrote {} and {}",
-        results_path.display(),
-        plot_path.display()
-    );
+    println!("wrote {}", results_path.display());
     ExitCode::SUCCESS
 }
