@@ -175,8 +175,11 @@ pub struct PathResult {
     pub series: Series,
 }
 
-/// Boots the desktop guest once and measures every path in it.
-pub fn measure(plan: &DesktopPlan, log: &dyn Fn(&str)) -> Result<Vec<PathResult>, String> {
+/// Boots the desktop guest once and measures every path in it. Also returns the guest's kernel.
+pub fn measure(
+    plan: &DesktopPlan,
+    log: &dyn Fn(&str),
+) -> Result<(Vec<PathResult>, String), String> {
     log("desktop path: booting the desktop guest with pvmouse and virtio-tablet-pci");
     let vm = Vm::boot(VmConfig {
         desktop: true,
@@ -285,7 +288,7 @@ pub fn measure(plan: &DesktopPlan, log: &dyn Fn(&str)) -> Result<Vec<PathResult>
             series: s,
         });
     }
-    Ok(results)
+    Ok((results, crate::run::guest_kernel_version(&vm)))
 }
 
 #[cfg(test)]

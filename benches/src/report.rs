@@ -400,7 +400,8 @@ pub fn desktop_markdown(results: &[PathResult], env: &Environment, plan: &Deskto
     let _ = writeln!(
         s,
         "## The desktop path: from the host to a client of the display server, one run\n\n\
-         Run on {} with `{}`, on the machine above. One desktop guest runs sway 1.7 on two \
+         Run on {} with `{}`. Machine: {}, {} cores, {} RAM, host kernel {}; QEMU {}, \
+         accelerator {}; guest {}. One desktop guest runs sway 1.7 on two \
          monitors (1024x768 left of 1280x1024), with pvmouse and virtio-tablet-pci attached \
          together. A Wayland client in sway's session (`pvmouse-wl-reader`) prints every \
          `wl_pointer.motion`; the guest probe streams its lines to the host as they come. A \
@@ -411,7 +412,18 @@ pub fn desktop_markdown(results: &[PathResult], env: &Environment, plan: &Deskto
          ratios are to the raw device in the same round. CPU is QEMU's and the \
          backend's (utime + stime); under TCG, QEMU's includes the guest's, so the bridge's hop \
          shows there. TCG inflates every absolute figure: compare the paths.\n",
-        env.date, env.command, plan.samples, plan.rate_hz, plan.rounds
+        env.date,
+        env.command,
+        env.cpu,
+        env.cores,
+        env.memory,
+        env.host_kernel,
+        env.qemu,
+        env.accel,
+        env.guest_kernel,
+        plan.samples,
+        plan.rate_hz,
+        plan.rounds
     );
     let _ = writeln!(
         s,

@@ -11,7 +11,8 @@ use pvmouse_benches::report;
 #[test]
 fn every_desktop_path_reaches_sways_client_and_is_reported() {
     let plan = DesktopPlan::smoke();
-    let results = measure(&plan, &|l| eprintln!("[smoke] {l}")).unwrap();
+    let (results, kernel) = measure(&plan, &|l| eprintln!("[smoke] {l}")).unwrap();
+    assert!(kernel.contains("Linux version"), "{kernel}");
     assert_eq!(
         results.iter().map(|r| r.path).collect::<Vec<_>>(),
         Path::ALL

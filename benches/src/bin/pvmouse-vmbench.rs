@@ -122,7 +122,10 @@ fn main() -> ExitCode {
             DesktopPlan::full()
         };
         let results = match desktop_path::measure(&desktop_plan, &log) {
-            Ok(r) => r,
+            Ok((r, kernel)) => {
+                env.guest_kernel = kernel;
+                r
+            }
             Err(e) => {
                 eprintln!("pvmouse-vmbench: desktop path: {e}");
                 return ExitCode::FAILURE;
