@@ -25,8 +25,9 @@ use crate::device::PvMouse;
 use crate::socket::set_nonblocking;
 use crate::virtqueue::{EventQueue, QueueOutcome, RingPosition};
 
-/// Worker event id past the queues and the library's own id (`NUM_QUEUES`).
-pub const PRESENCE_TIMER: u16 = NUM_QUEUES + 1;
+/// The device's one timer (the bridge presence check, the end of a layout hold, a paced
+/// backlog's next batch): worker event id past the queues and the library's own id.
+pub const DEVICE_TIMER: u16 = NUM_QUEUES + 1;
 /// Tells a connection's worker to end once its frontend is gone.
 pub const STOP_WORKER: u16 = NUM_QUEUES + 2;
 
@@ -84,7 +85,7 @@ fn on_running_vring(
 pub struct PvMouseBackend {
     device: Arc<PvMouse>,
     mem: Mutex<Option<Memory>>,
-    presence_timer: Mutex<TimerFd>,
+    timer: Mutex<TimerFd>,
     stop_worker: EventFd,
 }
 
@@ -97,7 +98,7 @@ impl PvMouseBackend {
         Ok(Self {
             device,
             mem: Mutex::new(None),
-            presence_timer: Mutex::new(timer),
+            timer: Mutex::new(timer),
             stop_worker: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -109,7 +110,7 @@ impl PvMouseBackend {
     /// The descriptors the worker must watch besides the queues, with their event ids.
     pub fn listeners(&self) -> [(RawFd, u16); 2] {
         [
-            (self.timer().as_raw_fd(), PRESENCE_TIMER),
+            (self.timer().as_raw_fd(), DEVICE_TIMER),
             (self.stop_worker.as_raw_fd(), STOP_WORKER),
         ]
     }
@@ -127,9 +128,7 @@ impl PvMouseBackend {
     }
 
     fn timer(&self) -> MutexGuard<'_, TimerFd> {
-        self.presence_timer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.timer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Drops the mapping of the guest's memory, when its frontend is gone.
@@ -146,6 +145,10 @@ impl PvMouseBackend {
     fn process_eventq(&self, vrings: &[VringRwLock]) {
         if self.device.driver_active() {
             self.device.refill();
+            if self.device.pacing() {
+                // A paced backlog continues on the timer.
+                self.arm_timer();
+            }
             return;
         }
         let (Some(vring), Some(mem)) = (vrings.get(usize::from(EVENTQ)), self.memory()) else {
@@ -165,27 +168,27 @@ impl PvMouseBackend {
             self.device.service_statusq(queue, mem)
         });
         if out.events > 0 {
-            self.arm_presence_timer();
+            self.arm_timer();
         }
     }
 
-    fn arm_presence_timer(&self) {
+    fn arm_timer(&self) {
         let Some(deadline) = self.device.next_deadline() else {
             return;
         };
         let wait = deadline.saturating_duration_since(Instant::now());
         // A zero duration would disarm the timer instead of firing it.
-        let wait = wait.max(std::time::Duration::from_millis(1));
+        let wait = wait.max(std::time::Duration::from_micros(1));
         if let Err(e) = self.timer().reset(wait, None) {
-            tracing::warn!("cannot arm the bridge presence timer: {e}");
+            tracing::warn!("cannot arm the device timer: {e}");
         }
     }
 
-    fn on_presence_timer(&self) {
+    fn on_timer(&self) {
         // Non-blocking: nothing to read just means the timer was re-armed meanwhile.
         let _ = self.timer().wait();
         self.device.on_timer();
-        self.arm_presence_timer();
+        self.arm_timer();
     }
 }
 
@@ -260,7 +263,7 @@ impl VhostUserBackend for PvMouseBackend {
         match device_event {
             EVENTQ => self.process_eventq(vrings),
             STATUSQ => self.process_statusq(vrings),
-            PRESENCE_TIMER => self.on_presence_timer(),
+            DEVICE_TIMER => self.on_timer(),
             // The only way to end a worker whose connection is over, short of the library's
             // exit event, which leaks a descriptor per connection in vhost-user-backend 0.24.
             STOP_WORKER => return Err(io::Error::other("frontend gone: worker stops")),

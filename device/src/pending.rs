@@ -30,6 +30,8 @@ pub struct PendingFrames {
     coalesced: u64,
     /// While holding: how many of the queued frames may still go out.
     deliverable: Option<usize>,
+    /// While pacing: how many more events may go out in this batch.
+    budget: Option<usize>,
 }
 
 impl PendingFrames {
@@ -42,6 +44,7 @@ impl PendingFrames {
             streamed: 0,
             coalesced: 0,
             deliverable: None,
+            budget: None,
         }
     }
 
@@ -107,8 +110,16 @@ impl PendingFrames {
         self.deliverable.is_some()
     }
 
+    /// At most `events` more go out until the budget is lifted (`None`).
+    pub fn set_budget(&mut self, events: Option<usize>) {
+        self.budget = events;
+    }
+
     /// The next event to deliver, without consuming it.
     pub fn peek(&mut self) -> Option<InputEvent> {
+        if self.budget == Some(0) {
+            return None;
+        }
         if self.streamed >= self.streaming.as_slice().len() {
             if self.deliverable == Some(0) {
                 return None;
@@ -126,6 +137,9 @@ impl PendingFrames {
     /// Marks the event returned by the last `peek` as delivered.
     pub fn consume(&mut self) {
         self.streamed += 1;
+        if let Some(b) = &mut self.budget {
+            *b = b.saturating_sub(1);
+        }
     }
 
     /// Drops everything, including the rest of a frame in flight. Used when the driver goes

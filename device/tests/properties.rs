@@ -105,7 +105,15 @@ fn drain(device: &PvMouse, guest: &mut Guest, size: u16) {
         device.refill();
         guest.collect();
         if guest.events.len() == before {
-            return;
+            if !device.pacing() {
+                return;
+            }
+            // A paced backlog: the backend's timer would bring the next batch.
+            let at = device
+                .next_deadline()
+                .unwrap_or_else(std::time::Instant::now);
+            std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+            device.on_timer();
         }
     }
 }
