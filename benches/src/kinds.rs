@@ -57,7 +57,9 @@ impl Kind {
     pub fn describe(self) -> &'static str {
         match self {
             Kind::Floor => "null round trip (probe channel only, no input device)",
-            Kind::PvmouseBridged => "pvmouse + pvmouse-guestd, read from the uinput pointer",
+            Kind::PvmouseBridged => {
+                "pvmouse + pvmouse-guestd --map-in-bridge, read from the uinput pointer"
+            }
             Kind::PvmouseRaw => "pvmouse, read from its own evdev node",
             Kind::VirtioTablet => "virtio-tablet-pci (in QEMU)",
             Kind::UsbTabletXhci => "usb-tablet on qemu-xhci",
@@ -124,7 +126,11 @@ impl Kind {
             return Ok(());
         }
         let (rc, out) = vm.probe.run(
-            &format!("pvmouse-guestd --layout {BRIDGE_LAYOUT} >> /tmp/guestd.log 2>&1 &"),
+            // The bridge's own mapping, through its uinput pointer (in desktop mode it would
+            // otherwise hand the layout to the device; the desktop path measures that).
+            &format!(
+                "pvmouse-guestd --map-in-bridge --layout {BRIDGE_LAYOUT} >> /tmp/guestd.log 2>&1 &"
+            ),
             Duration::from_secs(30),
         )?;
         if rc != 0 {

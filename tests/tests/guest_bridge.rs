@@ -61,13 +61,14 @@ fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
 }
 
 /// Starts the bridge in the background and waits for its pointer; returns when the probe has it
-/// open.
+/// open and the host hears the bridge, so that the pointer's first placement is behind us.
 fn start_bridge(vm: &Vm, args: &str) {
     let mark = vm.probe.mark();
     let (rc, out) = vm
         .probe
         .run(
-            &format!("pvmouse-guestd {args} >> /tmp/guestd.log 2>&1 &"),
+            // The bridge's own mapping: these tests read its pointer.
+            &format!("pvmouse-guestd --map-in-bridge {args} >> /tmp/guestd.log 2>&1 &"),
             WAIT,
         )
         .unwrap();
@@ -76,6 +77,14 @@ fn start_bridge(vm: &Vm, args: &str) {
     vm.probe
         .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
         .unwrap_or_else(|e| panic!("{e}\n{:?}", vm.probe.run("cat /tmp/guestd.log", WAIT)));
+    let mut ctl = vm.control().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
+        assert!(Instant::now() < deadline, "the host never heard the bridge");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its first placement goes through the probe's channel, racing the host's query.
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// Sends a point and returns the pointer's frame.
@@ -351,7 +360,8 @@ fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
     let mark = vm.probe.mark();
     vm.probe
         .run(
-            "pvmouse-guestd --layout 0=1000x1000@0,0,1=1000x1000@1000,0 >> /tmp/guestd.log 2>&1 &",
+            "pvmouse-guestd --map-in-bridge --layout 0=1000x1000@0,0,1=1000x1000@1000,0 \
+             >> /tmp/guestd.log 2>&1 &",
             WAIT,
         )
         .unwrap();
@@ -386,6 +396,118 @@ fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
     };
     assert_eq!(abs_of(&f[0]).0, Some(desk.expect(1, 0.5, 0.5).0));
     assert_eq!(f[1], [ev(EV_KEY, BTN_LEFT, 0)]);
+}
+
+/// Waits until `query-pvmouse` reports `guest-coordinates` = `want`; returns how long it took.
+fn coordinates_become(ctl: &mut Qmp, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = ctl.execute("query-pvmouse", json!({})).unwrap()["guest-coordinates"].clone();
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "still {got} after {limit:?}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a point and returns the raw device's next frame, the bridge's heartbeats left out.
+fn raw_point(vm: &Vm, ctl: &mut Qmp, display: usize, x: f64, y: f64) -> Vec<InputEvent> {
+    let mark = vm.probe.mark();
+    ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
+        .unwrap();
+    let input = |e: &[pvmouse_vmtest::GuestEvent]| -> Vec<Vec<InputEvent>> {
+        frames(e)
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .filter(|e| e.kind != EV_MSC)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|f| !f.is_empty())
+            .collect()
+    };
+    let evs = vm
+        .probe
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| !input(e).is_empty())
+        .unwrap();
+    input(&evs).remove(0)
+}
+
+#[test]
+fn in_desktop_mode_the_device_maps_and_the_bridge_steps_aside_until_it_goes() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let vm = boot();
+    let mut ctl = vm.control().unwrap();
+    let desk = Desk::two();
+    let run = |c: &str| {
+        let (rc, out) = vm.probe.run(c, WAIT).unwrap();
+        assert_eq!(rc, 0, "{c}: {out:?}");
+    };
+    let mark = vm.probe.mark();
+    vm.probe.send(&format!("watch {POINTER}")).unwrap();
+    vm.probe.send(&format!("watch {PVMOUSE_NAME}")).unwrap();
+    run("pvmouse-guestd --layout 0=1024x768@0,0,1=1280x1024@1024,0 >> /tmp/guestd.log 2>&1 &");
+    vm.probe
+        .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
+        .unwrap();
+    let took = coordinates_become(&mut ctl, "desktop", WAIT);
+    println!("the device maps {took:?} after the bridge's pointer appeared");
+
+    // The raw device now carries the desktop values the bridge's own pointer would have.
+    let after_handover = vm.probe.mark();
+    for (display, x, y) in [
+        (0, 0.0, 0.0),
+        (1, 1.0, 1.0),
+        (1, 0.25, 0.75),
+        (0, 0.999, 0.5),
+    ] {
+        let frame = raw_point(&vm, &mut ctl, display, x, y);
+        let (u, v) = desk.expect(display, x, y);
+        println!("display {display} ({x}, {y}): raw device {frame:?}, expected X={u} Y={v}");
+        assert_eq!(abs_of(&frame), (Some(u), Some(v)), "{frame:?}");
+    }
+    let bridged = vm.probe.events(POINTER, after_handover);
+    assert!(
+        bridged.iter().all(|e| e.event.kind != EV_ABS),
+        "the bridge still mapped: {bridged:?}"
+    );
+
+    // Killed outright: no goodbye, so the device notices the silence and goes back to
+    // per-display positions, sending the position again in them.
+    let mark = vm.probe.mark();
+    run("kill -9 $(pidof pvmouse-guestd)");
+    let took = coordinates_become(&mut ctl, "per-display", Duration::from_secs(5));
+    println!("back to per-display positions {took:?} after the bridge was killed");
+    let evs = vm
+        .probe
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| {
+            e.iter()
+                .any(|e| e.event == ev(EV_ABS, ABS_X, round_to_i32(0.999 * 65535.0)))
+        })
+        .unwrap();
+    println!("the device re-sent: {:?}", frames(&evs));
+    let frame = raw_point(&vm, &mut ctl, 1, 0.5, 0.25);
+    assert_eq!(abs_of(&frame), (Some(32768), Some(16384)), "{frame:?}");
+
+    // A new bridge takes the mapping over again; one that exits says so, and at once.
+    run("pvmouse-guestd --layout 0=1024x768@0,0,1=1280x1024@1024,0 >> /tmp/guestd.log 2>&1 &");
+    coordinates_become(&mut ctl, "desktop", WAIT);
+    let frame = raw_point(&vm, &mut ctl, 0, 0.5, 0.5);
+    assert_eq!(abs_of(&frame), {
+        let (u, v) = desk.expect(0, 0.5, 0.5);
+        (Some(u), Some(v))
+    });
+    run("kill $(pidof pvmouse-guestd)");
+    let took = coordinates_become(&mut ctl, "per-display", Duration::from_secs(5));
+    println!("back to per-display positions {took:?} after the bridge exited");
+    assert!(
+        took < Duration::from_millis(1500),
+        "no goodbye heard: {took:?}"
+    );
 }
 
 #[test]
