@@ -308,8 +308,15 @@ impl Reader {
             }
         }
         for ack in answers.into_iter().flatten() {
+            let before = self.offload.offloaded();
             let actions = self.offload.on_answer(ack, Instant::now());
             self.act(actions);
+            if !before && self.offload.offloaded() {
+                tracing::info!(
+                    device = %self.path.display(),
+                    "the device maps onto the layout now; the bridge lets it be"
+                );
+            }
         }
         Ok(())
     }
@@ -345,9 +352,6 @@ impl Reader {
                 }
                 Action::Sync => sync(&self.dev, &self.bridge),
             }
-        }
-        if self.offload.offloaded() {
-            tracing::debug!(device = %self.path.display(), "the device maps; the bridge sleeps");
         }
     }
 }
