@@ -26,6 +26,7 @@ use crate::coordinates::Coordinates;
 use crate::frame::Frame;
 use crate::guest_fault::{GuestFault, GuestFaultLog};
 use crate::identity::Identity;
+use crate::ledger::{Ledger, Reader, Writer};
 use crate::notice::{Notice, NoticeBoard};
 use crate::pending::{PendingFrames, QueueFull};
 use crate::pointer::{PointerAction, PointerState};
@@ -96,11 +97,59 @@ enum DriverLink {
     /// The queue stopped at this position (a paused VM). Input is queued for the driver
     /// resuming there; a start anywhere else is a new driver.
     Paused(RingPosition),
+    /// A worker that replaced a dead one found the driver active on these rings. The keeper
+    /// replays the rings from where guest memory shows them, which may be a little behind where
+    /// the dead worker had got: a start on the same rings at any index is the same driver.
+    Restored(RingPosition),
 }
 
 impl DriverLink {
     fn is_active(&self) -> bool {
         matches!(self, DriverLink::Active(_))
+    }
+
+    /// Whether a queue starting at `at` is the driver this link was waiting for.
+    fn resumes_at(&self, at: RingPosition) -> bool {
+        match self {
+            DriverLink::Paused(p) => *p == at,
+            DriverLink::Restored(p) => {
+                (p.desc_table, p.avail_ring, p.used_ring)
+                    == (at.desc_table, at.avail_ring, at.used_ring)
+            }
+            DriverLink::Inactive | DriverLink::Active(_) => false,
+        }
+    }
+
+    fn save(&self, w: &mut Writer<'_>) {
+        let (tag, at) = match self {
+            DriverLink::Inactive => (0, RingPosition::default()),
+            DriverLink::Active(q) => (1, q.position()),
+            DriverLink::Paused(p) => (2, *p),
+            DriverLink::Restored(p) => (1, *p),
+        };
+        w.u8(tag);
+        w.u16(at.next_avail);
+        w.u64(at.desc_table);
+        w.u64(at.avail_ring);
+        w.u64(at.used_ring);
+    }
+
+    /// An active driver comes back as [`DriverLink::Restored`]: its queue object died with the
+    /// worker.
+    fn load(r: &mut Reader<'_>) -> Option<Self> {
+        let tag = r.u8()?;
+        let at = RingPosition {
+            next_avail: r.u16()?,
+            desc_table: r.u64()?,
+            avail_ring: r.u64()?,
+            used_ring: r.u64()?,
+        };
+        match tag {
+            0 => Some(DriverLink::Inactive),
+            1 => Some(DriverLink::Restored(at)),
+            2 => Some(DriverLink::Paused(at)),
+            _ => None,
+        }
     }
 }
 
@@ -121,6 +170,8 @@ struct Core {
     hold_until: Option<Instant>,
     /// When the next paced batch of a backlog may go.
     paced_until: Option<Instant>,
+    /// Where the state is kept for a worker that replaces this one (`--restartable`).
+    ledger: Option<Ledger>,
 }
 
 /// A backlog above this many frames (a resumed VM's, or a guest that fell behind) is delivered
@@ -135,6 +186,74 @@ const PACE_BATCH_EVENTS: usize = 64;
 const PACE_PER_EVENT: Duration = Duration::from_micros(25);
 
 impl Core {
+    /// Writes the state to the ledger, if there is one. Called before every reply and every
+    /// lock release that follows a change, so whatever was answered is on record.
+    fn persist(&mut self) {
+        let Some(mut ledger) = self.ledger.take() else {
+            return;
+        };
+        if let Err(e) = ledger.write(|w| self.save(w)) {
+            tracing::error!("cannot keep the device state for a restart: {e}");
+        }
+        self.ledger = Some(ledger);
+    }
+
+    fn save(&self, w: &mut Writer<'_>) {
+        w.format();
+        self.state.save(w);
+        self.coordinates.save(w);
+        self.driver.save(w);
+        w.u8(u8::from(self.bridge.version().is_some()));
+        w.u8(self.bridge.version().unwrap_or(0));
+        let c = &self.counters;
+        for v in [
+            c.commands,
+            c.frames,
+            c.events_delivered,
+            c.rejected_queue_full,
+            c.activations,
+            c.resumes,
+        ] {
+            w.u64(v);
+        }
+        self.pending.save(w);
+    }
+
+    /// Takes over what [`Core::save`] wrote; `None` if it is not whole and well-formed.
+    fn restore(&mut self, bytes: &[u8]) -> Option<()> {
+        let mut r = Reader::new(bytes);
+        r.format()?;
+        let state = PointerState::load(&mut r)?;
+        let coordinates = Coordinates::load(&mut r)?;
+        let driver = DriverLink::load(&mut r)?;
+        let (has_bridge, _version) = (r.u8()?, r.u8()?);
+        let mut c = Counters::default();
+        for v in [
+            &mut c.commands,
+            &mut c.frames,
+            &mut c.events_delivered,
+            &mut c.rejected_queue_full,
+            &mut c.activations,
+            &mut c.resumes,
+        ] {
+            *v = r.u64()?;
+        }
+        let pending = PendingFrames::load(&mut r, MAX_PENDING_FRAMES)?;
+        if !r.is_empty() || has_bridge > 1 {
+            return None;
+        }
+        // The bridge is heard again at its next heartbeat; until then the coordinates stay, and
+        // its silence is timed from now.
+        (
+            self.state,
+            self.coordinates,
+            self.driver,
+            self.counters,
+            self.pending,
+        ) = (state, coordinates, driver, c, pending);
+        Some(())
+    }
+
     /// Queues a frame for the driver, if there is one. Only acknowledgements and position
     /// frames come here; a full queue loses an acknowledgement, which the bridge retries.
     fn queue(&mut self, frame: Frame) {
@@ -258,10 +377,36 @@ impl PvMouse {
                 layouts: LayoutReceiver::default(),
                 hold_until: None,
                 paced_until: None,
+                ledger: None,
             }),
             identity,
             notices,
         })
+    }
+
+    /// A device that keeps its state in `ledger`, taking over what an earlier worker left there.
+    /// Returns whether there was a state to take over.
+    pub fn with_ledger(
+        identity: Identity,
+        notices: Arc<NoticeBoard>,
+        ledger: Ledger,
+    ) -> std::io::Result<(Self, bool)> {
+        let device = Self::new(identity, notices)?;
+        let mut core = device.core();
+        let restored = match ledger.read()? {
+            Some(bytes) => {
+                let ok = core.restore(&bytes).is_some();
+                if !ok {
+                    tracing::warn!("the state an earlier worker left is not whole; starting fresh");
+                }
+                ok
+            }
+            None => false,
+        };
+        core.ledger = Some(ledger);
+        core.persist();
+        drop(core);
+        Ok((device, restored))
     }
 
     /// A poisoned lock means a panic elsewhere; the state is still consistent frame by frame,
@@ -289,6 +434,7 @@ impl PvMouse {
         core.frontend_connected = false;
         let gone = core.bridge.forget();
         core.forget_layout();
+        core.persist();
         drop(core);
         self.post_presence(gone);
         self.notices.post(Notice::Frontend { connected: false });
@@ -300,6 +446,7 @@ impl PvMouse {
         core.pending.clear();
         core.forget_layout();
         let was_active = std::mem::take(&mut core.driver).is_active();
+        core.persist();
         drop(core);
         if was_active {
             self.notices.post(Notice::Driver { active: false });
@@ -323,6 +470,7 @@ impl PvMouse {
             core.forget_layout();
             DriverLink::Inactive
         };
+        core.persist();
         drop(core);
         self.notices.post(Notice::Driver { active: false });
     }
@@ -339,7 +487,7 @@ impl PvMouse {
         let activated = !core.driver.is_active();
         if activated {
             core.counters.activations += 1;
-            let resumed = matches!(core.driver, DriverLink::Paused(at) if at == eventq.position());
+            let resumed = core.driver.resumes_at(eventq.position());
             if resumed {
                 core.counters.resumes += 1;
             } else {
@@ -354,6 +502,7 @@ impl PvMouse {
         }
         core.driver = DriverLink::Active(eventq);
         let out = core.deliver();
+        core.persist();
         drop(core);
         if activated {
             self.notices.post(Notice::Driver { active: true });
@@ -363,7 +512,12 @@ impl PvMouse {
 
     /// The guest posted buffers: deliver what is still pending.
     pub fn refill(&self) -> QueueOutcome {
-        self.core().deliver()
+        let mut core = self.core();
+        let out = core.deliver();
+        if out.events > 0 {
+            core.persist();
+        }
+        out
     }
 
     /// A backlog is being delivered in paced batches: the timer must bring the next.
@@ -403,6 +557,7 @@ impl PvMouse {
             core.on_layout(message, displays, now);
         }
         core.deliver();
+        core.persist();
         drop(core);
         self.post_presence(change);
         out
@@ -431,6 +586,7 @@ impl PvMouse {
             core.end_hold();
         }
         core.deliver();
+        core.persist();
         drop(core);
         self.post_presence(change);
     }
@@ -499,6 +655,7 @@ impl PointerDevice for PvMouse {
                 state, coordinates, ..
             } = &mut *core;
             state.apply(actions, coordinates, |_| {});
+            core.persist();
             return Ok(Submitted {
                 frames: needed.total,
                 queued: false,
@@ -530,6 +687,8 @@ impl PointerDevice for PvMouse {
         });
         core.counters.frames += frames as u64;
         core.deliver();
+        // On record before the client hears "done": a worker that replaces this one delivers it.
+        core.persist();
         Ok(Submitted {
             frames,
             queued: true,
@@ -542,7 +701,7 @@ impl PointerDevice for PvMouse {
             pointer: core.state,
             frontend_connected: core.frontend_connected,
             driver_active: core.driver.is_active(),
-            driver_paused: matches!(core.driver, DriverLink::Paused(_)),
+            driver_paused: matches!(core.driver, DriverLink::Paused(_) | DriverLink::Restored(_)),
             bridge_version: core.bridge.version(),
             desktop_coordinates: core.coordinates.is_desktop(),
             pending_frames: core.pending.len(),
@@ -1103,5 +1262,56 @@ mod tests {
         );
         println!("{} events in {batches} batches", evs.len());
         assert!(batches >= 2, "{batches}");
+    }
+
+    #[test]
+    fn a_worker_on_the_same_ledger_carries_on_where_the_last_one_stopped() {
+        use crate::ledger::Ledger;
+        let file = tempfile::tempfile().unwrap();
+        let open = || {
+            let ledger = Ledger::open(file.try_clone().unwrap()).unwrap();
+            let identity = Identity::new("pvmouse", "s", 2).unwrap();
+            PvMouse::with_ledger(identity, Arc::new(NoticeBoard::new().unwrap()), ledger).unwrap()
+        };
+        let (dev, restored) = open();
+        assert!(!restored, "a fresh ledger");
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        ring.offer_event_buffer(0);
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        dev.submit(&move_to(1, 100, 200)).unwrap();
+        for i in 0..10 {
+            dev.submit(&press(i % 2 == 0)).unwrap();
+        }
+        let before = dev.status();
+        assert!(before.pending_frames > 0);
+        drop(dev);
+
+        // The next worker: same state, same frames waiting, and the driver on the same rings
+        // (at whatever index the keeper replays) is the same driver.
+        let (dev, restored) = open();
+        assert!(restored);
+        let after = dev.status();
+        assert_eq!(after.pointer, before.pointer);
+        assert_eq!(after.pending_frames, before.pending_frames);
+        assert_eq!(after.counters, before.counters);
+        let seen = ring.used_idx();
+        for i in 1..64 {
+            ring.offer_event_buffer(i);
+        }
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        assert_eq!(dev.status().counters.resumes, before.counters.resumes + 1);
+        assert!(ring.used_idx() > seen);
+        // From the first worker's first event to the second worker's last: the full-state
+        // frame's release, then every click, once, and no second full-state frame.
+        let left: Vec<i32> = events(&ring, 0)
+            .iter()
+            .filter(|e| e.kind == EV_KEY && e.code == BTN_LEFT)
+            .map(|e| e.value)
+            .collect();
+        let want: Vec<i32> = std::iter::once(0)
+            .chain((0..10).map(|i| i32::from(i % 2 == 0)))
+            .collect();
+        assert_eq!(left, want);
     }
 }

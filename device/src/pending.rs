@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use pvmouse_spec::InputEvent;
 
 use crate::frame::{Frame, FrameEvents};
+use crate::ledger::{Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{pending} frames are waiting for the guest to drain its event queue")]
@@ -140,6 +141,42 @@ impl PendingFrames {
         if let Some(b) = &mut self.budget {
             *b = b.saturating_sub(1);
         }
+    }
+
+    /// For the ledger: every waiting frame, the one in flight and how far it got.
+    pub(crate) fn save(&self, w: &mut Writer<'_>) {
+        w.u32(u32::try_from(self.frames.len()).unwrap_or(0));
+        for f in &self.frames {
+            f.save(w);
+        }
+        self.streaming.save(w);
+        w.u8(u8::try_from(self.streamed).unwrap_or(u8::MAX));
+        w.u8(u8::from(self.deliverable.is_some()));
+        w.u32(u32::try_from(self.deliverable.unwrap_or(0)).unwrap_or(u32::MAX));
+        w.u64(self.coalesced);
+    }
+
+    /// What [`Self::save`] wrote, within `capacity`.
+    pub(crate) fn load(r: &mut Reader<'_>, capacity: usize) -> Option<Self> {
+        let mut p = Self::with_capacity(capacity);
+        let n = usize::try_from(r.u32()?).ok()?;
+        if n > capacity + 2 {
+            return None;
+        }
+        for _ in 0..n {
+            p.frames.push_back(Frame::load(r)?);
+        }
+        p.streaming = FrameEvents::load(r)?;
+        p.streamed = usize::from(r.u8()?).min(p.streaming.as_slice().len());
+        let holding = r.u8()?;
+        let deliverable = usize::try_from(r.u32()?).ok()?;
+        p.deliverable = match holding {
+            0 => None,
+            1 => Some(deliverable.min(n)),
+            _ => return None,
+        };
+        p.coalesced = r.u64()?;
+        Some(p)
     }
 
     /// Drops everything, including the rest of a frame in flight. Used when the driver goes

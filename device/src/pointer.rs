@@ -4,6 +4,7 @@ use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
 
 use crate::coordinates::Coordinates;
 use crate::frame::{Frame, WheelStep};
+use crate::ledger::{Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WheelAxis {
@@ -166,6 +167,29 @@ impl PointerState {
             buttons_down: self.buttons,
             ..Frame::default()
         }
+    }
+
+    /// For the ledger.
+    pub(crate) fn save(&self, w: &mut Writer<'_>) {
+        w.u8(self.display);
+        w.opt_u16(self.x);
+        w.opt_u16(self.y);
+        w.u8(self.buttons);
+        w.i32(self.wheel_remainder[0]);
+        w.i32(self.wheel_remainder[1]);
+        w.opt_u16(self.wire.0);
+        w.opt_u16(self.wire.1);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Option<Self> {
+        Some(Self {
+            display: r.u8()?,
+            x: r.opt_u16()?,
+            y: r.opt_u16()?,
+            buttons: r.u8()?,
+            wheel_remainder: [r.i32()?, r.i32()?],
+            wire: (r.opt_u16()?, r.opt_u16()?),
+        })
     }
 
     /// The frame that moves the guest's pointer to where it is, after the coordinates change:
