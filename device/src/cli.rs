@@ -48,6 +48,20 @@ pub struct Cli {
     /// Device serial the guest sees (EVIOCGUNIQ), at most 63 printable ASCII characters.
     #[arg(long, default_value = DEFAULT_SERIAL)]
     pub serial: String,
+
+    /// Survive its own restarts: a small keeper process holds the sockets and the frontend's
+    /// connection, and runs the device in a worker it replaces whenever one ends (a crash, or
+    /// `pvmouse-upgrade`), without the frontend noticing.
+    #[arg(long)]
+    pub restartable: bool,
+
+    /// A worker's inherited control listener (set by the keeper).
+    #[arg(long, value_name = "FDNUM", hide = true)]
+    pub control_fd: Option<RawFd>,
+
+    /// A worker's inherited state ledger, a memfd (set by the keeper).
+    #[arg(long, value_name = "FDNUM", hide = true)]
+    pub ledger_fd: Option<RawFd>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +76,11 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     pub socket_access: SocketAccess,
     pub identity: Identity,
+    /// Run as the keeper (`--restartable`).
+    pub restartable: bool,
+    /// Set in a worker: the control listener and ledger the keeper handed it.
+    pub control_fd: Option<RawFd>,
+    pub ledger_fd: Option<RawFd>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +134,9 @@ impl TryFrom<Cli> for Config {
             control_socket: cli.control_socket,
             socket_access: SocketAccess { group },
             identity,
+            restartable: cli.restartable,
+            control_fd: cli.control_fd,
+            ledger_fd: cli.ledger_fd,
         })
     }
 }

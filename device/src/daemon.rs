@@ -16,8 +16,11 @@ use crate::backend::PvMouseBackend;
 use crate::cli::{Config, VhostSocket};
 use crate::control::ControlServer;
 use crate::device::PvMouse;
+use crate::ledger::Ledger;
 use crate::notice::NoticeBoard;
-use crate::socket::{SocketAccess, SocketError, SocketFile, adopt_listener, bind_socket};
+use crate::socket::{
+    SocketAccess, SocketError, SocketFile, adopt_file, adopt_listener, bind_socket,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -122,11 +125,32 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
     // inherited one, never one of ours.
     let (mut listener, _vhost_file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
-    let device = Arc::new(
-        PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
-    );
-    let control = match &config.control_socket {
-        Some(path) => {
+    let device = match config.ledger_fd {
+        Some(fd) => {
+            crate::keeper::worker::enter();
+            let ledger = Ledger::open(adopt_file(fd)?).map_err(DaemonError::Setup)?;
+            let (device, restored) =
+                PvMouse::with_ledger(config.identity.clone(), notices.clone(), ledger)
+                    .map_err(DaemonError::Setup)?;
+            if restored {
+                tracing::info!("took over the device state an earlier worker left");
+            }
+            device
+        }
+        None => {
+            PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?
+        }
+    };
+    let device = Arc::new(device);
+    let control = match (config.control_fd, &config.control_socket) {
+        (Some(fd), _) => {
+            let listener = adopt_listener(fd)?;
+            let path = std::path::Path::new("(the keeper's control socket)");
+            let server =
+                ControlServer::from_listener(listener, None, path, device.clone(), notices)?;
+            Some(server.spawn().map_err(DaemonError::Setup)?)
+        }
+        (None, Some(path)) => {
             let server = ControlServer::bind_with_access(
                 path,
                 config.socket_access,
@@ -136,7 +160,7 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
             tracing::info!(path = %path.display(), "control socket ready");
             Some(server.spawn().map_err(DaemonError::Setup)?)
         }
-        None => {
+        (None, None) => {
             tracing::warn!("no --control-socket: nothing can send pointer input to this device");
             None
         }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vhost_user_pvmouse::cli::{Cli, Config, capabilities_json};
-use vhost_user_pvmouse::daemon;
+use vhost_user_pvmouse::{daemon, keeper};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match daemon::run(config) {
+    let run = if config.restartable {
+        keeper::run
+    } else {
+        daemon::run
+    };
+    match run(config) {
         Ok(never) => match never {},
         Err(e) => {
             tracing::error!("{e}");

@@ -138,6 +138,22 @@ fn refuse_untrusted_links(path: &Path) -> Result<(), SocketError> {
 ///
 /// Call it before the process opens any descriptor of its own: otherwise `--fd N` could name
 /// one of those, for instance the control socket, and pass every check.
+/// Takes an inherited descriptor that is a regular file or a memfd (the keeper's ledger).
+pub fn adopt_file(fd: RawFd) -> Result<fs::File, SocketError> {
+    let bad = |reason| SocketError::BadFd { fd, reason };
+    // SAFETY: F_GETFD only reads the descriptor's flags; it touches no memory.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("not an open file descriptor"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process for it to
+    // own; nothing else in the process uses it.
+    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        _ => Err(bad("not a regular file or memfd")),
+    }
+}
+
 pub fn adopt_listener(fd: RawFd) -> Result<UnixListener, SocketError> {
     let bad = |reason| SocketError::BadFd { fd, reason };
     // SAFETY: F_GETFD only reads the descriptor's flags; it touches no memory.

@@ -30,6 +30,10 @@ pub mod command {
     pub const QUERY_PVMOUSE: &str = "query-pvmouse";
     pub const QUERY_VERSION: &str = "query-version";
     pub const QUERY_COMMANDS: &str = "query-commands";
+    pub const PVMOUSE_UPGRADE: &str = "pvmouse-upgrade";
+    /// A test hook: a worker panic, to show one is survived. Refused unless the backend runs
+    /// with `PVMOUSE_TEST_HOOKS=1` in its environment.
+    pub const X_PVMOUSE_PANIC: &str = "x-pvmouse-panic";
 }
 
 pub mod event {

@@ -52,7 +52,27 @@ pub const COMMANDS: &[Command] = &[
         name: command::QUERY_VERSION,
         run: |_, args| {
             Args::new(args, "").finish()?;
-            Ok(super::qmp::greeting(env!("CARGO_PKG_VERSION"))["QMP"]["version"].clone())
+            Ok(super::qmp::greeting(crate::VERSION)["QMP"]["version"].clone())
+        },
+    },
+    Command {
+        name: command::PVMOUSE_UPGRADE,
+        run: |_, args| {
+            Args::new(args, "").finish()?;
+            crate::keeper::worker::upgrade().map_err(QmpError::generic)?;
+            Ok(json!({}))
+        },
+    },
+    Command {
+        name: command::X_PVMOUSE_PANIC,
+        run: |_, args| {
+            Args::new(args, "").finish()?;
+            if std::env::var_os("PVMOUSE_TEST_HOOKS").is_none_or(|v| v != "1") {
+                return Err(QmpError::generic(
+                    "a test hook: the backend was not started with PVMOUSE_TEST_HOOKS=1",
+                ));
+            }
+            panic!("x-pvmouse-panic: a test asked this worker to panic");
         },
     },
     Command {

@@ -62,7 +62,8 @@ impl Client {
 pub struct ControlServer {
     listener: UnixListener,
     /// Removes the socket file when the server ends.
-    _file: SocketFile,
+    /// Removes the socket file on exit; `None` for a listener inherited from the keeper.
+    _file: Option<SocketFile>,
     device: Arc<dyn PointerDevice>,
     notices: Arc<NoticeBoard>,
     epoll: Epoll,
@@ -122,6 +123,17 @@ impl ControlServer {
         notices: Arc<NoticeBoard>,
     ) -> Result<Self, SocketError> {
         let (listener, file) = bind_socket(path, access)?;
+        Self::from_listener(listener, Some(file), path, device, notices)
+    }
+
+    /// Serves on a listener already bound, such as the one a keeper hands its worker.
+    pub fn from_listener(
+        listener: UnixListener,
+        file: Option<SocketFile>,
+        path: &Path,
+        device: Arc<dyn PointerDevice>,
+        notices: Arc<NoticeBoard>,
+    ) -> Result<Self, SocketError> {
         let io_err = |source| SocketError::Io {
             path: path.to_owned(),
             source,
@@ -292,7 +304,7 @@ impl ControlServer {
             let mut client = Client {
                 stream,
                 conversation: Conversation::default(),
-                output: qmp::encode(&qmp::greeting(env!("CARGO_PKG_VERSION"))),
+                output: qmp::encode(&qmp::greeting(crate::VERSION)),
                 interest: EventSet::IN | EventSet::READ_HANG_UP,
                 finished_sending: false,
                 unsent_events: Latest::default(),
