@@ -163,6 +163,41 @@ pub fn status_messages(data: &[u8]) {
     );
 }
 
+/// What a frontend can send the keeper: any bytes as vhost-user messages. Each whole message is
+/// recorded; whatever was recorded replays into messages a worker can take, none over the
+/// size limit.
+pub fn keeper_messages(data: &[u8]) {
+    use crate::keeper::message::{MAX_PAYLOAD, Message};
+    use crate::keeper::session::Session;
+    use std::io::Write;
+    let Ok((mut a, b)) = std::os::unix::net::UnixStream::pair() else {
+        return;
+    };
+    // The socket buffer holds far more than a fuzz input.
+    if a.write_all(data).is_err() {
+        return;
+    }
+    drop(a);
+    let mut session = Session::default();
+    let mut messages = 0;
+    while let Ok(m) = Message::recv(&b) {
+        let _ = m.wants_reply();
+        session
+            .record(&m)
+            .expect("recording needs no resources a test lacks");
+        messages += 1;
+    }
+    let replay = session
+        .replay()
+        .expect("replaying needs no resources a test lacks");
+    assert!(
+        replay.len() <= messages + 1,
+        "{} replayed of {messages}",
+        replay.len()
+    );
+    assert!(replay.iter().all(|m| m.payload.len() <= MAX_PAYLOAD));
+}
+
 /// Config reads and writes at any offset and size, with `select`/`subsel` written in between,
 /// as 4-byte operations: kind, offset (two bytes), size or value.
 pub fn config_space(data: &[u8]) {

@@ -55,3 +55,8 @@ fn control_corpus() {
 fn status_messages_corpus() {
     replay("status_messages", fuzzing::status_messages);
 }
+
+#[test]
+fn keeper_messages_corpus() {
+    replay("keeper_messages", fuzzing::keeper_messages);
+}
