@@ -48,6 +48,12 @@ pub struct VmConfig {
     /// busybox guest. The probe runs there too; display servers are started through it.
     pub desktop: bool,
     pub boot_timeout: Duration,
+    /// Run the backend `--restartable` (a keeper and a worker it replaces), with its test hooks
+    /// on (`PVMOUSE_TEST_HOOKS=1`).
+    pub restartable: bool,
+    /// Run this backend binary instead of the one the harness builds (the upgrade test puts a
+    /// copy where it can replace it).
+    pub backend_bin: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -64,6 +70,8 @@ impl Default for VmConfig {
             pvmouse_bus: None,
             desktop: false,
             boot_timeout: Duration::from_secs(secs),
+            restartable: false,
+            backend_bin: None,
         }
     }
 }
@@ -159,7 +167,11 @@ impl Vm {
 
         step = "starting vhost-user-pvmouse";
         let mut backend = if config.pvmouse {
-            let backend = start_backend(&bins.backend, dir.path(), config.displays)?;
+            let bin = config
+                .backend_bin
+                .clone()
+                .unwrap_or_else(|| bins.backend.clone());
+            let backend = start_backend(&bin, dir.path(), config.displays, config.restartable)?;
             wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
                 .map_err(|e| boot_err(step, e))?;
             Some(backend)
@@ -187,7 +199,11 @@ impl Vm {
             dir,
             qemu,
             backend,
-            backend_bin: bins.backend.clone(),
+            backend_bin: launch
+                .config
+                .backend_bin
+                .clone()
+                .unwrap_or_else(|| bins.backend.clone()),
             console,
             guest,
             launch,
@@ -235,6 +251,11 @@ impl Vm {
         self.backend.as_ref().map(Child::id)
     }
 
+    /// With `--restartable`: the worker the keeper (the backend process) runs now.
+    pub fn worker_pid(&self) -> Option<u32> {
+        children_of(self.backend_pid()?).into_iter().next()
+    }
+
     /// Resident memory of the backend, in KiB, from /proc.
     pub fn backend_rss_kib(&self) -> Option<u64> {
         memory_kib(self.backend_pid()?).map(|(rss, _)| rss)
@@ -253,6 +274,7 @@ impl Vm {
             &self.backend_bin,
             self.dir.path(),
             self.displays,
+            self.launch.config.restartable,
         )?);
         Ok(())
     }
@@ -497,9 +519,17 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn start_backend(bin: &Path, dir: &Path, displays: u32) -> std::io::Result<Child> {
+fn start_backend(
+    bin: &Path,
+    dir: &Path,
+    displays: u32,
+    restartable: bool,
+) -> std::io::Result<Child> {
     let log = std::fs::File::create(dir.join("backend.log"))?;
     let mut cmd = Command::new(bin);
+    if restartable {
+        cmd.arg("--restartable").env("PVMOUSE_TEST_HOOKS", "1");
+    }
     cmd.arg("--socket-path")
         .arg(dir.join("vhost.sock"))
         .arg("--control-socket")
@@ -512,6 +542,34 @@ fn start_backend(bin: &Path, dir: &Path, displays: u32) -> std::io::Result<Child
         .stderr(log);
     die_with_parent(&mut cmd);
     cmd.spawn()
+}
+
+/// The processes whose parent is `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …; comm may hold spaces, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// How many descriptors process `pid` has open.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 fn wait_path(path: &Path, timeout: Duration) -> Result<(), String> {

@@ -1,0 +1,310 @@
+//! A `--restartable` backend under a real QEMU and guest: its worker is killed, made to panic
+//! and upgraded under a stream of input, and neither QEMU nor the guest's driver notices.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
+use pvmouse_vmtest::vm::fd_count;
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, round_to_i32};
+use serde_json::{Value, json};
+
+static ONE_VM: Mutex<()> = Mutex::new(());
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A control client that notices a cut connection: a command whose reply never came is
+/// reported unanswered, and the next command connects again (waiting, not refused, while the
+/// keeper starts a worker).
+struct Client {
+    path: PathBuf,
+    conn: Option<(UnixStream, BufReader<UnixStream>)>,
+}
+
+impl Client {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            conn: None,
+        }
+    }
+
+    fn connect(&mut self) -> std::io::Result<()> {
+        let s = UnixStream::connect(&self.path)?;
+        s.set_read_timeout(Some(WAIT))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut line = String::new();
+        r.read_line(&mut line)?; // greeting
+        let mut w = s.try_clone()?;
+        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
+        line.clear();
+        r.read_line(&mut line)?;
+        self.conn = Some((s, r));
+        Ok(())
+    }
+
+    /// `Some(reply)` if the command was answered, `None` if the connection was cut first.
+    fn execute(&mut self, command: &str, arguments: Value) -> Option<Value> {
+        if self.conn.is_none() && self.connect().is_err() {
+            self.conn = None;
+            return None;
+        }
+        let (s, r) = self.conn.as_mut()?;
+        let sent = writeln!(s, "{}", json!({"execute": command, "arguments": arguments}));
+        let mut answer = None;
+        if sent.is_ok() {
+            loop {
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                        if v.get("event").is_some() {
+                            continue;
+                        }
+                        answer = Some(v);
+                        break;
+                    }
+                }
+            }
+        }
+        if answer.is_none() {
+            self.conn = None;
+        }
+        answer
+    }
+}
+
+/// What the stream sent and what was answered.
+#[derive(Debug, Default)]
+struct StreamLog {
+    sent: usize,
+    answered: usize,
+    cut: usize,
+    /// BTN_LEFT values whose command was answered with success, in order.
+    transitions: Vec<i32>,
+    last_x: Option<f64>,
+    /// The longest the stream went without an answer: what a restart costs a client.
+    max_gap: Duration,
+}
+
+/// Moves at 1 kHz with a left-button change every 10th command, until `stop`. A button
+/// command is "set left to v": one that was cut is sent again with the same value, so the
+/// guest must see exactly the answered transitions.
+fn stream(path: PathBuf, stop: Arc<AtomicBool>) -> StreamLog {
+    let mut log = StreamLog::default();
+    let mut client = Client::new(&path);
+    let mut down = true;
+    let start = Instant::now();
+    let mut i = 0u32;
+    let mut last_answer = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let (command, args, x) = if i % 10 == 0 {
+            ("pvmouse-send", json!({"buttons": {"left": down}}), None)
+        } else {
+            let x = f64::from(i % 997) / 997.0;
+            (
+                "pvmouse-send",
+                json!({"display": 0, "x": x, "y": 0.5}),
+                Some(x),
+            )
+        };
+        log.sent += 1;
+        match client.execute(command, args) {
+            Some(reply) if reply.get("return").is_some() => {
+                log.answered += 1;
+                log.max_gap = log.max_gap.max(last_answer.elapsed());
+                last_answer = Instant::now();
+                if let Some(x) = x {
+                    log.last_x = Some(x);
+                } else {
+                    log.transitions.push(i32::from(down));
+                    down = !down;
+                }
+            }
+            Some(reply) => panic!("{command} refused: {reply}"),
+            None => log.cut += 1,
+        }
+        let next = start + Duration::from_millis(u64::from(i));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    // End released, so that no button may stay held.
+    while client
+        .execute("pvmouse-send", json!({"buttons": {"left": false}}))
+        .is_none()
+    {}
+    if log.transitions.last() == Some(&1) {
+        log.transitions.push(0);
+    }
+    log
+}
+
+fn watch(vm: &Vm) {
+    vm.probe
+        .request(
+            &format!("watch {PVMOUSE_NAME}"),
+            &format!("OPEN {PVMOUSE_NAME} "),
+            WAIT,
+        )
+        .unwrap();
+}
+
+/// Waits for the keeper's next worker: one that is not `old`.
+fn next_worker(vm: &Vm, old: Option<u32>) -> (u32, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(pid) = vm.worker_pid().filter(|p| Some(*p) != old) {
+            return (pid, start.elapsed());
+        }
+        assert!(start.elapsed() < WAIT, "no new worker");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `hurt` on the worker `times` times under a stream, then checks what the guest and QEMU
+/// saw. Returns the keeper's (RSS KiB, fds) after the first and after the last.
+fn survive(vm: &mut Vm, times: usize, hurt: &dyn Fn(&Vm, u32)) -> [(u64, usize); 2] {
+    let mut ctl = vm.control().unwrap();
+    let before = ctl.execute("query-pvmouse", json!({})).unwrap();
+    watch(vm);
+    let mark = vm.probe.mark();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (path, stop) = (vm.control_socket(), stop.clone());
+        std::thread::spawn(move || stream(path, stop))
+    };
+    let keeper = vm.backend_pid().unwrap();
+    let mut marks = Vec::new();
+    let mut gaps = Vec::new();
+    let (mut worker, _) = next_worker(vm, None);
+    for n in 0..times {
+        std::thread::sleep(Duration::from_millis(300));
+        hurt(vm, worker);
+        let (new, took) = next_worker(vm, Some(worker));
+        gaps.push(took);
+        worker = new;
+        if n == 0 || n + 1 == times {
+            std::thread::sleep(Duration::from_millis(200));
+            marks.push((vm.backend_rss_kib().unwrap(), fd_count(keeper).unwrap()));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let log = feeder.join().unwrap();
+    println!(
+        "{times} restarts under the stream: sent {}, answered {}, cut by a restart {}, \
+         {} button transitions answered; a new worker appeared after {:?} at most; the \
+         stream's longest wait for an answer {:?}",
+        log.sent,
+        log.answered,
+        log.cut,
+        log.transitions.len(),
+        gaps.iter().max(),
+        log.max_gap
+    );
+
+    // The guest ends where the newest answered move put it, with the button released...
+    let want_x = round_to_i32(log.last_x.unwrap() * 65535.0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = vm.probe.query("state", PVMOUSE_NAME, WAIT).unwrap();
+        if st["abs"]["0"] == want_x && st["keys"] == json!([]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest state {st}, want x {want_x} and no key"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...having seen every answered transition, in order, and nothing else.
+    let seen: Vec<i32> = vm
+        .probe
+        .events(PVMOUSE_NAME, mark)
+        .iter()
+        .filter(|e| e.event.kind == EV_KEY && e.event.code == BTN_LEFT)
+        .map(|e| e.event.value)
+        .collect();
+    assert_eq!(seen, log.transitions, "BTN_LEFT as the guest saw it");
+    // The guest's driver never went away, and QEMU never let go of the device.
+    let lines = vm.probe.lines(mark);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(&format!("GONE {PVMOUSE_NAME}"))),
+        "the guest's pvmouse device went away"
+    );
+    assert!(vm.qemu_alive(), "QEMU exited");
+    let after = ctl.execute("query-pvmouse", json!({}));
+    let after = match after {
+        Ok(v) => v,
+        Err(_) => vm
+            .control()
+            .unwrap()
+            .execute("query-pvmouse", json!({}))
+            .unwrap(),
+    };
+    assert_eq!(after["frontend-connected"], true, "{after}");
+    assert_eq!(after["driver-active"], true, "{after}");
+    let new_drivers = |s: &Value| {
+        s["counters"]["activations"].as_u64().unwrap() - s["counters"]["resumes"].as_u64().unwrap()
+    };
+    assert_eq!(
+        new_drivers(&after),
+        new_drivers(&before),
+        "a restart looked like a new driver to the device: {after}"
+    );
+    let dmesg = vm
+        .probe
+        .run("dmesg | grep -ci 'virtio_input\\|input:' || true", WAIT)
+        .unwrap()
+        .1;
+    println!("guest dmesg input lines: {dmesg:?}");
+    [marks[0], marks[marks.len() - 1]]
+}
+
+fn boot(backend_bin: Option<PathBuf>) -> Vm {
+    Vm::boot(VmConfig {
+        restartable: true,
+        backend_bin,
+        ..VmConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_worker_killed_20_times_under_a_stream_goes_unnoticed() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = boot(None);
+    let [first, last] = survive(&mut vm, 20, &|_, worker| {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &worker.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    });
+    println!("keeper after the 1st kill: {first:?} (RSS KiB, fds); after the 20th: {last:?}");
+    assert_eq!(first.1, last.1, "the keeper's descriptors changed");
+    assert!(
+        last.0 <= first.0 + 256,
+        "the keeper grew: {first:?} -> {last:?}"
+    );
+}
+
+#[test]
+fn a_worker_panic_is_survived_the_same_way() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = boot(None);
+    survive(&mut vm, 3, &|vm, _| {
+        let mut ctl = vm.control().unwrap();
+        // The worker dies before it can answer.
+        assert!(ctl.execute("x-pvmouse-panic", json!({})).is_err());
+    });
+}
