@@ -122,6 +122,34 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
         .map_err(|e| fail("binaries", e))
 }
 
+/// The version the upgrade test's second build reports.
+pub const UPGRADE_VERSION: &str = "0.1.99";
+
+/// The backend built again with `PVMOUSE_VERSION` set to [`UPGRADE_VERSION`], in a target
+/// directory of its own: what the upgrade test puts on disk in place of the running one.
+pub fn build_upgrade_backend() -> Result<PathBuf, AssetError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target_dir = root.join("target/vm-build-upgrade");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run(
+                "building the backend as another version",
+                Command::new(cargo)
+                    .current_dir(&root)
+                    .args(["build", "--release", "-p", "vhost-user-pvmouse"])
+                    .env("CARGO_TARGET_DIR", &target_dir)
+                    .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+                    .env("PVMOUSE_VERSION", UPGRADE_VERSION),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(target_dir.join("release/vhost-user-pvmouse"))
+        })
+        .clone()
+        .map_err(|e| fail("upgrade build", e))
+}
+
 /// Downloads a Debian package (with apt's current candidate) and unpacks it under `into`,
 /// once: a `complete` marker makes later runs offline.
 fn unpacked_package(package: &str, into: &Path) -> Result<PathBuf, AssetError> {

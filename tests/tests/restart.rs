@@ -308,3 +308,45 @@ fn a_worker_panic_is_survived_the_same_way() {
         assert!(ctl.execute("x-pvmouse-panic", json!({})).is_err());
     });
 }
+
+#[test]
+fn an_upgrade_under_a_stream_runs_the_new_binary_and_goes_unnoticed() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let new_build = pvmouse_vmtest::assets::build_upgrade_backend().unwrap();
+    let old_build = pvmouse_vmtest::assets::build_binaries().unwrap().backend;
+    // A copy of its own, so that replacing it touches no other test's binary.
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("vhost-user-pvmouse");
+    std::fs::copy(&old_build, &installed).unwrap();
+    let mut vm = boot(Some(installed.clone()));
+    let version = |vm: &Vm| {
+        vm.control()
+            .unwrap()
+            .execute("query-version", json!({}))
+            .unwrap()["package"]
+            .clone()
+    };
+    let before = version(&vm);
+    survive(&mut vm, 1, &|vm, _| {
+        // As a package manager does: the new file beside the old, then renamed over it.
+        let staged = dir.path().join("vhost-user-pvmouse.new");
+        std::fs::copy(&new_build, &staged).unwrap();
+        std::fs::rename(&staged, &installed).unwrap();
+        let answer = vm
+            .control()
+            .unwrap()
+            .execute("pvmouse-upgrade", json!({}))
+            .unwrap();
+        assert_eq!(answer, json!({}));
+    });
+    let after = version(&vm);
+    println!("query-version before the upgrade {before}, after {after}");
+    assert_eq!(
+        after,
+        json!(format!(
+            "vhost-user-pvmouse {}",
+            pvmouse_vmtest::assets::UPGRADE_VERSION
+        ))
+    );
+    assert_ne!(before, after);
+}
