@@ -10,7 +10,7 @@ pub mod qmp;
 pub mod qmp_stream;
 pub mod vm;
 
-pub use probe::{GuestEvent, ProbeLink, frames};
+pub use probe::{GuestEvent, ProbeLink, frames, input_frames};
 pub use qmp::Qmp;
 pub use qmp_stream::{QmpStream, Replies};
 pub use vm::{PVMOUSE_NAME, Vm, VmConfig, VmError};

@@ -419,17 +419,7 @@ fn raw_point(vm: &Vm, ctl: &mut Qmp, display: usize, x: f64, y: f64) -> Vec<Inpu
     let mark = vm.probe.mark();
     ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
         .unwrap();
-    let input = |e: &[pvmouse_vmtest::GuestEvent]| -> Vec<Vec<InputEvent>> {
-        frames(e)
-            .into_iter()
-            .map(|f| {
-                f.into_iter()
-                    .filter(|e| e.kind != EV_MSC)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|f| !f.is_empty())
-            .collect()
-    };
+    let input = pvmouse_vmtest::input_frames;
     let evs = vm
         .probe
         .wait_events(PVMOUSE_NAME, mark, WAIT, |e| !input(e).is_empty())

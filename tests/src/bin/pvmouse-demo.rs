@@ -23,10 +23,9 @@ use pvmouse_spec::profile::{AXIS_MAX, DISPLAY_AXIS};
 use pvmouse_vmtest::desktop::{
     Head, Reader, Sway, screendump, wait_for_coordinates, write_side_by_side,
 };
-use pvmouse_vmtest::{GuestEvent, PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, input_frames, round_to_i32};
 use serde_json::{Value, json};
 
-use pvmouse_spec::evdev::EV_MSC;
 /// (x, y, width, height) of each display on the desktop, and the desktop's bounding box.
 const DISPLAYS: [(f64, f64, f64, f64); 2] =
     [(0.0, 0.0, 1024.0, 768.0), (1024.0, 0.0, 1280.0, 1024.0)];
@@ -309,22 +308,11 @@ fn await_frames(
     mark: usize,
     n: usize,
 ) -> Result<Vec<Vec<InputEvent>>, String> {
-    let input = |evs: &[GuestEvent]| -> Vec<Vec<InputEvent>> {
-        frames(evs)
-            .into_iter()
-            .map(|f| {
-                f.into_iter()
-                    .filter(|e| e.kind != EV_MSC)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|f| !f.is_empty())
-            .collect()
-    };
     vm.probe
         .wait_events(device, mark, Duration::from_secs(20), |evs| {
-            input(evs).len() >= n
+            input_frames(evs).len() >= n
         })
-        .map(|evs| input(&evs))
+        .map(|evs| input_frames(&evs))
 }
 
 /// A guest shell command that must succeed.
