@@ -139,6 +139,9 @@ fn flap(arg: String, out: Out) {
             }
             count += 2;
         }
+        // Linux drops a status event when the status queue is full (QEMU 10 gives it 4
+        // buffers), as it may be after the storm: let it drain, so the last state is sent.
+        std::thread::sleep(Duration::from_millis(50));
         let last = [message(StatusMessage::BridgePresent { version: 7 })];
         let _ = dev.send_events(&last);
         say(&out, &format!("FLAP {name} {}\n", count + 1));
