@@ -344,13 +344,13 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
         inheritable(l.as_raw_fd()).map_err(setup)?;
         args.extend(["--control-fd".to_owned(), l.as_raw_fd().to_string()]);
     }
-    // The binary now on disk, by the path it was started from: an upgrade replaces that file.
-    let exe = std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| std::fs::canonicalize(p).ok())
-        .or_else(|| std::env::current_exe().ok())
-        .ok_or_else(|| setup(io::Error::other("cannot tell this program's path")))?;
+    // This program's path, taken now, while it still names the file this process runs: an
+    // upgrade replaces that file, and every worker runs whatever is there when it starts.
+    let exe = std::env::current_exe().map_err(|e| {
+        setup(io::Error::other(format!(
+            "cannot tell this program's path: {e}"
+        )))
+    })?;
     let plan = WorkerPlan { exe, args };
     std::thread::Builder::new()
         .name("pvmouse-keeper-supervisor".into())
