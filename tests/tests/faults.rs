@@ -425,14 +425,20 @@ fn a_guest_flapping_bridge_presence_cannot_flood_or_cut_off_control_clients() {
         "{}",
         events.len()
     );
-    // After the storm: the newest state (present, version 7), then the silence that follows it.
+    // After the storm: the newest state (present, version 7) is the last presence reported, then
+    // the silence that follows it. An event already due as the storm ended may come first with
+    // the state of that moment.
     let after_storm: Vec<&Value> = events
         .iter()
         .filter(|(at, _)| *at >= ended - Duration::from_millis(50))
         .map(|(_, e)| &e["data"])
         .collect();
     assert_eq!(
-        after_storm.first().copied(),
+        after_storm
+            .iter()
+            .rev()
+            .find(|e| e["present"] == true)
+            .copied(),
         Some(&json!({"present": true, "version": 7})),
         "{after_storm:?}"
     );
