@@ -1,0 +1,416 @@
+//! The proxy: one listener per head, a thread pair per viewer, and the pvmouse control client
+//! pointer events go to instead of upstream.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::pointer::PointerRouter;
+use super::rfb::{self, ClientMessage, RfbError};
+
+/// Where to listen or connect: `tcp:HOST:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(a) = s.strip_prefix("tcp:") {
+            if a.rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                return Err(format!("{s:?}: expected tcp:HOST:PORT"));
+            }
+            Ok(Address::Tcp(a.to_owned()))
+        } else if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(format!("{s:?}: expected unix:PATH"));
+            }
+            Ok(Address::Unix(PathBuf::from(p)))
+        } else {
+            Err(format!("{s:?}: expected tcp:HOST:PORT or unix:PATH"))
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One head: the display id pointer events go to, where viewers connect, and its QEMU VNC
+/// server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub display: u8,
+    pub listen: Address,
+    pub upstream: Address,
+}
+
+impl std::str::FromStr for Head {
+    type Err = String;
+
+    /// `DISPLAY=LISTEN,UPSTREAM`, e.g. `1=tcp:127.0.0.1:5951,tcp:127.0.0.1:5901`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (display, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected DISPLAY=LISTEN,UPSTREAM"))?;
+        let display = display
+            .parse::<u8>()
+            .ok()
+            .filter(|d| *d < 16)
+            .ok_or_else(|| format!("{s:?}: the display is a number from 0 to 15"))?;
+        let (listen, upstream) = rest
+            .split_once(',')
+            .ok_or_else(|| format!("{s:?}: expected DISPLAY=LISTEN,UPSTREAM"))?;
+        Ok(Head {
+            display,
+            listen: listen.parse()?,
+            upstream: upstream.parse()?,
+        })
+    }
+}
+
+/// A TCP or Unix stream, as both sides of the proxy may be either.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn connect(a: &Address) -> io::Result<Self> {
+        Ok(match a {
+            Address::Tcp(t) => {
+                let s = TcpStream::connect(t)?;
+                s.set_nodelay(true)?;
+                Stream::Tcp(s)
+            }
+            Address::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
+        })
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// A read and a write half of one connection, so a message can be read whole before any of it
+/// goes out elsewhere.
+struct Duplex<'a> {
+    r: &'a mut Stream,
+    w: &'a mut Stream,
+}
+
+impl Read for Duplex<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.r.read(buf)
+    }
+}
+
+impl Write for Duplex<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// pvmouse's control socket, as one viewer uses it: connected on demand, and reconnected when it
+/// goes away.
+#[derive(Debug)]
+pub struct Control {
+    path: PathBuf,
+    peer: String,
+    conn: Option<(UnixStream, BufReader<UnixStream>)>,
+    /// Since when the socket has been unreachable, to report the outage once and its end.
+    down_since: Option<Instant>,
+}
+
+/// How long a viewer's pointer event waits for the control socket to come back before it is
+/// dropped (and counted in the log).
+const CONTROL_WAIT: Duration = Duration::from_secs(5);
+
+impl Control {
+    pub fn new(path: &Path, peer: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            peer: peer.to_owned(),
+            conn: None,
+            down_since: None,
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<()> {
+        let s = UnixStream::connect(&self.path)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let mut w = &s;
+        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
+        line.clear();
+        r.read_line(&mut line)?;
+        self.conn = Some((s, r));
+        Ok(())
+    }
+
+    fn try_once(&mut self, command: &str, arguments: &Value) -> io::Result<Value> {
+        if self.conn.is_none() {
+            self.connect()?;
+        }
+        let Some((s, r)) = self.conn.as_mut() else {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        };
+        let mut w: &UnixStream = s;
+        writeln!(w, "{}", json!({"execute": command, "arguments": arguments}))?;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            let v: Value = serde_json::from_str(&line)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if v.get("event").is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Sends a command; while the socket is away, waits for it (up to [`CONTROL_WAIT`]),
+    /// saying so in the log once, and then drops the command with a log line.
+    pub fn execute(&mut self, command: &str, arguments: &Value) {
+        let start = Instant::now();
+        loop {
+            match self.try_once(command, arguments) {
+                Ok(reply) => {
+                    if let Some(since) = self.down_since.take() {
+                        tracing::info!(viewer = %self.peer, "pvmouse control socket back after {:?}", since.elapsed());
+                    }
+                    if let Some(error) = reply.get("error") {
+                        tracing::warn!(viewer = %self.peer, "pvmouse refused a pointer event: {error}");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if self.down_since.is_none() {
+                        self.down_since = Some(Instant::now());
+                        tracing::warn!(viewer = %self.peer, "pvmouse control socket {}: {e}; pointer events wait for it", self.path.display());
+                    }
+                    if start.elapsed() >= CONTROL_WAIT {
+                        tracing::warn!(viewer = %self.peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+/// Serves one viewer until either side ends; every error ends this viewer only.
+pub fn serve_viewer(mut viewer: Stream, head: &Head, control: &Path, peer: String) {
+    if let Err(e) = proxy(&mut viewer, head, control, &peer) {
+        tracing::info!(viewer = %peer, display = head.display, "viewer closed: {e}");
+    }
+    viewer.shutdown();
+}
+
+fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result<(), RfbError> {
+    let mut server = Stream::connect(&head.upstream).map_err(|e| {
+        RfbError::Protocol(format!(
+            "cannot reach the VNC server {}: {e}",
+            head.upstream
+        ))
+    })?;
+    let init = {
+        let (mut vr, mut vw) = (viewer.try_clone()?, viewer.try_clone()?);
+        let (mut sr, mut sw) = (server.try_clone()?, server.try_clone()?);
+        rfb::handshake(
+            &mut Duplex {
+                r: &mut vr,
+                w: &mut vw,
+            },
+            &mut Duplex {
+                r: &mut sr,
+                w: &mut sw,
+            },
+        )?
+    };
+    tracing::info!(viewer = %peer, display = head.display, width = init.width, height = init.height, "viewer connected");
+    let size = Arc::new(Mutex::new((init.width, init.height)));
+    let format = Arc::new(Mutex::new(init.format));
+
+    // Server to viewer, framed, on its own thread.
+    let down = {
+        let (size, format) = (size.clone(), format.clone());
+        let (mut from, to) = (server.try_clone()?, viewer.try_clone()?);
+        let (stop_viewer, stop_server) = (viewer.try_clone()?, server.try_clone()?);
+        let peer = peer.to_owned();
+        std::thread::spawn(move || {
+            let mut to = BufWriter::with_capacity(64 * 1024, to);
+            loop {
+                let f = *format.lock().unwrap_or_else(|e| e.into_inner());
+                let result = rfb::pass_server_message(&mut from, &mut to, f)
+                    .and_then(|s| to.flush().map(|()| s).map_err(RfbError::from));
+                match result {
+                    Ok(Some(new)) => {
+                        tracing::info!(viewer = %peer, width = new.0, height = new.1, "framebuffer size changed");
+                        *size.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::info!(viewer = %peer, "VNC server side closed: {e}");
+                        stop_viewer.shutdown();
+                        stop_server.shutdown();
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    // Viewer to server, here: pointer events go to pvmouse instead.
+    let mut router = PointerRouter::new(head.display);
+    let mut control = Control::new(control, peer);
+    let mut from = BufReader::new(viewer.try_clone()?);
+    let result = loop {
+        match rfb::read_client_message(&mut from) {
+            Ok(ClientMessage::Pointer { mask, x, y }) => {
+                let s = *size.lock().unwrap_or_else(|e| e.into_inner());
+                control.execute("pvmouse-send", &router.arguments(mask, x, y, s));
+            }
+            Ok(ClientMessage::Forward { bytes, format: f }) => {
+                if let Some(f) = f {
+                    *format.lock().unwrap_or_else(|e| e.into_inner()) = f;
+                }
+                if let Err(e) = server.write_all(&bytes) {
+                    break Err(e.into());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    server.shutdown();
+    viewer.shutdown();
+    let _ = down.join();
+    result
+}
+
+/// Accepts viewers on `head`'s listener for ever, each on its own thread.
+pub fn listen(head: Head, control: PathBuf) -> io::Result<std::thread::JoinHandle<()>> {
+    enum Listener {
+        Tcp(TcpListener),
+        Unix(UnixListener),
+    }
+    let listener = match &head.listen {
+        Address::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
+        Address::Unix(p) => {
+            if p.exists() && UnixStream::connect(p).is_err() {
+                // A stale socket from an earlier run.
+                let _ = std::fs::remove_file(p);
+            }
+            Listener::Unix(UnixListener::bind(p)?)
+        }
+    };
+    tracing::info!(display = head.display, listen = %head.listen, upstream = %head.upstream, "head ready");
+    std::thread::Builder::new()
+        .name(format!("pvmouse-vnc-head-{}", head.display))
+        .spawn(move || {
+            loop {
+                let accepted = match &listener {
+                    Listener::Tcp(l) => l.accept().map(|(s, a)| {
+                        let _ = s.set_nodelay(true);
+                        (Stream::Tcp(s), a.to_string())
+                    }),
+                    Listener::Unix(l) => l
+                        .accept()
+                        .map(|(s, _)| (Stream::Unix(s), "unix".to_owned())),
+                };
+                match accepted {
+                    Ok((viewer, peer)) => {
+                        let (head, control) = (head.clone(), control.clone());
+                        let peer = format!("{peer} on display {}", head.display);
+                        std::thread::spawn(move || serve_viewer(viewer, &head, &control, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(display = head.display, "accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_and_bad_ones_say_why() {
+        let h: Head = "1=tcp:127.0.0.1:5951,unix:/run/qemu/vnc1.sock"
+            .parse()
+            .unwrap();
+        assert_eq!(h.display, 1);
+        assert_eq!(h.listen, Address::Tcp("127.0.0.1:5951".into()));
+        assert_eq!(h.upstream, Address::Unix("/run/qemu/vnc1.sock".into()));
+        for bad in [
+            "x=tcp:a:1,tcp:b:2",
+            "16=tcp:a:1,tcp:b:2",
+            "0=tcp:a,tcp:b:2",
+            "0=tcp:a:1",
+            "0=ftp:a:1,tcp:b:2",
+        ] {
+            assert!(bad.parse::<Head>().is_err(), "{bad}");
+        }
+    }
+}
