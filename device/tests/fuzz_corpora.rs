@@ -60,3 +60,8 @@ fn status_messages_corpus() {
 fn keeper_messages_corpus() {
     replay("keeper_messages", fuzzing::keeper_messages);
 }
+
+#[test]
+fn vnc_messages_corpus() {
+    replay("vnc_messages", fuzzing::vnc_messages);
+}
