@@ -24,10 +24,13 @@ test: check-tools
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
-# The control-protocol tests drive the socket with Python's stock qemu.qmp library.
+# The control-protocol tests drive the socket with Python's stock qemu.qmp library, and the
+# VNC tests drive pvmouse-vnc with vncdotool, a VNC client from PyPI.
 check-tools:
 	@python3 -c 'import qemu.qmp' 2>/dev/null || \
 		python3 -m pip install --quiet --disable-pip-version-check qemu.qmp
+	@python3 -c 'import vncdotool' 2>/dev/null || \
+		python3 -m pip install --quiet --disable-pip-version-check vncdotool
 
 # The end-to-end benchmark: pvmouse (bridged and raw), virtio-tablet-pci and usb-tablet (xhci,
 # UHCI), each in its own VM. Regenerates the end-to-end section of benches/RESULTS.md and

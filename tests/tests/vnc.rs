@@ -1,0 +1,324 @@
+//! `pvmouse-vnc` in front of a real QEMU's VNC servers, one per head of a two-output virtio-gpu
+//! running sway, driven by a VNC client nobody here wrote (vncdotool, from PyPI): pointer events
+//! reach the guest's pvmouse device on the right display with the exact values the spec's
+//! rounding defines, through mode changes, with two viewers at once and one sending garbage.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pvmouse_spec::InputEvent;
+use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL};
+use pvmouse_spec::profile::DISPLAY_AXIS;
+use pvmouse_vmtest::desktop::Sway;
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, input_frames, round_to_i32};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Drives a viewer with vncdotool: `move:X:Y`, `down:B`, `up:B`, `sleep:S`, `capture:FILE`.
+const VIEWER: &str = r#"
+import sys, time
+from vncdotool import api
+c = api.connect(sys.argv[1])
+for step in sys.argv[2:]:
+    op, *a = step.split(':', 1)
+    a = a[0].split(':') if a else []
+    if op == 'move': c.mouseMove(int(a[0]), int(a[1]))
+    elif op == 'down': c.mouseDown(int(a[0]))
+    elif op == 'up': c.mouseUp(int(a[0]))
+    elif op == 'sleep': time.sleep(float(a[0]))
+    elif op == 'capture': c.captureScreen(a[0])
+c.disconnect()
+api.shutdown()
+"#;
+
+fn viewer(port: u16, steps: &[String]) -> Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(VIEWER)
+        .arg(format!("127.0.0.1::{port}"))
+        .args(steps)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn run_viewer(port: u16, steps: &[String]) {
+    let status = viewer(port, steps).wait().unwrap();
+    assert!(status.success(), "vncdotool failed: {status}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value the spec says a host sends for pixel `p` of `size`: the pixel's centre.
+fn value(p: u32, size: u32) -> i32 {
+    round_to_i32((f64::from(p) + 0.5) / f64::from(size) * 65535.0)
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proxy(bin: &Path, control: &Path, heads: &[(u8, u16, PathBuf)], log: &Path) -> Proxy {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--control").arg(control);
+    for (display, port, upstream) in heads {
+        cmd.arg("--head").arg(format!(
+            "{display}=tcp:127.0.0.1:{port},unix:{}",
+            upstream.display()
+        ));
+    }
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    let child = cmd.spawn().unwrap();
+    // Listening once the log says each head is ready.
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("head ready")
+        .count()
+        < heads.len()
+    {
+        assert!(Instant::now() < deadline, "pvmouse-vnc did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proxy(child)
+}
+
+/// Waits until the guest has `n` input frames after `mark`.
+fn frames_after(vm: &Vm, mark: usize, n: usize) -> Vec<Vec<InputEvent>> {
+    let evs = vm
+        .probe
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| input_frames(e).len() >= n)
+        .unwrap();
+    input_frames(&evs)
+}
+
+fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
+    InputEvent::new(kind, code, value)
+}
+
+#[test]
+fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let vnc = [dir.path().join("vnc0.sock"), dir.path().join("vnc1.sock")];
+    let mut extra = Vec::new();
+    for (head, path) in vnc.iter().enumerate() {
+        extra.push("-vnc".to_owned());
+        extra.push(format!(
+            "unix:{},id=h{head},display={},head={head}",
+            path.display(),
+            pvmouse_vmtest::desktop::GPU_ID
+        ));
+    }
+    let vm = Vm::boot(VmConfig {
+        desktop: true,
+        displays: 2,
+        extra_qemu_args: extra,
+        ..VmConfig::default()
+    })
+    .unwrap();
+    Sway::start(
+        &vm,
+        "output Virtual-1 mode 1024x768 position 0 0\\noutput Virtual-2 mode 1280x1024 position 1024 0\\n",
+    )
+    .unwrap();
+    // The heads have their modes once sway has set them: QEMU's VNC servers report those sizes.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        Sway::in_session(&vm, "swaymsg -r -t get_outputs >/tmp/outputs.json").unwrap();
+        let json = vm
+            .probe
+            .sh("cat /tmp/outputs.json", WAIT)
+            .unwrap()
+            .join("\n");
+        let outputs: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let modes: Vec<(u64, u64)> = outputs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let m = &o["current_mode"];
+                Some((m["width"].as_u64()?, m["height"].as_u64()?))
+            })
+            .collect();
+        if modes.contains(&(1024, 768)) && modes.contains(&(1280, 1024)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sway's modes: {modes:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let bin = pvmouse_vmtest::assets::build_binaries()
+        .unwrap()
+        .backend
+        .with_file_name("pvmouse-vnc");
+    let ports = [free_port(), free_port()];
+    let log = dir.path().join("pvmouse-vnc.log");
+    let _proxy = proxy(
+        &bin,
+        &vm.control_socket(),
+        &[(0, ports[0], vnc[0].clone()), (1, ports[1], vnc[1].clone())],
+        &log,
+    );
+    vm.probe
+        .request(
+            &format!("watch {PVMOUSE_NAME}"),
+            &format!("OPEN {PVMOUSE_NAME} "),
+            WAIT,
+        )
+        .unwrap();
+    let dump_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Moves, a click, a drag and a scroll on each head.
+    for (display, (w, h)) in [(0u8, (1024u32, 768u32)), (1, (1280, 1024))] {
+        let port = ports[usize::from(display)];
+        let mark = vm.probe.mark();
+        let (x1, y1, x2, y2) = (w - 1, 0, w / 3, h - 1);
+        run_viewer(
+            port,
+            &[
+                format!("move:{x1}:{y1}"),
+                "down:1".into(),
+                format!("move:{x2}:{y2}"),
+                "up:1".into(),
+                "down:4".into(),
+                "up:4".into(),
+            ],
+        );
+        let f = frames_after(&vm, mark, 5);
+        println!("display {display}: {f:?}");
+        let moved = |f: &[InputEvent], x: u32, y: u32| {
+            f.contains(&ev(EV_ABS, ABS_X, value(x, w)))
+                && f.contains(&ev(EV_ABS, ABS_Y, value(y, h)))
+        };
+        assert!(moved(&f[0], x1, y1), "{f:?}\n{}", dump_log());
+        assert!(f[0].contains(&ev(EV_ABS, DISPLAY_AXIS, i32::from(display))) || display == 0);
+        assert_eq!(f[1], [ev(EV_KEY, BTN_LEFT, 1)]);
+        assert!(moved(&f[2], x2, y2), "a drag: {f:?}");
+        assert_eq!(f[3], [ev(EV_KEY, BTN_LEFT, 0)]);
+        assert!(f[4].contains(&ev(EV_REL, REL_WHEEL, 1)), "a scroll: {f:?}");
+    }
+
+    // Head 1 changes mode under a connected viewer: the proxy follows the size the server
+    // announces (DesktopSize), and positions stay exact.
+    let mark = vm.probe.mark();
+    let mut steady = viewer(
+        ports[1],
+        &[
+            "move:100:100".into(),
+            "sleep:6".into(),
+            "move:799:599".into(),
+            "move:400:300".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    Sway::in_session(&vm, "swaymsg output Virtual-2 mode 800x600").unwrap();
+    assert!(steady.wait().unwrap().success());
+    let f = frames_after(&vm, mark, 3);
+    println!("across the mode change: {f:?}");
+    assert!(
+        f.iter()
+            .any(|f| f.contains(&ev(EV_ABS, ABS_X, value(799, 800)))),
+        "{f:?}\n{}",
+        dump_log()
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.contains(&ev(EV_ABS, ABS_X, value(400, 800)))),
+        "{f:?}"
+    );
+    assert!(
+        dump_log().contains("framebuffer size changed"),
+        "{}",
+        dump_log()
+    );
+
+    // The screen still updates through the proxy: what a viewer captures through it is what
+    // QEMU itself shows of that head.
+    let through = dir.path().join("through-proxy.png");
+    run_viewer(ports[0], &[format!("capture:{}", through.display())]);
+    let mut qemu = vm.qemu_qmp().unwrap();
+    let direct =
+        pvmouse_vmtest::desktop::screendump(&mut qemu, 0, &dir.path().join("direct.ppm")).unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&through).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        (info.width as usize, info.height as usize),
+        (direct.width, direct.height)
+    );
+    let channels = info.line_size / info.width as usize;
+    let mut same = 0u32;
+    for y in 0..direct.height {
+        for x in 0..direct.width {
+            let at = y * info.line_size + x * channels;
+            if buf[at..at + 3] == direct.at(x, y) {
+                same += 1;
+            }
+        }
+    }
+    let share = f64::from(same) / f64::from(u32::try_from(direct.width * direct.height).unwrap());
+    println!(
+        "capture through the proxy matches QEMU's own screendump in {:.2}% of pixels",
+        share * 100.0
+    );
+    assert!(share > 0.99, "{share}");
+
+    // Two viewers at once, and a third that sends garbage: the two are unaffected.
+    let mut garbage = TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    let mut version = [0u8; 12];
+    garbage.read_exact(&mut version).unwrap();
+    garbage.write_all(b"not RFB at all, just noise\n").unwrap();
+    let mark = vm.probe.mark();
+    let a = viewer(
+        ports[0],
+        &["move:10:20".into(), "sleep:0.5".into(), "move:11:21".into()],
+    );
+    let b = viewer(
+        ports[1],
+        &["move:30:40".into(), "sleep:0.5".into(), "move:31:41".into()],
+    );
+    for mut v in [a, b] {
+        assert!(v.wait().unwrap().success());
+    }
+    let mut rest = [0u8; 64];
+    let closed = matches!(garbage.read(&mut rest), Ok(0) | Err(_));
+    assert!(closed, "the garbage viewer was not closed");
+    let f = frames_after(&vm, mark, 4);
+    let xs: Vec<i32> = f
+        .iter()
+        .flatten()
+        .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
+        .map(|e| e.value)
+        .collect();
+    for want in [
+        value(10, 1024),
+        value(11, 1024),
+        value(30, 800),
+        value(31, 800),
+    ] {
+        assert!(
+            xs.contains(&want),
+            "{want} missing from {xs:?}\n{}",
+            dump_log()
+        );
+    }
+    assert!(dump_log().contains("protocol error"), "{}", dump_log());
+}
