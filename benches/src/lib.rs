@@ -12,3 +12,4 @@ pub mod kinds;
 pub mod latency;
 pub mod report;
 pub mod run;
+pub mod vnc_path;

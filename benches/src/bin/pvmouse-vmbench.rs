@@ -10,6 +10,7 @@ use pvmouse_benches::desktop_path::{self, DesktopPlan};
 use pvmouse_benches::environment::Environment;
 use pvmouse_benches::kinds::Kind;
 use pvmouse_benches::run::{Plan, log_to, run_all};
+use pvmouse_benches::vnc_path;
 use pvmouse_benches::{cdf_plot, report};
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,12 @@ struct Cli {
     /// Skip the desktop path.
     #[arg(long)]
     no_desktop: bool,
+    /// Only the VNC path (a viewer through pvmouse-vnc, beside QEMU's VNC and virtio-tablet).
+    #[arg(long, conflicts_with_all = ["desktop_only", "no_vnc"])]
+    vnc_only: bool,
+    /// Skip the VNC path.
+    #[arg(long)]
+    no_vnc: bool,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +102,7 @@ fn main() -> ExitCode {
     let log = log_to(&out_dir.join("vm-bench.log"));
     let mut results_file =
         std::fs::read_to_string(&results_path).unwrap_or_else(|_| "# Results\n".into());
-    if !cli.desktop_only {
+    if !cli.desktop_only && !cli.vnc_only {
         let results = match run_all(&kinds, &plan, &mut env, &log) {
             Ok(r) => r,
             Err(e) => {
@@ -115,7 +122,7 @@ fn main() -> ExitCode {
         results_file = report::splice(&results_file, &section);
         println!("{section}");
     }
-    if !cli.no_desktop {
+    if !cli.no_desktop && !cli.vnc_only {
         let desktop_plan = if cli.smoke {
             DesktopPlan::smoke()
         } else {
@@ -138,6 +145,24 @@ fn main() -> ExitCode {
             report::DESKTOP_END,
             &section,
         );
+        println!("{section}");
+    }
+    if !cli.no_vnc && !cli.desktop_only {
+        let (rate, samples) = if cli.smoke {
+            (100.0, 150)
+        } else {
+            (200.0, 2000)
+        };
+        let results = match vnc_path::measure(rate, samples, &log) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pvmouse-vmbench: VNC path: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let section = report::vnc_markdown(&results, &env, rate, samples);
+        results_file =
+            report::splice_between(&results_file, report::VNC_BEGIN, report::VNC_END, &section);
         println!("{section}");
     }
     if let Err(e) = std::fs::write(&results_path, results_file) {

@@ -1,0 +1,266 @@
+//! The VNC path: a viewer's pointer events to the guest's evdev node, through `pvmouse-vnc` and
+//! pvmouse, beside the same viewer straight to QEMU's VNC server and its virtio-tablet-pci.
+//!
+//! One guest has both devices and one QEMU VNC server; `pvmouse-vnc` stands in front of it. The
+//! viewer is a minimal RFB client (handshake, then `PointerEvent`s only), paced by the host; the
+//! guest probe reads each device and answers every frame that moves X. The same positions, in
+//! the same run, one series after the other. CPU is QEMU's and the backend's, and for pvmouse
+//! also `pvmouse-vnc`'s.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pvmouse_spec::control::QEMU_ABS_MAX;
+use pvmouse_spec::profile::AXIS_MAX;
+use pvmouse_vmtest::{PVMOUSE_NAME, Replies, Vm, VmConfig};
+
+use crate::run::{Series, series};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TABLET: &str = "QEMU Virtio Tablet";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VncPath {
+    /// Viewer → QEMU's VNC server → virtio-tablet-pci.
+    QemuTablet,
+    /// Viewer → pvmouse-vnc → pvmouse's control socket → pvmouse.
+    Pvmouse,
+}
+
+impl VncPath {
+    pub const ALL: [VncPath; 2] = [VncPath::QemuTablet, VncPath::Pvmouse];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            VncPath::QemuTablet => "qemu-vnc-virtio-tablet",
+            VncPath::Pvmouse => "pvmouse-vnc-pvmouse",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            VncPath::QemuTablet => "viewer → QEMU's VNC server → virtio-tablet-pci",
+            VncPath::Pvmouse => "viewer → pvmouse-vnc → pvmouse",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VncResult {
+    pub path: VncPath,
+    pub series: Series,
+}
+
+/// A viewer that only points.
+struct Viewer {
+    stream: Box<dyn ReadWrite>,
+    width: u16,
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+impl Viewer {
+    fn connect(mut stream: Box<dyn ReadWrite>) -> io::Result<Self> {
+        let mut version = [0u8; 12];
+        stream.read_exact(&mut version)?;
+        stream.write_all(b"RFB 003.008\n")?;
+        let mut n = [0u8; 1];
+        stream.read_exact(&mut n)?;
+        let mut types = vec![0u8; usize::from(n[0])];
+        stream.read_exact(&mut types)?;
+        if !types.contains(&1) {
+            return Err(io::Error::other(format!(
+                "no security type None: {types:?}"
+            )));
+        }
+        stream.write_all(&[1])?;
+        let mut result = [0u8; 4];
+        stream.read_exact(&mut result)?;
+        if result != [0; 4] {
+            return Err(io::Error::other("security refused"));
+        }
+        stream.write_all(&[1])?;
+        let mut init = [0u8; 24];
+        stream.read_exact(&mut init)?;
+        let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
+        io::copy(&mut (&mut stream).take(u64::from(name)), &mut io::sink())?;
+        // SetEncodings (Raw): QEMU decides whether a viewer's pointer is absolute when it gets
+        // one, and treats it as relative until then.
+        stream.write_all(&[2, 0, 0, 1, 0, 0, 0, 0])?;
+        Ok(Self {
+            stream,
+            width: u16::from_be_bytes([init[0], init[1]]),
+        })
+    }
+
+    fn point(&mut self, x: u16, y: u16) -> io::Result<()> {
+        let [xh, xl] = x.to_be_bytes();
+        let [yh, yl] = y.to_be_bytes();
+        self.stream.write_all(&[5, 0, xh, xl, yh, yl])
+    }
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The column of sample `i`: 7 pixels apart, none repeated within the matching window.
+fn column(i: usize, width: u16) -> u16 {
+    let span = usize::from(width.saturating_sub(40)).max(1);
+    16 + u16::try_from((7 * i) % span).unwrap_or(0)
+}
+
+/// Boots the guest, starts `pvmouse-vnc`, and measures both paths in turn.
+pub fn measure(rate_hz: f64, samples: usize, log: &dyn Fn(&str)) -> Result<Vec<VncResult>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let upstream = dir.path().join("vnc.sock");
+    log("vnc path: booting a guest with pvmouse, virtio-tablet-pci and a QEMU VNC server");
+    let vm = Vm::boot(VmConfig {
+        displays: 1,
+        extra_qemu_args: vec![
+            "-device".into(),
+            "virtio-tablet-pci".into(),
+            "-vnc".into(),
+            format!("unix:{}", upstream.display()),
+        ],
+        ..VmConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let bin = pvmouse_vmtest::assets::build_binaries()
+        .map_err(|e| e.to_string())?
+        .backend
+        .with_file_name("pvmouse-vnc");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let proxy = Proxy(
+        Command::new(&bin)
+            .arg("--control")
+            .arg(vm.control_socket())
+            .arg("--head")
+            .arg(format!(
+                "0=tcp:127.0.0.1:{port},unix:{}",
+                upstream.display()
+            ))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?,
+    );
+    let mut results = Vec::new();
+    for path in VncPath::ALL {
+        let device = match path {
+            VncPath::QemuTablet => TABLET,
+            VncPath::Pvmouse => PVMOUSE_NAME,
+        };
+        let mark = vm.probe.mark();
+        vm.probe
+            .send(&format!("bench {device}"))
+            .map_err(|e| e.to_string())?;
+        vm.probe
+            .wait_for(mark, WAIT, |l| l.starts_with(&format!("BENCH {device} ")))?;
+        let stream: Box<dyn ReadWrite> = match path {
+            VncPath::QemuTablet => {
+                Box::new(UnixStream::connect(&upstream).map_err(|e| e.to_string())?)
+            }
+            VncPath::Pvmouse => {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    match TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            break Box::new(s);
+                        }
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => return Err(format!("pvmouse-vnc: {e}")),
+                    }
+                }
+            }
+        };
+        let mut viewer = Viewer::connect(stream).map_err(|e| format!("{}: {e}", path.id()))?;
+        let width = viewer.width;
+        let mut pids = vec![vm.qemu_pid()];
+        pids.extend(vm.backend_pid());
+        if path == VncPath::Pvmouse {
+            pids.push(proxy.0.id());
+        }
+        // What the guest reads for column p: pvmouse aims at the pixel's centre over 0..65535;
+        // QEMU scales the pixel's left edge over 0..32767.
+        let key = |p: u16| match path {
+            VncPath::Pvmouse => (f64::from(p) + 0.5) / f64::from(width),
+            VncPath::QemuTablet => f64::from(p) / f64::from(width),
+        };
+        let axis_max = match path {
+            VncPath::Pvmouse => f64::from(AXIS_MAX),
+            VncPath::QemuTablet => QEMU_ABS_MAX as f64,
+        };
+        let prefix = format!("FR {device} ");
+        let tolerance = 2.0 / f64::from(width);
+        let viewer_cell = std::cell::RefCell::new(&mut viewer);
+        let mut counter = 0usize;
+        let mut one = |n: usize| -> Result<Series, String> {
+            let first = counter;
+            counter += n;
+            series(
+                &vm,
+                &pids,
+                rate_hz,
+                n,
+                |i| {
+                    viewer_cell
+                        .borrow_mut()
+                        .point(column(first + i, width), 100)
+                        .map_err(|e| e.to_string())
+                },
+                |i| key(column(first + i, width)),
+                |l| Some(l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()? / axis_max),
+                tolerance,
+                Replies::default,
+            )
+        };
+        let mark = vm.probe.mark();
+        let warm = one(50)?;
+        if warm.own == 0 {
+            let seen: Vec<String> = vm
+                .probe
+                .lines(mark)
+                .into_iter()
+                .filter(|l| l.starts_with(&prefix))
+                .take(5)
+                .collect();
+            return Err(format!(
+                "{}: no sample of the warm-up came back (width {width}; the guest read {seen:?}; \
+                 the first key was {})",
+                path.id(),
+                key(column(0, width))
+            ));
+        }
+        log(&format!(
+            "vnc path: {}: {samples} samples at {rate_hz} Hz",
+            path.id()
+        ));
+        let s = one(samples)?;
+        log(&format!(
+            "vnc path: {}: p50 {:.2} ms, p99 {:.2} ms, answered {} of {}",
+            path.id(),
+            s.latency.p50(),
+            s.latency.p99(),
+            s.sent - s.unanswered,
+            s.sent
+        ));
+        results.push(VncResult { path, series: s });
+    }
+    drop(proxy);
+    Ok(results)
+}
