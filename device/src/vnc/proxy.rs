@@ -413,4 +413,38 @@ mod tests {
             assert!(bad.parse::<Head>().is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_pointer_event_waits_for_the_control_socket_to_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let late = path.clone();
+        // The control socket appears 300 ms after the event is sent: a backend restarting.
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let listener = UnixListener::bind(&late).unwrap();
+            let (s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = &s;
+            writeln!(w, r#"{{"QMP": {{}}}}"#).unwrap();
+            let mut lines = Vec::new();
+            for _ in 0..2 {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+                lines.push(line);
+            }
+            lines
+        });
+        let mut control = Control::new(&path, "test viewer");
+        let start = Instant::now();
+        control.execute("pvmouse-send", &json!({"display": 0, "x": 0.5, "y": 0.5}));
+        let waited = start.elapsed();
+        let lines = server.join().unwrap();
+        assert!(lines[1].contains("pvmouse-send"), "{lines:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < CONTROL_WAIT,
+            "{waited:?}"
+        );
+    }
 }
