@@ -338,17 +338,23 @@ impl Core {
             *paced_until = None;
             return QueueOutcome::default();
         }
-        let backlog = pending.len() > PACE_ABOVE_FRAMES;
-        let now = Instant::now();
-        if backlog && paced_until.is_some_and(|t| now < t) {
-            return QueueOutcome::default();
+        // Only a backlog reads the clock: the common case stays a few loads.
+        let backlog = (pending.len() > PACE_ABOVE_FRAMES).then(Instant::now);
+        if let (Some(now), Some(t)) = (backlog, *paced_until) {
+            if now < t {
+                return QueueOutcome::default();
+            }
         }
-        pending.set_budget(backlog.then_some(PACE_BATCH_EVENTS));
+        pending.set_budget(backlog.map(|_| PACE_BATCH_EVENTS));
         let out =
             eventq.fill(&mut |queue, mem| virtqueue::fill_eventq(queue, mem, pending, faults));
         pending.set_budget(None);
-        let spacing = PACE_PER_EVENT * u32::try_from(out.events).unwrap_or(u32::MAX);
-        *paced_until = (backlog && !pending.is_empty()).then(|| now + spacing);
+        *paced_until = match backlog {
+            Some(now) if !pending.is_empty() => {
+                Some(now + PACE_PER_EVENT * u32::try_from(out.events).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        };
         counters.events_delivered += out.events as u64;
         out
     }
