@@ -308,10 +308,10 @@ impl Reader {
             }
         }
         for ack in answers.into_iter().flatten() {
-            let before = self.offload.offloaded();
+            let before = self.offload.parked();
             let actions = self.offload.on_answer(ack, Instant::now());
             self.act(actions);
-            if !before && self.offload.offloaded() {
+            if !before && self.offload.parked() {
                 tracing::info!(
                     device = %self.path.display(),
                     "the device maps onto the layout now; the bridge lets it be"

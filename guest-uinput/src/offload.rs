@@ -119,10 +119,6 @@ impl Offload {
         self.phase == Phase::Offloaded
     }
 
-    pub fn offloaded(&self) -> bool {
-        self.phase == Phase::Offloaded
-    }
-
     /// When to ask again, if an answer is awaited.
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {

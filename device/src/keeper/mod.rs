@@ -180,7 +180,7 @@ impl WorkerLink {
         for fd in session.doorbells() {
             if let Some(fd) = fd.fds.first() {
                 // An eventfd takes a count of 1; a spurious kick or interrupt is harmless.
-                let _ = rustix_write_one(fd.as_raw_fd());
+                let _ = ring_doorbell(fd.as_raw_fd());
             }
         }
         Ok(())
@@ -235,7 +235,7 @@ impl WorkerLink {
 }
 
 /// Writes 1 to an eventfd.
-fn rustix_write_one(fd: RawFd) -> io::Result<()> {
+fn ring_doorbell(fd: RawFd) -> io::Result<()> {
     let one = 1u64.to_ne_bytes();
     // SAFETY: `one` is a live 8-byte buffer for the call; `fd` is an open descriptor the keeper
     // owns (a duplicate kept in the session record).
@@ -364,7 +364,5 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
             Ok(()) => tracing::info!("vhost-user frontend disconnected"),
             Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
         }
-        // Keep `control`, `ledger` and `private` open for as long as the keeper runs.
-        let _ = (&control, &ledger, &private);
     }
 }
