@@ -173,6 +173,9 @@ pub struct Control {
     conn: Option<(UnixStream, BufReader<UnixStream>)>,
     /// Since when the socket has been unreachable, to report the outage once and its end.
     down_since: Option<Instant>,
+    /// The command being sent and the reply being read, reused from event to event.
+    out: Vec<u8>,
+    line: String,
 }
 
 /// How long a viewer's pointer event waits for the control socket to come back before it is
@@ -186,6 +189,8 @@ impl Control {
             peer: peer.to_owned(),
             conn: None,
             down_since: None,
+            out: Vec::with_capacity(256),
+            line: String::with_capacity(256),
         }
     }
 
@@ -210,14 +215,23 @@ impl Control {
         let Some((s, r)) = self.conn.as_mut() else {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         };
+        // One write per command: formatting straight into the socket would write it in pieces,
+        // each a syscall and maybe a wake-up of the control thread for half a command.
+        self.out.clear();
+        serde_json::to_writer(
+            &mut self.out,
+            &json!({"execute": command, "arguments": arguments}),
+        )
+        .map_err(io::Error::other)?;
+        self.out.push(b'\n');
         let mut w: &UnixStream = s;
-        writeln!(w, "{}", json!({"execute": command, "arguments": arguments}))?;
+        w.write_all(&self.out)?;
         loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
+            self.line.clear();
+            if r.read_line(&mut self.line)? == 0 {
                 return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
-            let v: Value = serde_json::from_str(&line)
+            let v: Value = serde_json::from_str(&self.line)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if v.get("event").is_none() {
                 return Ok(v);
