@@ -31,6 +31,8 @@ pub mod command {
     pub const QUERY_VERSION: &str = "query-version";
     pub const QUERY_COMMANDS: &str = "query-commands";
     pub const PVMOUSE_UPGRADE: &str = "pvmouse-upgrade";
+    /// Turns the rest of the connection's input into binary records (`crate::stream`).
+    pub const PVMOUSE_STREAM: &str = "pvmouse-stream";
     /// A test hook: a worker panic, to show one is survived. Refused unless the backend runs
     /// with `PVMOUSE_TEST_HOOKS=1` in its environment.
     pub const X_PVMOUSE_PANIC: &str = "x-pvmouse-panic";
@@ -40,4 +42,6 @@ pub mod event {
     pub const FRONTEND_CHANGE: &str = "PVMOUSE_FRONTEND_CHANGE";
     pub const DRIVER_CHANGE: &str = "PVMOUSE_DRIVER_CHANGE";
     pub const BRIDGE_CHANGE: &str = "PVMOUSE_BRIDGE_CHANGE";
+    /// Stream records refused that their client did not ask to have answered.
+    pub const STREAM_REFUSED: &str = "PVMOUSE_STREAM_REFUSED";
 }

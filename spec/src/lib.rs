@@ -14,6 +14,7 @@ pub mod layout;
 pub mod profile;
 pub mod session;
 pub mod status;
+pub mod stream;
 pub mod wire;
 
 pub use wire::InputEvent;
