@@ -269,6 +269,49 @@ fn replies_in_pieces(bytes: &[u8], piece: usize) -> Vec<u8> {
     output
 }
 
+/// A connection after `pvmouse-stream`: the first byte sets the size of the reads the rest
+/// arrives in. Wherever the reads split the records, the device ends in the same state and the
+/// client gets the same answers as when it all arrives at once.
+pub fn stream_records(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let run = |piece: usize| {
+        let device = device(2);
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        for i in 0..64 {
+            ring.offer_event_buffer(i);
+        }
+        device.activate(MockEventQueue::new(&mem, &ring));
+        let mut conversation = Conversation::default();
+        let mut output = Vec::new();
+        conversation.feed(
+            &device,
+            b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"pvmouse-stream\"}\n",
+            &mut output,
+        );
+        for chunk in rest.chunks(piece) {
+            conversation.feed(&device, chunk, &mut output);
+            assert_eq!(
+                conversation.buffered(),
+                0,
+                "records are never buffered as JSON"
+            );
+        }
+        check_replies(&output);
+        let answers: Vec<Vec<u8>> = output
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty() && !l.starts_with(b"{\"event\""))
+            .map(<[u8]>::to_vec)
+            .collect();
+        let status = device.status();
+        assert!(status.pointer.display < 2);
+        (answers, status.pointer, status.counters.commands)
+    };
+    assert_eq!(run(1 + usize::from(head)), run(rest.len().max(1)));
+}
+
 /// Structured JSON values built from the bytes, biased towards the commands and arguments the
 /// server knows, so the fuzzer reaches deep into argument validation.
 pub fn control_values(data: &[u8]) {

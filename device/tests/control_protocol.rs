@@ -485,3 +485,80 @@ fn a_client_that_never_reads_is_dropped_and_others_keep_working() {
     assert!(dropped, "the server kept a client that never reads");
     assert!(good.is_alive());
 }
+
+#[test]
+fn after_pvmouse_stream_records_flow_unanswered_unless_asked_and_other_clients_are_unaffected() {
+    use pvmouse_spec::stream::Record;
+    let f = Fixture::new();
+    let mut other = f.client();
+    let mut c = f.client();
+    // The command and the first records in one write: the records start after the newline.
+    let mut bytes = b"{\"execute\": \"pvmouse-stream\"}\n".to_vec();
+    for x in 0..100u16 {
+        bytes.extend_from_slice(
+            &Record {
+                display: Some(1),
+                x: Some(x),
+                ..Record::default()
+            }
+            .encode(),
+        );
+    }
+    c.send_raw(&bytes);
+    assert_eq!(c.read(), json!({"return": {}}));
+    // Answered: a click, then a refused display, then an empty record confirming the rest.
+    let click = Record {
+        buttons_set: Button::Left.bit(),
+        buttons_down: Button::Left.bit(),
+        answer: true,
+        ..Record::default()
+    };
+    let refused = Record {
+        display: Some(7),
+        answer: true,
+        ..Record::default()
+    };
+    let mut bytes = click.encode().to_vec();
+    bytes.extend_from_slice(&refused.encode());
+    c.send_raw(&bytes[..20]);
+    std::thread::sleep(Duration::from_millis(20));
+    c.send_raw(&bytes[20..]);
+    assert_eq!(c.read(), json!({"return": {}}));
+    assert!(error_of(&c.read()).1.contains("display 7 is out of range"));
+    // Unanswered garbage (no answer flag) is told of once, in an event, and the stream goes on.
+    c.send_raw(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].repeat(5));
+    c.send_raw(
+        &Record {
+            answer: true,
+            ..Record::default()
+        }
+        .encode(),
+    );
+    let mut got = vec![c.read(), c.read()];
+    got.sort_by_key(|v| v.get("event").is_none());
+    assert_eq!(got[0]["event"], "PVMOUSE_STREAM_REFUSED", "{got:?}");
+    assert_eq!(got[0]["data"]["refused"], 5);
+    assert_eq!(got[1], json!({"return": {}}));
+    let submitted = f.take_submitted();
+    assert_eq!(
+        submitted.len(),
+        102,
+        "100 moves, a click and an empty confirmation"
+    );
+    assert_eq!(
+        submitted[99],
+        vec![PointerAction::Move {
+            display: Some(1),
+            x: Some(99),
+            y: None
+        }]
+    );
+    assert_eq!(
+        submitted[100],
+        vec![PointerAction::Button {
+            button: Button::Left,
+            down: true
+        }]
+    );
+    assert!(other.is_alive());
+}

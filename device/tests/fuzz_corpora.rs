@@ -65,3 +65,8 @@ fn keeper_messages_corpus() {
 fn vnc_messages_corpus() {
     replay("vnc_messages", fuzzing::vnc_messages);
 }
+
+#[test]
+fn stream_records_corpus() {
+    replay("stream_records", fuzzing::stream_records);
+}

@@ -20,14 +20,15 @@ pub struct Command {
     run: Handler,
 }
 
-/// A command's work: the device and the command's arguments in, the `return` value out.
-type Handler = fn(&dyn PointerDevice, &Map<String, Value>) -> Result<Value, QmpError>;
+/// A command's work: the device, the connection's session and the command's arguments in, the
+/// `return` value out.
+type Handler = fn(&dyn PointerDevice, &mut Session, &Map<String, Value>) -> Result<Value, QmpError>;
 
 /// Every command, for dispatch and for `query-commands` alike.
 pub const COMMANDS: &[Command] = &[
     Command {
         name: command::QMP_CAPABILITIES,
-        run: |_, _| {
+        run: |_, _, _| {
             Err(QmpError::command_not_found(
                 "Capabilities negotiation is already complete, command ignored",
             ))
@@ -35,37 +36,45 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: command::INPUT_SEND_EVENT,
-        run: |device, args| submit(device, &parse_input_send_event(args, device.identity())?),
+        run: |device, _, args| submit(device, &parse_input_send_event(args, device.identity())?),
     },
     Command {
         name: command::PVMOUSE_SEND,
-        run: |device, args| submit(device, &parse_pvmouse_send(args, device.identity())?),
+        run: |device, _, args| submit(device, &parse_pvmouse_send(args, device.identity())?),
     },
     Command {
         name: command::QUERY_PVMOUSE,
-        run: |device, args| {
+        run: |device, _, args| {
             Args::new(args, "").finish()?;
             Ok(status_json(device.identity(), &device.status()))
         },
     },
     Command {
         name: command::QUERY_VERSION,
-        run: |_, args| {
+        run: |_, _, args| {
             Args::new(args, "").finish()?;
             Ok(super::qmp::greeting(crate::VERSION)["QMP"]["version"].clone())
         },
     },
     Command {
         name: command::PVMOUSE_UPGRADE,
-        run: |_, args| {
+        run: |_, _, args| {
             Args::new(args, "").finish()?;
             crate::keeper::worker::upgrade().map_err(QmpError::generic)?;
             Ok(json!({}))
         },
     },
     Command {
+        name: command::PVMOUSE_STREAM,
+        run: |_, session, args| {
+            Args::new(args, "").finish()?;
+            session.streaming = true;
+            Ok(json!({}))
+        },
+    },
+    Command {
         name: command::X_PVMOUSE_PANIC,
-        run: |_, args| {
+        run: |_, _, args| {
             Args::new(args, "").finish()?;
             if std::env::var_os("PVMOUSE_TEST_HOOKS").is_none_or(|v| v != "1") {
                 return Err(QmpError::generic(
@@ -77,7 +86,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: command::QUERY_COMMANDS,
-        run: |_, args| {
+        run: |_, _, args| {
             Args::new(args, "").finish()?;
             Ok(COMMANDS.iter().map(|c| json!({ "name": c.name })).collect())
         },
@@ -88,6 +97,8 @@ pub const COMMANDS: &[Command] = &[
 #[derive(Debug, Default)]
 pub struct Session {
     pub negotiated: bool,
+    /// `pvmouse-stream` succeeded: the rest of the input is records.
+    pub streaming: bool,
 }
 
 pub fn execute(
@@ -99,7 +110,7 @@ pub fn execute(
         return negotiate(session, request);
     }
     match COMMANDS.iter().find(|c| c.name == request.execute) {
-        Some(command) => (command.run)(device, &request.arguments),
+        Some(command) => (command.run)(device, session, &request.arguments),
         None => Err(QmpError::command_not_found(format!(
             "The command {} has not been found",
             request.execute
@@ -128,7 +139,7 @@ fn negotiate(session: &mut Session, request: &Request) -> Result<Value, QmpError
     Ok(json!({}))
 }
 
-fn submit(device: &dyn PointerDevice, actions: &[PointerAction]) -> Result<Value, QmpError> {
+pub fn submit(device: &dyn PointerDevice, actions: &[PointerAction]) -> Result<Value, QmpError> {
     match device.submit(actions) {
         Ok(_) => Ok(json!({})),
         Err(e @ SubmitError::DisplayOutOfRange { .. }) => Err(QmpError::generic(e.to_string())),

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::commands::{Session, execute};
 use super::framing::{Scan, ValueFramer, parse_value};
 use super::qmp::{self, QmpError};
+use super::stream::RecordStream;
 use crate::device::PointerDevice;
 
 #[derive(Debug, Default)]
@@ -25,6 +26,8 @@ pub struct Conversation {
     session: Session,
     /// Skipping the rest of a bad or over-long command, up to the next newline.
     skipping: bool,
+    /// Records, once `pvmouse-stream` has switched the connection to them.
+    records: RecordStream,
 }
 
 impl Conversation {
@@ -43,10 +46,22 @@ impl Conversation {
     /// reply, newline-terminated, to `output`. Each byte is looked at by the framer once, and
     /// each complete value is parsed once, so the cost is linear in the bytes received however
     /// they are split.
+    ///
+    /// After `pvmouse-stream`, every later byte, including any that came with the command, is
+    /// a record's.
     pub fn feed(&mut self, device: &dyn PointerDevice, bytes: &[u8], output: &mut Vec<u8>) {
+        if self.session.streaming {
+            self.records.feed(device, bytes, output);
+            return;
+        }
         self.input.extend_from_slice(bytes);
-        while self.next(device, output) {}
-        self.input.drain(..self.start);
+        while !self.session.streaming && self.next(device, output) {}
+        if self.session.streaming {
+            let rest = std::mem::take(&mut self.input);
+            self.records.feed(device, &rest[self.start..], output);
+        } else {
+            self.input.drain(..self.start);
+        }
         self.start = 0;
     }
 

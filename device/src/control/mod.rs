@@ -7,5 +7,6 @@ pub mod events;
 pub mod framing;
 pub mod qmp;
 pub mod server;
+pub mod stream;
 
 pub use server::{ControlHandle, ControlServer};

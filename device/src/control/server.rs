@@ -405,6 +405,12 @@ impl ControlServer {
                         // flush() disconnects it unless the socket takes the backlog now.
                         return true;
                     }
+                    // A short read emptied the socket. Epoll is level-triggered and reports
+                    // whatever comes next, so asking again would only cost a system call per
+                    // command to hear "would block".
+                    if n < chunk.len() {
+                        return true;
+                    }
                 }
                 Err(e) if would_block(&e) => return true,
                 Err(_) => return false,
