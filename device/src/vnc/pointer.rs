@@ -3,68 +3,96 @@
 //! exact pixel the viewer pointed at), the button mask as the buttons' states, and buttons 4 to 7
 //! as wheel detents.
 
-use serde_json::{Map, Value, json};
+use pvmouse_spec::profile::Button;
+use pvmouse_spec::stream::{Record, pixel_centre};
 
-/// RFB button-mask bits that are buttons, and pvmouse's names for them. Bit 7 is X's button 8,
-/// "back", which Linux reports as BTN_SIDE.
-const BUTTONS: [(u8, &str); 4] = [(0, "left"), (1, "middle"), (2, "right"), (7, "side")];
-/// Wheel bits (buttons 4 to 7): axis and hi-res units per press, 120 a detent.
-const WHEELS: [(u8, &str, i32); 4] = [
-    (3, "vertical", 120),
-    (4, "vertical", -120),
-    (5, "horizontal", -120),
-    (6, "horizontal", 120),
+/// RFB button-mask bits that are buttons, and pvmouse's buttons for them. Bit 7 is X's button
+/// 8, "back", which Linux reports as BTN_SIDE.
+const BUTTONS: [(u8, Button); 4] = [
+    (0, Button::Left),
+    (1, Button::Middle),
+    (2, Button::Right),
+    (7, Button::Side),
 ];
+/// Wheel bits (buttons 4 to 7): vertical and horizontal hi-res units per press, 120 a detent.
+const WHEELS: [(u8, i16, i16); 4] = [(3, 120, 0), (4, -120, 0), (5, 0, -120), (6, 0, 120)];
 
+/// Turns one viewer's `PointerEvent`s into stream records for its head's display.
 #[derive(Debug, Clone)]
 pub struct PointerRouter {
     display: u8,
     mask: u8,
+    /// The newest position sent, in device units.
+    position: Option<(u16, u16)>,
 }
 
 impl PointerRouter {
     pub fn new(display: u8) -> Self {
-        Self { display, mask: 0 }
+        Self {
+            display,
+            mask: 0,
+            position: None,
+        }
     }
 
-    /// The `pvmouse-send` arguments for one `PointerEvent`, on a framebuffer of `size`.
-    pub fn arguments(&mut self, mask: u8, x: u16, y: u16, size: (u16, u16)) -> Value {
-        let axis = |v: u16, size: u16| {
-            let size = size.max(1);
-            (f64::from(v.min(size - 1)) + 0.5) / f64::from(size)
-        };
-        let mut args = Map::new();
-        args.insert("display".into(), json!(self.display));
-        args.insert("x".into(), json!(axis(x, size.0)));
-        args.insert("y".into(), json!(axis(y, size.1)));
+    /// The record for one `PointerEvent` on a framebuffer of `size`. Motion alone is not
+    /// answered: a newer position replaces it anyway. A record that changes a button or
+    /// scrolls is, so that none is lost unseen.
+    pub fn record(&mut self, mask: u8, x: u16, y: u16, size: (u16, u16)) -> Record {
+        let position = (pixel_centre(x, size.0), pixel_centre(y, size.1));
         let changed = mask ^ self.mask;
-        let mut buttons = Map::new();
-        for (bit, name) in BUTTONS {
-            if changed & (1 << bit) != 0 {
-                buttons.insert(name.into(), json!(mask & (1 << bit) != 0));
-            }
-        }
-        if !buttons.is_empty() {
-            args.insert("buttons".into(), Value::Object(buttons));
-        }
         let pressed = mask & !self.mask;
-        let (mut vertical, mut horizontal) = (0, 0);
-        for (bit, axis, units) in WHEELS {
-            if pressed & (1 << bit) != 0 {
-                match axis {
-                    "vertical" => vertical += units,
-                    _ => horizontal += units,
+        let (mut buttons_set, mut buttons_down) = (0, 0);
+        for (bit, button) in BUTTONS {
+            if changed & (1 << bit) != 0 {
+                buttons_set |= button.bit();
+                if mask & (1 << bit) != 0 {
+                    buttons_down |= button.bit();
                 }
             }
         }
-        if vertical != 0 || horizontal != 0 {
-            args.insert(
-                "wheel".into(),
-                json!({"vertical": vertical, "horizontal": horizontal}),
-            );
+        let (mut wheel_vertical, mut wheel_horizontal) = (0, 0);
+        for (bit, vertical, horizontal) in WHEELS {
+            if pressed & (1 << bit) != 0 {
+                wheel_vertical += vertical;
+                wheel_horizontal += horizontal;
+            }
         }
         self.mask = mask;
-        Value::Object(args)
+        self.position = Some(position);
+        Record {
+            display: Some(self.display),
+            x: Some(position.0),
+            y: Some(position.1),
+            buttons_set,
+            buttons_down,
+            wheel_vertical,
+            wheel_horizontal,
+            answer: buttons_set != 0 || wheel_vertical != 0 || wheel_horizontal != 0,
+        }
+    }
+
+    /// Everything this viewer has set, answered: what a new control connection is given
+    /// first, since records written just before the old one broke may never have arrived.
+    /// Positions and button states are states, so setting them again changes nothing that did.
+    pub fn state(&self) -> Record {
+        let mut buttons_set = 0;
+        let mut buttons_down = 0;
+        for (bit, button) in BUTTONS {
+            buttons_set |= button.bit();
+            if self.mask & (1 << bit) != 0 {
+                buttons_down |= button.bit();
+            }
+        }
+        Record {
+            display: Some(self.display),
+            x: self.position.map(|p| p.0),
+            y: self.position.map(|p| p.1),
+            buttons_set,
+            buttons_down,
+            answer: true,
+            ..Record::default()
+        }
     }
 }
 
@@ -75,26 +103,45 @@ mod tests {
     #[test]
     fn positions_aim_at_pixel_centres_and_the_mask_becomes_transitions_and_detents() {
         let mut r = PointerRouter::new(1);
-        let a = r.arguments(0, 0, 1023, (1280, 1024));
-        assert_eq!(a["display"], 1);
-        assert_eq!(a["x"], json!(0.5 / 1280.0));
-        assert_eq!(a["y"], json!(1023.5 / 1024.0));
-        assert!(a.get("buttons").is_none() && a.get("wheel").is_none());
-        let a = r.arguments(0b1, 10, 10, (1280, 1024));
-        assert_eq!(a["buttons"], json!({"left": true}));
-        let a = r.arguments(0b1001, 10, 10, (1280, 1024));
-        assert_eq!(a["wheel"], json!({"vertical": 120, "horizontal": 0}));
-        assert!(a.get("buttons").is_none(), "left still held: no change");
-        let a = r.arguments(0b1, 10, 10, (1280, 1024));
-        assert!(a.get("wheel").is_none(), "a release scrolls nothing");
-        let a = r.arguments(0b100_0001, 10, 10, (1280, 1024));
-        assert_eq!(a["wheel"], json!({"vertical": 0, "horizontal": 120}));
-        let a = r.arguments(0, 5000, 5000, (1280, 1024));
-        assert_eq!(a["buttons"], json!({"left": false}));
+        let a = r.record(0, 0, 1023, (1280, 1024));
+        assert_eq!(a.display, Some(1));
+        assert_eq!(a.x, Some(pixel_centre(0, 1280)));
+        assert_eq!(a.y, Some(pixel_centre(1023, 1024)));
+        assert_eq!((a.buttons_set, a.wheel_vertical, a.answer), (0, 0, false));
+        let a = r.record(0b1, 10, 10, (1280, 1024));
         assert_eq!(
-            a["x"],
-            json!(1279.5 / 1280.0),
+            (a.buttons_set, a.buttons_down),
+            (Button::Left.bit(), Button::Left.bit())
+        );
+        assert!(a.answer, "a click is answered");
+        let a = r.record(0b1001, 10, 10, (1280, 1024));
+        assert_eq!((a.wheel_vertical, a.wheel_horizontal), (120, 0));
+        assert_eq!(a.buttons_set, 0, "left still held: no change");
+        let a = r.record(0b1, 10, 10, (1280, 1024));
+        assert_eq!(a.wheel_vertical, 0, "a release scrolls nothing");
+        let a = r.record(0b100_0001, 10, 10, (1280, 1024));
+        assert_eq!((a.wheel_vertical, a.wheel_horizontal), (0, 120));
+        let a = r.record(0b1000_0100, 10, 10, (1280, 1024));
+        assert_eq!(
+            (a.buttons_set, a.buttons_down),
+            (
+                Button::Left.bit() | Button::Right.bit() | Button::Side.bit(),
+                Button::Right.bit() | Button::Side.bit()
+            )
+        );
+        let a = r.record(0b1000_0100, 5000, 5000, (1280, 1024));
+        assert_eq!(
+            a.x,
+            Some(pixel_centre(1279, 1280)),
             "past the edge is the last pixel"
+        );
+        let s = r.state();
+        assert_eq!((s.x, s.y, s.answer), (a.x, a.y, true));
+        assert_eq!(s.buttons_down, Button::Right.bit() | Button::Side.bit());
+        assert_eq!(
+            s.buttons_set & Button::Extra.bit(),
+            0,
+            "not a button a viewer has"
         );
     }
 }

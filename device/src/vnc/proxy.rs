@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use pvmouse_spec::stream::Record;
+use serde_json::Value;
 
 use super::pointer::PointerRouter;
 use super::rfb::{self, ClientMessage, RfbError};
@@ -164,8 +165,8 @@ impl Write for Duplex<'_> {
     }
 }
 
-/// pvmouse's control socket, as one viewer uses it: connected on demand, and reconnected when it
-/// goes away.
+/// pvmouse's control socket, as one viewer uses it: connected on demand, switched to stream
+/// records (`spec/control.md`, "Streaming input"), and reconnected when it goes away.
 #[derive(Debug)]
 pub struct Control {
     path: PathBuf,
@@ -173,8 +174,7 @@ pub struct Control {
     conn: Option<(UnixStream, BufReader<UnixStream>)>,
     /// Since when the socket has been unreachable, to report the outage once and its end.
     down_since: Option<Instant>,
-    /// The command being sent and the reply being read, reused from event to event.
-    out: Vec<u8>,
+    /// A reply line being read, reused.
     line: String,
 }
 
@@ -189,43 +189,39 @@ impl Control {
             peer: peer.to_owned(),
             conn: None,
             down_since: None,
-            out: Vec::with_capacity(256),
             line: String::with_capacity(256),
         }
     }
 
+    /// Connects, negotiates and switches the connection to records.
     fn connect(&mut self) -> io::Result<()> {
         let s = UnixStream::connect(&self.path)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut r = BufReader::new(s.try_clone()?);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let mut w = &s;
-        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
-        line.clear();
-        r.read_line(&mut line)?;
-        self.conn = Some((s, r));
+        self.conn = Some((s.try_clone()?, BufReader::new(s)));
+        self.reply()?;
+        for command in ["qmp_capabilities", "pvmouse-stream"] {
+            self.write(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())?;
+            let reply = self.reply()?;
+            if let Some(error) = reply.get("error") {
+                self.conn = None;
+                return Err(io::Error::other(format!("{command} refused: {error}")));
+            }
+        }
         Ok(())
     }
 
-    fn try_once(&mut self, command: &str, arguments: &Value) -> io::Result<Value> {
-        if self.conn.is_none() {
-            self.connect()?;
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.conn.as_mut() {
+            Some((s, _)) => s.write_all(bytes),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
         }
-        let Some((s, r)) = self.conn.as_mut() else {
+    }
+
+    /// The next reply, past any events; refusals of records that were not answered are logged.
+    fn reply(&mut self) -> io::Result<Value> {
+        let Some((_, r)) = self.conn.as_mut() else {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         };
-        // One write per command: formatting straight into the socket would write it in pieces,
-        // each a syscall and maybe a wake-up of the control thread for half a command.
-        self.out.clear();
-        serde_json::to_writer(
-            &mut self.out,
-            &json!({"execute": command, "arguments": arguments}),
-        )
-        .map_err(io::Error::other)?;
-        self.out.push(b'\n');
-        let mut w: &UnixStream = s;
-        w.write_all(&self.out)?;
         loop {
             self.line.clear();
             if r.read_line(&mut self.line)? == 0 {
@@ -233,23 +229,45 @@ impl Control {
             }
             let v: Value = serde_json::from_str(&self.line)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if v["event"] == "PVMOUSE_STREAM_REFUSED" {
+                tracing::warn!(viewer = %self.peer, "pvmouse refused pointer events: {}", v["data"]);
+            }
             if v.get("event").is_none() {
                 return Ok(v);
             }
         }
     }
 
-    /// Sends a command; while the socket is away, waits for it (up to [`CONTROL_WAIT`]),
-    /// saying so in the log once, and then drops the command with a log line.
-    pub fn execute(&mut self, command: &str, arguments: &Value) {
+    /// Writes `record`, on a new connection after `state` (answered, so that what a broken
+    /// connection may have lost is set again before anything newer), and waits for the reply
+    /// if the record asks for one.
+    fn try_once(&mut self, record: &Record, state: &Record) -> io::Result<Option<Value>> {
+        if self.conn.is_none() {
+            self.connect()?;
+            self.write(&state.encode())?;
+            if let Some(error) = self.reply()?.get("error") {
+                tracing::warn!(viewer = %self.peer, "pvmouse refused this viewer's pointer state: {error}");
+            }
+        }
+        self.write(&record.encode())?;
+        if record.answer {
+            return self.reply().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Sends a record; while the socket is away, waits for it (up to [`CONTROL_WAIT`]), saying
+    /// so in the log once, and then drops the record with a log line. `state` is everything the
+    /// viewer has set, this record included.
+    pub fn send(&mut self, record: &Record, state: &Record) {
         let start = Instant::now();
         loop {
-            match self.try_once(command, arguments) {
+            match self.try_once(record, state) {
                 Ok(reply) => {
                     if let Some(since) = self.down_since.take() {
                         tracing::info!(viewer = %self.peer, "pvmouse control socket back after {:?}", since.elapsed());
                     }
-                    if let Some(error) = reply.get("error") {
+                    if let Some(error) = reply.as_ref().and_then(|r| r.get("error")) {
                         tracing::warn!(viewer = %self.peer, "pvmouse refused a pointer event: {error}");
                     }
                     return;
@@ -341,7 +359,8 @@ fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result
         match rfb::read_client_message(&mut from) {
             Ok(ClientMessage::Pointer { mask, x, y }) => {
                 let s = *size.lock().unwrap_or_else(|e| e.into_inner());
-                control.execute("pvmouse-send", &router.arguments(mask, x, y, s));
+                let record = router.record(mask, x, y, s);
+                control.send(&record, &router.state());
             }
             Ok(ClientMessage::Forward { bytes, format: f }) => {
                 if let Some(f) = f {
@@ -408,6 +427,8 @@ pub fn listen(head: Head, control: PathBuf) -> io::Result<std::thread::JoinHandl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvmouse_spec::profile::Button;
+    use pvmouse_spec::stream::pixel_centre;
 
     #[test]
     fn heads_parse_and_bad_ones_say_why() {
@@ -436,29 +457,85 @@ mod tests {
         // The control socket appears 300 ms after the event is sent: a backend restarting.
         let server = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            let listener = UnixListener::bind(&late).unwrap();
-            let (s, _) = listener.accept().unwrap();
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut w = &s;
-            writeln!(w, r#"{{"QMP": {{}}}}"#).unwrap();
-            let mut lines = Vec::new();
-            for _ in 0..2 {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
-                lines.push(line);
-            }
-            lines
+            Backend::start(&late)
         });
         let mut control = Control::new(&path, "test viewer");
+        let mut router = PointerRouter::new(1);
         let start = Instant::now();
-        control.execute("pvmouse-send", &json!({"display": 0, "x": 0.5, "y": 0.5}));
+        let record = router.record(0, 640, 512, (1280, 1024));
+        control.send(&record, &router.state());
         let waited = start.elapsed();
-        let lines = server.join().unwrap();
-        assert!(lines[1].contains("pvmouse-send"), "{lines:?}");
+        let backend = server.join().unwrap();
+        assert_eq!(backend.pointer(), (1, Some(pixel_centre(640, 1280)), 0));
         assert!(
             waited >= Duration::from_millis(300) && waited < CONTROL_WAIT,
             "{waited:?}"
         );
+    }
+
+    #[test]
+    fn a_backend_replaced_under_a_viewer_gets_the_viewers_state_before_anything_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let first = Backend::start(&path);
+        let mut control = Control::new(&path, "test viewer");
+        let mut router = PointerRouter::new(1);
+        let mut send = |mask, x| {
+            let record = router.record(mask, x, 10, (1280, 1024));
+            control.send(&record, &router.state());
+        };
+        send(0, 5);
+        send(1, 6);
+        assert_eq!(
+            first.pointer(),
+            (1, Some(pixel_centre(6, 1280)), Button::Left.bit())
+        );
+        // A new backend with none of the old one's state, as after a crash without a ledger.
+        drop(first);
+        let second = Backend::start(&path);
+        send(1, 7);
+        assert_eq!(
+            second.pointer(),
+            (1, Some(pixel_centre(7, 1280)), Button::Left.bit()),
+            "the held button is set again on the new backend"
+        );
+        send(0, 8);
+        assert_eq!(second.pointer(), (1, Some(pixel_centre(8, 1280)), 0));
+    }
+
+    /// A real control server over a real device with no driver: input only changes its state.
+    struct Backend {
+        device: Arc<crate::device::PvMouse>,
+        handle: Option<crate::control::ControlHandle>,
+    }
+
+    impl Backend {
+        fn start(path: &Path) -> Self {
+            let notices = Arc::new(crate::notice::NoticeBoard::new().unwrap());
+            let identity = crate::identity::Identity::new("pvmouse", "s", 2).unwrap();
+            let device = Arc::new(crate::device::PvMouse::new(identity, notices.clone()).unwrap());
+            let handle = crate::control::ControlServer::bind(path, device.clone(), notices)
+                .unwrap()
+                .spawn()
+                .unwrap();
+            Self {
+                device,
+                handle: Some(handle),
+            }
+        }
+
+        fn pointer(&self) -> (u8, Option<u16>, u8) {
+            use crate::device::PointerDevice;
+            let p = self.device.status().pointer;
+            (p.display, p.x, p.buttons)
+        }
+    }
+
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            if let Some(h) = self.handle.take() {
+                h.stop().unwrap();
+            }
+        }
     }
 }
