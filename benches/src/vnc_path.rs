@@ -17,9 +17,13 @@ use pvmouse_spec::control::QEMU_ABS_MAX;
 use pvmouse_spec::profile::AXIS_MAX;
 use pvmouse_vmtest::{PVMOUSE_NAME, Replies, Vm, VmConfig};
 
+use crate::host_cpu::CpuMeter;
 use crate::run::{Series, series};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The paths take turns this many times; each turn has a warm-up of [`WARM_UP`] samples first.
+pub const ROUNDS: usize = 4;
+const WARM_UP: usize = 20;
 const TABLET: &str = "QEMU Virtio Tablet";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +55,11 @@ impl VncPath {
 #[derive(Debug, Clone)]
 pub struct VncResult {
     pub path: VncPath,
+    pub round: usize,
     pub series: Series,
+    /// The measured series' CPU (utime + stime, seconds) by process, in the order QEMU, the
+    /// backend, `pvmouse-vnc` (the last two for pvmouse only).
+    pub cpu_by_process: Vec<(&'static str, f64)>,
 }
 
 /// A viewer that only points.
@@ -120,7 +128,11 @@ fn column(i: usize, width: u16) -> u16 {
 }
 
 /// Boots the guest, starts `pvmouse-vnc`, and measures both paths in turn.
-pub fn measure(rate_hz: f64, samples: usize, log: &dyn Fn(&str)) -> Result<Vec<VncResult>, String> {
+pub fn measure(
+    rate_hz: f64,
+    samples: usize,
+    log: &dyn Fn(&str),
+) -> Result<(Vec<VncResult>, String), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let upstream = dir.path().join("vnc.sock");
     log("vnc path: booting a guest with pvmouse, virtio-tablet-pci and a QEMU VNC server");
@@ -156,7 +168,9 @@ pub fn measure(rate_hz: f64, samples: usize, log: &dyn Fn(&str)) -> Result<Vec<V
             .spawn()
             .map_err(|e| format!("{}: {e}", bin.display()))?,
     );
-    let mut results = Vec::new();
+    // Both viewers connect first and stay connected; the paths then take turns, round after
+    // round, so that drift in the guest or the host over the run falls on both alike.
+    let mut viewers = Vec::new();
     for path in VncPath::ALL {
         let device = match path {
             VncPath::QemuTablet => TABLET,
@@ -188,79 +202,101 @@ pub fn measure(rate_hz: f64, samples: usize, log: &dyn Fn(&str)) -> Result<Vec<V
                 }
             }
         };
-        let mut viewer = Viewer::connect(stream).map_err(|e| format!("{}: {e}", path.id()))?;
-        let width = viewer.width;
-        let mut pids = vec![vm.qemu_pid()];
-        pids.extend(vm.backend_pid());
-        if path == VncPath::Pvmouse {
-            pids.push(proxy.0.id());
-        }
-        // What the guest reads for column p: pvmouse aims at the pixel's centre over 0..65535;
-        // QEMU scales the pixel's left edge over 0..32767.
-        let key = |p: u16| match path {
-            VncPath::Pvmouse => (f64::from(p) + 0.5) / f64::from(width),
-            VncPath::QemuTablet => f64::from(p) / f64::from(width),
-        };
-        let axis_max = match path {
-            VncPath::Pvmouse => f64::from(AXIS_MAX),
-            VncPath::QemuTablet => QEMU_ABS_MAX as f64,
-        };
-        let prefix = format!("FR {device} ");
-        let tolerance = 2.0 / f64::from(width);
-        let viewer_cell = std::cell::RefCell::new(&mut viewer);
-        let mut counter = 0usize;
-        let mut one = |n: usize| -> Result<Series, String> {
-            let first = counter;
-            counter += n;
-            series(
-                &vm,
-                &pids,
-                rate_hz,
-                n,
-                |i| {
-                    viewer_cell
-                        .borrow_mut()
-                        .point(column(first + i, width), 100)
-                        .map_err(|e| e.to_string())
-                },
-                |i| key(column(first + i, width)),
-                |l| Some(l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()? / axis_max),
-                tolerance,
-                Replies::default,
-            )
-        };
-        let mark = vm.probe.mark();
-        let warm = one(50)?;
-        if warm.own == 0 {
-            let seen: Vec<String> = vm
-                .probe
-                .lines(mark)
-                .into_iter()
-                .filter(|l| l.starts_with(&prefix))
-                .take(5)
-                .collect();
-            return Err(format!(
-                "{}: no sample of the warm-up came back (width {width}; the guest read {seen:?}; \
-                 the first key was {})",
-                path.id(),
-                key(column(0, width))
+        let viewer = Viewer::connect(stream).map_err(|e| format!("{}: {e}", path.id()))?;
+        viewers.push((path, device, viewer));
+    }
+    let mut results = Vec::new();
+    let mut counter = 0usize;
+    let per_round = samples.div_ceil(ROUNDS);
+    for round in 1..=ROUNDS {
+        for (path, device, viewer) in &mut viewers {
+            let (path, device) = (*path, *device);
+            let width = viewer.width;
+            let mut pids = vec![vm.qemu_pid()];
+            let mut names = vec!["QEMU"];
+            if path == VncPath::Pvmouse {
+                pids.extend(vm.backend_pid());
+                names.push("backend");
+                pids.push(proxy.0.id());
+                names.push("pvmouse-vnc");
+            }
+            // What the guest reads for column p: pvmouse aims at the pixel's centre over
+            // 0..65535; QEMU scales the pixel's left edge over 0..32767.
+            let key = |p: u16| match path {
+                VncPath::Pvmouse => (f64::from(p) + 0.5) / f64::from(width),
+                VncPath::QemuTablet => f64::from(p) / f64::from(width),
+            };
+            let axis_max = match path {
+                VncPath::Pvmouse => f64::from(AXIS_MAX),
+                VncPath::QemuTablet => QEMU_ABS_MAX as f64,
+            };
+            let prefix = format!("FR {device} ");
+            let tolerance = 2.0 / f64::from(width);
+            let viewer_cell = std::cell::RefCell::new(&mut *viewer);
+            let mut one = |n: usize| -> Result<Series, String> {
+                let first = counter;
+                counter += n;
+                series(
+                    &vm,
+                    &pids,
+                    rate_hz,
+                    n,
+                    |i| {
+                        viewer_cell
+                            .borrow_mut()
+                            .point(column(first + i, width), 100)
+                            .map_err(|e| e.to_string())
+                    },
+                    |i| key(column(first + i, width)),
+                    |l| Some(l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()? / axis_max),
+                    tolerance,
+                    Replies::default,
+                )
+            };
+            let mark = vm.probe.mark();
+            let warm = one(WARM_UP)?;
+            if warm.own == 0 {
+                let seen: Vec<String> = vm
+                    .probe
+                    .lines(mark)
+                    .into_iter()
+                    .filter(|l| l.starts_with(&prefix))
+                    .take(5)
+                    .collect();
+                return Err(format!(
+                    "{}: no sample of the warm-up came back (width {width}; the guest read \
+                     {seen:?})",
+                    path.id(),
+                ));
+            }
+            log(&format!(
+                "vnc path: round {round}: {}: {per_round} samples at {rate_hz} Hz",
+                path.id()
             ));
+            let meter = CpuMeter::start(&pids);
+            let s = one(per_round)?;
+            let cpu_by_process: Vec<(&'static str, f64)> = names
+                .iter()
+                .copied()
+                .zip(meter.per_process().iter().map(|u| u.ticks_s))
+                .collect();
+            log(&format!(
+                "vnc path: round {round}: {}: p50 {:.2} ms, p99 {:.2} ms, answered {} of {}, \
+                 CPU by process {cpu_by_process:?}",
+                path.id(),
+                s.latency.p50(),
+                s.latency.p99(),
+                s.sent - s.unanswered,
+                s.sent
+            ));
+            results.push(VncResult {
+                path,
+                round,
+                series: s,
+                cpu_by_process,
+            });
         }
-        log(&format!(
-            "vnc path: {}: {samples} samples at {rate_hz} Hz",
-            path.id()
-        ));
-        let s = one(samples)?;
-        log(&format!(
-            "vnc path: {}: p50 {:.2} ms, p99 {:.2} ms, answered {} of {}",
-            path.id(),
-            s.latency.p50(),
-            s.latency.p99(),
-            s.sent - s.unanswered,
-            s.sent
-        ));
-        results.push(VncResult { path, series: s });
     }
     drop(proxy);
-    Ok(results)
+    Ok((results, crate::run::guest_kernel_version(&vm)))
 }

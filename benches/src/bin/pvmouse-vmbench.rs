@@ -154,7 +154,10 @@ fn main() -> ExitCode {
             (200.0, 2000)
         };
         let results = match vnc_path::measure(rate, samples, &log) {
-            Ok(r) => r,
+            Ok((r, kernel)) => {
+                env.guest_kernel = kernel;
+                r
+            }
             Err(e) => {
                 eprintln!("pvmouse-vmbench: VNC path: {e}");
                 return ExitCode::FAILURE;
