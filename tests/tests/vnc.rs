@@ -1,7 +1,9 @@
 //! `pvmouse-vnc` in front of a real QEMU's VNC servers, one per head of a two-output virtio-gpu
 //! running sway, driven by a VNC client nobody here wrote (vncdotool, from PyPI): pointer events
 //! reach the guest's pvmouse device on the right display with the exact values the spec's
-//! rounding defines, through mode changes, with two viewers at once and one sending garbage.
+//! rounding defines, through mode changes, with two viewers at once and one sending garbage,
+//! through VNC password authentication, and while the backend's worker is killed under a viewer
+//! holding a button.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
@@ -21,9 +23,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Drives a viewer with vncdotool: `move:X:Y`, `down:B`, `up:B`, `sleep:S`, `capture:FILE`.
 const VIEWER: &str = r#"
-import sys, time
+import os, sys, time
 from vncdotool import api
-c = api.connect(sys.argv[1])
+c = api.connect(sys.argv[1], password=os.environ.get('VNC_PASSWORD'), timeout=20)
 for step in sys.argv[2:]:
     op, *a = step.split(':', 1)
     a = a[0].split(':') if a else []
@@ -37,8 +39,15 @@ api.shutdown()
 "#;
 
 fn viewer(port: u16, steps: &[String]) -> Child {
-    Command::new("python3")
-        .arg("-c")
+    viewer_with_password(port, None, steps)
+}
+
+fn viewer_with_password(port: u16, password: Option<&str>, steps: &[String]) -> Child {
+    let mut cmd = Command::new("python3");
+    if let Some(p) = password {
+        cmd.env("VNC_PASSWORD", p);
+    }
+    cmd.arg("-c")
         .arg(VIEWER)
         .arg(format!("127.0.0.1::{port}"))
         .args(steps)
@@ -58,6 +67,24 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The password of the third VNC server (VNC passwords are 8 characters at most).
+const PASSWORD: &str = "pvm-pass";
+
+/// Waits for a child for at most `limit`, killing it if it is still running then.
+fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The value the spec says a host sends for pixel `p` of `size`: the pixel's centre.
@@ -125,9 +152,23 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
             pvmouse_vmtest::desktop::GPU_ID
         ));
     }
+    // A third VNC server, on head 0, asks for a password.
+    let locked = dir.path().join("vnc0-password.sock");
+    extra.extend([
+        "-object".to_owned(),
+        format!("secret,id=vncpw,data={PASSWORD}"),
+        "-vnc".to_owned(),
+        format!(
+            "unix:{},id=h0p,display={},head=0,password-secret=vncpw",
+            locked.display(),
+            pvmouse_vmtest::desktop::GPU_ID
+        ),
+    ]);
+    // Restartable, so that the worker can be killed under a viewer (below).
     let vm = Vm::boot(VmConfig {
         desktop: true,
         displays: 2,
+        restartable: true,
         extra_qemu_args: extra,
         ..VmConfig::default()
     })
@@ -166,12 +207,16 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         .unwrap()
         .backend
         .with_file_name("pvmouse-vnc");
-    let ports = [free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port()];
     let log = dir.path().join("pvmouse-vnc.log");
-    let _proxy = proxy(
+    let mut proxy = proxy(
         &bin,
         &vm.control_socket(),
-        &[(0, ports[0], vnc[0].clone()), (1, ports[1], vnc[1].clone())],
+        &[
+            (0, ports[0], vnc[0].clone()),
+            (1, ports[1], vnc[1].clone()),
+            (0, ports[2], locked.clone()),
+        ],
         &log,
     );
     vm.probe
@@ -352,4 +397,94 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         );
     }
     assert!(dump_log().contains("protocol error"), "{}", dump_log());
+
+    // VNC authentication passes through the proxy: a wrong password gets nothing in, the right
+    // one points.
+    let mark = vm.probe.mark();
+    let mut wrong = viewer_with_password(ports[2], Some("wrong-pw"), &["move:333:222".into()]);
+    let status = wait_at_most(&mut wrong, WAIT);
+    assert!(!status.success(), "a wrong password was let in");
+    let mut right = viewer_with_password(ports[2], Some(PASSWORD), &["move:444:111".into()]);
+    let status = wait_at_most(&mut right, WAIT);
+    assert!(
+        status.success(),
+        "the right password: {status}\n{}",
+        dump_log()
+    );
+    let f = frames_after(&vm, mark, 1);
+    let xs: Vec<i32> = f
+        .iter()
+        .flatten()
+        .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
+        .map(|e| e.value)
+        .collect();
+    println!("through VNC authentication: {xs:?}");
+    assert!(xs.contains(&value(444, 1024)), "{xs:?}\n{}", dump_log());
+    assert!(!xs.contains(&value(333, 1024)), "{xs:?}");
+
+    // The backend's worker is killed while a viewer holds a button: the proxy reconnects, says
+    // so in its log, sets the viewer's state again, and the drag goes on; nothing is lost.
+    let worker = vm.worker_pid().expect("a restartable backend has a worker");
+    let mark = vm.probe.mark();
+    let mut held = viewer(
+        ports[1],
+        &[
+            "move:50:50".into(),
+            "down:1".into(),
+            "sleep:3".into(),
+            "move:60:60".into(),
+            "up:1".into(),
+            "move:70:70".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + WAIT;
+    while vm.worker_pid().is_none_or(|p| p == worker) {
+        assert!(Instant::now() < deadline, "no new worker");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = wait_at_most(&mut held, WAIT);
+    assert!(status.success(), "{status}\n{}", dump_log());
+    let evs = vm
+        .probe
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| {
+            input_frames(e)
+                .concat()
+                .contains(&ev(EV_ABS, ABS_X, value(70, 800)))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", dump_log()));
+    let seen: Vec<InputEvent> = input_frames(&evs).concat();
+    println!("across a killed worker: {seen:?}");
+    let at = |want: InputEvent| {
+        seen.iter()
+            .position(|e| *e == want)
+            .unwrap_or_else(|| panic!("{want:?} missing from {seen:?}\n{}", dump_log()))
+    };
+    let order = [
+        at(ev(EV_ABS, ABS_X, value(50, 800))),
+        at(ev(EV_KEY, BTN_LEFT, 1)),
+        at(ev(EV_ABS, ABS_X, value(60, 800))),
+        at(ev(EV_KEY, BTN_LEFT, 0)),
+        at(ev(EV_ABS, ABS_X, value(70, 800))),
+    ];
+    assert!(
+        order.windows(2).all(|p| p[0] < p[1]),
+        "out of order: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|e| e.kind == EV_KEY).count(),
+        2,
+        "one press and one release: {seen:?}"
+    );
+    let log_text = dump_log();
+    assert!(
+        log_text.contains("pointer events wait for it") && log_text.contains("back after"),
+        "the outage is not in the log:\n{log_text}"
+    );
+    assert!(proxy.0.try_wait().unwrap().is_none(), "pvmouse-vnc exited");
 }
