@@ -563,7 +563,7 @@ pub fn vnc_markdown(
         "## The VNC path: a viewer's pointer to the guest, through pvmouse-vnc or QEMU, one run\n\n\
          Run on {} with `{}`. Machine: {}, {} cores, {} RAM; QEMU {}, accelerator {}; guest {}. \
          One guest has pvmouse and virtio-tablet-pci and one QEMU VNC server; `pvmouse-vnc` \
-         stands in front of it. Two minimal RFB viewers (handshake, then `PointerEvent`s only) \
+         stands in front of it. Two minimal RFB viewers (handshake, then `PointerEvent`s only), each on a Unix socket, \
          stay connected, one straight to QEMU's VNC server (which feeds virtio-tablet-pci), one \
          through `pvmouse-vnc` (which streams records to pvmouse's control socket). They take \
          turns in {rounds} rounds, {samples} positions in all per path at {rate_hz} Hz, each \

@@ -8,7 +8,6 @@
 //! also `pvmouse-vnc`'s.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,17 +150,17 @@ pub fn measure(
         .map_err(|e| e.to_string())?
         .backend
         .with_file_name("pvmouse-vnc");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    // The viewer reaches either front door the same way, a Unix socket, so that the paths
+    // differ only in what is behind it.
+    let front = dir.path().join("pvmouse-vnc.sock");
     let proxy = Proxy(
         Command::new(&bin)
             .arg("--control")
             .arg(vm.control_socket())
             .arg("--head")
             .arg(format!(
-                "0=tcp:127.0.0.1:{port},unix:{}",
+                "0=unix:{},unix:{}",
+                front.display(),
                 upstream.display()
             ))
             .stderr(Stdio::null())
@@ -189,11 +188,8 @@ pub fn measure(
             VncPath::Pvmouse => {
                 let deadline = Instant::now() + WAIT;
                 loop {
-                    match TcpStream::connect(("127.0.0.1", port)) {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            break Box::new(s);
-                        }
+                    match UnixStream::connect(&front) {
+                        Ok(s) => break Box::new(s),
                         Err(_) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(50));
                         }
