@@ -1,5 +1,5 @@
 //! Stream records: the binary input a control client sends after `pvmouse-stream`
-//! (`spec/control.md`, "Streaming input").
+//! (`spec/control.md`, `pvmouse-stream`).
 //!
 //! A gateway that relays a viewer's pointer sends one command per event. As JSON each costs a
 //! formatted command, a parse and a reply that the client waits for, which is most of the host's

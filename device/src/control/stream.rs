@@ -1,5 +1,5 @@
 //! A connection after `pvmouse-stream`: fixed 16-byte records in, applied as they complete,
-//! answered only when a record asks (`spec/control.md`, "Streaming input").
+//! answered only when a record asks (`spec/control.md`, `pvmouse-stream`).
 //!
 //! Nothing here allocates for a record that is applied and not answered: that is the path a
 //! gateway's pointer motion takes. A refused record that was not to be answered is counted, and
