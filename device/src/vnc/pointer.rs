@@ -72,24 +72,24 @@ impl PointerRouter {
         }
     }
 
-    /// Everything this viewer has set, answered: what a new control connection is given
-    /// first, since records written just before the old one broke may never have arrived.
-    /// Positions and button states are states, so setting them again changes nothing that did.
+    /// What this viewer holds, answered: what a new control connection is given first, since
+    /// motion written just before the old one broke may never have arrived. Its position and
+    /// the buttons it holds down are states, so setting them again changes nothing that did
+    /// arrive. Buttons it does not hold are left alone: another viewer may hold them, and a
+    /// release of its own was answered, so it is known to have arrived.
     pub fn state(&self) -> Record {
-        let mut buttons_set = 0;
-        let mut buttons_down = 0;
+        let mut held = 0;
         for (bit, button) in BUTTONS {
-            buttons_set |= button.bit();
             if self.mask & (1 << bit) != 0 {
-                buttons_down |= button.bit();
+                held |= button.bit();
             }
         }
         Record {
             display: Some(self.display),
             x: self.position.map(|p| p.0),
             y: self.position.map(|p| p.1),
-            buttons_set,
-            buttons_down,
+            buttons_set: held,
+            buttons_down: held,
             answer: true,
             ..Record::default()
         }

@@ -166,7 +166,7 @@ impl Write for Duplex<'_> {
 }
 
 /// pvmouse's control socket, as one viewer uses it: connected on demand, switched to stream
-/// records (`spec/control.md`, "Streaming input"), and reconnected when it goes away.
+/// records (`spec/control.md`, `pvmouse-stream`), and reconnected when it goes away.
 #[derive(Debug)]
 pub struct Control {
     path: PathBuf,
