@@ -253,6 +253,19 @@ pub fn control_bytes(data: &[u8]) {
 
 /// The replies of a conversation with a device whose driver is active, fed `bytes` in pieces.
 fn replies_in_pieces(bytes: &[u8], piece: usize) -> Vec<u8> {
+    with_active_device(|device| {
+        let mut conversation = Conversation::default();
+        let mut output = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            conversation.feed(device, chunk, &mut output);
+            assert!(conversation.buffered() <= MAX_COMMAND_BYTES + piece);
+        }
+        output
+    })
+}
+
+/// Runs `f` on a two-display device whose driver is active, with 64 buffers offered.
+fn with_active_device<R>(f: impl FnOnce(&PvMouse) -> R) -> R {
     let device = device(2);
     let mem = guest_memory();
     let mut ring = MockRing::new(&mem, 64);
@@ -260,13 +273,7 @@ fn replies_in_pieces(bytes: &[u8], piece: usize) -> Vec<u8> {
         ring.offer_event_buffer(i);
     }
     device.activate(MockEventQueue::new(&mem, &ring));
-    let mut conversation = Conversation::default();
-    let mut output = Vec::new();
-    for chunk in bytes.chunks(piece) {
-        conversation.feed(&device, chunk, &mut output);
-        assert!(conversation.buffered() <= MAX_COMMAND_BYTES + piece);
-    }
-    output
+    f(&device)
 }
 
 /// A connection after `pvmouse-stream`: the first byte sets the size of the reads the rest
@@ -276,40 +283,41 @@ pub fn stream_records(data: &[u8]) {
     let Some((&head, rest)) = data.split_first() else {
         return;
     };
-    let run = |piece: usize| {
-        let device = device(2);
-        let mem = guest_memory();
-        let mut ring = MockRing::new(&mem, 64);
-        for i in 0..64 {
-            ring.offer_event_buffer(i);
-        }
-        device.activate(MockEventQueue::new(&mem, &ring));
-        let mut conversation = Conversation::default();
-        let mut output = Vec::new();
-        conversation.feed(
-            &device,
-            b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"pvmouse-stream\"}\n",
-            &mut output,
-        );
-        for chunk in rest.chunks(piece) {
-            conversation.feed(&device, chunk, &mut output);
-            assert_eq!(
-                conversation.buffered(),
-                0,
-                "records are never buffered as JSON"
-            );
-        }
-        check_replies(&output);
-        let answers: Vec<Vec<u8>> = output
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty() && !l.starts_with(b"{\"event\""))
-            .map(<[u8]>::to_vec)
-            .collect();
-        let status = device.status();
-        assert!(status.pointer.display < 2);
-        (answers, status.pointer, status.counters.commands)
-    };
+    let run = |piece: usize| with_active_device(|device| stream_in_pieces(device, rest, piece));
     assert_eq!(run(1 + usize::from(head)), run(rest.len().max(1)));
+}
+
+/// What a streaming client is answered, and the device's pointer and command count after it,
+/// with `rest` arriving in reads of `piece` bytes.
+fn stream_in_pieces(
+    device: &PvMouse,
+    rest: &[u8],
+    piece: usize,
+) -> (Vec<Vec<u8>>, crate::pointer::PointerState, u64) {
+    let mut conversation = Conversation::default();
+    let mut output = Vec::new();
+    conversation.feed(
+        device,
+        b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"pvmouse-stream\"}\n",
+        &mut output,
+    );
+    for chunk in rest.chunks(piece) {
+        conversation.feed(device, chunk, &mut output);
+        assert_eq!(
+            conversation.buffered(),
+            0,
+            "records are never buffered as JSON"
+        );
+    }
+    check_replies(&output);
+    let answers: Vec<Vec<u8>> = output
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"{\"event\""))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let status = device.status();
+    assert!(status.pointer.display < 2);
+    (answers, status.pointer, status.counters.commands)
 }
 
 /// Structured JSON values built from the bytes, biased towards the commands and arguments the
