@@ -135,6 +135,16 @@ fn frames_after(vm: &Vm, mark: usize, n: usize) -> Vec<Vec<InputEvent>> {
     input_frames(&evs)
 }
 
+/// The `ABS_X` values of the input frames after `mark`, once there are at least `n`.
+fn xs_after(vm: &Vm, mark: usize, n: usize) -> Vec<i32> {
+    frames_after(vm, mark, n)
+        .iter()
+        .flatten()
+        .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
+        .map(|e| e.value)
+        .collect()
+}
+
 fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
     InputEvent::new(kind, code, value)
 }
@@ -383,13 +393,7 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
     let mut rest = [0u8; 64];
     let closed = matches!(garbage.read(&mut rest), Ok(0) | Err(_));
     assert!(closed, "the garbage viewer was not closed");
-    let f = frames_after(&vm, mark, 4);
-    let xs: Vec<i32> = f
-        .iter()
-        .flatten()
-        .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
-        .map(|e| e.value)
-        .collect();
+    let xs = xs_after(&vm, mark, 4);
     for want in [
         value(10, 1024),
         value(11, 1024),
@@ -417,13 +421,7 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         "the right password: {status}\n{}",
         dump_log()
     );
-    let f = frames_after(&vm, mark, 1);
-    let xs: Vec<i32> = f
-        .iter()
-        .flatten()
-        .filter(|e| e.kind == EV_ABS && e.code == ABS_X)
-        .map(|e| e.value)
-        .collect();
+    let xs = xs_after(&vm, mark, 1);
     println!("through VNC authentication: {xs:?}");
     assert!(xs.contains(&value(444, 1024)), "{xs:?}\n{}", dump_log());
     assert!(!xs.contains(&value(333, 1024)), "{xs:?}");
