@@ -768,9 +768,7 @@ mod tests {
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 64);
         let eventq = MockEventQueue::new(&mem, &ring);
-        for i in 0..64 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(64);
         let out = dev.refill();
         assert_eq!(out.events, 0, "buffers alone do not activate");
         let out = dev.activate(eventq.clone());
@@ -812,9 +810,7 @@ mod tests {
         assert_eq!(dev.status().pending_frames, 0);
         assert!(!dev.driver_active());
         let used = ring.used_idx();
-        for i in 0..4 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(4);
         assert_eq!(dev.refill().events, 0, "a stopped driver gets nothing");
         dev.activate(eventq);
         let evs = events(&ring, used);
@@ -1085,9 +1081,7 @@ mod tests {
         let dev = device();
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 64);
-        for i in 0..64 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(64);
         dev.activate(MockEventQueue::new(&mem, &ring));
         dev.submit(&move_to(1, 0, 0)).unwrap();
         let mut seen = ring.used_idx();
@@ -1137,9 +1131,7 @@ mod tests {
         let dev = device();
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 64);
-        for i in 0..64 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(64);
         dev.activate(MockEventQueue::new(&mem, &ring));
         dev.submit(&move_to(1, 100, 100)).unwrap();
         let mut status = StatusWriter::new(&mem);
@@ -1173,9 +1165,7 @@ mod tests {
         let dev = device();
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 64);
-        for i in 0..64 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(64);
         dev.activate(MockEventQueue::new(&mem, &ring));
         let mut status = StatusWriter::new(&mem);
         let words = encode_layout(&side_by_side(), 1).unwrap();
@@ -1223,9 +1213,7 @@ mod tests {
         let mem = guest_memory();
         let mut ring = MockRing::new(&mem, 256);
         let eventq = MockEventQueue::new(&mem, &ring);
-        for i in 0..16 {
-            ring.offer_event_buffer(i);
-        }
+        ring.offer_event_buffers(16);
         dev.activate(eventq.clone());
         dev.queue_stopped();
         // 100 click frames, 200 events: a backlog, and fewer events than buffers.

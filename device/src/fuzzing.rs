@@ -91,9 +91,7 @@ pub fn guest_queues(data: &[u8]) {
     // The device is still usable: a fresh driver on a well-formed ring gets input.
     device.driver_reset();
     let mut good = MockRing::at(&mem, 0, 4);
-    for i in 0..4 {
-        good.offer_event_buffer(i);
-    }
+    good.offer_event_buffers(4);
     device.activate(MockEventQueue::new(&mem, &good));
     assert!(
         good.used_idx() > 0,
@@ -114,9 +112,7 @@ pub fn status_messages(data: &[u8]) {
     let mem = guest_memory();
     let mut eventq = MockRing::new(&mem, 64);
     let mut statusq = MockRing::at(&mem, STATUSQ_BASE, 16);
-    for i in 0..64 {
-        eventq.offer_event_buffer(i);
-    }
+    eventq.offer_event_buffers(64);
     let device = device(2);
     device.activate(MockEventQueue::new(&mem, &eventq));
     let mut queue = statusq.queue();
@@ -269,9 +265,7 @@ fn with_active_device<R>(f: impl FnOnce(&PvMouse) -> R) -> R {
     let device = device(2);
     let mem = guest_memory();
     let mut ring = MockRing::new(&mem, 64);
-    for i in 0..64 {
-        ring.offer_event_buffer(i);
-    }
+    ring.offer_event_buffers(64);
     device.activate(MockEventQueue::new(&mem, &ring));
     f(&device)
 }

@@ -149,6 +149,13 @@ impl<'a> MockRing<'a> {
         self.offer(index);
     }
 
+    /// Offers device-writable 8-byte buffers at descriptors 0 to `count` − 1 (eventq style).
+    pub fn offer_event_buffers(&mut self, count: u16) {
+        for i in 0..count {
+            self.offer_event_buffer(i);
+        }
+    }
+
     /// Offers one device-readable buffer holding `bytes` at descriptor `index` (statusq style).
     pub fn offer_status_buffer(&mut self, index: u16, bytes: [u8; 8]) {
         self.mem
