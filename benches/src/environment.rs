@@ -25,6 +25,23 @@ fn first_line_of(cmd: &mut Command) -> String {
 }
 
 impl Environment {
+    /// Where and how a section's run happened, as one sentence pair for the report.
+    pub fn run_line(&self) -> String {
+        format!(
+            "Run on {} with `{}`. Machine: {}, {} cores, {} RAM, host kernel {}; QEMU {}, \
+             accelerator {}; guest {}.",
+            self.date,
+            self.command,
+            self.cpu,
+            self.cores,
+            self.memory,
+            self.host_kernel,
+            self.qemu,
+            self.accel,
+            self.guest_kernel
+        )
+    }
+
     /// The host's side; the guest kernel is filled in from a running guest.
     pub fn of_host(command: &str) -> Environment {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

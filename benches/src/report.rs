@@ -401,8 +401,7 @@ pub fn desktop_markdown(results: &[PathResult], env: &Environment, plan: &Deskto
     let _ = writeln!(
         s,
         "## The desktop path: from the host to a client of the display server, one run\n\n\
-         Run on {} with `{}`. Machine: {}, {} cores, {} RAM, host kernel {}; QEMU {}, \
-         accelerator {}; guest {}. One desktop guest runs sway 1.7 on two \
+         {} One desktop guest runs sway 1.7 on two \
          monitors (1024x768 left of 1280x1024), with pvmouse and virtio-tablet-pci attached \
          together. A Wayland client in sway's session (`pvmouse-wl-reader`) prints every \
          `wl_pointer.motion`; the guest probe streams its lines to the host as they come. A \
@@ -413,15 +412,7 @@ pub fn desktop_markdown(results: &[PathResult], env: &Environment, plan: &Deskto
          ratios are to the raw device in the same round. CPU is QEMU's and the \
          backend's (utime + stime); under TCG, QEMU's includes the guest's, so the bridge's hop \
          shows there. TCG inflates every absolute figure: compare the paths.\n",
-        env.date,
-        env.command,
-        env.cpu,
-        env.cores,
-        env.memory,
-        env.host_kernel,
-        env.qemu,
-        env.accel,
-        env.guest_kernel,
+        env.run_line(),
         plan.samples,
         plan.rate_hz,
         plan.rounds
@@ -561,24 +552,16 @@ pub fn vnc_markdown(
     let _ = writeln!(
         s,
         "## The VNC path: a viewer's pointer to the guest, through pvmouse-vnc or QEMU, one run\n\n\
-         Run on {} with `{}`. Machine: {}, {} cores, {} RAM; QEMU {}, accelerator {}; guest {}. \
-         One guest has pvmouse and virtio-tablet-pci and one QEMU VNC server; `pvmouse-vnc` \
-         stands in front of it. Two minimal RFB viewers (handshake, then `PointerEvent`s only), each on a Unix socket, \
-         stay connected, one straight to QEMU's VNC server (which feeds virtio-tablet-pci), one \
+         {} One guest has pvmouse and virtio-tablet-pci and one QEMU VNC server; `pvmouse-vnc` \
+         stands in front of it. Two minimal RFB viewers (handshake, then `PointerEvent`s only), \
+         each on a Unix socket, stay connected, one straight to QEMU's VNC server (which feeds virtio-tablet-pci), one \
          through `pvmouse-vnc` (which streams records to pvmouse's control socket). They take \
          turns in {rounds} rounds, {samples} positions in all per path at {rate_hz} Hz, each \
          turn after a warm-up; the guest probe answers each frame that moves X on that device. \
          CPU is utime + stime of QEMU, and for pvmouse also of the backend and `pvmouse-vnc`; \
          under TCG QEMU's includes the guest's. TCG inflates every absolute figure: compare \
          the paths.\n",
-        env.date,
-        env.command,
-        env.cpu,
-        env.cores,
-        env.memory,
-        env.qemu,
-        env.accel,
-        env.guest_kernel
+        env.run_line()
     );
     let _ = writeln!(
         s,
