@@ -10,14 +10,7 @@ fn main() -> ExitCode {
         println!("{}", capabilities_json());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    vhost_user_pvmouse::logging::init();
     // SAFETY: umask only swaps the process's file-creation mask; no memory is involved. It runs
     // before any thread starts, so every socket this process creates is born 0600.
     unsafe { libc::umask(0o177) };

@@ -28,13 +28,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vhost_user_pvmouse::logging::init();
     let mut heads = cli.heads;
     if let Some(path) = &cli.heads_file {
         let text = match std::fs::read_to_string(path) {
