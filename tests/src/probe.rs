@@ -121,6 +121,13 @@ impl ProbeLink {
         .and_then(|(_, l)| if l.starts_with("ERR ") { Err(l) } else { Ok(l) })
     }
 
+    /// Starts streaming the events of the input device called `name` and waits until the probe
+    /// has it open.
+    pub fn watch(&self, name: &str, timeout: Duration) -> Result<(), String> {
+        self.request(&format!("watch {name}"), &format!("OPEN {name} "), timeout)
+            .map(drop)
+    }
+
     /// Sends `COMMAND NAME` and parses the JSON of its `COMMAND NAME {json}` reply: `caps`,
     /// `state` and `tally`.
     pub fn query(

@@ -30,9 +30,7 @@ fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
 
 /// Starts streaming pvmouse's events from the guest and waits until the device is open.
 fn watch(vm: &Vm, name: &str) {
-    vm.probe
-        .request(&format!("watch {name}"), &format!("OPEN {name} "), WAIT)
-        .unwrap();
+    vm.probe.watch(name, WAIT).unwrap();
 }
 
 /// Waits for `n` complete frames from `name` after `mark`.

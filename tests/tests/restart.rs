@@ -147,13 +147,7 @@ fn stream(path: PathBuf, stop: Arc<AtomicBool>) -> StreamLog {
 }
 
 fn watch(vm: &Vm) {
-    vm.probe
-        .request(
-            &format!("watch {PVMOUSE_NAME}"),
-            &format!("OPEN {PVMOUSE_NAME} "),
-            WAIT,
-        )
-        .unwrap();
+    vm.probe.watch(PVMOUSE_NAME, WAIT).unwrap();
 }
 
 /// Waits for the keeper's next worker: one that is not `old`.

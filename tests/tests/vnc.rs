@@ -249,13 +249,7 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         ],
         &log,
     );
-    vm.probe
-        .request(
-            &format!("watch {PVMOUSE_NAME}"),
-            &format!("OPEN {PVMOUSE_NAME} "),
-            WAIT,
-        )
-        .unwrap();
+    vm.probe.watch(PVMOUSE_NAME, WAIT).unwrap();
     let dump_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Moves, a click, a drag and a scroll on each head.
