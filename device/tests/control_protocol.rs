@@ -562,3 +562,71 @@ fn after_pvmouse_stream_records_flow_unanswered_unless_asked_and_other_clients_a
     );
     assert!(other.is_alive());
 }
+
+#[test]
+fn a_streaming_client_that_never_reads_its_answers_is_dropped_and_garbage_alone_is_not() {
+    use pvmouse_spec::stream::Record;
+    let f = Fixture::new();
+    let mut good = f.client();
+    let stream_client = || {
+        let mut c = f.client();
+        assert_eq!(
+            c.cmd(json!({"execute": "pvmouse-stream"})),
+            json!({"return": {}})
+        );
+        c.writer
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        c
+    };
+    // Writes `record` for 3 s or until the server drops the client: whether it did, and how
+    // many records went out.
+    let flood = |c: &mut Client, record: [u8; 16]| {
+        let burst = record.repeat(4096);
+        let started = Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_secs(3) {
+            if c.writer.write_all(&burst).is_err() {
+                return (true, sent);
+            }
+            sent += 4096;
+        }
+        (false, sent)
+    };
+    // Asking for answers and never reading them: the answers pile up and it is dropped.
+    let mut hog = stream_client();
+    let answered = Record {
+        answer: true,
+        ..Record::default()
+    }
+    .encode();
+    assert!(
+        flood(&mut hog, answered).0,
+        "kept a client that never reads"
+    );
+    // Refused records without answers, never read: never dropped for it, told in events that
+    // each stand for many refusals (one per read at most, none while its socket is full), and
+    // the device saw none of them.
+    let mut noisy = stream_client();
+    f.take_submitted();
+    let garbage = [0xffu8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let (dropped, sent) = flood(&mut noisy, garbage);
+    assert!(!dropped, "dropped for unanswered garbage");
+    noisy.send_raw(&answered);
+    let (mut events, mut told) = (0u64, 0u64);
+    loop {
+        let v = noisy.read();
+        if v.get("event").is_none() {
+            assert_eq!(v, json!({"return": {}}));
+            break;
+        }
+        assert_eq!(v["event"], "PVMOUSE_STREAM_REFUSED", "{v}");
+        events += 1;
+        told += v["data"]["refused"].as_u64().unwrap();
+    }
+    println!("{sent} refused records told in {events} events");
+    assert!(events >= 1 && told <= sent);
+    assert!(events * 100 < sent, "{events} events for {sent} records");
+    assert_eq!(f.take_submitted(), vec![Vec::<PointerAction>::new()]);
+    assert!(good.is_alive());
+}
