@@ -260,7 +260,8 @@ impl Control {
     /// so in the log once, and then drops the record with a log line. `state` is everything the
     /// viewer has set, this record included.
     pub fn send(&mut self, record: &Record, state: &Record) {
-        let start = Instant::now();
+        // The clock is read only once something fails: the usual event costs one write.
+        let mut waiting_since = None;
         loop {
             match self.try_once(record, state) {
                 Ok(reply) => {
@@ -278,7 +279,7 @@ impl Control {
                         self.down_since = Some(Instant::now());
                         tracing::warn!(viewer = %self.peer, "pvmouse control socket {}: {e}; pointer events wait for it", self.path.display());
                     }
-                    if start.elapsed() >= CONTROL_WAIT {
+                    if waiting_since.get_or_insert_with(Instant::now).elapsed() >= CONTROL_WAIT {
                         tracing::warn!(viewer = %self.peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
                         return;
                     }
