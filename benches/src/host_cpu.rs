@@ -10,6 +10,9 @@ pub struct CpuReading {
     /// The sum of every live thread's run time from /proc/PID/task/*/schedstat, in seconds
     /// (nanosecond resolution), for figures too small for clock ticks.
     pub run_s: f64,
+    /// How many times any of its live threads was switched in (schedstat's third field): each
+    /// wake-up, and each return after being preempted.
+    pub switches: u64,
 }
 
 /// USER_HZ, the unit of /proc/PID/stat's times: part of Linux's ABI, 100 on every
@@ -24,22 +27,22 @@ pub fn read_cpu(pid: u32) -> Option<CpuReading> {
     // After the name: state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    let mut run_ns = 0u64;
+    let (mut run_ns, mut switches) = (0u64, 0u64);
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
     {
         if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            run_ns += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
+            // run time (ns), time waiting to run (ns), times switched in.
+            let mut fields = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            run_ns += fields.next().unwrap_or(0);
+            switches += fields.nth(1).unwrap_or(0);
         }
     }
     Some(CpuReading {
         ticks_s: (utime + stime) / CLOCK_TICKS_PER_SECOND,
         run_s: run_ns as f64 / 1e9,
+        switches,
     })
 }
 
@@ -48,6 +51,8 @@ pub fn read_cpu(pid: u32) -> Option<CpuReading> {
 pub struct CpuUse {
     pub ticks_s: f64,
     pub run_s: f64,
+    /// Threads switched in; see [`CpuReading::switches`].
+    pub switches: u64,
     pub wall: Duration,
 }
 
@@ -94,6 +99,7 @@ impl CpuMeter {
                 CpuUse {
                     ticks_s: now.ticks_s - s.ticks_s,
                     run_s: now.run_s - s.run_s,
+                    switches: now.switches.saturating_sub(s.switches),
                     wall,
                 }
             })
@@ -107,6 +113,7 @@ impl CpuMeter {
             .fold(CpuUse::default(), |acc, u| CpuUse {
                 ticks_s: acc.ticks_s + u.ticks_s,
                 run_s: acc.run_s + u.run_s,
+                switches: acc.switches + u.switches,
                 wall: u.wall,
             })
     }
@@ -127,5 +134,19 @@ mod tests {
         }
         let after = read_cpu(pid).expect("own /proc/PID/stat");
         assert!(after.run_s - before.run_s >= 0.03, "{before:?} → {after:?}");
+    }
+
+    #[test]
+    fn counts_a_threads_wake_ups() {
+        let pid = std::process::id();
+        let before = read_cpu(pid).expect("own /proc/PID/stat");
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = read_cpu(pid).expect("own /proc/PID/stat");
+        assert!(
+            after.switches >= before.switches + 20,
+            "{before:?} → {after:?}"
+        );
     }
 }
