@@ -6,6 +6,11 @@
 //! guest probe reads each device and answers every frame that moves X. The same positions, in
 //! the same run, one series after the other. CPU is QEMU's and the backend's, and for pvmouse
 //! also `pvmouse-vnc`'s.
+//!
+//! A third series points with stream records written straight to pvmouse's control socket, so
+//! that the report separates what `pvmouse-vnc`'s hop costs from what delivering through a
+//! vhost-user device costs QEMU. Each series also counts QEMU's thread switches and the guest's
+//! interrupts and context switches per event: where the paths' costs differ, and where not.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use pvmouse_spec::control::QEMU_ABS_MAX;
 use pvmouse_spec::profile::AXIS_MAX;
+use pvmouse_spec::stream::{Record, pixel_centre};
 use pvmouse_vmtest::{PVMOUSE_NAME, Replies, Vm, VmConfig};
 
 use crate::host_cpu::CpuMeter;
@@ -31,15 +37,19 @@ pub enum VncPath {
     QemuTablet,
     /// Viewer → pvmouse-vnc → pvmouse's control socket → pvmouse.
     Pvmouse,
+    /// No viewer: a control client streams the same records straight to pvmouse. What the path
+    /// costs without `pvmouse-vnc`'s hop, the floor of any front door in front of the backend.
+    Records,
 }
 
 impl VncPath {
-    pub const ALL: [VncPath; 2] = [VncPath::QemuTablet, VncPath::Pvmouse];
+    pub const ALL: [VncPath; 3] = [VncPath::QemuTablet, VncPath::Pvmouse, VncPath::Records];
 
     pub fn id(self) -> &'static str {
         match self {
             VncPath::QemuTablet => "qemu-vnc-virtio-tablet",
             VncPath::Pvmouse => "pvmouse-vnc-pvmouse",
+            VncPath::Records => "records-pvmouse",
         }
     }
 
@@ -47,6 +57,9 @@ impl VncPath {
         match self {
             VncPath::QemuTablet => "viewer → QEMU's VNC server → virtio-tablet-pci",
             VncPath::Pvmouse => "viewer → pvmouse-vnc → pvmouse",
+            VncPath::Records => {
+                "control client streaming records → pvmouse (no VNC; for reference)"
+            }
         }
     }
 }
@@ -59,12 +72,57 @@ pub struct VncResult {
     /// The measured series' CPU (utime + stime, seconds) by process, in the order QEMU, the
     /// backend, `pvmouse-vnc` (the last two for pvmouse only).
     pub cpu_by_process: Vec<(&'static str, f64)>,
+    pub per_event: PerEvent,
+}
+
+/// Where the work per pointer event happens: QEMU's threads on the host, and the guest, which
+/// does the same work whichever device delivers the event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerEvent {
+    /// How often one of QEMU's threads (main loop, vCPU, …) was switched in.
+    pub qemu_switches: f64,
+    /// The guest's MSI interrupts (`/proc/interrupts`, every `PCI-MSI` line).
+    pub guest_interrupts: f64,
+    /// The guest's context switches (`ctxt` in `/proc/stat`).
+    pub guest_switches: f64,
+}
+
+/// The guest's MSI interrupts and context switches so far.
+fn guest_counters(vm: &Vm) -> Result<(u64, u64), String> {
+    let lines = vm.probe.sh("cat /proc/interrupts /proc/stat", WAIT)?;
+    let mut interrupts = 0;
+    let mut switches = None;
+    for line in &lines {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("ctxt") => switches = words.next().and_then(|v| v.parse().ok()),
+            // "NN:", then one count per CPU, then the controller and the name.
+            Some(_) if line.contains("PCI-MSI") => {
+                interrupts += words.map_while(|w| w.parse::<u64>().ok()).sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    let switches =
+        switches.ok_or_else(|| format!("no ctxt line in the guest's /proc/stat: {lines:?}"))?;
+    Ok((interrupts, switches))
 }
 
 /// A viewer that only points.
 struct Viewer {
     stream: Box<dyn ReadWrite>,
     width: u16,
+    height: u16,
+    speaks: Speaks,
+}
+
+/// How a [`Viewer`] points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    /// RFB `PointerEvent`s, to a VNC server.
+    Rfb,
+    /// Stream records, on pvmouse's control socket.
+    Records,
 }
 
 trait ReadWrite: Read + Write + Send {}
@@ -101,10 +159,46 @@ impl Viewer {
         Ok(Self {
             stream,
             width: u16::from_be_bytes([init[0], init[1]]),
+            height: u16::from_be_bytes([init[2], init[3]]),
+            speaks: Speaks::Rfb,
+        })
+    }
+
+    /// A control client switched to records, pointing on a head of this size.
+    fn records(stream: UnixStream, width: u16, height: u16) -> io::Result<Self> {
+        let mut lines = io::BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        let mut reply = |line: &mut String| -> io::Result<()> {
+            line.clear();
+            io::BufRead::read_line(&mut lines, line)?;
+            Ok(())
+        };
+        reply(&mut line)?;
+        for command in ["qmp_capabilities", "pvmouse-stream"] {
+            (&stream).write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())?;
+            reply(&mut line)?;
+            if !line.contains("\"return\"") {
+                return Err(io::Error::other(format!("{command}: {line}")));
+            }
+        }
+        Ok(Self {
+            stream: Box::new(stream),
+            width,
+            height,
+            speaks: Speaks::Records,
         })
     }
 
     fn point(&mut self, x: u16, y: u16) -> io::Result<()> {
+        if self.speaks == Speaks::Records {
+            let record = Record {
+                display: Some(0),
+                x: Some(pixel_centre(x, self.width)),
+                y: Some(pixel_centre(y, self.height)),
+                ..Record::default()
+            };
+            return self.stream.write_all(&record.encode());
+        }
         let [xh, xl] = x.to_be_bytes();
         let [yh, yl] = y.to_be_bytes();
         self.stream.write_all(&[5, 0, xh, xl, yh, yl])
@@ -173,32 +267,46 @@ pub fn measure(
     for path in VncPath::ALL {
         let device = match path {
             VncPath::QemuTablet => TABLET,
-            VncPath::Pvmouse => PVMOUSE_NAME,
+            VncPath::Pvmouse | VncPath::Records => PVMOUSE_NAME,
         };
-        let mark = vm.probe.mark();
-        vm.probe
-            .send(&format!("bench {device}"))
-            .map_err(|e| e.to_string())?;
-        vm.probe
-            .wait_for(mark, WAIT, |l| l.starts_with(&format!("BENCH {device} ")))?;
-        let stream: Box<dyn ReadWrite> = match path {
+        // One reader per device: a second would echo each of its frames twice.
+        if !viewers.iter().any(|(_, d, _)| *d == device) {
+            let mark = vm.probe.mark();
+            vm.probe
+                .send(&format!("bench {device}"))
+                .map_err(|e| e.to_string())?;
+            vm.probe
+                .wait_for(mark, WAIT, |l| l.starts_with(&format!("BENCH {device} ")))?;
+        }
+        let viewer = match path {
             VncPath::QemuTablet => {
-                Box::new(UnixStream::connect(&upstream).map_err(|e| e.to_string())?)
+                UnixStream::connect(&upstream).and_then(|s| Viewer::connect(Box::new(s)))
             }
             VncPath::Pvmouse => {
                 let deadline = Instant::now() + WAIT;
-                loop {
+                let stream = loop {
                     match UnixStream::connect(&front) {
-                        Ok(s) => break Box::new(s),
+                        Ok(s) => break s,
                         Err(_) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(50));
                         }
                         Err(e) => return Err(format!("pvmouse-vnc: {e}")),
                     }
-                }
+                };
+                Viewer::connect(Box::new(stream))
             }
-        };
-        let viewer = Viewer::connect(stream).map_err(|e| format!("{}: {e}", path.id()))?;
+            VncPath::Records => {
+                // The same head as the viewers, so that the same columns aim at the same pixels.
+                let (width, height) = viewers
+                    .first()
+                    .map_or((0, 0), |(_, _, v): &(VncPath, &str, Viewer)| {
+                        (v.width, v.height)
+                    });
+                UnixStream::connect(vm.control_socket())
+                    .and_then(|s| Viewer::records(s, width, height))
+            }
+        }
+        .map_err(|e| format!("{}: {e}", path.id()))?;
         viewers.push((path, device, viewer));
     }
     let mut results = Vec::new();
@@ -210,20 +318,22 @@ pub fn measure(
             let width = viewer.width;
             let mut pids = vec![vm.qemu_pid()];
             let mut names = vec!["QEMU"];
-            if path == VncPath::Pvmouse {
+            if path != VncPath::QemuTablet {
                 pids.extend(vm.backend_pid());
                 names.push("backend");
+            }
+            if path == VncPath::Pvmouse {
                 pids.push(proxy.0.id());
                 names.push("pvmouse-vnc");
             }
             // What the guest reads for column p: pvmouse aims at the pixel's centre over
             // 0..65535; QEMU scales the pixel's left edge over 0..32767.
             let key = |p: u16| match path {
-                VncPath::Pvmouse => (f64::from(p) + 0.5) / f64::from(width),
+                VncPath::Pvmouse | VncPath::Records => (f64::from(p) + 0.5) / f64::from(width),
                 VncPath::QemuTablet => f64::from(p) / f64::from(width),
             };
             let axis_max = match path {
-                VncPath::Pvmouse => f64::from(AXIS_MAX),
+                VncPath::Pvmouse | VncPath::Records => f64::from(AXIS_MAX),
                 VncPath::QemuTablet => QEMU_ABS_MAX as f64,
             };
             let prefix = format!("FR {device} ");
@@ -269,16 +379,25 @@ pub fn measure(
                 "vnc path: round {round}: {}: {per_round} samples at {rate_hz} Hz",
                 path.id()
             ));
+            let guest_before = guest_counters(&vm)?;
             let meter = CpuMeter::start(&pids);
             let s = one(per_round)?;
+            let per_process = meter.per_process();
+            let guest_after = guest_counters(&vm)?;
+            let per_event = |n: u64| n as f64 / s.sent.max(1) as f64;
+            let counts = PerEvent {
+                qemu_switches: per_event(per_process[0].switches),
+                guest_interrupts: per_event(guest_after.0.saturating_sub(guest_before.0)),
+                guest_switches: per_event(guest_after.1.saturating_sub(guest_before.1)),
+            };
             let cpu_by_process: Vec<(&'static str, f64)> = names
                 .iter()
                 .copied()
-                .zip(meter.per_process().iter().map(|u| u.ticks_s))
+                .zip(per_process.iter().map(|u| u.ticks_s))
                 .collect();
             log(&format!(
                 "vnc path: round {round}: {}: p50 {:.2} ms, p99 {:.2} ms, answered {} of {}, \
-                 CPU by process {cpu_by_process:?}",
+                 CPU by process {cpu_by_process:?}, per event {counts:?}",
                 path.id(),
                 s.latency.p50(),
                 s.latency.p99(),
@@ -290,6 +409,7 @@ pub fn measure(
                 round,
                 series: s,
                 cpu_by_process,
+                per_event: counts,
             });
         }
     }

@@ -1,5 +1,6 @@
 //! The VNC path's smoke run: a viewer reaches both devices, through QEMU and through
-//! `pvmouse-vnc`, and the report has both. It checks that the benchmark works; `make bench`
+//! `pvmouse-vnc`, records written straight to pvmouse reach it too, and the report has all
+//! three. It checks that the benchmark works; `make bench`
 //! records the figures.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
@@ -16,8 +17,18 @@ fn both_vnc_paths_reach_the_guest_and_are_reported() {
     for r in &results {
         assert_eq!(r.series.unanswered, 0, "{}: {:?}", r.path.id(), r.series);
         assert!(r.series.own > 0, "{}", r.path.id());
-        let processes = if r.path == VncPath::Pvmouse { 3 } else { 1 };
+        let processes = match r.path {
+            VncPath::QemuTablet => 1,
+            VncPath::Pvmouse => 3,
+            VncPath::Records => 2,
+        };
         assert_eq!(r.cpu_by_process.len(), processes, "{:?}", r.cpu_by_process);
+        // Each event interrupts the guest at least once (its device; the probe's answer adds
+        // its channel's), and wakes QEMU's vCPU thread at least once.
+        let e = r.per_event;
+        assert!(e.guest_interrupts >= 1.0, "{}: {e:?}", r.path.id());
+        assert!(e.guest_switches >= 1.0, "{}: {e:?}", r.path.id());
+        assert!(e.qemu_switches >= 1.0, "{}: {e:?}", r.path.id());
     }
     let section = report::vnc_markdown(
         &results,
