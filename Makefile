@@ -25,12 +25,15 @@ test: check-tools
 	$(CARGO) test --workspace
 
 # The control-protocol tests drive the socket with Python's stock qemu.qmp library, and the
-# VNC tests drive pvmouse-vnc with vncdotool, a VNC client from PyPI.
+# VNC tests drive pvmouse-vnc with vncdotool, a VNC client from PyPI. The versions are pinned:
+# vncdotool's VNC authentication uses cryptography's TripleDES, which cryptography has deprecated
+# for removal, so a newer cryptography could break the password test on a fresh machine.
+PY_TOOLS := qemu.qmp==0.0.6 vncdotool==1.4.2 cryptography==48.0.0
 check-tools:
-	@python3 -c 'import qemu.qmp' 2>/dev/null || \
-		python3 -m pip install --quiet --disable-pip-version-check qemu.qmp
-	@python3 -c 'import vncdotool' 2>/dev/null || \
-		python3 -m pip install --quiet --disable-pip-version-check vncdotool
+	@python3 -c 'import sys, importlib.metadata as m; \
+		sys.exit(any(m.version(n) != v for n, v in (t.split("==") for t in sys.argv[1:])))' \
+		$(PY_TOOLS) 2>/dev/null || \
+		python3 -m pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 
 # The end-to-end benchmark: pvmouse (bridged and raw), virtio-tablet-pci and usb-tablet (xhci,
 # UHCI), each in its own VM. Regenerates the end-to-end section of benches/RESULTS.md and
