@@ -38,7 +38,8 @@ pub enum VncPath {
     /// Viewer → pvmouse-vnc → pvmouse's control socket → pvmouse.
     Pvmouse,
     /// No viewer: a control client streams the same records straight to pvmouse. What the path
-    /// costs without `pvmouse-vnc`'s hop, the floor of any front door in front of the backend.
+    /// costs without `pvmouse-vnc`'s hop: the floor of any front door, in front of the backend
+    /// or inside it.
     Records,
 }
 
@@ -108,7 +109,7 @@ fn guest_counters(vm: &Vm) -> Result<(u64, u64), String> {
     Ok((interrupts, switches))
 }
 
-/// A viewer that only points.
+/// A client that only points: an RFB viewer, or a control client writing records.
 struct Viewer {
     stream: Box<dyn ReadWrite>,
     width: u16,
@@ -220,7 +221,7 @@ fn column(i: usize, width: u16) -> u16 {
     16 + u16::try_from((7 * i) % span).unwrap_or(0)
 }
 
-/// Boots the guest, starts `pvmouse-vnc`, and measures both paths in turn.
+/// Boots the guest, starts `pvmouse-vnc`, and measures the paths in turn.
 pub fn measure(
     rate_hz: f64,
     samples: usize,
@@ -299,9 +300,8 @@ pub fn measure(
                 // The same head as the viewers, so that the same columns aim at the same pixels.
                 let (width, height) = viewers
                     .first()
-                    .map_or((0, 0), |(_, _, v): &(VncPath, &str, Viewer)| {
-                        (v.width, v.height)
-                    });
+                    .map(|(_, _, v): &(VncPath, &str, Viewer)| (v.width, v.height))
+                    .ok_or("the records client takes its head's size from a viewer, and none connected")?;
                 UnixStream::connect(vm.control_socket())
                     .and_then(|s| Viewer::records(s, width, height))
             }
