@@ -35,7 +35,6 @@ pub mod device;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
 pub mod keeper;
-pub mod logging;
 pub mod notice;
 pub mod presence;
 pub mod socket;

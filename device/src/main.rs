@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         println!("{}", capabilities_json());
         return ExitCode::SUCCESS;
     }
-    vhost_user_pvmouse::logging::init();
+    pvmouse_logging::init();
     // SAFETY: umask only swaps the process's file-creation mask; no memory is involved. It runs
     // before any thread starts, so every socket this process creates is born 0600.
     unsafe { libc::umask(0o177) };

@@ -52,14 +52,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    pvmouse_logging::init();
     let server = match cli.server {
         Server::Auto if std::env::var_os("WAYLAND_DISPLAY").is_some() => Server::Wayland,
         Server::Auto if std::env::var_os("DISPLAY").is_some() => Server::X11,

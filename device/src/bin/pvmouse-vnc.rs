@@ -28,7 +28,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    vhost_user_pvmouse::logging::init();
+    pvmouse_logging::init();
     let mut heads = cli.heads;
     if let Some(path) = &cli.heads_file {
         let text = match std::fs::read_to_string(path) {

@@ -1,6 +1,8 @@
-//! Log set-up shared by the crate's binaries: `RUST_LOG` or `info`, to standard error, coloured
-//! only on a terminal so that log files stay plain text.
+//! The log set-up every pvmouse binary shares, host and guest alike: the filter from `RUST_LOG`
+//! or `info`, written to standard error, coloured only on a terminal so that log files and the
+//! journal stay plain text.
 
+/// Installs the global subscriber; call once, first thing in `main`.
 pub fn init() {
     tracing_subscriber::fmt()
         .with_env_filter(
