@@ -253,7 +253,6 @@ fn parse_event(rest: &str) -> Option<GuestEvent> {
     })
 }
 
-/// Splits events into frames, each ending with SYN_REPORT (which is dropped from the frame).
 /// The input frames among `events`: the guest bridge's status values (`EV_MSC`), which Linux
 /// also hands every reader of the device and which end no frame, are left out, and so are the
 /// frames that held nothing else (the device's answers to the bridge).
@@ -269,6 +268,7 @@ pub fn input_frames(events: &[GuestEvent]) -> Vec<Vec<InputEvent>> {
         .collect()
 }
 
+/// Splits events into frames, each ending with SYN_REPORT (which is dropped from the frame).
 pub fn frames(events: &[GuestEvent]) -> Vec<Vec<InputEvent>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();

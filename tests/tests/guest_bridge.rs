@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::*;
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, round_to_i32};
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, input_frames, round_to_i32};
 use serde_json::json;
 
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -419,12 +419,11 @@ fn raw_point(vm: &Vm, ctl: &mut Qmp, display: usize, x: f64, y: f64) -> Vec<Inpu
     let mark = vm.probe.mark();
     ctl.execute("pvmouse-send", json!({"display": display, "x": x, "y": y}))
         .unwrap();
-    let input = pvmouse_vmtest::input_frames;
     let evs = vm
         .probe
-        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| !input(e).is_empty())
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| !input_frames(e).is_empty())
         .unwrap();
-    input(&evs).remove(0)
+    input_frames(&evs).remove(0)
 }
 
 #[test]
