@@ -3,7 +3,7 @@
 //! exact pixel the viewer pointed at), the button mask as the buttons' states, and buttons 4 to 7
 //! as wheel detents.
 
-use pvmouse_spec::profile::Button;
+use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
 use pvmouse_spec::stream::{Record, pixel_centre};
 
 /// RFB button-mask bits that are buttons, and pvmouse's buttons for them. Bit 7 is X's button
@@ -14,8 +14,16 @@ const BUTTONS: [(u8, Button); 4] = [
     (2, Button::Right),
     (7, Button::Side),
 ];
-/// Wheel bits (buttons 4 to 7): vertical and horizontal hi-res units per press, 120 a detent.
-const WHEELS: [(u8, i16, i16); 4] = [(3, 120, 0), (4, -120, 0), (5, 0, -120), (6, 0, 120)];
+/// One detent in a record's hi-res units.
+const DETENT: i16 = 120;
+const _: () = assert!(DETENT as i32 == HI_RES_PER_DETENT);
+/// Wheel bits (buttons 4 to 7): vertical and horizontal hi-res units per press.
+const WHEELS: [(u8, i16, i16); 4] = [
+    (3, DETENT, 0),
+    (4, -DETENT, 0),
+    (5, 0, -DETENT),
+    (6, 0, DETENT),
+];
 
 /// Turns one viewer's `PointerEvent`s into stream records for its head's display.
 #[derive(Debug, Clone)]
@@ -94,6 +102,25 @@ impl PointerRouter {
             ..Record::default()
         }
     }
+
+    /// The record that lets go of every button this viewer holds, answered, or `None` if it
+    /// holds none: what its connection's end sends, so that a viewer that leaves mid-drag does
+    /// not leave every other viewer dragging.
+    pub fn release(&mut self) -> Option<Record> {
+        let mut held = 0;
+        for (bit, button) in BUTTONS {
+            if self.mask & (1 << bit) != 0 {
+                held |= button.bit();
+            }
+        }
+        self.mask = 0;
+        (held != 0).then_some(Record {
+            display: Some(self.display),
+            buttons_set: held,
+            answer: true,
+            ..Record::default()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -143,5 +170,23 @@ mod tests {
             0,
             "not a button a viewer has"
         );
+    }
+
+    #[test]
+    fn a_leaving_viewer_releases_exactly_the_buttons_it_holds() {
+        let mut r = PointerRouter::new(1);
+        r.record(0, 10, 10, (1280, 1024));
+        assert_eq!(r.release(), None, "nothing held, nothing sent");
+        // Left and right held, a wheel bit set: only the buttons are let go.
+        r.record(0b1_0101, 10, 10, (1280, 1024));
+        let a = r.release().unwrap();
+        assert_eq!(a.buttons_set, Button::Left.bit() | Button::Right.bit());
+        assert_eq!(a.buttons_down, 0);
+        assert_eq!(
+            (a.x, a.y, a.wheel_vertical, a.wheel_horizontal),
+            (None, None, 0, 0)
+        );
+        assert!(a.answer);
+        assert_eq!(r.release(), None, "released once");
     }
 }

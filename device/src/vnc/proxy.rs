@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pvmouse_spec::control::{command, event};
+use pvmouse_spec::profile::MAX_DISPLAYS;
 use pvmouse_spec::stream::Record;
 use serde_json::Value;
 
@@ -72,8 +74,13 @@ impl std::str::FromStr for Head {
         let display = display
             .parse::<u8>()
             .ok()
-            .filter(|d| *d < 16)
-            .ok_or_else(|| format!("{s:?}: the display is a number from 0 to 15"))?;
+            .filter(|d| u32::from(*d) < MAX_DISPLAYS)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?}: the display is a number from 0 to {}",
+                    MAX_DISPLAYS - 1
+                )
+            })?;
         let (listen, upstream) = rest
             .split_once(',')
             .ok_or_else(|| format!("{s:?}: expected DISPLAY=LISTEN,UPSTREAM"))?;
@@ -199,7 +206,7 @@ impl Control {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         self.conn = Some((s.try_clone()?, BufReader::new(s)));
         self.reply()?;
-        for command in ["qmp_capabilities", "pvmouse-stream"] {
+        for command in [command::QMP_CAPABILITIES, command::PVMOUSE_STREAM] {
             self.write(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())?;
             let reply = self.reply()?;
             if let Some(error) = reply.get("error") {
@@ -229,7 +236,7 @@ impl Control {
             }
             let v: Value = serde_json::from_str(&self.line)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if v["event"] == "PVMOUSE_STREAM_REFUSED" {
+            if v["event"] == event::STREAM_REFUSED {
                 tracing::warn!(viewer = %self.peer, "pvmouse refused pointer events: {}", v["data"]);
             }
             if v.get("event").is_none() {
@@ -374,6 +381,10 @@ fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result
             Err(e) => break Err(e),
         }
     };
+    // A viewer gone mid-drag must not leave its buttons held for everyone else.
+    if let Some(release) = router.release() {
+        control.send(&release, &router.state());
+    }
     server.shutdown();
     viewer.shutdown();
     let _ = down.join();
@@ -413,8 +424,18 @@ pub fn listen(head: Head, control: PathBuf) -> io::Result<std::thread::JoinHandl
                 match accepted {
                     Ok((viewer, peer)) => {
                         let (head, control) = (head.clone(), control.clone());
+                        let head_display = head.display;
                         let peer = format!("{peer} on display {}", head.display);
-                        std::thread::spawn(move || serve_viewer(viewer, &head, &control, peer));
+                        // Out of threads is this viewer's failure, not the head's: log it, drop
+                        // the connection, and keep accepting.
+                        if let Err(e) = std::thread::Builder::new()
+                            .spawn(move || serve_viewer(viewer, &head, &control, peer))
+                        {
+                            tracing::warn!(
+                                display = head_display,
+                                "viewer refused: cannot start its thread: {e}"
+                            );
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(display = head.display, "accept: {e}");
