@@ -40,4 +40,3 @@ pub mod presence;
 pub mod socket;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
-pub mod vnc;

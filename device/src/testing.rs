@@ -228,3 +228,81 @@ impl crate::virtqueue::EventQueue for MockEventQueue {
         out
     }
 }
+
+/// A real control server on a real Unix socket, in front of a real two-display [`PvMouse`]
+/// with no guest: input only changes its state. What a control client meets, for the tests of
+/// the clients that live outside this crate (`pvmouse-client`, `pvmouse-vnc`).
+///
+/// [`PvMouse`]: crate::device::PvMouse
+#[derive(Debug)]
+pub struct ControlBackend {
+    device: std::sync::Arc<crate::device::PvMouse>,
+    notices: std::sync::Arc<crate::notice::NoticeBoard>,
+    handle: Option<crate::control::ControlHandle>,
+}
+
+impl ControlBackend {
+    /// Binds `path` and serves it on its own thread until dropped.
+    pub fn start(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::sync::Arc;
+        let notices = Arc::new(crate::notice::NoticeBoard::new()?);
+        let identity = crate::identity::Identity::new("pvmouse", "s", 2)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let device = Arc::new(crate::device::PvMouse::new(identity, notices.clone())?);
+        let handle = crate::control::ControlServer::bind(path, device.clone(), notices.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .spawn()?;
+        Ok(Self {
+            device,
+            notices,
+            handle: Some(handle),
+        })
+    }
+
+    pub fn device(&self) -> &std::sync::Arc<crate::device::PvMouse> {
+        &self.device
+    }
+
+    pub fn notices(&self) -> &std::sync::Arc<crate::notice::NoticeBoard> {
+        &self.notices
+    }
+
+    /// The pointer as the device holds it: display, x, and the buttons' bits.
+    pub fn pointer(&self) -> (u8, Option<u16>, u8) {
+        use crate::device::PointerDevice;
+        let p = self.device.status().pointer;
+        (p.display, p.x, p.buttons)
+    }
+}
+
+impl Drop for ControlBackend {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            if let Err(e) = h.stop() {
+                tracing::warn!("test control server: {e}");
+            }
+        }
+    }
+}
+
+/// The committed corpus of one cargo-fuzz target (`fuzz/corpus/TARGET`), in name order, so
+/// that `cargo test` replays every seed and every fixed crash through the target's function.
+pub fn fuzz_corpus(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    assert!(!entries.is_empty(), "no corpus in {}", dir.display());
+    entries
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, bytes)
+        })
+        .collect()
+}

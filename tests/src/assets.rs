@@ -98,7 +98,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                     .args(["build", "--release", "--target", triple])
                     .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
                     .args(["-p", "pvmouse-guestd", "-p", "pvmouse-wl-reader"])
-                    .args(["-p", "pvmouse-session"])
+                    .args(["-p", "pvmouse-session", "-p", "pvmouse-vnc"])
                     .env("CARGO_TARGET_DIR", &target_dir)
                     // Debug info would make the initramfs too large for a 256 MiB guest to
                     // unpack; symbols stay, for backtraces.

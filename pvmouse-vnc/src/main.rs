@@ -1,11 +1,11 @@
 //! `pvmouse-vnc`: VNC viewers on a multi-monitor guest, with their pointer through pvmouse. An
-//! RFB proxy per head in front of QEMU's VNC servers; see device/README.md.
+//! RFB proxy per head in front of QEMU's VNC servers; see README.md beside this crate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vhost_user_pvmouse::vnc::proxy::{Head, listen};
+use pvmouse_vnc::proxy::{Head, listen};
 
 /// VNC front door for pvmouse: proxies each head's QEMU VNC server and turns the viewers'
 /// pointer events into pvmouse input on that head's display.

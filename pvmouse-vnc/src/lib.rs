@@ -1,7 +1,10 @@
 //! `pvmouse-vnc`, the VNC front door: an RFB proxy per head in front of QEMU's VNC servers. The
 //! viewers' pointer events become pvmouse input on that head's display; everything else passes
-//! through.
+//! through. It is a client of the backend's control socket, so it is a crate of its own: it
+//! ships, runs and restarts apart from the backend.
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
 pub mod pointer;
 pub mod proxy;
 pub mod rfb;

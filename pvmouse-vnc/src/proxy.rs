@@ -1,20 +1,19 @@
 //! The proxy: one listener per head, a thread pair per viewer, and the pvmouse control client
 //! pointer events go to instead of upstream.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pvmouse_spec::control::{command, event};
+use pvmouse_client::{Reconnecting, Sent};
 use pvmouse_spec::profile::MAX_DISPLAYS;
 use pvmouse_spec::stream::Record;
-use serde_json::Value;
 
-use super::pointer::PointerRouter;
-use super::rfb::{self, ClientMessage, RfbError};
+use crate::pointer::PointerRouter;
+use crate::rfb::{self, ClientMessage, RfbError};
 
 /// Where to listen or connect: `tcp:HOST:PORT` or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,17 +171,12 @@ impl Write for Duplex<'_> {
     }
 }
 
-/// pvmouse's control socket, as one viewer uses it: connected on demand, switched to stream
-/// records (`spec/control.md`, `pvmouse-stream`), and reconnected when it goes away.
+/// pvmouse's control socket, as one viewer uses it: a [`Reconnecting`] record stream, and the
+/// log lines that tell an operator about refusals and outages.
 #[derive(Debug)]
 pub struct Control {
-    path: PathBuf,
+    stream: Reconnecting,
     peer: String,
-    conn: Option<(UnixStream, BufReader<UnixStream>)>,
-    /// Since when the socket has been unreachable, to report the outage once and its end.
-    down_since: Option<Instant>,
-    /// A reply line being read, reused.
-    line: String,
 }
 
 /// How long a viewer's pointer event waits for the control socket to come back before it is
@@ -192,106 +186,40 @@ const CONTROL_WAIT: Duration = Duration::from_secs(5);
 impl Control {
     pub fn new(path: &Path, peer: &str) -> Self {
         Self {
-            path: path.to_owned(),
+            stream: Reconnecting::new(path, CONTROL_WAIT),
             peer: peer.to_owned(),
-            conn: None,
-            down_since: None,
-            line: String::with_capacity(256),
         }
     }
 
-    /// Connects, negotiates and switches the connection to records.
-    fn connect(&mut self) -> io::Result<()> {
-        let s = UnixStream::connect(&self.path)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        self.conn = Some((s.try_clone()?, BufReader::new(s)));
-        self.reply()?;
-        for command in [command::QMP_CAPABILITIES, command::PVMOUSE_STREAM] {
-            self.write(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())?;
-            let reply = self.reply()?;
-            if let Some(error) = reply.get("error") {
-                self.conn = None;
-                return Err(io::Error::other(format!("{command} refused: {error}")));
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self.conn.as_mut() {
-            Some((s, _)) => s.write_all(bytes),
-            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        }
-    }
-
-    /// The next reply, past any events; refusals of records that were not answered are logged.
-    fn reply(&mut self) -> io::Result<Value> {
-        let Some((_, r)) = self.conn.as_mut() else {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        };
-        loop {
-            self.line.clear();
-            if r.read_line(&mut self.line)? == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            let v: Value = serde_json::from_str(&self.line)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if v["event"] == event::STREAM_REFUSED {
-                tracing::warn!(viewer = %self.peer, "pvmouse refused pointer events: {}", v["data"]);
-            }
-            if v.get("event").is_none() {
-                return Ok(v);
-            }
-        }
-    }
-
-    /// Writes `record`, on a new connection after `state` (answered, so that what a broken
-    /// connection may have lost is set again before anything newer), and waits for the reply
-    /// if the record asks for one.
-    fn try_once(&mut self, record: &Record, state: &Record) -> io::Result<Option<Value>> {
-        if self.conn.is_none() {
-            self.connect()?;
-            self.write(&state.encode())?;
-            if let Some(error) = self.reply()?.get("error") {
-                tracing::warn!(viewer = %self.peer, "pvmouse refused this viewer's pointer state: {error}");
-            }
-        }
-        self.write(&record.encode())?;
-        if record.answer {
-            return self.reply().map(Some);
-        }
-        Ok(None)
-    }
-
-    /// Sends a record; while the socket is away, waits for it (up to [`CONTROL_WAIT`]), saying
-    /// so in the log once, and then drops the record with a log line. `state` is everything the
-    /// viewer has set, this record included.
+    /// Sends a record; while the socket is away, waits for it (up to [`CONTROL_WAIT`]), and
+    /// then drops the record with a log line. `state` is everything the viewer has set, this
+    /// record included.
     pub fn send(&mut self, record: &Record, state: &Record) {
-        // The clock is read only once something fails: the usual event costs one write.
-        let mut waiting_since = None;
-        loop {
-            match self.try_once(record, state) {
-                Ok(reply) => {
-                    if let Some(since) = self.down_since.take() {
-                        tracing::info!(viewer = %self.peer, "pvmouse control socket back after {:?}", since.elapsed());
-                    }
-                    if let Some(error) = reply.as_ref().and_then(|r| r.get("error")) {
-                        tracing::warn!(viewer = %self.peer, "pvmouse refused a pointer event: {error}");
-                    }
-                    return;
+        let peer = &self.peer;
+        match self.stream.send(record, state) {
+            Sent::Delivered {
+                refused,
+                state_refused,
+                outage,
+            } => {
+                if let Some(since) = outage {
+                    tracing::info!(viewer = %peer, "pvmouse control socket back after {since:?}");
                 }
-                Err(e) => {
-                    self.conn = None;
-                    if self.down_since.is_none() {
-                        self.down_since = Some(Instant::now());
-                        tracing::warn!(viewer = %self.peer, "pvmouse control socket {}: {e}; pointer events wait for it", self.path.display());
-                    }
-                    if waiting_since.get_or_insert_with(Instant::now).elapsed() >= CONTROL_WAIT {
-                        tracing::warn!(viewer = %self.peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+                if let Some(error) = state_refused {
+                    tracing::warn!(viewer = %peer, "pvmouse refused this viewer's pointer state: {error}");
                 }
+                if let Some(error) = refused {
+                    tracing::warn!(viewer = %peer, "pvmouse refused a pointer event: {error}");
+                }
+            }
+            Sent::Dropped {
+                error,
+                outage_began,
+            } => {
+                if outage_began {
+                    tracing::warn!(viewer = %peer, "pvmouse control socket {}: {error}; pointer events wait for it", self.stream.path().display());
+                }
+                tracing::warn!(viewer = %peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
             }
         }
     }
@@ -451,6 +379,8 @@ mod tests {
     use super::*;
     use pvmouse_spec::profile::Button;
     use pvmouse_spec::stream::pixel_centre;
+    use std::time::Instant;
+    use vhost_user_pvmouse::testing::ControlBackend as Backend;
 
     #[test]
     fn heads_parse_and_bad_ones_say_why() {
@@ -479,7 +409,7 @@ mod tests {
         // The control socket appears 300 ms after the event is sent: a backend restarting.
         let server = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            Backend::start(&late)
+            Backend::start(&late).unwrap()
         });
         let mut control = Control::new(&path, "test viewer");
         let mut router = PointerRouter::new(1);
@@ -499,7 +429,7 @@ mod tests {
     fn a_backend_replaced_under_a_viewer_gets_the_viewers_state_before_anything_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
-        let first = Backend::start(&path);
+        let first = Backend::start(&path).unwrap();
         let mut control = Control::new(&path, "test viewer");
         let mut router = PointerRouter::new(1);
         let mut send = |mask, x| {
@@ -514,7 +444,7 @@ mod tests {
         );
         // A new backend with none of the old one's state, as after a crash without a ledger.
         drop(first);
-        let second = Backend::start(&path);
+        let second = Backend::start(&path).unwrap();
         send(1, 7);
         assert_eq!(
             second.pointer(),
@@ -523,41 +453,5 @@ mod tests {
         );
         send(0, 8);
         assert_eq!(second.pointer(), (1, Some(pixel_centre(8, 1280)), 0));
-    }
-
-    /// A real control server over a real device with no driver: input only changes its state.
-    struct Backend {
-        device: Arc<crate::device::PvMouse>,
-        handle: Option<crate::control::ControlHandle>,
-    }
-
-    impl Backend {
-        fn start(path: &Path) -> Self {
-            let notices = Arc::new(crate::notice::NoticeBoard::new().unwrap());
-            let identity = crate::identity::Identity::new("pvmouse", "s", 2).unwrap();
-            let device = Arc::new(crate::device::PvMouse::new(identity, notices.clone()).unwrap());
-            let handle = crate::control::ControlServer::bind(path, device.clone(), notices)
-                .unwrap()
-                .spawn()
-                .unwrap();
-            Self {
-                device,
-                handle: Some(handle),
-            }
-        }
-
-        fn pointer(&self) -> (u8, Option<u16>, u8) {
-            use crate::device::PointerDevice;
-            let p = self.device.status().pointer;
-            (p.display, p.x, p.buttons)
-        }
-    }
-
-    impl Drop for Backend {
-        fn drop(&mut self) {
-            if let Some(h) = self.handle.take() {
-                h.stop().unwrap();
-            }
-        }
     }
 }
