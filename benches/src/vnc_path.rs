@@ -14,9 +14,11 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pvmouse_client::{Connection, RecordStream};
 use pvmouse_spec::control::QEMU_ABS_MAX;
 use pvmouse_spec::profile::AXIS_MAX;
 use pvmouse_spec::stream::{Record, pixel_centre};
@@ -111,19 +113,17 @@ fn guest_counters(vm: &Vm) -> Result<(u64, u64), String> {
 
 /// A client that only points: an RFB viewer, or a control client writing records.
 struct Viewer {
-    stream: Box<dyn ReadWrite>,
+    speaks: Speaks,
     width: u16,
     height: u16,
-    speaks: Speaks,
 }
 
 /// How a [`Viewer`] points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Speaks {
     /// RFB `PointerEvent`s, to a VNC server.
-    Rfb,
+    Rfb(Box<dyn ReadWrite>),
     /// Stream records, on pvmouse's control socket.
-    Records,
+    Records(RecordStream),
 }
 
 trait ReadWrite: Read + Write + Send {}
@@ -158,51 +158,37 @@ impl Viewer {
         // one, and treats it as relative until then.
         stream.write_all(&[2, 0, 0, 1, 0, 0, 0, 0])?;
         Ok(Self {
-            stream,
             width: u16::from_be_bytes([init[0], init[1]]),
             height: u16::from_be_bytes([init[2], init[3]]),
-            speaks: Speaks::Rfb,
+            speaks: Speaks::Rfb(stream),
         })
     }
 
     /// A control client switched to records, pointing on a head of this size.
-    fn records(stream: UnixStream, width: u16, height: u16) -> io::Result<Self> {
-        let mut lines = io::BufReader::new(stream.try_clone()?);
-        let mut line = String::new();
-        let mut reply = |line: &mut String| -> io::Result<()> {
-            line.clear();
-            io::BufRead::read_line(&mut lines, line)?;
-            Ok(())
-        };
-        reply(&mut line)?;
-        for command in ["qmp_capabilities", "pvmouse-stream"] {
-            (&stream).write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())?;
-            reply(&mut line)?;
-            if !line.contains("\"return\"") {
-                return Err(io::Error::other(format!("{command}: {line}")));
-            }
-        }
+    fn records(control: &Path, width: u16, height: u16) -> Result<Self, pvmouse_client::Error> {
         Ok(Self {
-            stream: Box::new(stream),
+            speaks: Speaks::Records(Connection::connect(control)?.into_stream()?),
             width,
             height,
-            speaks: Speaks::Records,
         })
     }
 
     fn point(&mut self, x: u16, y: u16) -> io::Result<()> {
-        if self.speaks == Speaks::Records {
-            let record = Record {
-                display: Some(0),
-                x: Some(pixel_centre(x, self.width)),
-                y: Some(pixel_centre(y, self.height)),
-                ..Record::default()
-            };
-            return self.stream.write_all(&record.encode());
+        match &mut self.speaks {
+            Speaks::Records(stream) => stream
+                .send(&Record {
+                    display: Some(0),
+                    x: Some(pixel_centre(x, self.width)),
+                    y: Some(pixel_centre(y, self.height)),
+                    ..Record::default()
+                })
+                .map_err(|e| io::Error::other(e.to_string())),
+            Speaks::Rfb(stream) => {
+                let [xh, xl] = x.to_be_bytes();
+                let [yh, yl] = y.to_be_bytes();
+                stream.write_all(&[5, 0, xh, xl, yh, yl])
+            }
         }
-        let [xh, xl] = x.to_be_bytes();
-        let [yh, yl] = y.to_be_bytes();
-        self.stream.write_all(&[5, 0, xh, xl, yh, yl])
     }
 }
 
@@ -302,8 +288,8 @@ pub fn measure(
                     .first()
                     .map(|(_, _, v): &(VncPath, &str, Viewer)| (v.width, v.height))
                     .ok_or("the records client takes its head's size from a viewer, and none connected")?;
-                UnixStream::connect(vm.control_socket())
-                    .and_then(|s| Viewer::records(s, width, height))
+                Viewer::records(&vm.control_socket(), width, height)
+                    .map_err(|e| io::Error::other(e.to_string()))
             }
         }
         .map_err(|e| format!("{}: {e}", path.id()))?;

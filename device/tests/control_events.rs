@@ -29,7 +29,7 @@ fn a_guest_event_storm_is_rate_limited_never_disconnects_and_ends_in_the_newest_
     // Negotiated, then never reads a byte while the storm lasts.
     let mut idle = Client::negotiated(&server.path);
     reading
-        .stream
+        .socket()
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
 
@@ -108,7 +108,7 @@ fn a_guest_event_storm_is_rate_limited_never_disconnects_and_ends_in_the_newest_
 
     // The client that read nothing is still connected, and what it has waiting ends in the
     // same newest states.
-    idle.stream
+    idle.socket()
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let mut waiting = Vec::new();
@@ -124,7 +124,7 @@ fn a_guest_event_storm_is_rate_limited_never_disconnects_and_ends_in_the_newest_
         last_of("PVMOUSE_DRIVER_CHANGE").unwrap()["data"],
         json!({"active": false})
     );
-    idle.stream
+    idle.socket()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let reply = idle

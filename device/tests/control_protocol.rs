@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pvmouse_client::Connection;
 use pvmouse_spec::control::{MAX_CLIENTS, MAX_COMMAND_BYTES};
 use pvmouse_spec::profile::Button;
 use serde_json::{Value, json};
@@ -108,23 +109,20 @@ impl Drop for Fixture {
     }
 }
 
+/// A wire-level client: every line it reads must end in CRLF, as QMP's do.
 struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    conn: Connection,
 }
 
 impl Client {
     fn connect(path: &Path, negotiate: bool) -> Self {
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
-        let greeting = c.read();
+        let mut conn = Connection::greeted(path).unwrap();
+        conn.set_reply_timeout(Duration::from_secs(10)).unwrap();
+        let line = conn.greeting_line();
+        assert!(line.ends_with("\r\n"), "QMP lines end in CRLF: {line:?}");
+        let greeting = conn.greeting();
         assert!(greeting["QMP"]["capabilities"].is_array(), "{greeting}");
+        let mut c = Client { conn };
         if negotiate {
             assert_eq!(
                 c.cmd(json!({"execute": "qmp_capabilities"})),
@@ -135,15 +133,29 @@ impl Client {
     }
 
     fn read(&mut self) -> Value {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).unwrap();
-        assert!(n > 0, "connection closed");
+        let line = self.conn.read_line().unwrap();
         assert!(line.ends_with("\r\n"), "QMP lines end in CRLF: {line:?}");
-        serde_json::from_str(&line).unwrap()
+        serde_json::from_str(line).unwrap()
+    }
+
+    /// Everything the server sends until it closes the connection.
+    fn read_to_close(&mut self) -> String {
+        let mut rest = String::new();
+        loop {
+            match self.conn.read_line() {
+                Ok(line) => rest.push_str(line),
+                Err(pvmouse_client::Error::Closed) => return rest,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn socket(&self) -> &UnixStream {
+        self.conn.socket()
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
+        self.conn.write_raw(bytes).unwrap();
     }
 
     fn cmd(&mut self, msg: Value) -> Value {
@@ -427,12 +439,10 @@ fn a_half_closed_client_still_gets_its_replies() {
     let f = Fixture::new();
     let mut c = f.client();
     c.send_raw(b"{\"execute\": \"query-pvmouse\"}\n{\"execute\": \"query-commands\"}\n");
-    c.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    c.socket().shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(c.read()["return"]["name"], "pvmouse");
     assert!(c.read()["return"].is_array());
-    let mut rest = String::new();
-    c.reader.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest, "", "then the server closes");
+    assert_eq!(c.read_to_close(), "", "then the server closes");
 }
 
 #[test]
@@ -574,7 +584,7 @@ fn a_streaming_client_that_never_reads_its_answers_is_dropped_and_garbage_alone_
             c.cmd(json!({"execute": "pvmouse-stream"})),
             json!({"return": {}})
         );
-        c.writer
+        c.socket()
             .set_write_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         c
@@ -586,7 +596,7 @@ fn a_streaming_client_that_never_reads_its_answers_is_dropped_and_garbage_alone_
         let started = Instant::now();
         let mut sent = 0;
         while started.elapsed() < Duration::from_secs(3) {
-            if c.writer.write_all(&burst).is_err() {
+            if c.socket().write_all(&burst).is_err() {
                 return (true, sent);
             }
             sent += 4096;

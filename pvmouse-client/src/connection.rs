@@ -22,6 +22,8 @@ pub struct Connection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     greeting: Value,
+    /// The greeting as it came, line ending included.
+    greeting_line: String,
     /// Events received while waiting for replies, oldest first.
     events: VecDeque<Value>,
     timeout: Duration,
@@ -64,6 +66,7 @@ impl Connection {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
             greeting: Value::Null,
+            greeting_line: String::new(),
             events: VecDeque::new(),
             timeout: DEFAULT_REPLY_TIMEOUT,
             line: String::with_capacity(256),
@@ -73,12 +76,18 @@ impl Connection {
             return Err(Error::Protocol(format!("not a QMP greeting: {greeting}")));
         }
         c.greeting = greeting;
+        c.greeting_line = c.line.clone();
         Ok(c)
     }
 
     /// The server's greeting (`{"QMP": {"version": …}}`).
     pub fn greeting(&self) -> &Value {
         &self.greeting
+    }
+
+    /// The greeting's line as it came: for tests of the protocol's framing.
+    pub fn greeting_line(&self) -> &str {
+        &self.greeting_line
     }
 
     /// How long a reply may take before [`Error::Timeout`].

@@ -3,14 +3,13 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use pvmouse_client::Connection;
 use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
 use pvmouse_vmtest::vm::fd_count;
 use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, round_to_i32};
@@ -24,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// keeper starts a worker).
 struct Client {
     path: PathBuf,
-    conn: Option<(UnixStream, BufReader<UnixStream>)>,
+    conn: Option<Connection>,
 }
 
 impl Client {
@@ -35,45 +34,14 @@ impl Client {
         }
     }
 
-    fn connect(&mut self) -> std::io::Result<()> {
-        let s = UnixStream::connect(&self.path)?;
-        s.set_read_timeout(Some(WAIT))?;
-        let mut r = BufReader::new(s.try_clone()?);
-        let mut line = String::new();
-        r.read_line(&mut line)?; // greeting
-        let mut w = s.try_clone()?;
-        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
-        line.clear();
-        r.read_line(&mut line)?;
-        self.conn = Some((s, r));
-        Ok(())
-    }
-
     /// `Some(reply)` if the command was answered, `None` if the connection was cut first.
     fn execute(&mut self, command: &str, arguments: Value) -> Option<Value> {
-        if self.conn.is_none() && self.connect().is_err() {
-            self.conn = None;
-            return None;
+        if self.conn.is_none() {
+            let mut c = Connection::connect(&self.path).ok()?;
+            c.set_reply_timeout(WAIT).ok()?;
+            self.conn = Some(c);
         }
-        let (s, r) = self.conn.as_mut()?;
-        let sent = writeln!(s, "{}", json!({"execute": command, "arguments": arguments}));
-        let mut answer = None;
-        if sent.is_ok() {
-            loop {
-                let mut line = String::new();
-                match r.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                        if v.get("event").is_some() {
-                            continue;
-                        }
-                        answer = Some(v);
-                        break;
-                    }
-                }
-            }
-        }
+        let answer = self.conn.as_mut()?.reply(command, arguments).ok();
         if answer.is_none() {
             self.conn = None;
         }

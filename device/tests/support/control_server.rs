@@ -7,12 +7,12 @@
     reason = "test support: not every test file uses every helper; a panic is the failure report"
 )]
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pvmouse_client::Connection;
 use serde_json::{Value, json};
 use vhost_user_pvmouse::control::{ControlHandle, ControlServer};
 use vhost_user_pvmouse::device::PvMouse;
@@ -54,24 +54,16 @@ impl Drop for Server {
     }
 }
 
+/// A line-reading client over [`Connection`], for tests that look at the protocol itself.
 pub struct Client {
-    reader: BufReader<UnixStream>,
-    pub stream: UnixStream,
+    conn: Connection,
 }
 
 impl Client {
     pub fn connect(path: &Path) -> Self {
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-        };
-        let greeting = c.read().unwrap();
-        assert!(greeting.get("QMP").is_some(), "{greeting}");
-        c
+        let mut conn = Connection::greeted(path).unwrap();
+        conn.set_reply_timeout(Duration::from_secs(10)).unwrap();
+        Client { conn }
     }
 
     pub fn negotiated(path: &Path) -> Self {
@@ -81,17 +73,20 @@ impl Client {
         c
     }
 
+    /// The socket, to change a timeout or shut it down.
+    pub fn socket(&self) -> &UnixStream {
+        self.conn.socket()
+    }
+
     pub fn send(&mut self, v: &Value) {
-        self.stream.write_all(v.to_string().as_bytes()).unwrap();
+        self.conn.write_raw(v.to_string().as_bytes()).unwrap();
     }
 
     /// The next line, or None at end of stream or when nothing came within the read timeout.
     pub fn read(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        match self.conn.read_value() {
+            Ok(v) => Some(v),
+            Err(pvmouse_client::Error::Closed | pvmouse_client::Error::Timeout(_)) => None,
             Err(e) => panic!("{e}"),
         }
     }
