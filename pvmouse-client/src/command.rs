@@ -6,9 +6,8 @@
 //!
 //! [spec/control.md]: https://github.com/pvmouse/pvmouse/blob/main/spec/control.md
 
-use std::collections::BTreeMap;
-
 use pvmouse_spec::control::command as name;
+pub use pvmouse_spec::control::reply::{Counters, GuestCoordinates, Pointer, Status};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -129,62 +128,6 @@ pub struct QueryPvmouse;
 impl Command for QueryPvmouse {
     const NAME: &'static str = name::QUERY_PVMOUSE;
     type Reply = Status;
-}
-
-/// The device's state, as `query-pvmouse` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Status {
-    pub name: String,
-    pub serial: String,
-    pub displays: u8,
-    pub axis_max: u16,
-    pub pointer: Pointer,
-    pub frontend_connected: bool,
-    pub driver_active: bool,
-    pub driver_paused: bool,
-    pub bridge_present: bool,
-    #[serde(default)]
-    pub bridge_version: Option<u8>,
-    pub guest_coordinates: GuestCoordinates,
-    pub pending_frames: u64,
-    pub coalesced_frames: u64,
-    pub counters: Counters,
-    /// Malformed guest input by kind.
-    pub guest_faults: BTreeMap<String, u64>,
-}
-
-/// The pointer once every queued frame reaches the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Pointer {
-    pub display: u8,
-    /// Device values, 0 … `axis-max`; absent until a client sets them.
-    #[serde(default)]
-    pub x: Option<u16>,
-    #[serde(default)]
-    pub y: Option<u16>,
-    /// Every button, by name, down or not.
-    pub buttons: BTreeMap<String, bool>,
-}
-
-/// How positions reach the guest (spec §6.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GuestCoordinates {
-    /// The device maps positions onto the layout the guest bridge gave it.
-    Desktop,
-    PerDisplay,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Counters {
-    pub commands: u64,
-    pub frames: u64,
-    pub events_delivered: u64,
-    pub rejected_queue_full: u64,
-    pub activations: u64,
-    pub resumes: u64,
 }
 
 /// `query-version`.

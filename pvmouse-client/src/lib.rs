@@ -20,7 +20,7 @@ mod reconnect;
 mod stream;
 
 pub use connection::Connection;
-pub use reconnect::{Reconnecting, Sent};
+pub use reconnect::{Outage, Reconnecting, Sent};
 pub use stream::RecordStream;
 
 /// What can go wrong talking to a control socket.

@@ -20,8 +20,8 @@ pub enum Sent {
         refused: Option<Error>,
         /// A refusal of the state set again on a new connection before the record.
         state_refused: Option<Error>,
-        /// How long the socket had been away, if this record ended an outage.
-        outage: Option<Duration>,
+        /// The outage this record ended, if the socket had been away.
+        outage: Option<Outage>,
     },
     /// The socket stayed away for the whole patience: the record is dropped.
     Dropped {
@@ -32,6 +32,15 @@ pub enum Sent {
     },
 }
 
+/// A time the control socket was away.
+#[derive(Debug)]
+pub struct Outage {
+    /// From the first failed try to the record that got through.
+    pub lasted: Duration,
+    /// Why the first try failed.
+    pub cause: Error,
+}
+
 /// A record stream on `path`, connected on demand and again after every failure. On each new
 /// connection the caller's whole pointer state is sent first, answered, so that motion written
 /// to a connection that broke is not missed and a held button stays held.
@@ -40,8 +49,8 @@ pub struct Reconnecting {
     path: PathBuf,
     patience: Duration,
     stream: Option<RecordStream>,
-    /// Since when the socket has been unreachable.
-    down_since: Option<Instant>,
+    /// Since when the socket has been unreachable, and why.
+    down: Option<(Instant, Error)>,
 }
 
 impl Reconnecting {
@@ -52,7 +61,7 @@ impl Reconnecting {
             path: path.to_owned(),
             patience,
             stream: None,
-            down_since: None,
+            down: None,
         }
     }
 
@@ -72,15 +81,23 @@ impl Reconnecting {
                     return Sent::Delivered {
                         refused,
                         state_refused,
-                        outage: self.down_since.take().map(|since| since.elapsed()),
+                        outage: self.down.take().map(|(since, cause)| Outage {
+                            lasted: since.elapsed(),
+                            cause,
+                        }),
                     };
                 }
                 Err(error) => {
                     self.stream = None;
-                    if self.down_since.is_none() {
-                        self.down_since = Some(Instant::now());
+                    let error = if self.down.is_none() {
                         outage_began = true;
-                    }
+                        // The outage keeps its first cause; this try reports a copy of it.
+                        let copy = Error::Protocol(error.to_string());
+                        self.down = Some((Instant::now(), error));
+                        copy
+                    } else {
+                        error
+                    };
                     if waiting_since.get_or_insert_with(Instant::now).elapsed() >= self.patience {
                         return Sent::Dropped {
                             error,

@@ -177,6 +177,8 @@ impl Write for Duplex<'_> {
 pub struct Control {
     stream: Reconnecting,
     peer: String,
+    /// The current outage has been reported, so that it is logged once, and its end.
+    outage_logged: bool,
 }
 
 /// How long a viewer's pointer event waits for the control socket to come back before it is
@@ -188,6 +190,7 @@ impl Control {
         Self {
             stream: Reconnecting::new(path, CONTROL_WAIT),
             peer: peer.to_owned(),
+            outage_logged: false,
         }
     }
 
@@ -195,15 +198,23 @@ impl Control {
     /// then drops the record with a log line. `state` is everything the viewer has set, this
     /// record included.
     pub fn send(&mut self, record: &Record, state: &Record) {
-        let peer = &self.peer;
-        match self.stream.send(record, state) {
+        let sent = self.stream.send(record, state);
+        let (peer, path) = (&self.peer, self.stream.path());
+        let waiting = |error: &pvmouse_client::Error| {
+            tracing::warn!(viewer = %peer, "pvmouse control socket {}: {error}; pointer events wait for it", path.display());
+        };
+        match sent {
             Sent::Delivered {
                 refused,
                 state_refused,
                 outage,
             } => {
-                if let Some(since) = outage {
-                    tracing::info!(viewer = %peer, "pvmouse control socket back after {since:?}");
+                if let Some(outage) = outage {
+                    if !self.outage_logged {
+                        waiting(&outage.cause);
+                    }
+                    self.outage_logged = false;
+                    tracing::info!(viewer = %peer, "pvmouse control socket back after {:?}", outage.lasted);
                 }
                 if let Some(error) = state_refused {
                     tracing::warn!(viewer = %peer, "pvmouse refused this viewer's pointer state: {error}");
@@ -216,8 +227,9 @@ impl Control {
                 error,
                 outage_began,
             } => {
-                if outage_began {
-                    tracing::warn!(viewer = %peer, "pvmouse control socket {}: {error}; pointer events wait for it", self.stream.path().display());
+                if outage_began || !self.outage_logged {
+                    waiting(&error);
+                    self.outage_logged = true;
                 }
                 tracing::warn!(viewer = %peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
             }

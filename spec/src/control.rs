@@ -45,3 +45,68 @@ pub mod event {
     /// Stream records refused that their client did not ask to have answered.
     pub const STREAM_REFUSED: &str = "PVMOUSE_STREAM_REFUSED";
 }
+
+/// The replies whose shape this protocol defines, as the server writes them and clients read
+/// them. Clients ignore members they do not know, so a newer server can report more.
+pub mod reply {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    /// `query-pvmouse`: the device's state.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Status {
+        pub name: String,
+        pub serial: String,
+        pub displays: u8,
+        pub axis_max: u16,
+        pub pointer: Pointer,
+        pub frontend_connected: bool,
+        pub driver_active: bool,
+        pub driver_paused: bool,
+        pub bridge_present: bool,
+        /// Only while the bridge is present.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub bridge_version: Option<u8>,
+        pub guest_coordinates: GuestCoordinates,
+        pub pending_frames: u64,
+        pub coalesced_frames: u64,
+        pub counters: Counters,
+        /// Malformed guest input by kind, e.g. `{"broken-chain": 2}`.
+        pub guest_faults: BTreeMap<String, u64>,
+    }
+
+    /// The pointer once every queued frame reaches the guest.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Pointer {
+        pub display: u8,
+        /// Device values, 0 … `axis-max`; absent until a client sets them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub x: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub y: Option<u16>,
+        /// Every button by name, down or not.
+        pub buttons: BTreeMap<String, bool>,
+    }
+
+    /// How positions reach the guest (spec §6.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum GuestCoordinates {
+        /// The device maps positions onto the layout the guest bridge gave it.
+        Desktop,
+        PerDisplay,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Counters {
+        pub commands: u64,
+        pub frames: u64,
+        pub events_delivered: u64,
+        pub rejected_queue_full: u64,
+        pub activations: u64,
+        pub resumes: u64,
+    }
+}

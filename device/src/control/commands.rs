@@ -2,6 +2,7 @@
 //! the device's state. Everything is checked before anything reaches the device, so a bad
 //! command changes nothing.
 
+use pvmouse_spec::control::reply::{Counters, GuestCoordinates, Pointer, Status};
 use pvmouse_spec::control::{MAX_WHEEL_HI_RES, QEMU_ABS_MAX, command};
 use pvmouse_spec::profile::{AXIS_MAX, Button, HI_RES_PER_DETENT};
 use serde_json::{Map, Value, json};
@@ -346,51 +347,48 @@ pub fn parse_pvmouse_send(
 }
 
 pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
-    let mut pointer = Map::new();
-    pointer.insert("display".into(), json!(s.pointer.display));
-    if let Some(x) = s.pointer.x {
-        pointer.insert("x".into(), json!(x));
-    }
-    if let Some(y) = s.pointer.y {
-        pointer.insert("y".into(), json!(y));
-    }
-    let buttons: Map<String, Value> = Button::ALL
-        .iter()
-        .map(|b| (b.name().to_owned(), json!(s.pointer.is_down(*b))))
-        .collect();
-    pointer.insert("buttons".into(), Value::Object(buttons));
-    let faults: Map<String, Value> = s
-        .guest_faults
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
-    let mut out = json!({
-        "name": identity.name(),
-        "serial": identity.serial(),
-        "displays": identity.displays(),
-        "axis-max": AXIS_MAX,
-        "pointer": pointer,
-        "frontend-connected": s.frontend_connected,
-        "driver-active": s.driver_active,
-        "driver-paused": s.driver_paused,
-        "bridge-present": s.bridge_version.is_some(),
-        "guest-coordinates": if s.desktop_coordinates { "desktop" } else { "per-display" },
-        "pending-frames": s.pending_frames,
-        "coalesced-frames": s.coalesced_frames,
-        "counters": {
-            "commands": s.counters.commands,
-            "frames": s.counters.frames,
-            "events-delivered": s.counters.events_delivered,
-            "rejected-queue-full": s.counters.rejected_queue_full,
-            "activations": s.counters.activations,
-            "resumes": s.counters.resumes,
+    let reply = Status {
+        name: identity.name().to_owned(),
+        serial: identity.serial().to_owned(),
+        displays: identity.displays(),
+        axis_max: u16::try_from(AXIS_MAX).unwrap_or(u16::MAX),
+        pointer: Pointer {
+            display: s.pointer.display,
+            x: s.pointer.x,
+            y: s.pointer.y,
+            buttons: Button::ALL
+                .iter()
+                .map(|b| (b.name().to_owned(), s.pointer.is_down(*b)))
+                .collect(),
         },
-        "guest-faults": faults,
-    });
-    if let (Some(v), Some(obj)) = (s.bridge_version, out.as_object_mut()) {
-        obj.insert("bridge-version".into(), json!(v));
-    }
-    out
+        frontend_connected: s.frontend_connected,
+        driver_active: s.driver_active,
+        driver_paused: s.driver_paused,
+        bridge_present: s.bridge_version.is_some(),
+        bridge_version: s.bridge_version,
+        guest_coordinates: if s.desktop_coordinates {
+            GuestCoordinates::Desktop
+        } else {
+            GuestCoordinates::PerDisplay
+        },
+        pending_frames: u64::try_from(s.pending_frames).unwrap_or(u64::MAX),
+        coalesced_frames: s.coalesced_frames,
+        counters: Counters {
+            commands: s.counters.commands,
+            frames: s.counters.frames,
+            events_delivered: s.counters.events_delivered,
+            rejected_queue_full: s.counters.rejected_queue_full,
+            activations: s.counters.activations,
+            resumes: s.counters.resumes,
+        },
+        guest_faults: s
+            .guest_faults
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+    };
+    // A struct of strings, numbers and maps with string keys always serialises.
+    serde_json::to_value(reply).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
