@@ -2,7 +2,7 @@
 //! (no hand-off on the event path), and a main loop for everything else: hot-plug, layouts from
 //! session agents, reloads on SIGHUP and DRM hot-plug, heartbeats to the host, and a clean exit.
 //!
-//! In desktop mode a reader hands the mapping to its device ([`crate::offload`]) and then sleeps:
+//! In desktop mode a reader hands the mapping to its device ([`crate::handoff`]) and then sleeps:
 //! the display server reads the device itself. It wakes only when the main loop has something
 //! new for it.
 
@@ -25,10 +25,10 @@ use pvmouse_spec::status::{
 };
 
 use crate::devices;
+use crate::handoff::{Action, Disposition, Handoff, Want};
 use crate::layout::Layout;
 use crate::layout::resolve::{self, ResolveError, Source, Sources};
 use crate::mapper::{Mapper, PointerMode};
-use crate::offload::{Action, Disposition, Offload, Want};
 use crate::output::OutputError;
 use crate::pointers::Pointers;
 use crate::session::{self, Access, SessionEvent};
@@ -47,7 +47,7 @@ pub struct Config {
     /// Where the per-display pointers' udev binding rules are written.
     pub udev_rules: PathBuf,
     /// In desktop mode, hand the layout to the device so the display server reads it directly.
-    pub offload: bool,
+    pub handoff: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ struct Bridge {
     output: Pointers,
     /// Who should map, for every device: readers take it when woken.
     want: Want,
-    offload: bool,
+    handoff: bool,
 }
 
 impl Bridge {
@@ -80,7 +80,7 @@ impl Bridge {
     /// the pointers stay and so does a drag in progress.
     fn apply(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
         let result = self.apply_pointers(layout, mode);
-        self.want = want(self.offload, self.mapper.mode(), self.mapper.layout());
+        self.want = want(self.handoff, self.mapper.mode(), self.mapper.layout());
         result
     }
 
@@ -110,9 +110,9 @@ impl Bridge {
 }
 
 /// The device maps in desktop mode, when allowed; per-display pointers need the bridge.
-fn want(offload: bool, mode: PointerMode, layout: &Layout) -> Want {
-    if offload && mode == PointerMode::Desktop {
-        Want::Offload(layout.clone())
+fn want(handoff: bool, mode: PointerMode, layout: &Layout) -> Want {
+    if handoff && mode == PointerMode::Desktop {
+        Want::HandOff(layout.clone())
     } else {
         Want::Map
     }
@@ -204,7 +204,7 @@ struct Reader {
     /// A duplicate of the device's descriptor, for status values.
     status: File,
     wake: UnixStream,
-    offload: Offload,
+    handoff: Handoff,
     bridge: Shared,
     /// Reused for each batch, so mapping allocates nothing per event.
     batch: Vec<InputEvent>,
@@ -214,11 +214,11 @@ impl Reader {
     fn run(mut self, tx: Sender<Msg>) {
         loop {
             let timeout = self
-                .offload
+                .handoff
                 .deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let both = [self.wake.as_fd(), self.dev.as_fd()];
-            let fds = if self.offload.parked() {
+            let fds = if self.handoff.parked() {
                 &both[..1]
             } else {
                 &both[..]
@@ -240,7 +240,7 @@ impl Reader {
                     return;
                 }
             }
-            let actions = self.offload.on_timeout(Instant::now());
+            let actions = self.handoff.on_timeout(Instant::now());
             self.act(actions);
         }
     }
@@ -248,9 +248,9 @@ impl Reader {
     fn woken(&mut self) {
         let mut buf = [0u8; 64];
         while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
-        let was_parked = self.offload.parked();
+        let was_parked = self.handoff.parked();
         let want = lock(&self.bridge).want.clone();
-        let actions = self.offload.steer(want, Instant::now());
+        let actions = self.handoff.steer(want, Instant::now());
         if was_parked && actions.contains(&Action::Grab) {
             // What piled up unread while parked went to the display server already.
             self.discard_unread();
@@ -276,7 +276,7 @@ impl Reader {
                 .fetch_events()?
                 .map(|e| InputEvent::new(e.event_type().0, e.code(), e.value())),
         );
-        let disposition = self.offload.disposition();
+        let disposition = self.handoff.disposition();
         let mut answers = [None; 4];
         let mut n = 0;
         {
@@ -308,10 +308,10 @@ impl Reader {
             }
         }
         for ack in answers.into_iter().flatten() {
-            let before = self.offload.parked();
-            let actions = self.offload.on_answer(ack, Instant::now());
+            let before = self.handoff.parked();
+            let actions = self.handoff.on_answer(ack, Instant::now());
             self.act(actions);
-            if !before && self.offload.parked() {
+            if !before && self.handoff.parked() {
                 tracing::info!(
                     device = %self.path.display(),
                     "the device maps onto the layout now; the bridge lets it be"
@@ -425,13 +425,13 @@ impl Daemon {
             }
             tracing::info!(device = %path.display(), "bridging pvmouse device");
             let want = lock(&self.bridge).want.clone();
-            let (offload, actions) = Offload::attach(want, Instant::now());
+            let (handoff, actions) = Handoff::attach(want, Instant::now());
             let mut reader = Reader {
                 path: path.clone(),
                 dev,
                 status: reader_status,
                 wake: reader_wake,
-                offload,
+                handoff,
                 bridge: self.bridge.clone(),
                 batch: Vec::with_capacity(64),
             };
@@ -671,8 +671,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     let daemon = Daemon {
         bridge: Arc::new(Mutex::new(Bridge {
-            want: want(config.offload, mode, &layout),
-            offload: config.offload,
+            want: want(config.handoff, mode, &layout),
+            handoff: config.handoff,
             mapper: Mapper::with_mode(layout, mode),
             output,
         })),

@@ -7,9 +7,9 @@ pub mod devices;
 pub mod drm_hotplug;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
+pub mod handoff;
 pub mod layout;
 pub mod mapper;
-pub mod offload;
 pub mod output;
 pub mod pointers;
 pub mod session;

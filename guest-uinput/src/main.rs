@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             )
         }),
         udev_rules: cli.udev_rules,
-        offload: !cli.map_in_bridge,
+        handoff: !cli.map_in_bridge,
     };
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! Who maps positions onto the desktop: the bridge, or the device itself.
+//! The layout hand-off: who maps positions onto the desktop, the bridge or the device itself.
 //!
 //! In desktop mode the bridge tells each pvmouse device its layout over the status queue
 //! (spec/pvmouse.md §6.1). Once the device answers that the layout is in force, the bridge lets
@@ -10,12 +10,12 @@
 //!
 //! - The bridge starts by clearing: the device may still be in desktop coordinates from a
 //!   bridge that died, so motion is dropped until the device confirms per-display positions.
-//! - To offload, it sends the layout while it still holds the device and maps. The device's
+//! - To hand the layout off, it sends it while it still holds the device and maps. The device's
 //!   answer comes last in its frame, so everything before it was per display; after
 //!   [`Acknowledgement::Applied`] the device holds everything back until the bridge, having
 //!   released its buttons and the device, says [`StatusMessage::Released`]. Nothing is lost and
 //!   nothing is mapped twice.
-//! - A new layout while offloaded is sent without grabbing: the display server keeps reading.
+//! - A new layout after the hand-off is sent without grabbing: the display server keeps reading.
 //! - To map again (per-display mode, or a layout the message cannot carry), the bridge grabs
 //!   first, then clears, and drops motion until the device confirms.
 //! - Answers that do not come are asked again [`ATTEMPTS`] times; then the bridge maps, as it
@@ -35,7 +35,7 @@ pub const ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
     /// The device maps, over this layout.
-    Offload(Layout),
+    HandOff(Layout),
     /// The bridge maps (per-display mode, `--map-in-bridge`, or while exiting).
     Map,
 }
@@ -51,7 +51,7 @@ enum Phase {
     /// Not held: the device is already in desktop coordinates and the bridge only listens.
     Offering { grabbed: bool },
     /// The device maps; the bridge has let go of it and reads nothing.
-    Offloaded,
+    HandedOff,
 }
 
 /// What to do with one event from the device.
@@ -80,7 +80,7 @@ pub enum Action {
 }
 
 #[derive(Debug)]
-pub struct Offload {
+pub struct Handoff {
     phase: Phase,
     want: Want,
     /// The tag of the message whose answer is awaited.
@@ -91,7 +91,7 @@ pub struct Offload {
     unanswered: bool,
 }
 
-impl Offload {
+impl Handoff {
     /// A device just grabbed: clear first. Returns the handshake and what to send.
     pub fn attach(want: Want, now: Instant) -> (Self, Vec<Action>) {
         let mut o = Self {
@@ -110,26 +110,26 @@ impl Offload {
         match self.phase {
             Phase::Clearing => Disposition::DropMotion,
             Phase::Mapping | Phase::Offering { grabbed: true } => Disposition::Map,
-            Phase::Offering { grabbed: false } | Phase::Offloaded => Disposition::Ignore,
+            Phase::Offering { grabbed: false } | Phase::HandedOff => Disposition::Ignore,
         }
     }
 
     /// Whether the reader should stop reading: the device maps and nothing is awaited.
     pub fn parked(&self) -> bool {
-        self.phase == Phase::Offloaded
+        self.phase == Phase::HandedOff
     }
 
     /// When to ask again, if an answer is awaited.
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Clearing | Phase::Offering { .. } => Some(self.sent + RETRY),
-            Phase::Mapping | Phase::Offloaded => None,
+            Phase::Mapping | Phase::HandedOff => None,
         }
     }
 
     /// The bridge wants something (maybe new).
     pub fn steer(&mut self, want: Want, now: Instant) -> Vec<Action> {
-        if want == self.want && matches!(self.phase, Phase::Offloaded | Phase::Mapping) {
+        if want == self.want && matches!(self.phase, Phase::HandedOff | Phase::Mapping) {
             // A reload that changed nothing: no need to trouble the device.
             return Vec::new();
         }
@@ -144,11 +144,11 @@ impl Offload {
     /// Moves toward what is wanted from a settled phase. Mid-handshake, the answer decides.
     fn pursue(&mut self, now: Instant) -> Vec<Action> {
         match (&self.want, self.phase) {
-            (Want::Offload(_), Phase::Mapping) if !self.unanswered => self.offer(true, now),
-            (Want::Offload(_), Phase::Offloaded | Phase::Offering { grabbed: false }) => {
+            (Want::HandOff(_), Phase::Mapping) if !self.unanswered => self.offer(true, now),
+            (Want::HandOff(_), Phase::HandedOff | Phase::Offering { grabbed: false }) => {
                 self.offer(false, now)
             }
-            (Want::Map, Phase::Offloaded | Phase::Offering { grabbed: false }) => {
+            (Want::Map, Phase::HandedOff | Phase::Offering { grabbed: false }) => {
                 self.phase = Phase::Clearing;
                 vec![Action::Grab, self.ask_clear(now)]
             }
@@ -159,8 +159,8 @@ impl Offload {
             }
             // Waiting for an answer; it will pursue again.
             (_, Phase::Clearing) => Vec::new(),
-            (Want::Offload(_), Phase::Offering { grabbed: true }) => self.offer(true, now),
-            (Want::Offload(_), Phase::Mapping) | (Want::Map, Phase::Mapping) => Vec::new(),
+            (Want::HandOff(_), Phase::Offering { grabbed: true }) => self.offer(true, now),
+            (Want::HandOff(_), Phase::Mapping) | (Want::Map, Phase::Mapping) => Vec::new(),
         }
     }
 
@@ -177,7 +177,7 @@ impl Offload {
     }
 
     fn offer(&mut self, grabbed: bool, now: Instant) -> Vec<Action> {
-        let Want::Offload(layout) = &self.want else {
+        let Want::HandOff(layout) = &self.want else {
             return Vec::new();
         };
         let tag = self.tag.wrapping_add(1);
@@ -199,7 +199,7 @@ impl Offload {
     pub fn on_answer(&mut self, ack: Acknowledgement, now: Instant) -> Vec<Action> {
         match (ack, self.phase) {
             (Acknowledgement::Applied { tag }, Phase::Offering { grabbed }) if tag == self.tag => {
-                self.phase = Phase::Offloaded;
+                self.phase = Phase::HandedOff;
                 let released = vec![Action::Send(vec![StatusMessage::Released { tag }.encode()])];
                 if grabbed {
                     [vec![Action::ReleaseButtons, Action::Ungrab], released].concat()
@@ -256,7 +256,7 @@ impl Offload {
                 vec![Action::Sync]
             }
             Phase::Offering { grabbed } => self.retry_offer(grabbed, now),
-            Phase::Mapping | Phase::Offloaded => Vec::new(),
+            Phase::Mapping | Phase::HandedOff => Vec::new(),
         }
     }
 }
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn attach_clears_then_offers_then_lets_go_only_after_the_answer() {
         let t = Instant::now();
-        let (mut o, actions) = Offload::attach(Want::Offload(layout()), t);
+        let (mut o, actions) = Handoff::attach(Want::HandOff(layout()), t);
         let heard = device_hears(&actions);
         assert!(matches!(heard.as_slice(), [LayoutEvent::Clear { .. }]));
         assert_eq!(o.disposition(), Disposition::DropMotion);
@@ -338,9 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn a_new_layout_while_offloaded_is_offered_without_grabbing_and_per_display_grabs_first() {
+    fn a_new_layout_while_handed_off_is_offered_without_grabbing_and_per_display_grabs_first() {
         let t = Instant::now();
-        let (mut o, a) = Offload::attach(Want::Offload(layout()), t);
+        let (mut o, a) = Handoff::attach(Want::HandOff(layout()), t);
         let a = o.on_answer(
             Acknowledgement::Cleared {
                 tag: tag_of(&device_hears(&a)),
@@ -351,7 +351,7 @@ mod tests {
         o.on_answer(Acknowledgement::Applied { tag }, t);
         use crate::layout::ParseLayout;
         let stacked = Layout::parse_spec("0=1024x768@0,0,1=1280x1024@0,768").unwrap();
-        let a = o.steer(Want::Offload(stacked.clone()), t);
+        let a = o.steer(Want::HandOff(stacked.clone()), t);
         assert!(!a.contains(&Action::Grab));
         let heard = device_hears(&a);
         assert!(matches!(&heard[..], [LayoutEvent::Layout { layout, .. }] if *layout == stacked));
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn a_device_that_never_answers_is_mapped_by_the_bridge_after_the_retries() {
         let mut t = Instant::now();
-        let (mut o, _) = Offload::attach(Want::Offload(layout()), t);
+        let (mut o, _) = Handoff::attach(Want::HandOff(layout()), t);
         let mut sent = 1;
         loop {
             t += RETRY;
@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn refused_offers_are_retried_then_the_bridge_keeps_mapping() {
         let t = Instant::now();
-        let (mut o, a) = Offload::attach(Want::Offload(layout()), t);
+        let (mut o, a) = Handoff::attach(Want::HandOff(layout()), t);
         let mut a = o.on_answer(
             Acknowledgement::Cleared {
                 tag: tag_of(&device_hears(&a)),
@@ -424,7 +424,7 @@ mod tests {
         // Something new to offer is tried again.
         use crate::layout::ParseLayout;
         let other = Layout::parse_spec("0=800x600@0,0").unwrap();
-        assert_eq!(device_hears(&o.steer(Want::Offload(other), t)).len(), 1);
+        assert_eq!(device_hears(&o.steer(Want::HandOff(other), t)).len(), 1);
     }
 
     #[test]
@@ -432,7 +432,7 @@ mod tests {
         use crate::layout::ParseLayout;
         let far = Layout::parse_spec("0=100x100@40000,0").unwrap();
         let t = Instant::now();
-        let (mut o, a) = Offload::attach(Want::Offload(far), t);
+        let (mut o, a) = Handoff::attach(Want::HandOff(far), t);
         let a = o.on_answer(
             Acknowledgement::Cleared {
                 tag: tag_of(&device_hears(&a)),
