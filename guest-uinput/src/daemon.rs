@@ -1,6 +1,7 @@
 //! The running bridge: one reader thread per pvmouse device, mapping and emitting under one lock
 //! (no hand-off on the event path), and a main loop for everything else: hot-plug, layouts from
 //! session agents, reloads on SIGHUP and DRM hot-plug, heartbeats to the host, and a clean exit.
+//! Which layout and mode win is [`crate::arbitration`]'s to say; this module does the I/O.
 //!
 //! In desktop mode a reader hands the mapping to its device ([`crate::handoff`]) and then sleeps:
 //! the display server reads the device itself. It wakes only when the main loop has something
@@ -24,15 +25,15 @@ use pvmouse_spec::status::{
     Acknowledgement, BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage,
 };
 
+use crate::arbitration::{self, Arbiter};
 use crate::devices;
 use crate::handoff::{Action, Disposition, Handoff, Want};
 use crate::layout::Layout;
-use crate::layout::resolve::{self, ResolveError, Source, Sources};
+use crate::layout::resolve::{self, ResolveError, Sources};
 use crate::mapper::{Mapper, PointerMode};
 use crate::output::OutputError;
 use crate::pointers::Pointers;
 use crate::session::{self, Access, SessionEvent};
-use pvmouse_spec::session::Reply;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -80,14 +81,13 @@ impl Bridge {
     /// the pointers stay and so does a drag in progress.
     fn apply(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
         let result = self.apply_pointers(layout, mode);
-        self.want = want(self.handoff, self.mapper.mode(), self.mapper.layout());
+        self.want = arbitration::want(self.handoff, self.mapper.mode(), self.mapper.layout());
         result
     }
 
     fn apply_pointers(&mut self, layout: Layout, mode: PointerMode) -> Result<(), OutputError> {
-        let same_pointers = mode == self.mapper.mode()
-            && (mode == PointerMode::Desktop || same_displays(self.mapper.layout(), &layout));
-        if same_pointers {
+        if arbitration::keeps_pointers((self.mapper.mode(), self.mapper.layout()), (mode, &layout))
+        {
             let f = self.mapper.set_layout(layout);
             self.emit(&f);
             return Ok(());
@@ -107,33 +107,6 @@ impl Bridge {
         self.emit(&f);
         result
     }
-}
-
-/// The device maps in desktop mode, when allowed; per-display pointers need the bridge.
-fn want(handoff: bool, mode: PointerMode, layout: &Layout) -> Want {
-    if handoff && mode == PointerMode::Desktop {
-        Want::HandOff(layout.clone())
-    } else {
-        Want::Map
-    }
-}
-
-/// Whether two layouts need the same per-display pointers: the same displays, bound to the same
-/// outputs.
-fn same_displays(a: &Layout, b: &Layout) -> bool {
-    a.displays()
-        .map(|(id, d)| (id, &d.name))
-        .eq(b.displays().map(|(id, d)| (id, &d.name)))
-}
-
-/// A session agent's newest layout.
-#[derive(Debug)]
-struct AgentLayout {
-    server: String,
-    layout: Layout,
-    mode: PointerMode,
-    /// When it arrived, in the order of arrival: the newest agent wins.
-    seq: u64,
 }
 
 type Shared = Arc<Mutex<Bridge>>;
@@ -387,8 +360,7 @@ struct Daemon {
     bridge: Shared,
     /// Devices being read, by node.
     devices: BTreeMap<PathBuf, Attached>,
-    agents: BTreeMap<u64, AgentLayout>,
-    next_seq: u64,
+    arbiter: Arbiter,
     tx: Sender<Msg>,
 }
 
@@ -465,26 +437,11 @@ impl Daemon {
         b.emit(&f);
     }
 
-    /// The mode for a layout from `source`: the operator's, else the agent's, else desktop.
-    fn mode_for(&self, source: Source) -> PointerMode {
-        let agent = self
-            .agents
-            .values()
-            .max_by_key(|a| a.seq)
-            .filter(|_| source == Source::Session)
-            .map(|a| a.mode);
-        self.config.mode.or(agent).unwrap_or(PointerMode::Desktop)
-    }
-
     /// Resolves the layout again, from the sources as they are now, and puts it in force.
-    fn reload(&mut self) -> Result<(Source, PointerMode), String> {
-        self.config.layout.session = self
-            .agents
-            .values()
-            .max_by_key(|a| a.seq)
-            .map(|a| a.layout.clone());
+    fn reload(&mut self) -> arbitration::Outcome {
+        self.config.layout.session = self.arbiter.session_layout().cloned();
         let (layout, source) = resolve::resolve(&self.config.layout).map_err(|e| e.to_string())?;
-        let mode = self.mode_for(source);
+        let mode = self.arbiter.mode_for(source);
         tracing::info!(?layout, ?source, ?mode, "layout in force");
         let applied = lock(&self.bridge).apply(layout, mode);
         self.wake_readers();
@@ -503,35 +460,12 @@ impl Daemon {
                 reply,
             } => {
                 tracing::info!(agent, %server, ?mode, "layout from the session");
-                self.next_seq += 1;
-                let previous = self.agents.insert(
-                    agent,
-                    AgentLayout {
-                        server,
-                        layout,
-                        mode,
-                        seq: self.next_seq,
-                    },
-                );
-                let answer = match self.reload() {
-                    Ok((Source::Session, mode)) => Reply::Applied { displays, mode },
-                    Ok((source, _)) => Reply::Error(format!(
-                        "kept for later: the bridge's {source:?} layout is in force \
-                         (the operator's --layout beats the session's)"
-                    )),
-                    Err(e) => {
-                        // Not usable: forget it, so it cannot win later either.
-                        match previous {
-                            Some(p) => self.agents.insert(agent, p),
-                            None => self.agents.remove(&agent),
-                        };
-                        Reply::Error(e)
-                    }
-                };
-                let _ = reply.send(answer);
+                let proposal = self.arbiter.propose(agent, server, layout, mode);
+                let outcome = self.reload();
+                let _ = reply.send(self.arbiter.settle(proposal, outcome, displays));
             }
             SessionEvent::Gone { agent } => {
-                if let Some(gone) = self.agents.remove(&agent) {
+                if let Some(gone) = self.arbiter.forget(agent) {
                     tracing::info!(agent, server = %gone.server, "session agent gone");
                     if let Err(e) = self.reload() {
                         tracing::error!("layout not reloaded, keeping the current one: {e}");
@@ -654,7 +588,8 @@ fn serve_session(
 /// Runs until SIGTERM or SIGINT. Setup errors (no uinput, bad layout) return at once.
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let (layout, source) = resolve::resolve(&config.layout)?;
-    let mode = config.mode.unwrap_or(PointerMode::Desktop);
+    let arbiter = Arbiter::new(config.mode);
+    let mode = arbiter.mode_for(source);
     tracing::info!(?layout, ?source, ?mode, "desktop layout");
     let output = Pointers::new(mode, &layout, &config.udev_rules)?;
     let (tx, rx) = channel();
@@ -671,15 +606,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     let daemon = Daemon {
         bridge: Arc::new(Mutex::new(Bridge {
-            want: want(config.handoff, mode, &layout),
+            want: arbitration::want(config.handoff, mode, &layout),
             handoff: config.handoff,
             mapper: Mapper::with_mode(layout, mode),
             output,
         })),
         config,
         devices: BTreeMap::new(),
-        agents: BTreeMap::new(),
-        next_seq: 0,
+        arbiter,
         tx,
     };
     daemon.run(rx);

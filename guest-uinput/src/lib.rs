@@ -2,6 +2,7 @@
 //! (display, x, y) onto the guest's multi-monitor desktop, and injects the result through
 //! uinput as one ordinary absolute pointer.
 
+pub mod arbitration;
 pub mod daemon;
 pub mod devices;
 pub mod drm_hotplug;
