@@ -24,6 +24,7 @@ use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
 use pvmouse_spec::status::{
     Acknowledgement, BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage,
 };
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::arbitration::{self, Arbiter};
 use crate::devices;
@@ -139,34 +140,69 @@ fn send_value(file: &mut File, value: i32) -> std::io::Result<()> {
 /// full (QEMU 10 gives it 4 buffers), so the values are written one at a time and paced.
 const PACE: Duration = Duration::from_millis(1);
 
-/// Waits until `fds` (the wake socket, and the device unless parked) have something, or
-/// `timeout` passes. Returns which are readable.
-fn wait(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> std::io::Result<[bool; 2]> {
-    let mut polled = [libc::pollfd {
-        fd: -1,
-        events: libc::POLLIN,
-        revents: 0,
-    }; 2];
-    for (p, fd) in polled.iter_mut().zip(fds) {
-        p.fd = fd.as_raw_fd();
-    }
-    let ms = timeout.map_or(-1, |t| {
-        i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
-    });
-    let count = libc::nfds_t::try_from(fds.len().min(polled.len())).unwrap_or(0);
-    // SAFETY: `polled` is a live local array of `pollfd`s and `count` is at most its length;
-    // every descriptor in it is borrowed for the duration of the call.
-    let rc = unsafe { libc::poll(polled.as_mut_ptr(), count, ms) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::Interrupted {
-            Ok([false; 2])
-        } else {
-            Err(e)
+/// What a reader waits on: its wake-up socket always, and its device unless parked (the
+/// display server reads the device then).
+struct Waiter {
+    epoll: Epoll,
+    watching_device: bool,
+}
+
+/// Which descriptor an epoll event is for: an index into [`Waiter::wait`]'s answer.
+const WAKE: u64 = 0;
+const DEVICE: u64 = 1;
+
+impl Waiter {
+    fn new(wake: BorrowedFd<'_>, device: BorrowedFd<'_>) -> std::io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let readable = EpollEvent::new(EventSet::IN, WAKE);
+        epoll.ctl(ControlOperation::Add, wake.as_raw_fd(), readable)?;
+        let mut waiter = Self {
+            epoll,
+            watching_device: false,
         };
+        waiter.watch_device(device, true)?;
+        Ok(waiter)
     }
-    let ready = |p: &libc::pollfd| p.fd >= 0 && p.revents != 0;
-    Ok([ready(&polled[0]), ready(&polled[1])])
+
+    /// Starts or stops waiting on the device.
+    fn watch_device(&mut self, device: BorrowedFd<'_>, watch: bool) -> std::io::Result<()> {
+        if watch == self.watching_device {
+            return Ok(());
+        }
+        let op = if watch {
+            ControlOperation::Add
+        } else {
+            ControlOperation::Delete
+        };
+        let readable = EpollEvent::new(EventSet::IN, DEVICE);
+        self.epoll.ctl(op, device.as_raw_fd(), readable)?;
+        self.watching_device = watch;
+        Ok(())
+    }
+
+    /// Waits until the wake socket or the watched device has something, or `timeout` passes.
+    /// Returns which are readable: the wake socket, the device.
+    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<[bool; 2]> {
+        let ms = timeout.map_or(-1, |t| {
+            i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+        });
+        let mut events = [EpollEvent::default(); 2];
+        let n = match self.epoll.wait(ms, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        let mut ready = [false; 2];
+        for event in events.iter().take(n) {
+            if let Some(r) = usize::try_from(event.data())
+                .ok()
+                .and_then(|i| ready.get_mut(i))
+            {
+                *r = true;
+            }
+        }
+        Ok(ready)
+    }
 }
 
 /// One pvmouse device: it maps what the device sends, or, once the device maps, sleeps until
@@ -177,6 +213,7 @@ struct Reader {
     /// A duplicate of the device's descriptor, for status values.
     status: File,
     wake: UnixStream,
+    waiter: Waiter,
     handoff: Handoff,
     bridge: Shared,
     /// Reused for each batch, so mapping allocates nothing per event.
@@ -190,13 +227,11 @@ impl Reader {
                 .handoff
                 .deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
-            let both = [self.wake.as_fd(), self.dev.as_fd()];
-            let fds = if self.handoff.parked() {
-                &both[..1]
-            } else {
-                &both[..]
-            };
-            let ready = match wait(fds, timeout) {
+            let watch = !self.handoff.parked();
+            if let Err(e) = self.waiter.watch_device(self.dev.as_fd(), watch) {
+                tracing::error!(device = %self.path.display(), "epoll: {e}");
+            }
+            let ready = match self.waiter.wait(timeout) {
                 Ok(ready) => ready,
                 Err(e) => {
                     tracing::error!(device = %self.path.display(), "poll: {e}");
@@ -232,10 +267,11 @@ impl Reader {
     }
 
     fn discard_unread(&mut self) {
-        while matches!(
-            wait(&[self.dev.as_fd()], Some(Duration::ZERO)),
-            Ok([true, _])
-        ) {
+        if let Err(e) = self.waiter.watch_device(self.dev.as_fd(), true) {
+            tracing::error!(device = %self.path.display(), "epoll: {e}");
+            return;
+        }
+        while matches!(self.waiter.wait(Some(Duration::ZERO)), Ok([_, true])) {
             if self.dev.fetch_events().map(|e| e.count()).is_err() {
                 return;
             }
@@ -391,6 +427,13 @@ impl Daemon {
                     continue;
                 }
             };
+            let waiter = match Waiter::new(reader_wake.as_fd(), dev.as_fd()) {
+                Ok(waiter) => waiter,
+                Err(e) => {
+                    tracing::warn!("cannot make an epoll instance: {e}");
+                    continue;
+                }
+            };
             sync(&dev, &self.bridge);
             if let Err(e) = send_status(&mut status, present()) {
                 tracing::warn!(device = %path.display(), "cannot announce the bridge: {e}");
@@ -403,6 +446,7 @@ impl Daemon {
                 dev,
                 status: reader_status,
                 wake: reader_wake,
+                waiter,
                 handoff,
                 bridge: self.bridge.clone(),
                 batch: Vec::with_capacity(64),
