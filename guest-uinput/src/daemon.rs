@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use evdev::{AbsoluteAxisCode, Device};
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{EV_ABS, EV_MSC};
+use pvmouse_spec::evdev::EV_MSC;
 use pvmouse_spec::profile::{DISPLAY_AXIS, STATUS_MSC_CODE};
 use pvmouse_spec::status::{
     Acknowledgement, BRIDGE_PROTOCOL_VERSION, HEARTBEAT_INTERVAL_MS, StatusMessage,
@@ -28,7 +28,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::arbitration::{self, Arbiter};
 use crate::devices;
-use crate::handoff::{Action, Disposition, Handoff, Want};
+use crate::handoff::{Action, Handoff, Want};
 use crate::layout::Layout;
 use crate::layout::resolve::{self, ResolveError, Sources};
 use crate::mapper::{Mapper, PointerMode};
@@ -301,12 +301,7 @@ impl Reader {
                     }
                     continue;
                 }
-                let feed = match disposition {
-                    Disposition::Map => true,
-                    Disposition::DropMotion => ev.kind != EV_ABS,
-                    Disposition::Ignore => false,
-                };
-                if feed {
+                if disposition.feeds(ev.kind) {
                     if let Some(frame) = mapper.feed(ev) {
                         output.queue(&frame);
                     }

@@ -23,6 +23,7 @@
 
 use std::time::{Duration, Instant};
 
+use pvmouse_spec::evdev::EV_ABS;
 use pvmouse_spec::layout::Layout;
 use pvmouse_spec::status::{Acknowledgement, StatusMessage, encode_layout};
 
@@ -63,6 +64,17 @@ pub enum Disposition {
     DropMotion,
     /// The display server reads the device itself: do nothing.
     Ignore,
+}
+
+impl Disposition {
+    /// Whether an event of this type goes to the mapper.
+    pub fn feeds(self, kind: u16) -> bool {
+        match self {
+            Disposition::Map => true,
+            Disposition::DropMotion => kind != EV_ABS,
+            Disposition::Ignore => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,6 +437,20 @@ mod tests {
         use crate::layout::ParseLayout;
         let other = Layout::parse_spec("0=800x600@0,0").unwrap();
         assert_eq!(device_hears(&o.steer(Want::HandOff(other), t)).len(), 1);
+    }
+
+    #[test]
+    fn only_motion_is_dropped_while_clearing_and_nothing_is_fed_once_handed_off() {
+        use pvmouse_spec::evdev::{EV_KEY, EV_REL, EV_SYN};
+        for kind in [EV_SYN, EV_KEY, EV_REL, EV_ABS] {
+            assert!(Disposition::Map.feeds(kind), "{kind}");
+            assert_eq!(
+                Disposition::DropMotion.feeds(kind),
+                kind != EV_ABS,
+                "{kind}"
+            );
+            assert!(!Disposition::Ignore.feeds(kind), "{kind}");
+        }
     }
 
     #[test]
