@@ -4,13 +4,15 @@
 
 pub mod assets;
 pub mod desktop;
+pub mod exclusive;
 pub mod initramfs;
 pub mod probe;
 pub mod qmp;
 pub mod qmp_stream;
 pub mod vm;
+pub mod wait;
 
-pub use probe::{GuestEvent, ProbeLink, frames, input_frames};
+pub use probe::{GuestEvent, ProbeLink, ev, frames, input_frames};
 pub use qmp::Qmp;
 pub use qmp_stream::{QmpStream, Replies};
 pub use vm::{PVMOUSE_NAME, Vm, VmConfig, VmError};

@@ -172,19 +172,36 @@ impl ProbeLink {
         want: &str,
         limit: Duration,
     ) -> Result<Vec<String>, String> {
-        let start = Instant::now();
-        loop {
-            let (rc, out) = self.run(command, limit)?;
-            if rc == 0 && out.iter().any(|l| l.contains(want)) {
-                return Ok(out);
-            }
-            if start.elapsed() >= limit {
-                return Err(format!(
-                    "{command} never printed {want:?} in {limit:?}; last: {out:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        // Each try is a process in the guest: a slower pace than a host query's.
+        crate::wait::until_every(
+            &format!("{command} to print {want:?}"),
+            limit,
+            Duration::from_millis(100),
+            || match self.run(command, limit) {
+                Ok((0, out)) if out.iter().any(|l| l.contains(want)) => Ok(Ok(out)),
+                Ok((rc, out)) => Err(format!("exit {rc}: {out:?}")),
+                // The probe itself failed: trying again would not help.
+                Err(e) => Ok(Err(e)),
+            },
+        )
+        .and_then(|out| out)
+    }
+
+    /// Polls `query NAME`'s answer (`state`, `tally`, …) until `ready` holds; returns it.
+    pub fn query_until(
+        &self,
+        command: &str,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, String> {
+        crate::wait::until(what, limit, || match self.query(command, name, limit) {
+            Ok(answer) => crate::wait::when(answer, &ready).map(Ok),
+            // The probe itself failed: trying again would not help.
+            Err(e) => Ok(Err(e)),
+        })
+        .and_then(|answer| answer)
     }
 
     /// Every line received since `from`.
@@ -239,6 +256,11 @@ impl ProbeLink {
             let _ = self.wait_for(mark, Duration::from_millis(200), |_| true);
         }
     }
+}
+
+/// An input event, as tests write the ones they expect.
+pub fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
+    InputEvent::new(kind, code, value)
 }
 
 fn parse_event(rest: &str) -> Option<GuestEvent> {

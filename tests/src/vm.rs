@@ -256,6 +256,26 @@ impl Vm {
         children_of(self.backend_pid()?).into_iter().next()
     }
 
+    /// With `--restartable`: waits for the keeper's next worker, one that is not `old`; returns
+    /// it and how long it took to appear (checked every 5 ms, for that figure).
+    pub fn next_worker(
+        &self,
+        old: Option<u32>,
+        limit: Duration,
+    ) -> Result<(u32, Duration), String> {
+        let start = Instant::now();
+        crate::wait::until_every(
+            "the keeper's next worker",
+            limit,
+            Duration::from_millis(5),
+            || {
+                let now = self.worker_pid();
+                now.filter(|pid| Some(*pid) != old).ok_or(now)
+            },
+        )
+        .map(|pid| (pid, start.elapsed()))
+    }
+
     /// Resident memory of the backend, in KiB, from /proc.
     pub fn backend_rss_kib(&self) -> Option<u64> {
         memory_kib(self.backend_pid()?).map(|(rss, _)| rss)
@@ -573,17 +593,12 @@ pub fn fd_count(pid: u32) -> Option<usize> {
 }
 
 fn wait_path(path: &Path, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} did not appear within {timeout:?}",
-                path.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+    crate::wait::until_every(
+        &format!("{} to appear", path.display()),
+        timeout,
+        Duration::from_millis(10),
+        || if path.exists() { Ok(()) } else { Err("absent") },
+    )
 }
 
 fn tail(log: &Arc<Mutex<String>>, lines: usize) -> String {
