@@ -14,6 +14,7 @@ use pvmouse_spec::evdev::BTN_LEFT;
 
 use crate::qmp::Qmp;
 use crate::vm::Vm;
+use crate::wait;
 
 /// Where the desktop tests have `pvmouse-wl-reader` write its reports.
 pub const READER_LOG: &str = "/tmp/reader.log";
@@ -81,17 +82,19 @@ impl Sway {
     pub fn in_session(vm: &Vm, command: &str) -> Result<Vec<String>, String> {
         let full = Self::session_command(command);
         let wait = Duration::from_secs(60);
-        let start = Instant::now();
-        loop {
-            let (rc, out) = vm.probe.run(&full, wait)?;
-            if rc == 0 {
-                return Ok(out);
-            }
-            if start.elapsed() >= wait {
-                return Err(format!("{command}: exit {rc}: {out:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        // Each try is a process in the guest: a slower pace than a host query's.
+        wait::until_every(
+            &format!("{command} to succeed in sway's session"),
+            wait,
+            Duration::from_millis(200),
+            || match vm.probe.run(&full, wait) {
+                Ok((0, out)) => Ok(Ok(out)),
+                Ok((rc, out)) => Err(format!("exit {rc}: {out:?}")),
+                // The probe itself failed: trying again would not help.
+                Err(e) => Ok(Err(e)),
+            },
+        )
+        .and_then(|out| out)
     }
 }
 
@@ -154,7 +157,9 @@ impl Reader<'_> {
     /// Sends `(x, y)` on `display` until the reader sees the pointer within half a logical
     /// pixel of `want` (on `output`, when given), or `limit` passes; returns the last report.
     /// Each try first moves the pointer elsewhere, so that the point is motion even for a
-    /// pointer that has not moved yet (which gives no `wl_pointer.enter`).
+    /// pointer that has not moved yet (which gives no `wl_pointer.enter`), and is sent again
+    /// when the reader has not seen it within 400 ms: the server may have taken the device, or
+    /// the bridge a new layout, only after it was sent.
     pub fn point(
         &self,
         ctl: &mut Qmp,
@@ -165,6 +170,11 @@ impl Reader<'_> {
         limit: Duration,
     ) -> Option<Report> {
         let start = Instant::now();
+        let landed = |got: &Option<Report>| {
+            got.is_some_and(|(o, gx, gy)| {
+                output.is_none_or(|want_o| o == want_o) && within_half_pixel((gx, gy), want)
+            })
+        };
         let mut got = None;
         while start.elapsed() < limit {
             for (px, py) in [(0.3, 0.3), (x, y)] {
@@ -173,14 +183,16 @@ impl Reader<'_> {
                     json!({"display": display, "x": px, "y": py}),
                 );
             }
-            std::thread::sleep(Duration::from_millis(250));
-            got = self.position();
-            if got.is_some_and(|(o, gx, gy)| {
-                output.is_none_or(|want_o| o == want_o)
-                    && (gx - want.0).abs() <= 0.5
-                    && (gy - want.1).abs() <= 0.5
-            }) {
-                break;
+            let window = Duration::from_millis(400).min(limit.saturating_sub(start.elapsed()));
+            // Each check is a process in the guest, which shares its CPUs with the server.
+            match wait::until_every(
+                "the reader's report",
+                window,
+                Duration::from_millis(40),
+                || wait::when(self.position(), landed),
+            ) {
+                Ok(report) => return report,
+                Err(_) => got = self.position(),
             }
         }
         got
@@ -194,28 +206,26 @@ impl Reader<'_> {
                 "pvmouse-send",
                 json!({"display": display, "x": 0.5, "y": 0.5, "buttons": {"left": down}}),
             );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let got = self.button();
-                if got == Some((output, BTN_LEFT, down)) || Instant::now() >= deadline {
-                    return got;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            let seen = |got: &Option<ButtonReport>| *got == Some((output, BTN_LEFT, down));
+            wait::until_every(
+                "the reader's button report",
+                Duration::from_secs(5),
+                Duration::from_millis(40),
+                || wait::when(self.button(), seen),
+            )
+            .unwrap_or_else(|_| self.button())
         })
     }
 
     /// Every point of [`POINTS`] on each head of a layout, then a click in its middle: the
-    /// reader's reports as [`Row`]s and [`Click`]s. `outputs[d]` is the reader's output for
-    /// display d.
+    /// reader's reports, added to `tour`. `outputs[d]` is the reader's output for display d.
     pub fn visit(
         &self,
         ctl: &mut Qmp,
         layout: &'static str,
         heads: &[Head],
         outputs: &[usize],
-        rows: &mut Vec<Row>,
-        clicks: &mut Vec<Click>,
+        tour: &mut Tour,
     ) {
         for (display, (head, &output)) in heads.iter().zip(outputs).enumerate() {
             for point in POINTS {
@@ -229,7 +239,7 @@ impl Reader<'_> {
                     want,
                     Duration::from_secs(20),
                 );
-                rows.push(Row {
+                tour.rows.push(Row {
                     layout,
                     display,
                     point,
@@ -240,7 +250,7 @@ impl Reader<'_> {
             }
             let seen = self.click(ctl, display, output);
             for (down, got) in [true, false].into_iter().zip(seen) {
-                clicks.push(Click {
+                tour.clicks.push(Click {
                     layout,
                     display,
                     output,
@@ -301,10 +311,23 @@ pub struct Click {
     pub got: Option<ButtonReport>,
 }
 
-/// Prints a layout test's points and clicks as a table, then fails on the first point off by
-/// more than half a logical pixel or on the wrong output, or click not seen on its output.
-/// `logs` is what to show when nothing was reported at all.
-pub fn check_layout_rows(server: &str, rows: &[Row], clicks: &[Click], logs: &dyn Fn() -> String) {
+/// What a layout test's reader reported, layout after layout ([`Reader::visit`]).
+#[derive(Debug, Default)]
+pub struct Tour {
+    pub rows: Vec<Row>,
+    pub clicks: Vec<Click>,
+}
+
+impl Tour {
+    /// Prints the points and clicks as a table, then fails on the first point off by more
+    /// than half a logical pixel or on the wrong output, or click not seen on its output.
+    /// `logs` is what to show when nothing was reported at all.
+    pub fn check(&self, server: &str, logs: &dyn Fn() -> String) {
+        check_layout_rows(server, &self.rows, &self.clicks, logs);
+    }
+}
+
+fn check_layout_rows(server: &str, rows: &[Row], clicks: &[Click], logs: &dyn Fn() -> String) {
     println!(
         "layout        display  x         y         expected (output, x, y)   {server} (output, x, y)"
     );
@@ -353,42 +376,55 @@ pub fn check_raw_rows(server: &str, rows: &[RawRow], logs: &dyn Fn() -> String) 
 
 /// Waits until the host sees the guest bridge (`query-pvmouse`).
 pub fn wait_for_bridge(ctl: &mut Qmp, limit: Duration) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let present = ctl
-            .execute("query-pvmouse", json!({}))
-            .map_err(|e| e.to_string())?["bridge-present"]
-            == true;
-        if present {
-            return Ok(());
-        }
-        if start.elapsed() >= limit {
-            return Err(format!("no bridge after {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait::status(ctl, "the host to hear the guest bridge", limit, |s| {
+        s["bridge-present"] == true
+    })
+    .map(drop)
 }
 
 /// Waits until the device sends the guest positions in `want` coordinates (`query-pvmouse`'s
 /// `guest-coordinates`): "desktop" once the bridge has handed it the layout and let go, so the
-/// display server reads the device itself; "per-display" while the bridge maps.
-pub fn wait_for_coordinates(ctl: &mut Qmp, want: &str, limit: Duration) -> Result<(), String> {
+/// display server reads the device itself; "per-display" while the bridge maps. Returns how
+/// long that took.
+pub fn wait_for_coordinates(
+    ctl: &mut Qmp,
+    want: &str,
+    limit: Duration,
+) -> Result<Duration, String> {
     let start = Instant::now();
-    loop {
-        let got = ctl
-            .execute("query-pvmouse", json!({}))
-            .map_err(|e| e.to_string())?["guest-coordinates"]
-            .clone();
-        if got == want {
-            return Ok(());
-        }
-        if start.elapsed() >= limit {
-            return Err(format!(
-                "the device still sends {got} coordinates after {limit:?}, not {want}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait::status(
+        ctl,
+        &format!("the device to send {want} coordinates"),
+        limit,
+        |s| s["guest-coordinates"] == want,
+    )
+    .map(|_| start.elapsed())
+}
+
+/// Fails unless `server` drew head `index`'s logical origin (the reader's or the root tile's
+/// red square) on the framebuffer pixel where `head`'s transform puts it: a screendump checks
+/// the transform's direction against what the server really draws.
+pub fn assert_origin_drawn(qemu: &mut Qmp, index: u32, head: &Head, server: &str, layout: &str) {
+    let dump = std::env::temp_dir().join(format!("pvmouse-{server}-{}.ppm", std::process::id()));
+    let picture = screendump(qemu, index, &dump)
+        .unwrap_or_else(|e| panic!("{layout}: screendump of head {index}: {e}"));
+    let _ = std::fs::remove_file(&dump);
+    let (p, q) = head.framebuffer_pixel_of(0, 0);
+    let red = picture.red_box();
+    println!(
+        "{layout}: head {index} red square at {red:?}; logical origin expected at framebuffer \
+         ({p}, {q})"
+    );
+    let (px, qy) = (usize::try_from(p), usize::try_from(q));
+    let (Ok(px), Ok(qy)) = (px, qy) else {
+        panic!("{layout}: framebuffer pixel ({p}, {q}) is off the picture");
+    };
+    assert_eq!(
+        picture.at(px, qy),
+        [0xff, 0, 0],
+        "{layout}: {server} did not draw head {index}'s logical origin at framebuffer ({p}, {q}) \
+         where the transform puts it; red at {red:?}"
+    );
 }
 
 /// Whether a report is within half a logical pixel of `want`.
@@ -409,7 +445,7 @@ pub struct Head {
 
 impl Head {
     /// A head shown as it is: no scale, no transform.
-    pub fn plain(x: i32, y: i32, width: i32, height: i32) -> Self {
+    pub const fn plain(x: i32, y: i32, width: i32, height: i32) -> Self {
         Self {
             framebuffer: (width, height),
             logical: (x, y, width, height),
@@ -478,6 +514,19 @@ impl Head {
             self.logical.0 + crate::round_to_i32(lx.floor()),
             self.logical.1 + crate::round_to_i32(ly.floor()),
         )
+    }
+}
+
+/// Virtual-1 as every two-output layout test has it: 1024x768 at the origin.
+pub const VIRTUAL_1: Head = Head::plain(0, 0, 1024, 768);
+
+/// Virtual-2 as the two-output layout tests have it: a 1280x1024 framebuffer, shown as the
+/// logical rectangle `logical` (x, y, width, height) with `wl_output.transform` `transform`.
+pub const fn virtual_2(logical: (i32, i32, i32, i32), transform: u8) -> Head {
+    Head {
+        framebuffer: (1280, 1024),
+        logical,
+        transform,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod desktop;
 pub mod exclusive;
+pub mod guest;
 pub mod initramfs;
 pub mod probe;
 pub mod qmp;

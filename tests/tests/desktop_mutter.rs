@@ -8,63 +8,42 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pvmouse_vmtest::desktop::{
-    Head, Reader, check_layout_rows, check_raw_rows, wait_for_bridge, wait_for_coordinates,
-};
-use pvmouse_vmtest::{Qmp, Vm, VmConfig};
+use pvmouse_vmtest::desktop::{Head, Tour, VIRTUAL_1, virtual_2, wait_for_coordinates};
+use pvmouse_vmtest::guest::Guest;
+use pvmouse_vmtest::{VmConfig, wait};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// One VM at a time: the machine has two cores, and a desktop guest takes both.
-static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
                       XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
 
-fn sh(vm: &Vm, command: &str) -> Vec<String> {
-    vm.probe
-        .sh(command, WAIT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
-}
-
-fn logs(vm: &Vm) -> String {
-    let (_, out) = vm
-        .probe
-        .run(
-            "journalctl -u pvmouse-mutter --no-pager | tail -n 25; cat /run/systemd/seats/seat0; \
-             tail -n 12 /tmp/guestd.log /tmp/session.log /tmp/reader.log 2>&1",
-            WAIT,
-        )
-        .unwrap_or_default();
-    out.join("\n")
-}
-
-fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
-    vm.probe
-        .sh_until(command, want, limit)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
-}
+/// What a failed step shows.
+const LOGS: &str = "journalctl -u pvmouse-mutter --no-pager | tail -n 25; \
+                    cat /run/systemd/seats/seat0; \
+                    tail -n 12 /tmp/guestd.log /tmp/session.log /tmp/reader.log 2>&1";
 
 /// A method of mutter's `org.gnome.Mutter.DisplayConfig`, on its session bus, as `pvm`, with
 /// `busctl` (systemd's; the image has no gdbus). The reply as busctl's JSON.
-fn display_config(vm: &Vm, method: &str, signature_and_args: &str) -> serde_json::Value {
+fn display_config(guest: &Guest, method: &str, signature_and_args: &str) -> serde_json::Value {
     let command = format!(
         "{AS_PVM} timeout 20 busctl --json=short --address=$(tr '\\0' '\\n' \
          </proc/$(pgrep -x mutter)/environ | sed -n 's/^DBUS_SESSION_BUS_ADDRESS=//p') \
          call org.gnome.Mutter.DisplayConfig /org/gnome/Mutter/DisplayConfig \
          org.gnome.Mutter.DisplayConfig {method} {signature_and_args}"
     );
-    // mutter opens its Wayland socket before it takes its D-Bus name: retry a while.
-    let start = Instant::now();
-    let out = loop {
-        let (rc, out) = vm.probe.run(&command, WAIT).unwrap();
-        if rc == 0 {
-            break out.join("\n");
-        }
-        assert!(start.elapsed() < WAIT, "{method}: {out:?}\n{}", logs(vm));
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    // mutter opens its Wayland socket before it takes its D-Bus name: retry a while, at the
+    // pace of a process in the guest.
+    let out = wait::until_every(
+        &format!("mutter to answer {method}"),
+        WAIT,
+        Duration::from_millis(200),
+        || match guest.probe.run(&command, WAIT).unwrap() {
+            (0, out) => Ok(out.join("\n")),
+            (_, out) => Err(out),
+        },
+    )
+    .unwrap_or_else(|e| guest.fail(e));
     if out.trim().is_empty() {
         return serde_json::Value::Null;
     }
@@ -72,8 +51,8 @@ fn display_config(vm: &Vm, method: &str, signature_and_args: &str) -> serde_json
 }
 
 /// GetCurrentState's serial, and the id of `connector`'s mode of `width`x`height`.
-fn current_state(vm: &Vm) -> (u64, serde_json::Value) {
-    let state = display_config(vm, "GetCurrentState", "");
+fn current_state(guest: &Guest) -> (u64, serde_json::Value) {
+    let state = display_config(guest, "GetCurrentState", "");
     (state["data"][0].as_u64().unwrap(), state["data"][1].clone())
 }
 
@@ -98,62 +77,62 @@ struct Step {
 }
 
 fn steps() -> [Step; 3] {
-    let left = Head::plain(0, 0, 1024, 768);
     [
         Step {
             name: "side by side",
             virtual2: (1024, 0, 1.0, 0),
-            heads: [left, Head::plain(1024, 0, 1280, 1024)],
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1280, 1024), 0)],
         },
         Step {
             name: "stacked",
             virtual2: (0, 768, 1.0, 0),
-            heads: [left, Head::plain(0, 768, 1280, 1024)],
+            heads: [VIRTUAL_1, virtual_2((0, 768, 1280, 1024), 0)],
         },
         Step {
             name: "rotated 90",
             virtual2: (1024, 0, 1.0, 1),
-            heads: [
-                left,
-                Head {
-                    framebuffer: (1280, 1024),
-                    logical: (1024, 0, 1024, 1280),
-                    transform: 1,
-                },
-            ],
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1024, 1280), 1)],
         },
     ]
 }
 
 /// A desktop guest booted with systemd, running mutter in a PAM session of `pvm` on tty1.
-fn mutter(displays: u32) -> Vm {
-    let vm = Vm::boot(VmConfig {
-        desktop: true,
-        displays,
-        kernel_args: vec!["pvmouse.systemd=1".into()],
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    sh(
-        &vm,
+fn mutter(displays: u32) -> Guest {
+    let guest = Guest::boot(
+        VmConfig {
+            desktop: true,
+            displays,
+            kernel_args: vec!["pvmouse.systemd=1".into()],
+            ..VmConfig::default()
+        },
+        LOGS,
+        WAIT,
+    );
+    guest.sh(
         "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
          -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
          -p Environment=XDG_SESSION_TYPE=wayland \
          /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
     );
-    until(&vm, "ls /run/user/1000/ 2>&1", "wayland-0", WAIT);
-    vm
+    guest.until("ls /run/user/1000/ 2>&1", "wayland-0");
+    guest
+}
+
+/// Starts `pvmouse-wl-reader` in mutter's session, as `pvm`.
+fn start_reader(guest: &Guest) {
+    guest.sh(&format!(
+        "{AS_PVM} sh -c '/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &'"
+    ));
 }
 
 #[test]
 fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layout() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = mutter(2);
+    let guest = mutter(2);
     println!(
         "seat: {}",
-        sh(&vm, "cat /run/systemd/seats/seat0").join(" | ")
+        guest.sh("cat /run/systemd/seats/seat0").join(" | ")
     );
-    let (_, monitors) = current_state(&vm);
+    let (_, monitors) = current_state(&guest);
     let (m1, m2) = (
         mode_id(&monitors, "Virtual-1", 1024, 768),
         mode_id(&monitors, "Virtual-2", 1280, 1024),
@@ -170,22 +149,13 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
         .collect();
     println!("scales mutter supports for {m2}: {scales:?}");
 
-    sh(&vm, "/opt/pvmouse-guestd >/tmp/guestd.log 2>&1 &");
-    let mut ctl: Qmp = vm.control().unwrap();
-    let reader = Reader { vm: &vm };
-    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| {
-        panic!(
-            "{e}
-{}",
-            logs(&vm)
-        )
-    });
+    let mut ctl = guest.start_bridge("");
     // Virtual-1 at 0,0 as the primary monitor, Virtual-2 as the step says; method 1 is
     // "temporary" (not written to monitors.xml).
-    let apply = |vm: &Vm, (x, y, scale, transform): (i32, i32, f64, u32)| {
-        let (serial, _) = current_state(vm);
+    let apply = |(x, y, scale, transform): (i32, i32, f64, u32)| {
+        let (serial, _) = current_state(&guest);
         display_config(
-            vm,
+            &guest,
             "ApplyMonitorsConfig",
             &format!(
                 "'uua(iiduba(ssa{{sv}}))a{{sv}}' {serial} 1 2 \
@@ -194,18 +164,14 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
             ),
         );
     };
-    apply(&vm, steps()[0].virtual2);
-    sh(
-        &vm,
-        &format!("{AS_PVM} sh -c '/opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
-    );
-    until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
-    sh(
-        &vm,
-        &format!("{AS_PVM} sh -c '/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &'"),
-    );
-    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
-    let listed = sh(&vm, "grep '^OUTPUT ' /tmp/reader.log");
+    apply(steps()[0].virtual2);
+    guest.sh(&format!(
+        "{AS_PVM} sh -c '/opt/pvmouse-session >/tmp/session.log 2>&1 &'"
+    ));
+    guest.session_agent_applied();
+    start_reader(&guest);
+    let reader = guest.reader_ready();
+    let listed = guest.sh("grep '^OUTPUT ' /tmp/reader.log");
     println!("{}", listed.join(" | "));
     // mutter 43's wl_output has no names (the agent takes them from xdg-output): tell the
     // reader's outputs apart by their modes.
@@ -214,50 +180,38 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
         reader.output_where(5, "1280"),
     ];
 
-    let mut rows = Vec::new();
-    let mut clicks = Vec::new();
+    let mut tour = Tour::default();
     for step in steps() {
-        apply(&vm, step.virtual2);
-        println!(
-            "{}: {}",
-            step.name,
-            sh(&vm, "grep -h 'applied' /tmp/session.log | tail -n 1").join("")
-        );
-        reader.visit(
+        apply(step.virtual2);
+        guest.visit_layout(
+            &reader,
             &mut ctl,
             step.name,
             &step.heads,
             &outputs,
-            &mut rows,
-            &mut clicks,
+            &mut tour,
         );
         // mutter read the device itself: the device mapped, no guest process handled an event.
         wait_for_coordinates(&mut ctl, "desktop", Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", step.name, logs(&vm)));
+            .unwrap_or_else(|e| guest.fail(format!("{}: {e}", step.name)));
     }
-    check_layout_rows("mutter", &rows, &clicks, &|| logs(&vm));
+    tour.check("mutter", &|| guest.logs());
 }
 
 #[test]
 fn with_one_display_the_raw_device_is_a_pointer_in_mutter_without_the_bridge() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = mutter(1);
-    let (serial, monitors) = current_state(&vm);
+    let guest = mutter(1);
+    let (serial, monitors) = current_state(&guest);
     let mode = mode_id(&monitors, "Virtual-1", 1280, 1024);
     // Virtual-1 alone, at 1280x1024; Virtual-2 off.
     display_config(
-        &vm,
+        &guest,
         "ApplyMonitorsConfig",
         &format!(
             "'uua(iiduba(ssa{{sv}}))a{{sv}}' {serial} 1 1 0 0 1.0 0 true 1 Virtual-1 '{mode}' 0 0"
         ),
     );
-    sh(
-        &vm,
-        &format!("{AS_PVM} sh -c '/opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &'"),
-    );
-    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
-    let mut ctl: Qmp = vm.control().unwrap();
-    let rows = Reader { vm: &vm }.raw_device_rows(&mut ctl);
-    check_raw_rows("mutter", &rows, &|| logs(&vm));
+    start_reader(&guest);
+    let reader = guest.reader_ready();
+    guest.check_raw_pointer("mutter", &reader);
 }

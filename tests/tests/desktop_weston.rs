@@ -12,38 +12,46 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::desktop::{Head, Reader, check_layout_rows, check_raw_rows, wait_for_bridge};
-use pvmouse_vmtest::{Qmp, Vm, VmConfig};
+use pvmouse_vmtest::VmConfig;
+use pvmouse_vmtest::desktop::{Head, Tour, VIRTUAL_1, virtual_2};
+use pvmouse_vmtest::guest::Guest;
 
 const WAIT: Duration = Duration::from_secs(60);
 const RUNTIME: &str = "/run/user/0";
 const SESSION: &str = "XDG_RUNTIME_DIR=/run/user/0 WAYLAND_DISPLAY=wayland-0";
 
-/// One VM at a time: the machine has two cores, and a desktop guest takes both.
-static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// What a failed step shows.
+const LOGS: &str = "tail -n 25 /tmp/weston.log; tail -n 12 /tmp/guestd.log /tmp/session.log \
+                    /tmp/reader.log /run/udev/rules.d/70-pvmouse-guestd.rules 2>&1";
 
-fn sh(vm: &Vm, command: &str) -> Vec<String> {
-    vm.probe
-        .sh(command, WAIT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+/// A desktop guest whose pvmouse has `displays` displays, with Weston's runtime directory.
+fn desktop(displays: u32, prepare: &str) -> Guest {
+    let guest = Guest::boot(
+        VmConfig {
+            desktop: true,
+            displays,
+            ..VmConfig::default()
+        },
+        LOGS,
+        WAIT,
+    );
+    guest.sh(&format!(
+        "mkdir -p {RUNTIME} && chmod 700 {RUNTIME}{prepare}"
+    ));
+    guest
 }
 
-fn logs(vm: &Vm) -> String {
-    let (_, out) = vm
-        .probe
-        .run(
-            "tail -n 25 /tmp/weston.log; tail -n 12 /tmp/guestd.log /tmp/session.log \
-             /tmp/reader.log /run/udev/rules.d/70-pvmouse-guestd.rules 2>&1",
-            WAIT,
-        )
-        .unwrap_or_default();
-    out.join("\n")
-}
-
-fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
-    vm.probe
-        .sh_until(command, want, limit)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+/// Starts Weston with `outputs` (weston.ini's lines after its `[core]` section), and waits for
+/// its socket.
+fn weston(guest: &Guest, outputs: &str) {
+    guest.sh(&format!(
+        "printf '[core]\\nrequire-input=false\\nidle-time=0\\n{outputs}' >/tmp/weston.ini"
+    ));
+    guest.sh(&format!(
+        "{SESSION} weston --tty=2 --backend=drm-backend.so --socket=wayland-0 \
+         --config=/tmp/weston.ini >/tmp/weston.log 2>&1 &"
+    ));
+    guest.until(&format!("ls {RUNTIME}"), "wayland-0");
 }
 
 struct Step {
@@ -56,153 +64,82 @@ struct Step {
 }
 
 fn steps() -> [Step; 3] {
-    let left = Head::plain(0, 0, 1024, 768);
     [
         Step {
             name: "side by side",
             virtual2: "",
-            heads: [left, Head::plain(0, 0, 1280, 1024)],
+            heads: [VIRTUAL_1, virtual_2((0, 0, 1280, 1024), 0)],
         },
         Step {
             name: "scaled x2",
             virtual2: "scale=2\\n",
-            heads: [
-                left,
-                Head {
-                    framebuffer: (1280, 1024),
-                    logical: (0, 0, 640, 512),
-                    transform: 0,
-                },
-            ],
+            heads: [VIRTUAL_1, virtual_2((0, 0, 640, 512), 0)],
         },
         Step {
             name: "rotate-90",
             virtual2: "transform=rotate-90\\n",
-            heads: [
-                left,
-                Head {
-                    framebuffer: (1280, 1024),
-                    logical: (0, 0, 1024, 1280),
-                    transform: 1,
-                },
-            ],
+            heads: [VIRTUAL_1, virtual_2((0, 0, 1024, 1280), 1)],
         },
     ]
 }
 
 #[test]
 fn weston_gets_one_pointer_per_output_and_each_lands_on_its_pixel() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = Vm::boot(VmConfig {
-        desktop: true,
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    sh(
-        &vm,
-        &format!("mkdir -p {RUNTIME} && chmod 700 {RUNTIME} && modprobe uinput || true"),
-    );
+    let guest = desktop(2, " && modprobe uinput || true");
     // The bridge starts first, with no agent: desktop mode over DRM's layout.
-    sh(&vm, "/opt/pvmouse-guestd >/tmp/guestd.log 2>&1 &");
-    let mut ctl: Qmp = vm.control().unwrap();
-    let reader = Reader { vm: &vm };
-    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| {
-        panic!(
-            "{e}
-{}",
-            logs(&vm)
-        )
-    });
-    let mut rows = Vec::new();
-    let mut clicks = Vec::new();
+    let mut ctl = guest.start_bridge("");
+    let mut tour = Tour::default();
     for step in steps() {
-        sh(
-            &vm,
+        weston(
+            &guest,
             &format!(
-                "printf '[core]\\nrequire-input=false\\nidle-time=0\\n\
-                 [output]\\nname=Virtual-1\\nmode=1024x768\\n\
-                 [output]\\nname=Virtual-2\\nmode=1280x1024\\n{}' >/tmp/weston.ini",
+                "[output]\\nname=Virtual-1\\nmode=1024x768\\n\
+                 [output]\\nname=Virtual-2\\nmode=1280x1024\\n{}",
                 step.virtual2
             ),
         );
-        sh(
-            &vm,
-            &format!(
-                "{SESSION} weston --tty=2 --backend=drm-backend.so --socket=wayland-0 \
-                 --config=/tmp/weston.ini >/tmp/weston.log 2>&1 &"
-            ),
-        );
-        until(&vm, &format!("ls {RUNTIME}"), "wayland-0", WAIT);
-        sh(
-            &vm,
-            &format!("{SESSION} /opt/pvmouse-session >/tmp/session.log 2>&1 &"),
-        );
-        until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
-        sh(
-            &vm,
-            &format!("{SESSION} /opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &"),
-        );
-        until(&vm, "cat /tmp/reader.log", "READY", WAIT);
-        let listed = sh(&vm, "grep '^OUTPUT ' /tmp/reader.log");
+        guest.sh(&format!(
+            "{SESSION} /opt/pvmouse-session >/tmp/session.log 2>&1 &"
+        ));
+        guest.session_agent_applied();
+        guest.sh(&format!(
+            "{SESSION} /opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &"
+        ));
+        let reader = guest.reader_ready();
+        let listed = guest.sh("grep '^OUTPUT ' /tmp/reader.log");
         println!("{}: {}", step.name, listed.join(" | "));
         // Weston 10 names no output (wl_output 3, no xdg-output): tell them by their modes.
         let outputs = [
             reader.output_where(5, "1024"),
             reader.output_where(5, "1280"),
         ];
-        println!(
-            "{}: {}",
-            step.name,
-            sh(&vm, "grep -h 'applied' /tmp/session.log | tail -n 1").join("")
-        );
-        reader.visit(
+        guest.visit_layout(
+            &reader,
             &mut ctl,
             step.name,
             &step.heads,
             &outputs,
-            &mut rows,
-            &mut clicks,
+            &mut tour,
         );
-        let pointers = sh(&vm, "grep -h '^N: Name' /proc/bus/input/devices");
+        let pointers = guest.sh("grep -h '^N: Name' /proc/bus/input/devices");
         println!("{}: input devices: {}", step.name, pointers.join(" | "));
-        sh(
-            &vm,
+        guest.sh(
             "pkill -x weston; for i in $(seq 50); do pgrep -x weston >/dev/null || break; sleep 0.1; done",
         );
     }
-    check_layout_rows("Weston", &rows, &clicks, &|| logs(&vm));
+    tour.check("Weston", &|| guest.logs());
 }
 
 #[test]
 fn with_one_display_the_raw_device_is_a_pointer_in_weston_without_the_bridge() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = Vm::boot(VmConfig {
-        desktop: true,
-        displays: 1,
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    sh(&vm, &format!("mkdir -p {RUNTIME} && chmod 700 {RUNTIME}"));
-    sh(
-        &vm,
-        "printf '[core]\\nrequire-input=false\\nidle-time=0\\n\
-         [output]\\nname=Virtual-1\\nmode=1280x1024\\n\
-         [output]\\nname=Virtual-2\\nmode=off\\n' >/tmp/weston.ini",
+    let guest = desktop(1, "");
+    weston(
+        &guest,
+        "[output]\\nname=Virtual-1\\nmode=1280x1024\\n[output]\\nname=Virtual-2\\nmode=off\\n",
     );
-    sh(
-        &vm,
-        &format!(
-            "{SESSION} weston --tty=2 --backend=drm-backend.so --socket=wayland-0 \
-             --config=/tmp/weston.ini >/tmp/weston.log 2>&1 &"
-        ),
-    );
-    until(&vm, &format!("ls {RUNTIME}"), "wayland-0", WAIT);
-    sh(
-        &vm,
-        &format!("{SESSION} /opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &"),
-    );
-    until(&vm, "cat /tmp/reader.log", "READY", WAIT);
-    let mut ctl: Qmp = vm.control().unwrap();
-    let rows = Reader { vm: &vm }.raw_device_rows(&mut ctl);
-    check_raw_rows("Weston", &rows, &|| logs(&vm));
+    guest.sh(&format!(
+        "{SESSION} /opt/pvmouse-wl-reader >/tmp/reader.log 2>&1 &"
+    ));
+    let reader = guest.reader_ready();
+    guest.check_raw_pointer("Weston", &reader);
 }

@@ -8,70 +8,79 @@
 
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::desktop::{Head, screendump, wait_for_bridge, wait_for_coordinates};
-use pvmouse_vmtest::{Qmp, Vm, VmConfig};
+use pvmouse_vmtest::desktop::{
+    Head, POINTS, VIRTUAL_1, assert_origin_drawn, virtual_2, wait_for_coordinates,
+};
+use pvmouse_vmtest::guest::Guest;
+use pvmouse_vmtest::{Qmp, VmConfig, wait};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The session agent runs as the session's user, as it would from its autostart entry.
 const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm sh -c";
 
-/// One VM at a time: the machine has two cores, and a desktop guest takes both.
-static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// What a failed step shows.
+const LOGS: &str = "tail -n 20 /tmp/xorg.log /tmp/guestd.log /tmp/session.log 2>&1";
 
-/// A shell command in the guest that must succeed.
-fn sh(vm: &Vm, command: &str) -> Vec<String> {
-    vm.probe
-        .sh(command, WAIT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
+/// Waits up to `limit` for the X server's pointer to reach `want`; returns where it is.
+fn pointer_reaches(guest: &Guest, want: (i32, i32), limit: Duration) -> (i32, i32) {
+    // Each check is a process in the guest, which shares its CPUs with the X server.
+    wait::until_every("X's pointer", limit, Duration::from_millis(50), || {
+        wait::when(x_pointer(guest), |got| *got == want)
+    })
+    .unwrap_or_else(|_| x_pointer(guest))
 }
 
-/// A command retried until its output contains `want`.
-fn until(vm: &Vm, command: &str, want: &str, limit: Duration) -> Vec<String> {
-    vm.probe
-        .sh_until(command, want, limit)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(vm)))
-}
-
-fn logs(vm: &Vm) -> String {
-    let (_, out) = vm
-        .probe
-        .run(
-            "tail -n 20 /tmp/xorg.log /tmp/guestd.log /tmp/session.log 2>&1",
-            WAIT,
-        )
-        .unwrap_or_default();
-    out.join("\n")
-}
-
-/// Waits up to 2 s for the X server's pointer to reach `want`; returns where it is.
-fn pointer_reaches(vm: &Vm, want: (i32, i32)) -> (i32, i32) {
+/// Sends `(x, y)` on `display`, at least once, until X's pointer reaches `want` or `limit`
+/// passes; returns where it is. Each try first moves the pointer elsewhere when `detour`: a position the
+/// device already holds is no motion. A try that X has not followed within `window` is sent
+/// again: the server may have taken the device, or the bridge a new layout, only after it.
+fn point(
+    guest: &Guest,
+    ctl: &mut Qmp,
+    display: usize,
+    (x, y): (f64, f64),
+    want: (i32, i32),
+    (detour, window, limit): (bool, Duration, Duration),
+) -> (i32, i32) {
     let start = Instant::now();
-    let mut got = x_pointer(vm);
-    while got != want && start.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(100));
-        got = x_pointer(vm);
+    loop {
+        let moves: &[(f64, f64)] = if detour {
+            &[(0.3, 0.3), (x, y)]
+        } else {
+            &[(x, y)]
+        };
+        for &(px, py) in moves {
+            ctl.execute(
+                "pvmouse-send",
+                json!({"display": display, "x": px, "y": py}),
+            )
+            .unwrap();
+        }
+        let got = pointer_reaches(guest, want, window);
+        if got == want || start.elapsed() >= limit {
+            return got;
+        }
     }
-    got
 }
 
 /// How many left-button presses and releases X has reported for the bridge's pointer.
-fn xinput_buttons(vm: &Vm) -> (usize, usize) {
+fn xinput_buttons(guest: &Guest) -> (usize, usize) {
     let count = |what: &str| -> usize {
-        sh(
-            vm,
-            &format!("grep -c 'button {what} *1 *$' /tmp/xinput.log || true"),
-        )
-        .first()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0)
+        guest
+            .sh(&format!(
+                "grep -c 'button {what} *1 *$' /tmp/xinput.log || true"
+            ))
+            .first()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
     };
     (count("press"), count("release"))
 }
 
 /// Where the X server has its pointer.
-fn x_pointer(vm: &Vm) -> (i32, i32) {
-    let out = sh(vm, "DISPLAY=:0 xdotool getmouselocation");
+fn x_pointer(guest: &Guest) -> (i32, i32) {
+    let out = guest.sh("DISPLAY=:0 xdotool getmouselocation");
     let line = out.first().unwrap();
     let field = |name: &str| -> i32 {
         line.split_whitespace()
@@ -91,21 +100,26 @@ fn expected_pixel(rect: (i32, i32, i32, i32), x: f64, y: f64) -> (i32, i32) {
 }
 
 /// A desktop guest whose pvmouse has `displays` displays, running Xorg with the monitors laid
-/// out by `xrandr ARGS`.
-fn xorg(displays: u32, xrandr_args: &str) -> Vm {
-    let vm = Vm::boot(VmConfig {
-        desktop: true,
-        displays,
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    sh(
-        &vm,
-        "Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &",
+/// out by `xrandr ARGS`, once xrandr lists `monitors`.
+fn xorg(displays: u32, xrandr_args: &str, monitors: &str) -> Guest {
+    let guest = Guest::boot(
+        VmConfig {
+            desktop: true,
+            displays,
+            ..VmConfig::default()
+        },
+        LOGS,
+        WAIT,
     );
-    until(&vm, "DISPLAY=:0 xrandr --listmonitors", "Monitors:", WAIT);
-    sh(&vm, &format!("DISPLAY=:0 xrandr {xrandr_args}"));
-    vm
+    guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
+    guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
+    guest.sh(&format!("DISPLAY=:0 xrandr {xrandr_args}"));
+    guest.until_within(
+        "DISPLAY=:0 xrandr --listmonitors",
+        monitors,
+        Duration::from_secs(10),
+    );
+    guest
 }
 
 /// A 64x64 root-window tile with a red 8x8 square at its top-left: with every monitor at a
@@ -131,82 +145,52 @@ struct Step {
 }
 
 fn steps() -> [Step; 4] {
-    let left = Head::plain(0, 0, 1024, 768);
     [
         Step {
             name: "side by side",
             xrandr: "--output Virtual-2 --pos 1024x0",
-            heads: [left, Head::plain(1024, 0, 1280, 1024)],
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1280, 1024), 0)],
         },
         Step {
             name: "stacked",
             xrandr: "--output Virtual-2 --pos 0x768",
-            heads: [left, Head::plain(0, 768, 1280, 1024)],
+            heads: [VIRTUAL_1, virtual_2((0, 768, 1280, 1024), 0)],
         },
         Step {
             name: "scaled 2x2",
             xrandr: "--output Virtual-2 --pos 1024x0 --scale 2x2",
-            heads: [
-                left,
-                Head {
-                    framebuffer: (1280, 1024),
-                    logical: (1024, 0, 2560, 2048),
-                    transform: 0,
-                },
-            ],
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 2560, 2048), 0)],
         },
         // RandR turns counter-clockwise, as wl_output does: "left" is transform 1 (90).
         Step {
             name: "rotated left",
             xrandr: "--output Virtual-2 --scale 1x1 --rotate left",
-            heads: [
-                left,
-                Head {
-                    framebuffer: (1280, 1024),
-                    logical: (1024, 0, 1024, 1280),
-                    transform: 1,
-                },
-            ],
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1024, 1280), 1)],
         },
     ]
 }
 
 #[test]
 fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = xorg(
+    let guest = xorg(
         2,
         "--output Virtual-1 --mode 1024x768 --pos 0x0 --output Virtual-2 --mode 1280x1024 --pos 1024x0",
-    );
-    until(
-        &vm,
-        "DISPLAY=:0 xrandr --listmonitors",
         "1280/",
-        Duration::from_secs(10),
     );
-    sh(
-        &vm,
-        &format!(
-            "printf '{}' >/tmp/mark.xbm && DISPLAY=:0 xsetroot -bitmap /tmp/mark.xbm -fg red -bg grey \
-             && DISPLAY=:0 xhost +",
-            marker_tile()
-        ),
-    );
+    guest.sh(&format!(
+        "printf '{}' >/tmp/mark.xbm && DISPLAY=:0 xsetroot -bitmap /tmp/mark.xbm -fg red -bg grey \
+         && DISPLAY=:0 xhost +",
+        marker_tile()
+    ));
     // No layout of its own: the session agent, running as the session's user, supplies X's.
-    sh(
-        &vm,
-        "/opt/pvmouse-guestd --session-user pvm >/tmp/guestd.log 2>&1 &",
-    );
-    let mut ctl: Qmp = vm.control().unwrap();
-    wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| panic!("{e}\n{}", logs(&vm)));
-    sh(
-        &vm,
-        &format!("{AS_PVM} 'DISPLAY=:0 /opt/pvmouse-session >/tmp/session.log 2>&1 &'"),
-    );
-    until(&vm, "cat /tmp/session.log", "applied the layout", WAIT);
+    let mut ctl = guest.start_bridge("--session-user pvm");
+    guest.sh(&format!(
+        "{AS_PVM} 'DISPLAY=:0 /opt/pvmouse-session >/tmp/session.log 2>&1 &'"
+    ));
+    guest.session_agent_applied();
 
     // Another user's agent is refused, and says so.
-    let (rc, out) = vm
+    let (rc, out) = guest
         .probe
         .run(
             "setpriv --reuid=1001 --regid=1001 --clear-groups env DISPLAY=:0 \
@@ -222,46 +206,29 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
         "{out:?}"
     );
 
-    let points = [
-        (0.0, 0.0),
-        (1.0, 1.0),
-        (0.5, 0.5),
-        (0.1, 0.9),
-        (0.999, 0.001),
-        // The centre of framebuffer pixel (1, 2) on a 1280x1024 head.
-        (1.5 / 1280.0, 2.5 / 1024.0),
-    ];
-    let mut qemu = vm.qemu_qmp().unwrap();
+    let mut qemu = guest.qemu_qmp().unwrap();
     let mut rows = Vec::new();
     let mut clicks = Vec::new();
-    sh(
-        &vm,
-        "DISPLAY=:0 stdbuf -oL xinput test 'pvmouse' >/tmp/xinput.log 2>&1 &",
-    );
+    guest.sh("DISPLAY=:0 stdbuf -oL xinput test 'pvmouse' >/tmp/xinput.log 2>&1 &");
     for step in steps() {
-        sh(&vm, &format!("DISPLAY=:0 xrandr {}", step.xrandr));
+        guest.sh(&format!("DISPLAY=:0 xrandr {}", step.xrandr));
         for (display, head) in step.heads.iter().enumerate() {
-            for &(x, y) in &points {
-                let want = head.expected_x_pixel(x, y);
+            for point_at in POINTS {
+                let want = head.expected_x_pixel(point_at.0, point_at.1);
                 // A layout change reaches the bridge a moment after xrandr returns: retry.
-                let start = Instant::now();
-                let mut got = x_pointer(&vm);
-                while got != want && start.elapsed() < Duration::from_secs(20) {
-                    // Moved elsewhere first: a position the device already holds is no motion.
-                    for (px, py) in [(0.3, 0.3), (x, y)] {
-                        ctl.execute(
-                            "pvmouse-send",
-                            json!({"display": display, "x": px, "y": py}),
-                        )
-                        .unwrap();
-                    }
-                    got = pointer_reaches(&vm, want);
-                }
-                rows.push((step.name, display, x, y, want, got));
+                let got = point(
+                    &guest,
+                    &mut ctl,
+                    display,
+                    point_at,
+                    want,
+                    (true, Duration::from_secs(2), Duration::from_secs(20)),
+                );
+                rows.push((step.name, display, point_at.0, point_at.1, want, got));
             }
             // A left click in the middle of the head: X sees it from the pvmouse device itself
             // (`xinput test`), with its pointer on the head's middle pixel.
-            let before = xinput_buttons(&vm);
+            let before = xinput_buttons(&guest);
             for down in [true, false] {
                 ctl.execute(
                     "pvmouse-send",
@@ -269,18 +236,19 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
                 )
                 .unwrap();
             }
-            let start = Instant::now();
-            let mut after = xinput_buttons(&vm);
-            while after != (before.0 + 1, before.1 + 1) && start.elapsed() < Duration::from_secs(5)
-            {
-                std::thread::sleep(Duration::from_millis(100));
-                after = xinput_buttons(&vm);
-            }
+            let clicked = (before.0 + 1, before.1 + 1);
+            let after = wait::until_every(
+                "X to report the click",
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                || wait::when(xinput_buttons(&guest), |seen| *seen == clicked),
+            )
+            .unwrap_or_else(|_| xinput_buttons(&guest));
             clicks.push((
                 step.name,
                 display,
                 (after.0 - before.0, after.1 - before.1),
-                x_pointer(&vm),
+                x_pointer(&guest),
                 head.expected_x_pixel(0.5, 0.5),
             ));
         }
@@ -288,16 +256,7 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
         wait_for_coordinates(&mut ctl, "desktop", Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("{}: {e}", step.name));
         // Where X drew head 1's logical origin (the root tile's red square).
-        let dump = std::env::temp_dir().join(format!("pvmouse-x11-{}.ppm", std::process::id()));
-        let picture = screendump(&mut qemu, 1, &dump).unwrap();
-        let _ = std::fs::remove_file(&dump);
-        let (p, q) = step.heads[1].framebuffer_pixel_of(0, 0);
-        assert_eq!(
-            picture.at(usize::try_from(p).unwrap(), usize::try_from(q).unwrap()),
-            [0xff, 0, 0],
-            "{}: X did not draw head 1's logical origin at framebuffer ({p}, {q})",
-            step.name
-        );
+        assert_origin_drawn(&mut qemu, 1, &step.heads[1], "X", step.name);
     }
     println!("layout        display  x         y         expected      X server");
     for (step, d, x, y, want, got) in &rows {
@@ -324,34 +283,28 @@ fn xorg_puts_the_pointer_on_the_exact_pixel_of_the_right_monitor_in_every_layout
 
 #[test]
 fn with_one_display_the_raw_device_is_a_pointer_in_xorg_without_the_bridge() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = xorg(
+    let guest = xorg(
         1,
         "--output Virtual-1 --mode 1280x1024 --pos 0x0 --output Virtual-2 --off",
-    );
-    until(
-        &vm,
-        "DISPLAY=:0 xrandr --listmonitors",
         "Monitors: 1",
-        Duration::from_secs(10),
     );
     let screen = (0, 0, 1280, 1024);
-    let mut ctl: Qmp = vm.control().unwrap();
+    let mut ctl = guest.control().unwrap();
     let mut rows = Vec::new();
     for (px, py) in [(640, 512), (0, 0), (1279, 1023), (1, 1022), (1000, 3)] {
         let x = (f64::from(px) + 0.5) / 1280.0;
         let y = (f64::from(py) + 0.5) / 1024.0;
         let want = expected_pixel(screen, x, y);
         assert_eq!(want, (px, py), "the spec's own rule");
-        let start = Instant::now();
-        let mut got = (-1, -1);
         // The first point also waits for X to pick the device up.
-        while got != want && start.elapsed() < WAIT {
-            ctl.execute("pvmouse-send", json!({"display": 0, "x": x, "y": y}))
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(200));
-            got = x_pointer(&vm);
-        }
+        let got = point(
+            &guest,
+            &mut ctl,
+            0,
+            (x, y),
+            want,
+            (false, Duration::from_millis(400), WAIT),
+        );
         rows.push((want, got));
     }
     println!("raw pvmouse device in Xorg, one 1280x1024 monitor (expected, X server): {rows:?}");
