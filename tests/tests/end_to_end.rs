@@ -6,27 +6,16 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::*;
 use pvmouse_spec::profile::{DISPLAY_AXIS, PRODUCT, VENDOR};
-use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, frames, round_to_i32};
+use pvmouse_vmtest::exclusive::boot;
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, ev, frames, round_to_i32};
 use serde_json::{Value, json};
 
-/// One VM at a time: the machine has two cores and TCG is CPU-bound.
-static ONE_VM: Mutex<()> = Mutex::new(());
-
 const WAIT: Duration = Duration::from_secs(30);
-
-fn boot(config: VmConfig) -> Vm {
-    Vm::boot(config).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
-    InputEvent::new(kind, code, value)
-}
 
 /// Starts streaming pvmouse's events from the guest and waits until the device is open.
 fn watch(vm: &Vm, name: &str) {
@@ -76,7 +65,6 @@ fn btn(button: &str, down: bool) -> Value {
 
 #[test]
 fn identity_motion_buttons_and_wheels_arrive_as_the_spec_says() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig::default());
 
     // Identity, from the guest's own ioctls.
@@ -270,7 +258,6 @@ fn identity_motion_buttons_and_wheels_arrive_as_the_spec_says() {
 
 #[test]
 fn a_reprobed_driver_gets_the_full_state_and_a_paused_guest_loses_no_transition() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig::default());
     watch(&vm, PVMOUSE_NAME);
     let mut ctl = vm.control().unwrap();
@@ -304,19 +291,17 @@ fn a_reprobed_driver_gets_the_full_state_and_a_paused_guest_loses_no_transition(
     vm.probe
         .wait_for(gone, WAIT, |l| l.starts_with("OPEN pvmouse"))
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = state(&vm, PVMOUSE_NAME);
-        if st["keys"] == json!([272]) {
-            assert_eq!(st["abs"], json!({"0": 32768, "1": 16384, "40": 1}));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "held button not restored after re-probe: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let st = vm
+        .probe
+        .query_until(
+            "state",
+            PVMOUSE_NAME,
+            "the held button restored after re-probe",
+            WAIT,
+            |st| st["keys"] == json!([272]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st["abs"], json!({"0": 32768, "1": 16384, "40": 1}));
     // The event stream from the new device is live before the pause.
     let f = send(&vm, &mut ctl, "pvmouse-send", json!({"x": 0.125}), 1);
     assert_eq!(f[0], [ev(EV_ABS, ABS_X, 8192)]);
@@ -351,6 +336,7 @@ fn a_reprobed_driver_gets_the_full_state_and_a_paused_guest_loses_no_transition(
                 .unwrap();
             transitions.push(i32::from(down));
         }
+        // Pacing, not waiting: one command a millisecond.
         let next = started + Duration::from_millis(u64::from(i));
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -406,7 +392,6 @@ fn a_reprobed_driver_gets_the_full_state_and_a_paused_guest_loses_no_transition(
 
 #[test]
 fn pvmouse_and_qemus_virtio_tablet_coexist() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig {
         extra_qemu_args: vec!["-device".into(), "virtio-tablet-pci,id=tablet0".into()],
         ..VmConfig::default()
@@ -444,7 +429,8 @@ fn pvmouse_and_qemus_virtio_tablet_coexist() {
             ev(EV_ABS, ABS_Y, 32768)
         ]
     );
-    // Give stray events time to show, then check neither device saw the other's input.
+    // Give stray events time to show, then check neither device saw the other's input: an
+    // event that does not come has no signal to wait for.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         vm.probe.events(PVMOUSE_NAME, mark),

@@ -12,17 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, QmpStream, Vm, VmConfig, round_to_i32};
+use pvmouse_vmtest::exclusive::boot;
+use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, QmpStream, Vm, VmConfig, round_to_i32, wait};
 use serde_json::{Value, json};
 
-/// One VM at a time: the machine has two cores and TCG is CPU-bound.
-static ONE_VM: Mutex<()> = Mutex::new(());
-
 const WAIT: Duration = Duration::from_secs(30);
-
-fn boot(config: VmConfig) -> Vm {
-    Vm::boot(config).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Starts the probe's counting reader on pvmouse and waits until it has the device open.
 fn count_guest_input(vm: &Vm) {
@@ -42,9 +36,12 @@ fn tally(vm: &Vm) -> (u64, u64, u64, u64) {
     (n("frames"), n("presses"), n("releases"), n("dropped"))
 }
 
-/// The guest's view of pvmouse: keys held and absolute values (EVIOCGKEY, EVIOCGABS).
-fn guest_state(vm: &Vm) -> Value {
-    vm.probe.query("state", PVMOUSE_NAME, WAIT).unwrap()
+/// Waits until the guest's view of pvmouse, its keys held and absolute values (EVIOCGKEY,
+/// EVIOCGABS), is what `ready` wants.
+fn guest_state_until(vm: &Vm, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    vm.probe
+        .query_until("state", PVMOUSE_NAME, what, WAIT, ready)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sends one command on a pipelined connection, without waiting for its reply.
@@ -54,7 +51,6 @@ fn send(stream: &mut QmpStream, command: &Value) {
 
 #[test]
 fn a_guest_that_stops_draining_for_10_s_under_8000_events_per_s_gets_every_transition() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig::default());
     count_guest_input(&vm);
     let mut stream = QmpStream::connect(&vm.control_socket()).unwrap();
@@ -92,6 +88,7 @@ fn a_guest_that_stops_draining_for_10_s_under_8000_events_per_s_gets_every_trans
         if sent % 8000 == 0 {
             rss_max = rss_max.max(vm.backend_rss_kib().unwrap());
         }
+        // Pacing, not waiting: 8000 commands a second.
         let next = started + Duration::from_micros(sent * 125);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -114,15 +111,10 @@ fn a_guest_that_stops_draining_for_10_s_under_8000_events_per_s_gets_every_trans
     });
     // ...and the guest's kernel holds the newest position and the final button state.
     let want_x = (last_x * 65535 + 16383) / 32767;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = guest_state(&vm);
-        if st["abs"]["0"] == want_x && st["keys"] == json!(if down { vec![272] } else { vec![] }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the guest's final state: {st}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let want_keys = json!(if down { vec![272] } else { vec![] });
+    guest_state_until(&vm, "the guest's final state", |st| {
+        st["abs"]["0"] == want_x && st["keys"] == want_keys
+    });
     let (_, presses, releases, dropped) = tally(&vm);
     let (presses, releases) = (presses - presses_before, releases - releases_before);
     let rss_after = vm.backend_rss_kib().unwrap();
@@ -163,7 +155,6 @@ fn latencies(client: &mut Qmp, n: usize) -> Vec<f64> {
 
 #[test]
 fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig::default());
     count_guest_input(&vm);
     let mut good = vm.control().unwrap();
@@ -185,6 +176,7 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
                     held.push(s);
                 }
             }
+            // Holding the connections until told to stop: nothing to poll but the flag.
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -231,6 +223,8 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
             let mut sent = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let Ok(mut s) = UnixStream::connect(&path) else {
+                    // A refused connection is tried again, at a pace that leaves the backend
+                    // some CPU.
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
@@ -252,11 +246,14 @@ fn control_socket_abuse_leaves_good_clients_and_the_guest_untouched() {
         }
     }));
 
+    // The abuse runs for 2 s before the good client measures: a duration, not a wait.
     std::thread::sleep(Duration::from_secs(2));
     let during = latencies(&mut good, 200);
     let rss_during = vm.backend_rss_kib().unwrap();
     stop.store(true, Ordering::Relaxed);
     let counts: Vec<usize> = abusers.into_iter().map(|t| t.join().unwrap()).collect();
+    // The backend closes the abusers' connections as it reads their ends; nothing a client
+    // sees says when it has read them all.
     std::thread::sleep(Duration::from_millis(500));
     let after = latencies(&mut good, 50);
     let (frames_after, ..) = tally(&vm);
@@ -353,7 +350,6 @@ fn event_log(path: &std::path::Path) -> (TimedLines, UnixStream) {
 
 #[test]
 fn a_guest_flapping_bridge_presence_cannot_flood_or_cut_off_control_clients() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot(VmConfig::default());
     let path = vm.control_socket();
     let mut timed = vm.control().unwrap();
@@ -389,7 +385,8 @@ fn a_guest_flapping_bridge_presence_cannot_flood_or_cut_off_control_clients() {
         .parse()
         .unwrap_or_else(|_| panic!("{done}"));
     // The last state goes out within one interval; then the device, hearing no heartbeat,
-    // declares the bridge gone within its 1.5 s timeout.
+    // declares the bridge gone within its 1.5 s timeout. The whole 3.5 s is waited out: an
+    // event after that "gone" would break the rate limit, and it would have no other signal.
     std::thread::sleep(Duration::from_millis(3500));
     let after = input_latencies(&mut timed, 300);
 
@@ -482,36 +479,31 @@ fn open_fds(pid: u32) -> Vec<String> {
 }
 
 /// The open descriptors once they stop changing: a connection's worker winds down, or starts,
-/// a moment after the status says so.
+/// a moment after the status says so. Two reads 100 ms apart that agree count as settled;
+/// after 5 s the last read stands.
 fn settled_fds(pid: u32) -> Vec<String> {
-    let mut last = open_fds(pid);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = open_fds(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
+    let mut last: Option<Vec<String>> = None;
+    wait::until_every(
+        "the backend's descriptors to settle",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            let now = open_fds(pid);
+            let settled = last.as_ref() == Some(&now);
+            last = Some(now.clone());
+            if settled { Ok(now) } else { Err(now.len()) }
+        },
+    )
+    .unwrap_or_else(|_| last.clone().unwrap_or_else(|| open_fds(pid)))
 }
 
 /// Polls query-pvmouse until `ready` holds.
 fn wait_status(ctl: &mut Qmp, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = ctl.execute("query-pvmouse", json!({})).unwrap();
-        if ready(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::status(ctl, what, Duration::from_secs(60), ready).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn a_killed_qemu_leaves_the_backend_listening_without_leaks_and_it_serves_the_next_one() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let mut vm = boot(VmConfig::default());
     let backend = vm.backend_pid().unwrap();
     let mut ctl = vm.control().unwrap();
@@ -540,29 +532,23 @@ fn a_killed_qemu_leaves_the_backend_listening_without_leaks_and_it_serves_the_ne
         wait_status(&mut ctl, "active again", |s| s["driver-active"] == true);
         serving.push(settled_fds(backend));
         // The new guest gets the whole state, held button included.
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let st = guest_state(&vm);
-            if st["keys"] == json!([272]) && st["abs"]["0"] == 16384 && st["abs"]["40"] == 1 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "round {round}: guest state {st}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        guest_state_until(
+            &vm,
+            &format!("round {round}: the held button and position in the new guest"),
+            |st| st["keys"] == json!([272]) && st["abs"]["0"] == 16384 && st["abs"]["40"] == 1,
+        );
         // And it takes new input.
         count_guest_input(&vm);
         ctl.execute("pvmouse-send", json!({"buttons": {"left": false}}))
             .unwrap();
         ctl.execute("pvmouse-send", json!({"buttons": {"left": true}}))
             .unwrap();
-        let deadline = Instant::now() + WAIT;
-        while tally(&vm).1 < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no input after relaunch"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait::until(
+            &format!("round {round}: input after relaunch"),
+            WAIT,
+            || wait::when(tally(&vm).1, |presses| *presses >= 1),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
     let rss_end = vm.backend_rss_kib().unwrap();
     let counts = |v: &[Vec<String>]| v.iter().map(Vec::len).collect::<Vec<_>>();

@@ -7,15 +7,17 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::*;
-use pvmouse_vmtest::{PVMOUSE_NAME, Qmp, Vm, VmConfig, frames, input_frames, round_to_i32};
+use pvmouse_vmtest::desktop::wait_for_coordinates;
+use pvmouse_vmtest::exclusive::{self, ExclusiveVm, SharedVm};
+use pvmouse_vmtest::{
+    PVMOUSE_NAME, Qmp, Vm, VmConfig, ev, frames, input_frames, round_to_i32, wait,
+};
 use serde_json::json;
 
-static ONE_VM: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(30);
 const POINTER: &str = "pvmouse desktop pointer";
 
@@ -52,12 +54,63 @@ impl Desk {
     }
 }
 
-fn boot() -> Vm {
-    Vm::boot(VmConfig::default()).unwrap_or_else(|e| panic!("{e}"))
+fn boot() -> ExclusiveVm {
+    exclusive::boot(VmConfig::default())
 }
 
-fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
-    InputEvent::new(kind, code, value)
+/// A guest with QEMU's virtio tablet beside pvmouse, for the tests that only read the guest:
+/// they share one boot.
+static WITH_A_TABLET: SharedVm = SharedVm::new("a virtio tablet beside pvmouse", || VmConfig {
+    extra_qemu_args: vec!["-device".into(), "virtio-tablet-pci".into()],
+    ..VmConfig::default()
+});
+
+/// Waits until the guest bridge's pointer holds `keys` (EVIOCGKEY), as `what` says.
+fn pointer_keys(vm: &Vm, what: &str, keys: &serde_json::Value) {
+    vm.probe
+        .query_until("state", POINTER, what, WAIT, |st| st["keys"] == *keys)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The guest bridge's log.
+fn bridge_log(vm: &Vm) -> String {
+    vm.probe
+        .run("cat /tmp/guestd.log", WAIT)
+        .unwrap()
+        .1
+        .join("\n")
+}
+
+/// Waits until the guest bridge's log satisfies `done`; returns it.
+fn bridge_log_until(vm: &Vm, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    // Each check is a process in the guest: a slower pace than a host query's.
+    wait::until_every(what, limit, Duration::from_millis(100), || {
+        wait::when(bridge_log(vm), |log| done(log))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Presses the left button at (x, x) on display 0, and waits until the bridge's pointer has it.
+fn press_left(vm: &Vm, ctl: &mut Qmp, x: f64) {
+    let mark = vm.probe.mark();
+    ctl.execute(
+        "pvmouse-send",
+        json!({"display": 0, "x": x, "y": x, "buttons": {"left": true}}),
+    )
+    .unwrap();
+    vm.probe
+        .wait_events(POINTER, mark, WAIT, |e| {
+            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 1))
+        })
+        .unwrap();
+}
+
+/// Whether the guest bridge's pointer has gone away since the probe's line `from`.
+fn pointer_gone_since(vm: &Vm, from: usize) -> bool {
+    vm.probe
+        .lines(from)
+        .iter()
+        .any(|l| l.starts_with(&format!("GONE {POINTER}")))
 }
 
 /// Starts the bridge in the background and waits for its pointer; returns when the probe has it
@@ -78,12 +131,13 @@ fn start_bridge(vm: &Vm, args: &str) {
         .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
         .unwrap_or_else(|e| panic!("{e}\n{:?}", vm.probe.run("cat /tmp/guestd.log", WAIT)));
     let mut ctl = vm.control().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
-        assert!(Instant::now() < deadline, "the host never heard the bridge");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Its first placement goes through the probe's channel, racing the host's query.
+    wait::status(&mut ctl, "the host to hear the bridge", WAIT, |s| {
+        s["bridge-present"] == true
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Its first placement goes through the probe's channel, racing the host's query; it has
+    // no signal of its own, since a placement on the position the pointer already has (the
+    // input core drops unchanged values) sends the guest nothing.
     std::thread::sleep(Duration::from_millis(200));
 }
 
@@ -111,7 +165,6 @@ fn abs_of(frame: &[InputEvent]) -> (Option<i32>, Option<i32>) {
 
 #[test]
 fn points_on_both_displays_land_on_the_values_the_layout_implies() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot();
     let mut ctl = vm.control().unwrap();
     start_bridge(&vm, "--layout 0=1024x768@0,0,1=1280x1024@1024,0");
@@ -225,7 +278,6 @@ fn points_on_both_displays_land_on_the_values_the_layout_implies() {
 
 #[test]
 fn a_sighup_layout_change_keeps_the_same_pointer_and_a_killed_bridge_is_noticed() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot();
     let mut ctl = vm.control().unwrap();
     let write = |text: &str| {
@@ -271,13 +323,7 @@ fn a_sighup_layout_change_keeps_the_same_pointer_and_a_killed_bridge_is_noticed(
     );
     let f = point(&vm, &mut ctl, 0, 0.0, 0.0);
     assert_eq!(abs_of(&f).0, Some(swapped.expect(0, 0.0, 0.0).0));
-    assert!(
-        vm.probe
-            .lines(0)
-            .iter()
-            .all(|l| !l.starts_with(&format!("GONE {POINTER}"))),
-        "the pointer was re-created"
-    );
+    assert!(!pointer_gone_since(&vm, 0), "the pointer was re-created");
     assert_eq!(
         vm.probe
             .run("ls /sys/class/input/ | grep input", WAIT)
@@ -291,17 +337,9 @@ fn a_sighup_layout_change_keeps_the_same_pointer_and_a_killed_bridge_is_noticed(
     vm.probe
         .run("kill -HUP $(pidof pvmouse-guestd)", WAIT)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let log = vm
-        .probe
-        .run("cat /tmp/guestd.log", WAIT)
-        .unwrap()
-        .1
-        .join("\n");
-    assert!(
-        log.contains("layout file /etc/pvmouse/layout.toml, line 2: display 0 has zero width"),
-        "{log}"
-    );
+    bridge_log_until(&vm, "the bad layout reported", WAIT, |log| {
+        log.contains("layout file /etc/pvmouse/layout.toml, line 2: display 0 has zero width")
+    });
     let f = point(&vm, &mut ctl, 0, 0.5, 0.0);
     assert_eq!(abs_of(&f).0, Some(swapped.expect(0, 0.5, 0.0).0));
 
@@ -326,21 +364,10 @@ fn a_sighup_layout_change_keeps_the_same_pointer_and_a_killed_bridge_is_noticed(
 
 #[test]
 fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot();
     let mut ctl = vm.control().unwrap();
     start_bridge(&vm, "--layout 0=1000x1000@0,0,1=1000x1000@1000,0");
-    let mark = vm.probe.mark();
-    ctl.execute(
-        "pvmouse-send",
-        json!({"display": 0, "x": 0.1, "y": 0.1, "buttons": {"left": true}}),
-    )
-    .unwrap();
-    vm.probe
-        .wait_events(POINTER, mark, WAIT, |e| {
-            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 1))
-        })
-        .unwrap();
+    press_left(&vm, &mut ctl, 0.1);
 
     // Killed outright: the kernel removes its uinput device, releasing what it held.
     let mark = vm.probe.mark();
@@ -368,18 +395,7 @@ fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
     vm.probe
         .wait_for(mark, WAIT, |l| l.starts_with(&format!("OPEN {POINTER} ")))
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = vm
-            .probe
-            .request(&format!("state {POINTER}"), "STATE ", WAIT)
-            .unwrap();
-        if st.contains("\"keys\":[272]") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drag not resumed: {st}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pointer_keys(&vm, "the drag resumed", &json!([272]));
     let mark = vm.probe.mark();
     ctl.execute("pvmouse-send", json!({"display": 1, "x": 0.5, "y": 0.5}))
         .unwrap();
@@ -400,18 +416,7 @@ fn a_bridge_killed_mid_drag_leaves_no_stuck_button_and_the_drag_resumes() {
 
 /// Waits until `query-pvmouse` reports `guest-coordinates` = `want`; returns how long it took.
 fn coordinates_become(ctl: &mut Qmp, want: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let got = ctl.execute("query-pvmouse", json!({})).unwrap()["guest-coordinates"].clone();
-        if got == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "still {got} after {limit:?}, not {want}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_coordinates(ctl, want, limit).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sends a point and returns the raw device's next frame, the bridge's heartbeats left out.
@@ -428,7 +433,6 @@ fn raw_point(vm: &Vm, ctl: &mut Qmp, display: usize, x: f64, y: f64) -> Vec<Inpu
 
 #[test]
 fn in_desktop_mode_the_device_maps_and_the_bridge_steps_aside_until_it_goes() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let vm = boot();
     let mut ctl = vm.control().unwrap();
     let desk = Desk::two();
@@ -501,8 +505,7 @@ fn in_desktop_mode_the_device_maps_and_the_bridge_steps_aside_until_it_goes() {
 
 #[test]
 fn the_bridge_refuses_to_start_with_clear_errors() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = boot();
+    let vm = WITH_A_TABLET.get();
     let run = |cmd: &str| vm.probe.run(cmd, WAIT).unwrap();
     let (rc, out) = run(
         "printf '[[display]]\\nid = 0\\nwidth = ten\\n' > /tmp/bad.toml; pvmouse-guestd --layout-file /tmp/bad.toml",
@@ -514,28 +517,29 @@ fn the_bridge_refuses_to_start_with_clear_errors() {
         "{out:?}"
     );
     let (rc, out) = run("rmmod uinput; pvmouse-guestd --layout 0=10x10@0,0");
+    // uinput back, for the next test on this shared guest.
+    let (back, _) = run("insmod /lib/modules/uinput.ko");
     assert_ne!(rc, 0);
     assert!(
         out.iter()
             .any(|l| l.contains("load the uinput kernel module")),
         "{out:?}"
     );
+    assert_eq!(back, 0, "uinput could not be loaded again");
 }
 
 #[test]
 fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     // A virtio-gpu with two outputs. QEMU enables only the first without a UI, so the guest
     // kernel forces the second on, with its own mode.
-    let vm = Vm::boot(VmConfig {
+    let vm = exclusive::boot(VmConfig {
         extra_qemu_args: vec!["-device".into(), "virtio-gpu-pci,max_outputs=2".into()],
         kernel_args: vec![
             "video=Virtual-1:1024x768".into(),
             "video=Virtual-2:1280x1024e".into(),
         ],
         ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    });
     let (_, modes) = vm
         .probe
         .run("for c in /sys/class/drm/card0-Virtual-*; do echo $(cat $c/status) $(cat $c/enabled); done", WAIT)
@@ -543,12 +547,7 @@ fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
     assert_eq!(modes, ["connected enabled", "connected enabled"]);
     let mut ctl = vm.control().unwrap();
     start_bridge(&vm, "");
-    let log = vm
-        .probe
-        .run("cat /tmp/guestd.log", WAIT)
-        .unwrap()
-        .1
-        .join("\n");
+    let log = bridge_log(&vm);
     assert!(log.contains("layout detected from DRM"), "{log}");
     // Display 0 is Virtual-1 at 1024x768, display 1 Virtual-2 at 1280x1024 to its right.
     let desk = Desk::two();
@@ -573,27 +572,13 @@ fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
         )
         .unwrap();
     assert_eq!(rc, 0, "{out:?}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = vm
-            .probe
-            .run("cat /tmp/guestd.log", WAIT)
-            .unwrap()
-            .1
-            .join("\n");
-        if log.contains("layout in force") {
-            assert!(
-                log.contains("bounds: Rect { x: 0, y: 0, width: 1024, height: 768 }"),
-                "{log}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no reload after the hot-plug:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let log = bridge_log_until(&vm, "a reload after the hot-plug", WAIT, |log| {
+        log.contains("layout in force")
+    });
+    assert!(
+        log.contains("bounds: Rect { x: 0, y: 0, width: 1024, height: 768 }"),
+        "{log}"
+    );
     let single = Desk {
         displays: vec![(0, 0, 1024, 768)],
         bounds: (0, 0, 1024, 768),
@@ -601,22 +586,12 @@ fn with_no_layout_given_the_layout_comes_from_drm_outputs() {
     let f = point(&vm, &mut ctl, 0, 0.5, 0.5);
     let (wx, wy) = single.expect(0, 0.5, 0.5);
     assert_eq!(abs_of(&f), (Some(wx), Some(wy)));
-    assert!(
-        vm.probe
-            .lines(0)
-            .iter()
-            .all(|l| !l.starts_with(&format!("GONE {POINTER}")))
-    );
+    assert!(!pointer_gone_since(&vm, 0), "the pointer was re-created");
 }
 
 #[test]
 fn the_shipped_udev_rule_asks_systemd_for_the_bridge_on_pvmouse_only() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = Vm::boot(VmConfig {
-        extra_qemu_args: vec!["-device".into(), "virtio-tablet-pci".into()],
-        ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let vm = WITH_A_TABLET.get();
     let test = |name: &str| {
         let (_, out) = vm
             .probe
@@ -650,27 +625,15 @@ fn the_shipped_udev_rule_asks_systemd_for_the_bridge_on_pvmouse_only() {
 
 #[test]
 fn the_bridge_follows_pvmouse_being_unplugged_and_plugged_back() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let vm = Vm::boot(VmConfig {
+    let vm = exclusive::boot(VmConfig {
         pvmouse_bus: Some("rp1".into()),
         ..VmConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    });
     let mut ctl = vm.control().unwrap();
     let mut qemu = vm.qemu_qmp().unwrap();
     start_bridge(&vm, "--layout 0=1000x1000@0,0,1=1000x1000@1000,0");
     ctl.wait_event("PVMOUSE_BRIDGE_CHANGE", WAIT).unwrap();
-    let mark = vm.probe.mark();
-    ctl.execute(
-        "pvmouse-send",
-        json!({"display": 0, "x": 0.5, "y": 0.5, "buttons": {"left": true}}),
-    )
-    .unwrap();
-    vm.probe
-        .wait_events(POINTER, mark, WAIT, |e| {
-            e.iter().any(|e| e.event == ev(EV_KEY, BTN_LEFT, 1))
-        })
-        .unwrap();
+    press_left(&vm, &mut ctl, 0.5);
 
     // Unplug: the bridge lets go of the button; its pointer stays.
     let mark = vm.probe.mark();
@@ -713,43 +676,17 @@ fn the_bridge_follows_pvmouse_being_unplugged_and_plugged_back() {
 
     // Plugged back: the bridge grabs the new device, takes over its state (the button the
     // host still holds), and the host sees the bridge again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = vm
-            .probe
-            .run("cat /tmp/guestd.log", WAIT)
-            .unwrap()
-            .1
-            .join("\n");
-        if log.matches("bridging pvmouse device").count() >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "device not picked up again:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let deadline = Instant::now() + WAIT;
-    while ctl.execute("query-pvmouse", json!({})).unwrap()["bridge-present"] != true {
-        assert!(Instant::now() < deadline, "host never saw the bridge again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = vm
-            .probe
-            .request(&format!("state {POINTER}"), "STATE ", WAIT)
-            .unwrap();
-        if st.contains("\"keys\":[272]") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "held button not taken over: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    bridge_log_until(
+        &vm,
+        "the device picked up again",
+        Duration::from_secs(60),
+        |log| log.matches("bridging pvmouse device").count() >= 2,
+    );
+    wait::status(&mut ctl, "the host to see the bridge again", WAIT, |s| {
+        s["bridge-present"] == true
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    pointer_keys(&vm, "the held button taken over", &json!([272]));
     let mark = vm.probe.mark();
     ctl.execute(
         "pvmouse-send",
@@ -769,10 +706,7 @@ fn the_bridge_follows_pvmouse_being_unplugged_and_plugged_back() {
     assert_eq!(abs_of(&f).0, Some(desk.expect(1, 0.5, 0.5).0));
     assert!(f.contains(&ev(EV_KEY, BTN_LEFT, 0)), "{f:?}");
     assert!(
-        vm.probe
-            .lines(0)
-            .iter()
-            .all(|l| !l.starts_with(&format!("GONE {POINTER}"))),
+        !pointer_gone_since(&vm, 0),
         "the bridge's pointer was re-created"
     );
 }

@@ -5,17 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pvmouse_client::Connection;
 use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
+use pvmouse_vmtest::exclusive::{self, ExclusiveVm};
 use pvmouse_vmtest::vm::fd_count;
 use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, round_to_i32};
 use serde_json::{Value, json};
 
-static ONE_VM: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A control client that notices a cut connection: a command whose reply never came is
@@ -100,6 +99,7 @@ fn stream(path: PathBuf, stop: Arc<AtomicBool>) -> StreamLog {
             Some(reply) => panic!("{command} refused: {reply}"),
             None => log.cut += 1,
         }
+        // Pacing, not waiting: one command a millisecond.
         let next = start + Duration::from_millis(u64::from(i));
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -120,14 +120,7 @@ fn watch(vm: &Vm) {
 
 /// Waits for the keeper's next worker: one that is not `old`.
 fn next_worker(vm: &Vm, old: Option<u32>) -> (u32, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(pid) = vm.worker_pid().filter(|p| Some(*p) != old) {
-            return (pid, start.elapsed());
-        }
-        assert!(start.elapsed() < WAIT, "no new worker");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    vm.next_worker(old, WAIT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `hurt` on the worker `times` times under a stream, then checks what the guest and QEMU
@@ -156,16 +149,20 @@ fn survive(vm: &mut Vm, times: usize, hurt: &dyn Fn(&Vm, u32)) -> [(u64, usize);
     let mut gaps = Vec::new();
     let (mut worker, _) = next_worker(vm, None);
     for n in 0..times {
+        // The stream runs 300 ms on each worker before it is hurt: a duration, not a wait.
         std::thread::sleep(Duration::from_millis(300));
         hurt(vm, worker);
         let (new, took) = next_worker(vm, Some(worker));
         gaps.push(took);
         worker = new;
         if n == 0 || n + 1 == times {
+            // The keeper closes what it held for the old worker after the new one runs, and
+            // says so nowhere: the figures are read once that has had time.
             std::thread::sleep(Duration::from_millis(200));
             marks.push((vm.backend_rss_kib().unwrap(), fd_count(keeper).unwrap()));
         }
     }
+    // And 300 ms on the last worker.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let log = feeder.join().unwrap();
@@ -183,18 +180,15 @@ fn survive(vm: &mut Vm, times: usize, hurt: &dyn Fn(&Vm, u32)) -> [(u64, usize);
 
     // The guest ends where the newest answered move put it, with the button released...
     let want_x = round_to_i32(log.last_x.unwrap() * 65535.0);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = vm.probe.query("state", PVMOUSE_NAME, WAIT).unwrap();
-        if st["abs"]["0"] == want_x && st["keys"] == json!([]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "guest state {st}, want x {want_x} and no key"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    vm.probe
+        .query_until(
+            "state",
+            PVMOUSE_NAME,
+            &format!("the guest at x {want_x} with no key"),
+            WAIT,
+            |st| st["abs"]["0"] == want_x && st["keys"] == json!([]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     // ...having seen every answered transition, in order, and nothing else.
     let seen: Vec<i32> = vm
         .probe
@@ -240,18 +234,16 @@ fn survive(vm: &mut Vm, times: usize, hurt: &dyn Fn(&Vm, u32)) -> [(u64, usize);
     [marks[0], marks[marks.len() - 1]]
 }
 
-fn boot(backend_bin: Option<PathBuf>) -> Vm {
-    Vm::boot(VmConfig {
+fn boot(backend_bin: Option<PathBuf>) -> ExclusiveVm {
+    exclusive::boot(VmConfig {
         restartable: true,
         backend_bin,
         ..VmConfig::default()
     })
-    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn a_worker_killed_20_times_under_a_stream_goes_unnoticed() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let mut vm = boot(None);
     let [first, last] = survive(&mut vm, 20, &|_, worker| {
         let killed = std::process::Command::new("kill")
@@ -270,7 +262,6 @@ fn a_worker_killed_20_times_under_a_stream_goes_unnoticed() {
 
 #[test]
 fn a_worker_panic_is_survived_the_same_way() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let mut vm = boot(None);
     survive(&mut vm, 3, &|vm, _| {
         let mut ctl = vm.control().unwrap();
@@ -281,7 +272,6 @@ fn a_worker_panic_is_survived_the_same_way() {
 
 #[test]
 fn an_upgrade_under_a_stream_runs_the_new_binary_and_goes_unnoticed() {
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let new_build = pvmouse_vmtest::assets::build_upgrade_backend().unwrap();
     let old_build = pvmouse_vmtest::assets::build_binaries().unwrap().backend;
     // A copy of its own, so that replacing it touches no other test's binary.

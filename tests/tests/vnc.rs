@@ -11,13 +11,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvmouse_spec::InputEvent;
 use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL};
 use pvmouse_spec::profile::DISPLAY_AXIS;
 use pvmouse_vmtest::desktop::Sway;
-use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, input_frames, round_to_i32};
+use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, ev, exclusive, input_frames, round_to_i32, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -74,17 +74,13 @@ const PASSWORD: &str = "pvm-pass";
 
 /// Waits for a child for at most `limit`, killing it if it is still running then.
 fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            return child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait::until("the viewer to exit", limit, || {
+        child.try_wait().unwrap().ok_or("running")
+    })
+    .unwrap_or_else(|_| {
+        let _ = child.kill();
+        child.wait().unwrap()
+    })
 }
 
 /// The value the spec says a host sends for pixel `p` of `size`: the pixel's centre.
@@ -111,19 +107,14 @@ fn proxy(bin: &Path, control: &Path, heads: &[(u8, u16, PathBuf)], log: &Path) -
         ));
     }
     cmd.stderr(std::fs::File::create(log).unwrap());
-    let child = cmd.spawn().unwrap();
+    let proxy = Proxy(cmd.spawn().unwrap());
     // Listening once the log says each head is ready.
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("head ready")
-        .count()
-        < heads.len()
-    {
-        assert!(Instant::now() < deadline, "pvmouse-vnc did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proxy(child)
+    wait::until("pvmouse-vnc to start", WAIT, || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        wait::when(text, |t| t.matches("head ready").count() >= heads.len())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    proxy
 }
 
 /// Waits until the guest has `n` input frames after `mark`.
@@ -145,8 +136,13 @@ fn xs_after(vm: &Vm, mark: usize, n: usize) -> Vec<i32> {
         .collect()
 }
 
-fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
-    InputEvent::new(kind, code, value)
+/// Waits until the guest has had `want` from pvmouse since `mark`.
+fn wait_for_event(vm: &Vm, mark: usize, want: InputEvent, log: &dyn Fn() -> String) {
+    vm.probe
+        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| {
+            input_frames(e).concat().contains(&want)
+        })
+        .unwrap_or_else(|e| panic!("{want:?}: {e}\n{}", log()));
 }
 
 /// Checks that `seen` has each of `wants`, in that order, and exactly one press and one
@@ -195,22 +191,21 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         ),
     ]);
     // Restartable, so that the worker can be killed under a viewer (below).
-    let vm = Vm::boot(VmConfig {
+    let vm = exclusive::boot(VmConfig {
         desktop: true,
         displays: 2,
         restartable: true,
         extra_qemu_args: extra,
         ..VmConfig::default()
-    })
-    .unwrap();
+    });
     Sway::start(
         &vm,
         "output Virtual-1 mode 1024x768 position 0 0\\noutput Virtual-2 mode 1280x1024 position 1024 0\\n",
     )
     .unwrap();
     // The heads have their modes once sway has set them: QEMU's VNC servers report those sizes.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    // Each check is two processes in the guest: a slower pace than a host query's.
+    wait::until_every("sway's modes", WAIT, Duration::from_millis(200), || {
         Sway::in_session(&vm, "swaymsg -r -t get_outputs >/tmp/outputs.json").unwrap();
         let json = vm
             .probe
@@ -227,12 +222,11 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
                 Some((m["width"].as_u64()?, m["height"].as_u64()?))
             })
             .collect();
-        if modes.contains(&(1024, 768)) && modes.contains(&(1280, 1024)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "sway's modes: {modes:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        wait::when(modes, |m| {
+            m.contains(&(1024, 768)) && m.contains(&(1280, 1024))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let bin = pvmouse_vmtest::assets::build_binaries()
         .unwrap()
         .backend
@@ -268,13 +262,8 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
                 "up:4".into(),
             ],
         );
-        let evs = vm
-            .probe
-            .wait_events(PVMOUSE_NAME, mark, WAIT, |e| {
-                input_frames(e).concat().contains(&ev(EV_REL, REL_WHEEL, 1))
-            })
-            .unwrap_or_else(|e| panic!("{e}\n{}", dump_log()));
-        let seen: Vec<InputEvent> = input_frames(&evs).concat();
+        wait_for_event(&vm, mark, ev(EV_REL, REL_WHEEL, 1), &dump_log);
+        let seen: Vec<InputEvent> = input_frames(&vm.probe.events(PVMOUSE_NAME, mark)).concat();
         println!("display {display}: {seen:?}");
         let mut wants = Vec::new();
         if display == 1 {
@@ -304,7 +293,8 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
             "move:400:300".into(),
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The mode changes while the viewer sleeps, once its first move is in.
+    wait_for_event(&vm, mark, ev(EV_ABS, ABS_X, value(100, 1280)), &dump_log);
     Sway::in_session(&vm, "swaymsg output Virtual-2 mode 800x600").unwrap();
     assert!(steady.wait().unwrap().success());
     let f = frames_after(&vm, mark, 3);
@@ -435,28 +425,19 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
             "move:70:70".into(),
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed while the viewer sleeps with the button held: once the press is in.
+    wait_for_event(&vm, mark, ev(EV_KEY, BTN_LEFT, 1), &dump_log);
     let killed = Command::new("kill")
         .args(["-KILL", &worker.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + WAIT;
-    while vm.worker_pid().is_none_or(|p| p == worker) {
-        assert!(Instant::now() < deadline, "no new worker");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    vm.next_worker(Some(worker), WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = wait_at_most(&mut held, WAIT);
     assert!(status.success(), "{status}\n{}", dump_log());
-    let evs = vm
-        .probe
-        .wait_events(PVMOUSE_NAME, mark, WAIT, |e| {
-            input_frames(e)
-                .concat()
-                .contains(&ev(EV_ABS, ABS_X, value(70, 800)))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", dump_log()));
-    let seen: Vec<InputEvent> = input_frames(&evs).concat();
+    wait_for_event(&vm, mark, ev(EV_ABS, ABS_X, value(70, 800)), &dump_log);
+    let seen: Vec<InputEvent> = input_frames(&vm.probe.events(PVMOUSE_NAME, mark)).concat();
     println!("across a killed worker: {seen:?}");
     assert_one_click_in_order(
         &seen,
