@@ -184,11 +184,12 @@ impl Reader<'_> {
                 );
             }
             let window = Duration::from_millis(400).min(limit.saturating_sub(start.elapsed()));
-            // Each check is a process in the guest, which shares its CPUs with the server.
+            // Each check is a process in the guest, which shares its CPUs with the server: check
+            // seldom enough that the checks do not slow what they wait for.
             match wait::until_every(
                 "the reader's report",
                 window,
-                Duration::from_millis(40),
+                Duration::from_millis(150),
                 || wait::when(self.position(), landed),
             ) {
                 Ok(report) => return report,
@@ -210,7 +211,7 @@ impl Reader<'_> {
             wait::until_every(
                 "the reader's button report",
                 Duration::from_secs(5),
-                Duration::from_millis(40),
+                Duration::from_millis(150),
                 || wait::when(self.button(), seen),
             )
             .unwrap_or_else(|_| self.button())
