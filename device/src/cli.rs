@@ -55,13 +55,63 @@ pub struct Cli {
     #[arg(long)]
     pub restartable: bool,
 
-    /// A worker's inherited control listener (set by the keeper).
-    #[arg(long, value_name = "FDNUM", hide = true)]
-    pub control_fd: Option<RawFd>,
-
-    /// A worker's inherited state ledger, a memfd (set by the keeper).
-    #[arg(long, value_name = "FDNUM", hide = true)]
+    /// A worker's inherited state ledger, a memfd (set by the keeper; see [`Inherited`]).
+    #[arg(
+        long,
+        value_name = "FDNUM",
+        hide = true,
+        conflicts_with = "restartable"
+    )]
     pub ledger_fd: Option<RawFd>,
+
+    /// A worker's inherited control listener (set by the keeper; see [`Inherited`]).
+    #[arg(long, value_name = "FDNUM", hide = true, requires = "ledger_fd")]
+    pub control_fd: Option<RawFd>,
+}
+
+/// What this process is, decided once from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves the frontend itself: the default.
+    Standalone,
+    /// `--restartable`: holds the sockets and the frontend's connection, and runs the device in
+    /// workers it replaces ([`crate::keeper`]).
+    Keeper,
+    /// Started by a keeper: runs the device on what the keeper handed it, and may end on
+    /// purpose for an upgrade.
+    Worker(Inherited),
+}
+
+/// What a keeper hands each worker, by descriptor number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inherited {
+    /// The state ledger, a memfd.
+    pub ledger: RawFd,
+    /// The control socket's listener, when there is a control socket.
+    pub control: Option<RawFd>,
+}
+
+impl Inherited {
+    /// A worker's command line: its vhost-user listener (the keeper's private socket), what it
+    /// inherits, and the device's identity. Written here, beside the parser that reads it.
+    pub fn worker_args(&self, vhost_fd: RawFd, identity: &Identity) -> Vec<String> {
+        let mut args = vec![
+            "--fd".to_owned(),
+            vhost_fd.to_string(),
+            "--ledger-fd".to_owned(),
+            self.ledger.to_string(),
+            "--displays".to_owned(),
+            identity.displays().to_string(),
+            "--name".to_owned(),
+            identity.name().to_owned(),
+            "--serial".to_owned(),
+            identity.serial().to_owned(),
+        ];
+        if let Some(control) = self.control {
+            args.extend(["--control-fd".to_owned(), control.to_string()]);
+        }
+        args
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +126,7 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     pub socket_access: SocketAccess,
     pub identity: Identity,
-    /// Run as the keeper (`--restartable`).
-    pub restartable: bool,
-    /// Set in a worker: the control listener and ledger the keeper handed it.
-    pub control_fd: Option<RawFd>,
-    pub ledger_fd: Option<RawFd>,
+    pub role: Role,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,14 +175,22 @@ impl TryFrom<Cli> for Config {
             Some(g) => Some(resolve_group(&g).ok_or(ConfigError::UnknownGroup(g))?),
             None => None,
         };
+        // The parser has refused a ledger with `--restartable`, and a control listener without
+        // a ledger.
+        let role = match cli.ledger_fd {
+            Some(ledger) => Role::Worker(Inherited {
+                ledger,
+                control: cli.control_fd,
+            }),
+            None if cli.restartable => Role::Keeper,
+            None => Role::Standalone,
+        };
         Ok(Config {
             vhost_socket,
             control_socket: cli.control_socket,
             socket_access: SocketAccess { group },
             identity,
-            restartable: cli.restartable,
-            control_fd: cli.control_fd,
-            ledger_fd: cli.ledger_fd,
+            role,
         })
     }
 }
@@ -170,6 +224,41 @@ mod tests {
         assert_eq!(c.socket_access, SocketAccess { group: None });
         let c = parse(&["--socket-path", "a", "--socket-group", "root"]).unwrap();
         assert_eq!(c.socket_access, SocketAccess { group: Some(0) });
+        assert_eq!(c.role, Role::Standalone);
+        let c = parse(&["--socket-path", "a", "--restartable"]).unwrap();
+        assert_eq!(c.role, Role::Keeper);
+    }
+
+    #[test]
+    fn a_worker_reads_back_the_command_line_its_keeper_writes() {
+        let identity = Identity::new("seat 1", "s-2", 3).unwrap();
+        for control in [None, Some(7)] {
+            let inherited = Inherited { ledger: 6, control };
+            let args = inherited.worker_args(5, &identity);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let c = parse(&args).unwrap();
+            assert_eq!(c.role, Role::Worker(inherited));
+            assert_eq!(c.vhost_socket, VhostSocket::Fd(5));
+            assert_eq!(c.identity, identity);
+            assert_eq!(c.control_socket, None);
+        }
+    }
+
+    #[test]
+    fn a_worker_role_cannot_be_mixed_with_the_others() {
+        for (args, want) in [
+            (
+                &["--fd", "3", "--ledger-fd", "4", "--restartable"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--fd", "3", "--control-fd", "4"][..],
+                "required arguments were not provided",
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

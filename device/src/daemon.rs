@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
@@ -13,9 +13,11 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::PvMouseBackend;
-use crate::cli::{Config, VhostSocket};
-use crate::control::ControlServer;
+use crate::cli::{Config, Inherited, Role, VhostSocket};
+use crate::control::{ControlHandle, ControlServer};
 use crate::device::PvMouse;
+use crate::keeper;
+use crate::keeper::worker::{Stop, Upgrade};
 use crate::ledger::Ledger;
 use crate::notice::NoticeBoard;
 use crate::socket::{
@@ -31,14 +33,24 @@ pub enum DaemonError {
     /// vhost_user_backend::Error implements Display but not std::error::Error.
     #[error("vhost-user: {0}")]
     VhostUser(String),
+    #[error("cannot tell the vring worker to stop: {0}; exiting")]
+    StopWorker(#[source] io::Error),
 }
 
 fn vhost_error(e: vhost_user_backend::Error) -> DaemonError {
     DaemonError::VhostUser(e.to_string())
 }
 
+/// How a backend ends when no host error ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A worker answered `pvmouse-upgrade`: it ends, and its keeper starts the binary now on
+    /// disk.
+    Upgrade,
+}
+
 /// The vhost-user listening socket, and the file to remove when the backend ends (none for an
-/// inherited one: its owner decides).
+/// inherited one: its owner decides). The keeper and the device both listen through this.
 pub fn vhost_listener(
     socket: &VhostSocket,
     access: SocketAccess,
@@ -62,23 +74,41 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     fn daemon(&mut self) -> &mut VhostUserDaemon<Arc<PvMouseBackend>> {
-        // Set at creation, taken only by drop.
+        // Set at creation, taken only by `end`.
         self.daemon.as_mut().unwrap_or_else(|| unreachable!())
     }
-}
 
-impl Drop for Connection<'_> {
-    fn drop(&mut self) {
+    /// Ends the connection, reporting a vring worker that cannot be told to stop.
+    fn close(mut self) -> Result<(), DaemonError> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<(), DaemonError> {
+        let Some(daemon) = self.daemon.take() else {
+            return Ok(());
+        };
         if let Err(e) = self.backend.stop_worker() {
-            // Nothing else can end the worker; joining it would never return.
-            tracing::error!("cannot tell the vring worker to stop: {e}; exiting");
-            std::process::exit(1);
+            // Nothing else can end the worker, and joining it would never return: it is left
+            // running, and the error ends the backend.
+            std::mem::forget(daemon);
+            return Err(DaemonError::StopWorker(e));
         }
-        drop(self.daemon.take());
+        drop(daemon);
         self.backend.worker_stopped();
         // The guest's memory goes with the connection: holding it would keep a dead VM's RAM
         // allocated until the next frontend arrives.
         self.backend.forget_memory();
+        Ok(())
+    }
+}
+
+impl Drop for Connection<'_> {
+    /// Only error paths get here with the daemon still set: their own error is the one
+    /// returned, so this one is logged.
+    fn drop(&mut self) {
+        if let Err(e) = self.end() {
+            tracing::error!("{e}");
+        }
     }
 }
 
@@ -114,43 +144,32 @@ pub fn serve(
             Err(e) => tracing::info!("vhost-user frontend connection ended: {e}"),
         }
         backend.device().frontend_disconnected();
-        drop(connection);
+        connection.close()?;
     }
 }
 
-/// Everything `main` does after parsing: returns only on a host error, having stopped every
-/// thread it started and removed the sockets it created.
-pub fn run(config: Config) -> Result<Infallible, DaemonError> {
+/// Everything `main` does after parsing, in the role the command line chose. Returns only on a
+/// host error or at a worker's [`Ending`], having stopped the threads that could still write
+/// (the control thread) and removed the sockets it created.
+pub fn run(config: Config) -> Result<Ending, DaemonError> {
     // First, before this process opens any descriptor of its own: `--fd N` must name an
     // inherited one, never one of ours.
     let (mut listener, _vhost_file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
+    match config.role {
+        Role::Keeper => match keeper::run(&config, listener)? {},
+        Role::Standalone => match standalone(&config, &mut listener)? {},
+        Role::Worker(inherited) => worker(&config, inherited, listener),
+    }
+}
+
+/// The device on its own sockets, serving frontends until a host error.
+fn standalone(config: &Config, listener: &mut Listener) -> Result<Infallible, DaemonError> {
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
-    let device = match config.ledger_fd {
-        Some(fd) => {
-            crate::keeper::worker::enter();
-            let ledger = Ledger::open(adopt_file(fd)?).map_err(DaemonError::Setup)?;
-            let (device, restored) =
-                PvMouse::with_ledger(config.identity.clone(), notices.clone(), ledger)
-                    .map_err(DaemonError::Setup)?;
-            if restored {
-                tracing::info!("took over the device state an earlier worker left");
-            }
-            device
-        }
-        None => {
-            PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?
-        }
-    };
-    let device = Arc::new(device);
-    let control = match (config.control_fd, &config.control_socket) {
-        (Some(fd), _) => {
-            let listener = adopt_listener(fd)?;
-            let path = std::path::Path::new("(the keeper's control socket)");
-            let server =
-                ControlServer::from_listener(listener, None, path, device.clone(), notices)?;
-            Some(server.spawn().map_err(DaemonError::Setup)?)
-        }
-        (None, Some(path)) => {
+    let device = Arc::new(
+        PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
+    );
+    let control = match &config.control_socket {
+        Some(path) => {
             let server = ControlServer::bind_with_access(
                 path,
                 config.socket_access,
@@ -160,26 +179,101 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
             tracing::info!(path = %path.display(), "control socket ready");
             Some(server.spawn().map_err(DaemonError::Setup)?)
         }
-        (None, None) => {
-            tracing::warn!("no --control-socket: nothing can send pointer input to this device");
+        None => {
+            warn_no_control();
             None
         }
     };
     let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
+    ready(config);
+    let error = match serve(listener, backend) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    stop_control(control);
+    Err(error)
+}
+
+/// A keeper's worker: the device on the keeper's ledger and control listener, serving the
+/// keeper's private socket until a host error or an upgrade.
+fn worker(
+    config: &Config,
+    inherited: Inherited,
+    mut listener: Listener,
+) -> Result<Ending, DaemonError> {
+    let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
+    let ledger = Ledger::open(adopt_file(inherited.ledger)?).map_err(DaemonError::Setup)?;
+    let (device, restored) = PvMouse::with_ledger(config.identity.clone(), notices.clone(), ledger)
+        .map_err(DaemonError::Setup)?;
+    if restored {
+        tracing::info!("took over the device state an earlier worker left");
+    }
+    let device = Arc::new(device);
+    let (stops, stopped) = mpsc::channel();
+    let control = match inherited.control {
+        Some(fd) => {
+            let listener = adopt_listener(fd)?;
+            let path = std::path::Path::new("(the keeper's control socket)");
+            let server =
+                ControlServer::from_listener(listener, None, path, device.clone(), notices)?
+                    .with_upgrade(Upgrade::new(stops.clone()));
+            Some(server.spawn().map_err(DaemonError::Setup)?)
+        }
+        None => {
+            warn_no_control();
+            None
+        }
+    };
+    let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
+    ready(config);
+    // The vhost-user loop runs on its own thread, so that this one can end the worker when an
+    // upgrade is asked for: the loop itself waits on the frontend and cannot be interrupted.
+    let spawned = std::thread::Builder::new()
+        .name("pvmouse-vhost".into())
+        .spawn(move || {
+            let error = match serve(&mut listener, backend) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = stops.send(Stop::Failed(error));
+        });
+    let stop = match spawned {
+        // Senders live in the vhost-user thread until it reports, and in the control thread.
+        Ok(_) => stopped.recv().map_err(|_| {
+            DaemonError::Setup(io::Error::other(
+                "the vhost-user thread ended without a word",
+            ))
+        }),
+        Err(e) => Err(DaemonError::Setup(e)),
+    };
+    stop_control(control);
+    match stop? {
+        Stop::Upgrade => {
+            tracing::info!("worker exiting for an upgrade");
+            Ok(Ending::Upgrade)
+        }
+        Stop::Failed(e) => Err(e),
+    }
+}
+
+fn warn_no_control() {
+    tracing::warn!("no --control-socket: nothing can send pointer input to this device");
+}
+
+fn ready(config: &Config) {
     tracing::info!(
         name = config.identity.name(),
         serial = config.identity.serial(),
         displays = config.identity.displays(),
         "vhost-user-pvmouse ready"
     );
-    let error = match serve(&mut listener, backend) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
+}
+
+/// Stops the control thread, which first finishes what it is writing.
+fn stop_control(control: Option<ControlHandle>) {
     if let Some(control) = control {
         if let Err(e) = control.stop() {
             tracing::warn!("control thread: {e}");
         }
     }
-    Err(error)
 }

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vhost_user_pvmouse::cli::{Cli, Config, capabilities_json};
-use vhost_user_pvmouse::{daemon, keeper};
+use vhost_user_pvmouse::cli::{Cli, Config, Role, capabilities_json};
+use vhost_user_pvmouse::daemon::{self, Ending};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,16 +21,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let run = if config.restartable {
-        keeper::run
-    } else {
-        daemon::run
-    };
-    match run(config) {
-        Ok(never) => match never {},
+    if let Role::Worker(_) = config.role {
+        abort_on_panic();
+    }
+    match daemon::run(config) {
+        // The keeper starts the binary now on disk; the status tells it this end was asked for.
+        Ok(Ending::Upgrade) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// In a keeper's worker, a panic on any thread ends the whole process: the keeper starts
+/// another, which takes over the state. Unwinding would end only the thread that panicked and
+/// leave a device that half works.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("worker panicked: {info}; ending it, the keeper starts another");
+        std::process::abort();
+    }));
 }

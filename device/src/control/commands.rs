@@ -11,6 +11,7 @@ use super::args::Args;
 use super::qmp::{QmpError, Request};
 use crate::device::{DeviceStatus, PointerDevice, SubmitError};
 use crate::identity::Identity;
+use crate::keeper::worker::{NOT_UPGRADABLE, Upgrade};
 use crate::pointer::{PointerAction, WheelAxis};
 
 /// One control command: its name, as `query-commands` lists it, and what it does in a session
@@ -59,9 +60,13 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: command::PVMOUSE_UPGRADE,
-        run: |_, _, args| {
+        run: |_, session, args| {
             Args::new(args, "").finish()?;
-            crate::keeper::worker::upgrade().map_err(QmpError::generic)?;
+            let upgrade = session
+                .upgrade
+                .as_ref()
+                .ok_or_else(|| QmpError::generic(NOT_UPGRADABLE))?;
+            upgrade.request();
             Ok(json!({}))
         },
     },
@@ -100,6 +105,8 @@ pub struct Session {
     pub negotiated: bool,
     /// `pvmouse-stream` succeeded: the rest of the input is records.
     pub streaming: bool,
+    /// How `pvmouse-upgrade` ends this process; only a keeper's worker has it.
+    pub upgrade: Option<Upgrade>,
 }
 
 pub fn execute(

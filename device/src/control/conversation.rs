@@ -14,6 +14,7 @@ use super::framing::{Scan, ValueFramer, parse_value};
 use super::qmp::{self, QmpError};
 use super::stream::RecordStream;
 use crate::device::PointerDevice;
+use crate::keeper::worker::Upgrade;
 
 #[derive(Debug, Default)]
 pub struct Conversation {
@@ -31,6 +32,17 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation whose `pvmouse-upgrade` ends this worker through `upgrade`.
+    pub fn with_upgrade(upgrade: Option<Upgrade>) -> Self {
+        Self {
+            session: Session {
+                upgrade,
+                ..Session::default()
+            },
+            ..Self::default()
+        }
+    }
+
     /// Whether the client has negotiated capabilities, and so may get QMP events.
     pub fn negotiated(&self) -> bool {
         self.session.negotiated

@@ -25,6 +25,7 @@ use super::conversation::Conversation;
 use super::events::{EventThrottle, notice_event};
 use super::qmp::{self, QmpError};
 use crate::device::PointerDevice;
+use crate::keeper::worker::Upgrade;
 use crate::notice::{Latest, Notice, NoticeBoard};
 use crate::socket::{SocketAccess, SocketError, SocketFile, bind_socket, set_nonblocking};
 
@@ -76,6 +77,8 @@ pub struct ControlServer {
     armed_for: Option<Instant>,
     /// Something that changes the next deadline happened since the timer was last set.
     deadlines_changed: bool,
+    /// Given to every client's conversation, in a keeper's worker.
+    upgrade: Option<Upgrade>,
 }
 
 impl std::fmt::Debug for ControlServer {
@@ -171,7 +174,14 @@ impl ControlServer {
             timer,
             armed_for: None,
             deadlines_changed: false,
+            upgrade: None,
         })
+    }
+
+    /// Lets clients end this worker for an upgrade (`pvmouse-upgrade`).
+    pub fn with_upgrade(mut self, upgrade: Upgrade) -> Self {
+        self.upgrade = Some(upgrade);
+        self
     }
 
     pub fn spawn(self) -> io::Result<ControlHandle> {
@@ -303,7 +313,7 @@ impl ControlServer {
             }
             let mut client = Client {
                 stream,
-                conversation: Conversation::default(),
+                conversation: Conversation::with_upgrade(self.upgrade.clone()),
                 output: qmp::encode(&qmp::greeting(crate::VERSION)),
                 interest: EventSet::IN | EventSet::READ_HANG_UP,
                 finished_sending: false,

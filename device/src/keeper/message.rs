@@ -1,25 +1,29 @@
 //! vhost-user messages as the keeper sees them: a 12-byte header (request, flags, size), a
 //! payload of at most [`MAX_PAYLOAD`] bytes, and the descriptors that came with it. The keeper
 //! reads only what it must to record and replay a session; everything else passes through
-//! as bytes.
+//! as bytes, unknown requests included.
+//!
+//! The request codes, flags and limits are the `vhost` crate's. Its header type and the
+//! endpoint that reads it are private to that crate, and it parses only requests it knows, so
+//! the keeper frames the three header words itself.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use vhost::vhost_user::message::FrontendReq;
+use vhost::vhost_user::message::{
+    FrontendReq, MAX_ATTACHED_FD_ENTRIES, MAX_MSG_SIZE, VhostUserHeaderFlag,
+};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+/// Request, flags and payload size: three 32-bit words.
 pub const HEADER: usize = 12;
 /// vhost-user's own bound on a message body.
-pub const MAX_PAYLOAD: usize = 4096;
+pub const MAX_PAYLOAD: usize = MAX_MSG_SIZE;
 /// vhost-user's own bound on descriptors per message.
-pub const MAX_FDS: usize = 32;
-
-/// The header's version bits (1), and the flags the keeper looks at.
-pub const VERSION: u32 = 0x1;
-pub const REPLY: u32 = 0x4;
-pub const NEED_REPLY: u32 = 0x8;
+pub const MAX_FDS: usize = MAX_ATTACHED_FD_ENTRIES;
+/// The flags of a request the keeper writes itself: protocol version 1, as vhost-user has it.
+const VERSION_1: u32 = 0x1;
 
 #[derive(Debug)]
 pub struct Message {
@@ -39,11 +43,17 @@ pub enum MessageError {
     Io(#[from] io::Error),
 }
 
-fn request(code: FrontendReq) -> u32 {
-    code as u32
-}
-
 impl Message {
+    /// A request with no payload, asking for no more than the request itself implies.
+    pub fn request(code: FrontendReq) -> Message {
+        Message {
+            request: code.into(),
+            flags: VERSION_1,
+            payload: Vec::new(),
+            fds: Vec::new(),
+        }
+    }
+
     /// Reads one message. Descriptors come with the header, as senders attach them to a
     /// message's first byte.
     pub fn recv(stream: &UnixStream) -> Result<Message, MessageError> {
@@ -114,7 +124,7 @@ impl Message {
 
     /// Whether the frontend waits for an answer to this one.
     pub fn wants_reply(&self) -> bool {
-        self.flags & NEED_REPLY != 0
+        self.needs_reply()
             || [
                 FrontendReq::GET_FEATURES,
                 FrontendReq::GET_PROTOCOL_FEATURES,
@@ -126,7 +136,23 @@ impl Message {
                 FrontendReq::GET_STATUS,
             ]
             .into_iter()
-            .any(|r| request(r) == self.request)
+            .any(|r| self.is(r))
+    }
+
+    /// Whether the sender set `NEED_REPLY` (an acknowledgement, with `REPLY_ACK`).
+    pub fn needs_reply(&self) -> bool {
+        self.flags & VhostUserHeaderFlag::NEED_REPLY.bits() != 0
+    }
+
+    /// The same message, asking for no acknowledgement.
+    pub fn without_need_reply(mut self) -> Message {
+        self.flags &= !VhostUserHeaderFlag::NEED_REPLY.bits();
+        self
+    }
+
+    /// The request, if vhost-user defines it.
+    pub fn code(&self) -> Option<FrontendReq> {
+        FrontendReq::try_from(self.request).ok()
     }
 
     /// The first 32-bit word of the payload: the ring index of a ring message, the offset of a
@@ -137,7 +163,7 @@ impl Message {
     }
 
     pub fn is(&self, code: FrontendReq) -> bool {
-        self.request == request(code)
+        self.request == u32::from(code)
     }
 }
 

@@ -15,40 +15,44 @@
 //! told them again, with each ring starting where guest memory shows the last worker got to,
 //! then kicked, and the guest interrupted once; the frontend never sees the change.
 //!
+//! The decisions are apart from the processes and sockets, and unit-tested: when to start the
+//! next worker ([`restarts`]), and what a new worker is told, in which order and how often
+//! ([`relay`] over [`session`]). This module spawns, waits and moves bytes. The worker's own
+//! side is [`worker`], and the command line that makes a process one is
+//! [`crate::cli::Role`].
+//!
 //! The keeper parses only vhost-user headers and the few payload words it needs (ring index,
 //! config offset, the memory table and the used ring's address), all bounds-checked and fuzzed
 //! (`fuzz/fuzz_targets/keeper_messages.rs`).
 
 pub mod message;
+pub mod relay;
+pub mod restarts;
 pub mod session;
 pub mod worker;
 
 use std::convert::Infallible;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Config, VhostSocket};
+use vhost::vhost_user::Listener;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use crate::cli::{Config, Inherited};
 use crate::daemon::DaemonError;
 use crate::ledger::LEDGER_BYTES;
-use crate::socket::{adopt_listener, bind_socket};
+use crate::socket::bind_socket;
 use message::{Message, MessageError};
-use session::Session;
-
-/// How often a worker may die right after it started before the keeper waits between starts:
-/// a worker that cannot start, again and again, must not turn the keeper into a fork loop.
-const QUICK_DEATHS: u32 = 5;
-/// A worker that lived less than this died "right after it started".
-const QUICK: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A frontend message that every worker dies on is not the device's to keep alive.
-const REPLAYS_PER_MESSAGE: u32 = 5;
+use relay::{Relay, WorkerLink};
+use restarts::{Restarts, WorkerEnd};
 
 /// Clears `FD_CLOEXEC`, so the worker inherits the descriptor.
 fn inheritable(fd: RawFd) -> io::Result<()> {
+    // vmm-sys-util has no wrapper for descriptor flags, and std none for inheritance.
     // SAFETY: F_GETFD/F_SETFD read and set one descriptor's flags; no memory is involved.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     // SAFETY: as above.
@@ -59,6 +63,7 @@ fn inheritable(fd: RawFd) -> io::Result<()> {
 }
 
 fn memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // Neither std nor vmm-sys-util 0.15 creates a memfd.
     // SAFETY: `name` is a NUL-terminated string that outlives the call; the new descriptor is
     // owned by the returned OwnedFd and by nothing else.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
@@ -68,7 +73,6 @@ fn memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create just returned this descriptor, open and unowned.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
-
 /// A directory only this user can enter, holding the socket the workers listen on.
 #[derive(Debug)]
 struct PrivateDir(PathBuf);
@@ -123,170 +127,138 @@ impl WorkerPlan {
     }
 }
 
-/// Starts workers for as long as the keeper runs, one at a time.
+/// Starts workers for as long as the keeper runs, one at a time, as [`Restarts`] says.
 fn supervise(plan: WorkerPlan) {
-    let mut quick = 0;
-    let mut backoff = Duration::from_millis(100);
+    let mut restarts = Restarts::default();
     loop {
         let started = Instant::now();
         let status = plan.spawn().and_then(|mut child| {
             tracing::info!(pid = child.id(), exe = %plan.exe.display(), "worker started");
             child.wait()
         });
-        match status {
-            Ok(s) if s.success() => tracing::info!("worker exited to be replaced (upgrade)"),
-            Ok(s) => tracing::warn!("worker ended ({s}); starting another"),
-            Err(e) => tracing::error!("cannot start a worker: {e}"),
+        match WorkerEnd::from(status) {
+            WorkerEnd::Upgraded => tracing::info!("worker exited to be replaced (upgrade)"),
+            WorkerEnd::Died(s) => tracing::warn!("worker ended ({s}); starting another"),
+            WorkerEnd::NotStarted(e) => tracing::error!("cannot start a worker: {e}"),
         }
-        if started.elapsed() < QUICK {
-            quick += 1;
-        } else {
-            quick = 0;
-            backoff = Duration::from_millis(100);
-        }
-        if quick >= QUICK_DEATHS {
-            tracing::error!(quick, "workers keep dying at once; waiting {backoff:?}");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        let wait = restarts.ended(started.elapsed());
+        if !wait.is_zero() {
+            let quick = restarts.quick_deaths();
+            tracing::error!(quick, "workers keep dying at once; waiting {wait:?}");
+            std::thread::sleep(wait);
         }
     }
 }
 
-/// The keeper's side of one worker connection: messages out, answers back.
-struct WorkerLink {
+const FRONTEND: u64 = 0;
+const WORKER: u64 = 1;
+
+/// The keeper's side of one worker connection, over the private socket, and the epoll that
+/// watches it and the frontend's.
+struct SocketLink {
     socket: PathBuf,
-    stream: UnixStream,
+    stream: Option<UnixStream>,
+    epoll: Epoll,
 }
 
-impl WorkerLink {
-    /// Connects to whichever worker accepts next on the private socket.
-    fn connect(socket: &Path) -> io::Result<Self> {
+/// Which connections have something to read (or have closed).
+#[derive(Debug, Default)]
+struct Ready {
+    frontend: bool,
+    worker: bool,
+}
+
+impl SocketLink {
+    fn new(socket: &Path, frontend: &UnixStream) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            frontend.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, FRONTEND),
+        )?;
         Ok(Self {
             socket: socket.to_owned(),
-            stream: UnixStream::connect(socket)?,
+            stream: None,
+            epoll,
         })
     }
 
-    /// A new worker has the listener; tell it the session again.
-    fn reconnect(&mut self, session: &Session) -> Result<(), MessageError> {
-        self.stream = UnixStream::connect(&self.socket)?;
-        for m in session.replay()? {
-            m.send(&self.stream)?;
-            if m.wants_reply() {
-                // The answer is for the keeper, not the frontend.
-                Message::recv(&self.stream)?;
+    fn stream(&self) -> Result<&UnixStream, MessageError> {
+        self.stream.as_ref().ok_or(MessageError::Closed)
+    }
+
+    /// Waits until the frontend or the worker has something to read.
+    fn wait(&self) -> io::Result<Ready> {
+        let mut events = [EpollEvent::default(); 2];
+        let n = match self.epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        let mut ready = Ready::default();
+        for event in events.iter().take(n) {
+            match event.data() {
+                FRONTEND => ready.frontend = true,
+                _ => ready.worker = true,
             }
         }
-        for fd in session.doorbells() {
-            if let Some(fd) = fd.fds.first() {
-                // An eventfd takes a count of 1; a spurious kick or interrupt is harmless.
-                let _ = ring_doorbell(fd.as_raw_fd());
-            }
+        Ok(ready)
+    }
+}
+
+impl WorkerLink for SocketLink {
+    fn connect(&mut self) -> Result<(), MessageError> {
+        let stream = UnixStream::connect(&self.socket)?;
+        if let Some(old) = self.stream.take() {
+            // Explicitly: a worker being forked may hold a copy of the old socket for a moment,
+            // and epoll would report it until the copy is gone.
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                old.as_raw_fd(),
+                EpollEvent::default(),
+            );
         }
+        self.epoll.ctl(
+            ControlOperation::Add,
+            stream.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, WORKER),
+        )?;
+        self.stream = Some(stream);
         Ok(())
     }
 
-    /// Passes `msg` to the worker and returns its answer, if it owes one; a worker that dies on
-    /// the way is replaced and told the session again first.
-    fn exchange(
-        &mut self,
-        msg: &Message,
-        session: &Session,
-    ) -> Result<Option<Message>, MessageError> {
-        let mut tries = 0;
-        loop {
-            let attempt = (|| -> Result<Option<Message>, MessageError> {
-                msg.duplicate()?.send(&self.stream)?;
-                if msg.wants_reply() {
-                    Ok(Some(Message::recv(&self.stream)?))
-                } else {
-                    Ok(None)
-                }
-            })();
-            match attempt {
-                Ok(reply) => return Ok(reply),
-                Err(e) if tries < REPLAYS_PER_MESSAGE => {
-                    tries += 1;
-                    tracing::warn!("worker gone mid-message ({e}); replaying the session");
-                    self.replace(session)?;
-                }
-                Err(e) => return Err(e),
-            }
+    fn send(&mut self, msg: &Message) -> Result<(), MessageError> {
+        Ok(msg.send(self.stream()?)?)
+    }
+
+    fn recv(&mut self) -> Result<Message, MessageError> {
+        Message::recv(self.stream()?)
+    }
+
+    fn ring(&mut self, doorbell: &OwnedFd) {
+        // An eventfd takes a count of 1. std writes it without the `unsafe` that wrapping a
+        // descriptor the session owns in vmm-sys-util's EventFd would take.
+        if let Ok(fd) = doorbell.try_clone() {
+            let _ = std::fs::File::from(fd).write_all(&1u64.to_ne_bytes());
         }
     }
 
-    /// Waits for the next worker and replays; retried while workers keep going away.
-    fn replace(&mut self, session: &Session) -> Result<(), MessageError> {
-        let mut last = None;
-        for _ in 0..REPLAYS_PER_MESSAGE {
-            match self.reconnect(session) {
-                Ok(()) => {
-                    tracing::info!("a new worker took over the session");
-                    return Ok(());
-                }
-                Err(e) => {
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        Err(last.unwrap_or(MessageError::Closed))
+    fn pause(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Writes 1 to an eventfd.
-fn ring_doorbell(fd: RawFd) -> io::Result<()> {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: `one` is a live 8-byte buffer for the call; `fd` is an open descriptor the keeper
-    // owns (a duplicate kept in the session record).
-    let n = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Waits until `a` or `b` has something to read; returns which.
-fn readable(a: &UnixStream, b: &UnixStream) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd: a.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: `fds` is a live local array of two pollfds, and both descriptors are borrowed
-    // for the duration of the call.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok((false, false))
-        } else {
-            Err(e)
-        };
-    }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Serves one frontend connection until it closes.
 fn serve_frontend(frontend: &UnixStream, private: &Path) -> Result<(), MessageError> {
-    let mut session = Session::default();
-    let mut link = WorkerLink::connect(private)?;
+    let mut relay = Relay::new(SocketLink::new(private, frontend)?)?;
     loop {
-        let (from_frontend, from_worker) = readable(frontend, &link.stream)?;
-        if from_worker && !from_frontend {
+        let ready = relay.link().wait()?;
+        if ready.worker && !ready.frontend {
             // The worker owes nothing unasked: this is its connection closing.
-            tracing::warn!("worker gone between messages; replaying the session");
-            link.replace(&session)?;
+            relay.worker_gone()?;
             continue;
         }
-        if !from_frontend {
+        if !ready.frontend {
             continue;
         }
         let msg = match Message::recv(frontend) {
@@ -294,29 +266,18 @@ fn serve_frontend(frontend: &UnixStream, private: &Path) -> Result<(), MessageEr
             Err(MessageError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
-        session.record(&msg)?;
-        if let Some(reply) = link.exchange(&msg, &session)? {
+        if let Some(reply) = relay.forward(&msg)? {
             reply.send(frontend)?;
         }
     }
 }
 
-/// Runs the keeper: binds the sockets, starts the workers, and serves frontends one after
-/// another, as the backend itself does.
-pub fn run(config: Config) -> Result<Infallible, DaemonError> {
+/// Runs the keeper on the vhost-user `listener`: binds the control socket, starts the workers,
+/// and serves frontends one after another, as the backend itself does.
+pub fn run(config: &Config, listener: Listener) -> Result<Infallible, DaemonError> {
     let setup = DaemonError::Setup;
-    let (listener, _vhost_file) = match &config.vhost_socket {
-        VhostSocket::Path(path) => {
-            let (l, file) = bind_socket(path, config.socket_access)?;
-            (l, Some(file))
-        }
-        VhostSocket::Fd(fd) => (adopt_listener(*fd)?, None),
-    };
     let control = match &config.control_socket {
-        Some(path) => {
-            let (l, file) = bind_socket(path, config.socket_access)?;
-            Some((l, file))
-        }
+        Some(path) => Some(bind_socket(path, config.socket_access)?),
         None => None,
     };
     let ledger = memfd(c"pvmouse-ledger").map_err(setup)?;
@@ -326,24 +287,21 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
     let dir = PrivateDir::new().map_err(setup)?;
     let private = UnixListener::bind(dir.socket()).map_err(setup)?;
 
-    let mut args = vec![
-        "--fd".to_owned(),
-        private.as_raw_fd().to_string(),
-        "--ledger-fd".to_owned(),
-        ledger.as_raw_fd().to_string(),
-        "--displays".to_owned(),
-        config.identity.displays().to_string(),
-        "--name".to_owned(),
-        config.identity.name().to_owned(),
-        "--serial".to_owned(),
-        config.identity.serial().to_owned(),
-    ];
-    inheritable(private.as_raw_fd()).map_err(setup)?;
-    inheritable(ledger.as_raw_fd()).map_err(setup)?;
-    if let Some((l, _)) = &control {
-        inheritable(l.as_raw_fd()).map_err(setup)?;
-        args.extend(["--control-fd".to_owned(), l.as_raw_fd().to_string()]);
+    let inherited = Inherited {
+        ledger: ledger.as_raw_fd(),
+        control: control.as_ref().map(|(l, _)| l.as_raw_fd()),
+    };
+    for fd in [
+        Some(private.as_raw_fd()),
+        Some(inherited.ledger),
+        inherited.control,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        inheritable(fd).map_err(setup)?;
     }
+    let args = inherited.worker_args(private.as_raw_fd(), &config.identity);
     // This program's path, taken now, while it still names the file this process runs: an
     // upgrade replaces that file, and every worker runs whatever is there when it starts.
     let exe = std::env::current_exe().map_err(|e| {
@@ -358,7 +316,12 @@ pub fn run(config: Config) -> Result<Infallible, DaemonError> {
         .map_err(setup)?;
     tracing::info!("keeper ready: workers may come and go, the frontend stays");
     loop {
-        let (frontend, _) = listener.accept().map_err(setup)?;
+        let frontend = match listener.accept() {
+            Ok(Some(frontend)) => frontend,
+            // A frontend that left before it was accepted (the listener blocks, so no spin).
+            Ok(None) => continue,
+            Err(e) => return Err(DaemonError::VhostUser(e.to_string())),
+        };
         tracing::info!("vhost-user frontend connected to the keeper");
         match serve_frontend(&frontend, &dir.socket()) {
             Ok(()) => tracing::info!("vhost-user frontend disconnected"),

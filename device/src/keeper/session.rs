@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use vhost::vhost_user::message::FrontendReq;
+use vhost::vhost_user::message::{
+    FrontendReq, VhostUserMemory, VhostUserMemoryRegion, VhostUserVringAddr, VhostUserVringState,
+};
+use vm_memory::ByteValued;
 
-use super::message::{Message, NEED_REPLY, VERSION};
+use super::message::Message;
 
 #[derive(Debug, Default)]
 struct Ring {
@@ -39,6 +42,10 @@ pub struct Session {
     config: BTreeMap<u32, Message>,
 }
 
+fn ring(rings: &mut [Ring; RINGS], index: Option<usize>) -> Option<&mut Ring> {
+    index.and_then(|i| rings.get_mut(i))
+}
+
 /// The ring a `SET_VRING_KICK`/`CALL`/`ERR` names: the low byte of its 64-bit payload.
 fn fd_ring(msg: &Message) -> Option<usize> {
     msg.payload.first().map(|b| usize::from(*b))
@@ -48,61 +55,54 @@ impl Session {
     /// Keeps what `msg` sets, if it sets anything the worker must be told again.
     pub fn record(&mut self, msg: &Message) -> io::Result<()> {
         use FrontendReq as R;
-        let word_ring = msg.first_word().and_then(|w| usize::try_from(w).ok());
+        let Some(code) = msg.code() else {
+            return Ok(());
+        };
         let keep = msg.duplicate()?;
-        if msg.is(R::SET_OWNER) {
-            self.owner = Some(keep);
-        } else if msg.is(R::RESET_OWNER) {
-            *self = Session::default();
-        } else if msg.is(R::SET_FEATURES) {
-            self.features = Some(keep);
-        } else if msg.is(R::SET_PROTOCOL_FEATURES) {
-            self.protocol = Some(keep);
-        } else if msg.is(R::SET_MEM_TABLE) {
-            self.mem_table = Some(keep);
-        } else if msg.is(R::SET_BACKEND_REQ_FD) {
-            self.backend_req = Some(keep);
-        } else if msg.is(R::SET_CONFIG) {
-            if let Some(offset) = msg.first_word() {
-                self.config.insert(offset, keep);
+        let word_ring = msg.first_word().and_then(|w| usize::try_from(w).ok());
+        match code {
+            R::SET_OWNER => self.owner = Some(keep),
+            R::RESET_OWNER => *self = Session::default(),
+            R::SET_FEATURES => self.features = Some(keep),
+            R::SET_PROTOCOL_FEATURES => self.protocol = Some(keep),
+            R::SET_MEM_TABLE => self.mem_table = Some(keep),
+            R::SET_BACKEND_REQ_FD => self.backend_req = Some(keep),
+            R::SET_CONFIG => {
+                if let Some(offset) = msg.first_word() {
+                    self.config.insert(offset, keep);
+                }
             }
-        } else if msg.is(R::RESET_DEVICE) {
-            self.rings = Default::default();
-        } else if msg.is(R::GET_VRING_BASE) {
-            // A stopped ring: the frontend sets it up afresh before it starts again.
-            if let Some(r) = word_ring.and_then(|i| self.rings.get_mut(i)) {
-                *r = Ring::default();
+            R::RESET_DEVICE => self.rings = Default::default(),
+            R::GET_VRING_BASE => {
+                // A stopped ring: the frontend sets it up afresh before it starts again.
+                if let Some(r) = ring(&mut self.rings, word_ring) {
+                    *r = Ring::default();
+                }
             }
-        } else if let Some(r) = word_ring.and_then(|i| self.rings.get_mut(i)) {
-            if msg.is(R::SET_VRING_NUM) {
-                r.num = Some(keep);
-            } else if msg.is(R::SET_VRING_ADDR) {
-                r.addr = Some(keep);
-            } else if msg.is(R::SET_VRING_BASE) {
-                r.base = Some(keep);
-            } else if msg.is(R::SET_VRING_ENABLE) {
-                r.enable = Some(keep);
-            } else {
-                self.record_fd_ring(msg, keep);
+            R::SET_VRING_NUM | R::SET_VRING_ADDR | R::SET_VRING_BASE | R::SET_VRING_ENABLE => {
+                if let Some(r) = ring(&mut self.rings, word_ring) {
+                    let slot = match code {
+                        R::SET_VRING_NUM => &mut r.num,
+                        R::SET_VRING_ADDR => &mut r.addr,
+                        R::SET_VRING_BASE => &mut r.base,
+                        _ => &mut r.enable,
+                    };
+                    *slot = Some(keep);
+                }
             }
-        } else {
-            self.record_fd_ring(msg, keep);
+            R::SET_VRING_KICK | R::SET_VRING_CALL | R::SET_VRING_ERR => {
+                if let Some(r) = ring(&mut self.rings, fd_ring(msg)) {
+                    let slot = match code {
+                        R::SET_VRING_KICK => &mut r.kick,
+                        R::SET_VRING_CALL => &mut r.call,
+                        _ => &mut r.err,
+                    };
+                    *slot = Some(keep);
+                }
+            }
+            _ => {}
         }
         Ok(())
-    }
-
-    fn record_fd_ring(&mut self, msg: &Message, keep: Message) {
-        use FrontendReq as R;
-        let Some(r) = fd_ring(msg).and_then(|i| self.rings.get_mut(i)) else {
-            return;
-        };
-        if msg.is(R::SET_VRING_KICK) {
-            r.kick = Some(keep);
-        } else if msg.is(R::SET_VRING_CALL) {
-            r.call = Some(keep);
-        } else if msg.is(R::SET_VRING_ERR) {
-            r.err = Some(keep);
-        }
     }
 
     /// The messages that bring a fresh worker to this session, in order, each asking for no
@@ -110,11 +110,8 @@ impl Session {
     /// Ring bases come from guest memory.
     pub fn replay(&self) -> io::Result<Vec<Message>> {
         let mut out = Vec::new();
-        let quiet = |m: &Message| -> io::Result<Message> {
-            let mut m = m.duplicate()?;
-            m.flags &= !NEED_REPLY;
-            Ok(m)
-        };
+        let quiet =
+            |m: &Message| -> io::Result<Message> { Ok(m.duplicate()?.without_need_reply()) };
         let push = |out: &mut Vec<Message>, m: &Option<Message>| -> io::Result<()> {
             if let Some(m) = m {
                 out.push(quiet(m)?);
@@ -125,12 +122,7 @@ impl Session {
         if self.owner.is_some() {
             // The worker's vhost-user library only acknowledges (REPLY_ACK) once it has been
             // asked for its features; the keeper drops this answer.
-            out.push(Message {
-                request: FrontendReq::GET_FEATURES as u32,
-                flags: VERSION,
-                payload: Vec::new(),
-                fds: Vec::new(),
-            });
+            out.push(Message::request(FrontendReq::GET_FEATURES));
         }
         push(&mut out, &self.features)?;
         push(&mut out, &self.protocol)?;
@@ -146,10 +138,13 @@ impl Session {
             if let Some(base) = &ring.base {
                 let mut base = quiet(base)?;
                 match self.used_index(ring) {
-                    // { index: u32, num: u32 }
                     Some(used) => {
-                        if let Some(num) = base.payload.get_mut(4..8) {
-                            num.copy_from_slice(&u32::from(used).to_le_bytes());
+                        if let Some(state) = base
+                            .payload
+                            .get_mut(..size_of::<VhostUserVringState>())
+                            .and_then(VhostUserVringState::from_mut_slice)
+                        {
+                            state.num = u32::from(used);
                         }
                     }
                     None => tracing::warn!(
@@ -185,23 +180,24 @@ impl Session {
     /// The used ring's index in guest memory: `SET_VRING_ADDR` gives the used ring's address in
     /// the frontend's address space, and `SET_MEM_TABLE` which descriptor and offset hold it.
     fn used_index(&self, ring: &Ring) -> Option<u16> {
-        let addr = ring.addr.as_ref()?;
-        // { index: u32, flags: u32, descriptor: u64, used: u64, available: u64, log: u64 }
-        let used = u64_at(&addr.payload, 16)?;
+        let used = prefix::<VhostUserVringAddr>(&ring.addr.as_ref()?.payload)?.used;
         let table = self.mem_table.as_ref()?;
-        let regions =
-            usize::try_from(u32::from_le_bytes(table.payload.get(..4)?.try_into().ok()?)).ok()?;
-        for i in 0..regions.min(table.fds.len()) {
-            // { guest_phys_addr, memory_size, userspace_addr, mmap_offset }, 32 bytes each, after 8.
-            let at = 8 + 32 * i;
-            let size = u64_at(&table.payload, at + 8)?;
-            let user = u64_at(&table.payload, at + 16)?;
-            let offset = u64_at(&table.payload, at + 24)?;
+        let memory = prefix::<VhostUserMemory>(&table.payload)?;
+        let regions = table.payload.get(size_of::<VhostUserMemory>()..)?;
+        let count = usize::try_from(memory.num_regions).ok()?;
+        for (region, fd) in regions
+            .chunks_exact(size_of::<VhostUserMemoryRegion>())
+            .map(VhostUserMemoryRegion::from_slice)
+            .zip(&table.fds)
+            .take(count)
+        {
+            let region = region?;
+            let (user, size, offset) = (region.user_addr, region.memory_size, region.mmap_offset);
             if used >= user && used - user < size {
-                let file = std::fs::File::from(table.fds.get(i)?.try_clone().ok()?);
+                let file = std::fs::File::from(fd.try_clone().ok()?);
                 let mut idx = [0u8; 2];
                 // `struct vring_used { u16 flags; u16 idx; … }`
-                file.read_exact_at(&mut idx, offset + (used - user) + 2)
+                file.read_exact_at(&mut idx, offset.checked_add(used - user)?.checked_add(2)?)
                     .ok()?;
                 return Some(u16::from_le_bytes(idx));
             }
@@ -210,6 +206,272 @@ impl Session {
     }
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+/// The `T` that `bytes` start with, if they are long enough.
+fn prefix<T: ByteValued>(bytes: &[u8]) -> Option<&T> {
+    T::from_slice(bytes.get(..size_of::<T>())?)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use std::os::fd::OwnedFd;
+    use std::os::linux::fs::MetadataExt;
+
+    use vhost::vhost_user::message::{
+        FrontendReq as R, VhostUserHeaderFlag, VhostUserU64, VhostUserVringAddrFlags,
+    };
+
+    use super::*;
+
+    const NEED_REPLY: u32 = 0x1 | 0x8;
+
+    /// Where ring `i`'s used ring is, in the frontend's address space: inside the one memory
+    /// region for ring 0, outside it for ring 1.
+    const USER_ADDR: u64 = 0x7f00_0000_0000;
+    const USED: [u64; RINGS] = [USER_ADDR + 0x200, 0x1000];
+    /// The used index guest memory shows for ring 0.
+    const RING0_USED: u16 = 4242;
+
+    pub(crate) fn descriptor_id(fd: &OwnedFd) -> u64 {
+        std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .st_ino()
+    }
+
+    fn file() -> OwnedFd {
+        OwnedFd::from(tempfile::tempfile().unwrap())
+    }
+
+    fn msg(code: R, flags: u32, payload: &[u8], fds: Vec<OwnedFd>) -> Message {
+        Message {
+            request: code.into(),
+            flags,
+            payload: payload.to_vec(),
+            fds,
+        }
+    }
+
+    fn state(index: u32, num: u32) -> Vec<u8> {
+        VhostUserVringState::new(index, num).as_slice().to_vec()
+    }
+
+    fn u64_payload(value: u64) -> Vec<u8> {
+        VhostUserU64::new(value).as_slice().to_vec()
+    }
+
+    fn guest_memory() -> OwnedFd {
+        let memory = tempfile::tempfile().unwrap();
+        memory.set_len(0x1000).unwrap();
+        memory
+            .write_all_at(&RING0_USED.to_le_bytes(), 0x200 + 2)
+            .unwrap();
+        OwnedFd::from(memory)
+    }
+
+    fn mem_table() -> Vec<u8> {
+        let mut payload = VhostUserMemory::new(1).as_slice().to_vec();
+        let region = VhostUserMemoryRegion::new(0, 0x1000, USER_ADDR, 0);
+        payload.extend_from_slice(region.as_slice());
+        payload
+    }
+
+    fn vring_addr(index: u32) -> Vec<u8> {
+        let used = USED[usize::try_from(index).unwrap()];
+        let flags = VhostUserVringAddrFlags::empty();
+        VhostUserVringAddr::new(index, flags, 0x1000, used, 0x3000, 0)
+            .as_slice()
+            .to_vec()
+    }
+
+    /// What QEMU's `vhost-user-input` sends a backend, in its order: the device's set-up, then
+    /// the driver starting both rings. Each ring's call descriptor is set twice (masked at
+    /// set-up, the guest's at start).
+    pub(crate) fn qemu_session() -> Vec<Message> {
+        let v = 0x1;
+        let mut out = vec![
+            msg(R::GET_FEATURES, v, &[], vec![]),
+            msg(R::GET_PROTOCOL_FEATURES, v, &[], vec![]),
+            msg(R::SET_PROTOCOL_FEATURES, v, &u64_payload(0x8203), vec![]),
+            msg(R::GET_QUEUE_NUM, v, &[], vec![]),
+            msg(R::GET_MAX_MEM_SLOTS, v, &[], vec![]),
+            msg(R::SET_BACKEND_REQ_FD, NEED_REPLY, &[], vec![file()]),
+            msg(R::SET_OWNER, v, &[], vec![]),
+            msg(R::SET_VRING_CALL, v, &u64_payload(0), vec![file()]),
+            msg(R::SET_VRING_CALL, v, &u64_payload(1), vec![file()]),
+            msg(R::GET_CONFIG, v, &[0; 12], vec![]),
+            msg(R::SET_FEATURES, v, &u64_payload(0x1_4000_0000), vec![]),
+            msg(
+                R::SET_MEM_TABLE,
+                NEED_REPLY,
+                &mem_table(),
+                vec![guest_memory()],
+            ),
+        ];
+        for i in 0..2 {
+            out.extend([
+                msg(R::SET_VRING_NUM, v, &state(i, 64), vec![]),
+                msg(R::SET_VRING_BASE, v, &state(i, 0), vec![]),
+                msg(R::SET_VRING_ADDR, v, &vring_addr(i), vec![]),
+                msg(R::SET_VRING_KICK, v, &u64_payload(i.into()), vec![file()]),
+                msg(R::SET_VRING_CALL, v, &u64_payload(i.into()), vec![file()]),
+            ]);
+        }
+        for i in 0..2 {
+            out.push(msg(R::SET_VRING_ENABLE, v, &state(i, 1), vec![]));
+        }
+        out
+    }
+
+    /// What a new worker is told of [`qemu_session`], in order: what it must hear before its
+    /// rings (owner, features, protocol, memory, the backend channel), then ring by ring.
+    pub(crate) const QEMU_REPLAY: [R; 18] = [
+        R::SET_OWNER,
+        R::GET_FEATURES,
+        R::SET_FEATURES,
+        R::SET_PROTOCOL_FEATURES,
+        R::SET_MEM_TABLE,
+        R::SET_BACKEND_REQ_FD,
+        R::SET_VRING_NUM,
+        R::SET_VRING_ADDR,
+        R::SET_VRING_BASE,
+        R::SET_VRING_CALL,
+        R::SET_VRING_KICK,
+        R::SET_VRING_ENABLE,
+        R::SET_VRING_NUM,
+        R::SET_VRING_ADDR,
+        R::SET_VRING_BASE,
+        R::SET_VRING_CALL,
+        R::SET_VRING_KICK,
+        R::SET_VRING_ENABLE,
+    ];
+
+    /// The descriptors a replay of `session` rings: per ring, the newest kick, then call.
+    pub(crate) fn doorbell_ids(session: &[Message]) -> Vec<u64> {
+        let newest = |code: R, ring: u8| {
+            session
+                .iter()
+                .rev()
+                .find(|m| m.is(code) && m.payload.first() == Some(&ring))
+                .map(|m| descriptor_id(&m.fds[0]))
+                .unwrap()
+        };
+        (0..2)
+            .flat_map(|ring| {
+                [
+                    newest(R::SET_VRING_KICK, ring),
+                    newest(R::SET_VRING_CALL, ring),
+                ]
+            })
+            .collect()
+    }
+
+    fn recorded(messages: &[Message]) -> Session {
+        let mut session = Session::default();
+        for m in messages {
+            session.record(m).unwrap();
+        }
+        session
+    }
+
+    fn codes(replay: &[Message]) -> Vec<u32> {
+        replay.iter().map(|m| m.request).collect()
+    }
+
+    fn want(codes: &[R]) -> Vec<u32> {
+        codes.iter().map(|c| u32::from(*c)).collect()
+    }
+
+    #[test]
+    fn qemus_session_replays_in_set_up_order_newest_first_and_asking_for_nothing() {
+        let messages = qemu_session();
+        let replay = recorded(&messages).replay().unwrap();
+        assert_eq!(codes(&replay), want(&QEMU_REPLAY));
+        assert!(
+            replay.iter().all(|m| !m.needs_reply()),
+            "no acknowledgement asked"
+        );
+        // Ring messages in ring order, each ring's own.
+        let rings: Vec<u8> = replay[6..].iter().map(|m| m.payload[0]).collect();
+        assert_eq!(rings, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
+        // The call descriptor replayed is the one set last: the guest's, not the masked one.
+        let calls: Vec<u64> = replay
+            .iter()
+            .filter(|m| m.is(R::SET_VRING_CALL))
+            .map(|m| descriptor_id(&m.fds[0]))
+            .collect();
+        let ids = doorbell_ids(&messages);
+        assert_eq!(calls, [ids[1], ids[3]]);
+    }
+
+    #[test]
+    fn each_ring_resumes_where_guest_memory_shows_it_got_to() {
+        let replay = recorded(&qemu_session()).replay().unwrap();
+        let bases: Vec<(u32, u32)> = replay
+            .iter()
+            .filter(|m| m.is(R::SET_VRING_BASE))
+            .map(|m| {
+                let s = VhostUserVringState::from_slice(&m.payload).unwrap();
+                (s.index, s.num)
+            })
+            .collect();
+        // Ring 1's used ring is in no region the keeper has: its base is replayed as set.
+        assert_eq!(bases, [(0, u32::from(RING0_USED)), (1, 0)]);
+    }
+
+    #[test]
+    fn a_stopped_ring_is_not_replayed_and_a_reset_owner_forgets_everything() {
+        let mut session = recorded(&qemu_session());
+        session
+            .record(&msg(R::GET_VRING_BASE, 0x1, &state(1, 0), vec![]))
+            .unwrap();
+        let replay = session.replay().unwrap();
+        assert_eq!(codes(&replay), want(&QEMU_REPLAY[..12]));
+        assert_eq!(session.doorbells().len(), 2, "ring 0's kick and call");
+
+        session
+            .record(&msg(R::RESET_OWNER, 0x1, &[], vec![]))
+            .unwrap();
+        assert!(session.replay().unwrap().is_empty());
+        assert!(session.doorbells().is_empty());
+    }
+
+    #[test]
+    fn config_writes_replay_last_one_per_offset_in_offset_order() {
+        let config = |offset: u32, value: u8| {
+            let mut payload = offset.to_le_bytes().to_vec();
+            payload.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, value]);
+            msg(R::SET_CONFIG, NEED_REPLY, &payload, vec![])
+        };
+        let mut messages = qemu_session();
+        messages.extend([config(8, 1), config(0, 2), config(8, 3)]);
+        let replay = recorded(&messages).replay().unwrap();
+        let configs: Vec<(u32, u8)> = replay
+            .iter()
+            .filter(|m| m.is(R::SET_CONFIG))
+            .map(|m| (m.first_word().unwrap(), *m.payload.last().unwrap()))
+            .collect();
+        assert_eq!(configs, [(0, 2), (8, 3)]);
+        assert!(replay.last().unwrap().is(R::SET_CONFIG), "after the rings");
+        assert!(
+            replay
+                .iter()
+                .all(|m| m.flags & VhostUserHeaderFlag::NEED_REPLY.bits() == 0)
+        );
+    }
+
+    #[test]
+    fn nothing_is_replayed_before_an_owner_and_unknown_requests_are_not_kept() {
+        let mut session = Session::default();
+        session
+            .record(&Message {
+                request: 9999,
+                flags: 0x1,
+                payload: vec![0; 8],
+                fds: vec![],
+            })
+            .unwrap();
+        assert!(session.replay().unwrap().is_empty());
+    }
 }
