@@ -1308,4 +1308,88 @@ mod tests {
             .collect();
         assert_eq!(left, want);
     }
+    /// The scenario of the ledger fixtures in `tests/fixtures/`: a worker on a fresh ledger, a
+    /// driver active on a 64-entry ring with one buffer, a bridge's desktop layout in force, and
+    /// moves, clicks and scrolls waiting for buffers, one frame half sent.
+    fn fixture_scenario(dev: &PvMouse, mem: &vm_memory::GuestMemoryMmap) {
+        use pvmouse_spec::status::{StatusMessage, encode_layout};
+        let mut ring = MockRing::new(mem, 64);
+        ring.offer_event_buffer(0);
+        dev.activate(MockEventQueue::new(mem, &ring));
+        let mut status = StatusWriter::new(mem);
+        status.send(dev, &[heartbeat()]);
+        status.send(dev, &encode_layout(&side_by_side(), 9).unwrap());
+        status.send(dev, &[StatusMessage::Released { tag: 9 }.encode()]);
+        dev.submit(&move_to(1, 100, 200)).unwrap();
+        for i in 0..10 {
+            dev.submit(&press(i % 2 == 0)).unwrap();
+        }
+        dev.submit(&[PointerAction::Wheel {
+            axis: WheelAxis::Vertical,
+            hi_res: 180,
+        }])
+        .unwrap();
+        dev.submit(&[PointerAction::Wheel {
+            axis: WheelAxis::Horizontal,
+            hi_res: -120,
+        }])
+        .unwrap();
+        dev.submit(&move_to(0, 300, 400)).unwrap();
+    }
+
+    /// What a worker that takes over `ledger` on the fixture's rings sends, as text, after the
+    /// pending frame count and the pointer.
+    fn fixture_continuation(ledger: Ledger) -> String {
+        use std::fmt::Write;
+        let identity = Identity::new("pvmouse", "s", 2).unwrap();
+        let (dev, restored) =
+            PvMouse::with_ledger(identity, Arc::new(NoticeBoard::new().unwrap()), ledger).unwrap();
+        assert!(restored);
+        let status = dev.status();
+        let mut out = String::new();
+        let p = status.pointer;
+        writeln!(out, "pending {}", status.pending_frames).unwrap();
+        writeln!(
+            out,
+            "pointer {} {:?} {:?} {}",
+            p.display, p.x, p.y, p.buttons
+        )
+        .unwrap();
+        writeln!(out, "counters {:?}", status.counters).unwrap();
+        let mem = guest_memory();
+        let mut ring = MockRing::new(&mem, 64);
+        ring.offer_event_buffers(64);
+        dev.activate(MockEventQueue::new(&mem, &ring));
+        assert_eq!(dev.status().counters.resumes, 1, "the same driver");
+        for e in events(&ring, 0) {
+            writeln!(out, "{} {} {}", e.kind, e.code, e.value).unwrap();
+        }
+        out
+    }
+
+    /// Writes the format-1 fixtures (run once, on the build that wrote format 1):
+    /// `cargo test -p vhost-user-pvmouse -- --ignored write_ledger_fixture`.
+    #[test]
+    #[ignore = "writes tests/fixtures/"]
+    fn write_ledger_fixture() {
+        use std::io::Read;
+        let file = tempfile::tempfile().unwrap();
+        let identity = Identity::new("pvmouse", "s", 2).unwrap();
+        let ledger = Ledger::open(file.try_clone().unwrap()).unwrap();
+        let (dev, _) =
+            PvMouse::with_ledger(identity, Arc::new(NoticeBoard::new().unwrap()), ledger).unwrap();
+        let mem = guest_memory();
+        fixture_scenario(&dev, &mem);
+        drop(dev);
+        let mut bytes = Vec::new();
+        file.try_clone().unwrap().read_to_end(&mut bytes).unwrap();
+        // The ledger's trailing zeros are what `Ledger::open` fills in again.
+        let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+        bytes.truncate(end);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ledger-format-1.bin"), &bytes).unwrap();
+        let continuation = fixture_continuation(Ledger::open(file).unwrap());
+        std::fs::write(dir.join("ledger-format-1.expected"), continuation).unwrap();
+    }
 }
