@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-#[derive(Debug, Clone, Default)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
     pub date: String,
     pub cpu: String,
@@ -13,6 +15,8 @@ pub struct Environment {
     pub guest_kernel: String,
     pub accel: String,
     pub command: String,
+    /// The commit measured, with "-dirty" when the work tree had changes.
+    pub commit: String,
     pub wall_seconds: f64,
 }
 
@@ -25,23 +29,6 @@ fn first_line_of(cmd: &mut Command) -> String {
 }
 
 impl Environment {
-    /// Where and how a section's run happened, as one sentence pair for the report.
-    pub fn run_line(&self) -> String {
-        format!(
-            "Run on {} with `{}`. Machine: {}, {} cores, {} RAM, host kernel {}; QEMU {}, \
-             accelerator {}; guest {}.",
-            self.date,
-            self.command,
-            self.cpu,
-            self.cores,
-            self.memory,
-            self.host_kernel,
-            self.qemu,
-            self.accel,
-            self.guest_kernel
-        )
-    }
-
     /// The host's side; the guest kernel is filled in from a running guest.
     pub fn of_host(command: &str) -> Environment {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -67,7 +54,25 @@ impl Environment {
             guest_kernel: "unknown".into(),
             accel: std::env::var("PVMOUSE_ACCEL").unwrap_or_else(|_| "tcg".into()),
             command: command.to_owned(),
+            commit: commit(),
             wall_seconds: 0.0,
         }
     }
+}
+
+/// The workspace's commit, from git.
+fn commit() -> String {
+    let root = pvmouse_vmtest::assets::workspace_root();
+    let head = first_line_of(Command::new("git").arg("-C").arg(&root).args([
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]));
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    if dirty { format!("{head}-dirty") } else { head }
 }

@@ -6,6 +6,9 @@
 pub mod cdf_plot;
 pub mod desktop_path;
 pub mod environment;
+pub mod figures;
+#[cfg(test)]
+mod fixtures;
 pub mod host_cpu;
 pub mod input_commands;
 pub mod kinds;

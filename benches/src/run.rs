@@ -80,7 +80,12 @@ impl Series {
             && self.coalesced * 100 <= self.sent
             && self.replies.errors == 0
             && !self.backlog_grew
-            && self.achieved_hz >= 0.95 * self.rate_hz
+            && self.kept_rate()
+    }
+
+    /// The host sent at 95% of the rate asked or more.
+    pub fn kept_rate(&self) -> bool {
+        self.achieved_hz >= 0.95 * self.rate_hz
     }
 }
 
@@ -145,14 +150,11 @@ impl KindResult {
         self.ladder.iter().take_while(|s| s.sustained()).last()
     }
 
-    /// The steady series' CPU per 1000 samples, in milliseconds, gross and with the idle rate
-    /// taken off.
-    pub fn cpu_per_1000(&self) -> (f64, f64) {
+    /// The steady series' CPU per 1000 samples, in milliseconds, with the idle rate taken off.
+    pub fn net_cpu_per_1000(&self) -> f64 {
         let idle_rate = self.idle_total_s() / self.idle.qemu.wall.as_secs_f64();
-        let gross = self.steady.cpu.ticks_s;
-        let net = gross - idle_rate * self.steady.cpu.wall.as_secs_f64();
-        let per = 1e6 / self.steady.sent.max(1) as f64;
-        (gross * per, net * per)
+        let net = self.steady.cpu.ticks_s - idle_rate * self.steady.cpu.wall.as_secs_f64();
+        net * 1e6 / self.steady.sent.max(1) as f64
     }
 
     pub fn idle_total_s(&self) -> f64 {

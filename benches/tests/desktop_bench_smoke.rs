@@ -6,7 +6,8 @@
 
 use pvmouse_benches::desktop_path::{DesktopPlan, Path, measure};
 use pvmouse_benches::environment::Environment;
-use pvmouse_benches::report;
+use pvmouse_benches::figures::Desktop;
+use pvmouse_benches::report::Section;
 
 #[test]
 fn every_desktop_path_reaches_sways_client_and_is_reported() {
@@ -24,9 +25,10 @@ fn every_desktop_path_reaches_sways_client_and_is_reported() {
         assert!(s.own > 0 && s.latency.p50() > 0.0, "{}: {s:?}", r.path.id());
     }
     let env = Environment::of_host("make bench-smoke");
-    let section = report::desktop_markdown(&results, &env, &plan);
+    let figures = Desktop::of(&results, &env, &plan);
+    let section = Section::Desktop.render(&figures).unwrap();
     for path in Path::ALL {
         assert!(section.contains(path.id()), "{} missing", path.id());
     }
-    assert!(report::desktop_target(&results).is_some());
+    assert!(figures.target.is_some());
 }

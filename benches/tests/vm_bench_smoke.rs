@@ -4,10 +4,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
+use pvmouse_benches::cdf_plot;
 use pvmouse_benches::environment::Environment;
+use pvmouse_benches::figures::EndToEnd;
 use pvmouse_benches::kinds::Kind;
+use pvmouse_benches::report::Section;
 use pvmouse_benches::run::{Plan, run_all};
-use pvmouse_benches::{cdf_plot, report};
 
 #[test]
 fn every_kind_is_measured_and_reported() {
@@ -46,7 +48,12 @@ fn every_kind_is_measured_and_reported() {
     let plot = dir.path().join("latency-cdf.svg");
     cdf_plot::draw(&results, plan.steady_rate_hz, &plot).unwrap();
     let svg = std::fs::read_to_string(&plot).unwrap();
-    let section = report::markdown(&results, &env, &plan, "latency-cdf.svg");
+    let figures = EndToEnd::of(&results, &env, &plan, "latency-cdf.svg");
+    let section = Section::EndToEnd.render(&figures).unwrap();
+    // What --render-only reads back renders the same.
+    let kept: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&figures).unwrap()).unwrap();
+    assert_eq!(Section::EndToEnd.render(&kept).unwrap(), section);
     for kind in Kind::ALL {
         assert!(
             svg.contains(kind.id()),
@@ -60,10 +67,7 @@ fn every_kind_is_measured_and_reported() {
         );
     }
     assert_eq!(
-        report::targets(&results)
-            .iter()
-            .filter(|t| t.met.is_none())
-            .count(),
+        figures.targets.iter().filter(|t| t.met().is_none()).count(),
         0
     );
 }

@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 use pvmouse_benches::environment::Environment;
-use pvmouse_benches::report;
+use pvmouse_benches::figures::Vnc;
+use pvmouse_benches::report::Section;
 use pvmouse_benches::vnc_path::{ROUNDS, VncPath, measure};
 
 #[test]
@@ -30,14 +31,15 @@ fn both_vnc_paths_reach_the_guest_and_are_reported() {
         assert!(e.guest_switches >= 1.0, "{}: {e:?}", r.path.id());
         assert!(e.qemu_switches >= 1.0, "{}: {e:?}", r.path.id());
     }
-    let section = report::vnc_markdown(
+    let figures = Vnc::of(
         &results,
         &Environment::of_host("make bench-smoke"),
         100.0,
         150,
     );
+    let section = Section::Vnc.render(&figures).unwrap();
     for p in VncPath::ALL {
         assert!(section.contains(p.id()));
     }
-    assert!(report::vnc_target(&results).is_some());
+    assert!(figures.target.is_some());
 }
