@@ -1,5 +1,5 @@
 # pvmouse: the two commands README.md opens with, and their helpers.
-.PHONY: demo run-backend test bench bench-smoke microbench fuzz check-tools
+.PHONY: demo run-backend test bench bench-smoke bench-render microbench fuzz check-tools
 
 CARGO ?= cargo
 DEMO_DIR := target/demo
@@ -36,14 +36,20 @@ check-tools:
 		python3 -m pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 
 # The end-to-end benchmark: pvmouse (bridged and raw), virtio-tablet-pci and usb-tablet (xhci,
-# UHCI), each in its own VM. Regenerates the end-to-end section of benches/RESULTS.md and
-# benches/latency-cdf.svg. 205 to 288 s here.
+# UHCI), each in its own VM, then the desktop and VNC paths. Keeps the figures as JSON in
+# benches/results/ and target/vm-bench/, and renders from them the generated sections of
+# benches/RESULTS.md; draws benches/latency-cdf.svg. 205 to 288 s for the kinds here.
 bench:
 	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench
 
 # The same with a few hundred samples per kind, into target/vm-bench/ (CI runs it as a test).
 bench-smoke:
 	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench -- --smoke
+
+# The generated sections of benches/RESULTS.md again, from the figures kept in benches/results/
+# (no VM): after editing a template in benches/templates/.
+bench-render:
+	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench -- --render-only
 
 # The criterion micro-benchmarks of the backend's frame path and the bridge's mapping.
 microbench:
