@@ -100,19 +100,19 @@ impl Path {
             Path::VirtioTablet | Path::PvmouseRaw => {
                 vm.probe.sh("pkill -x pvmouse-guestd; true", WAIT)?;
                 wait_for_no_bridge(ctl)?;
-                wait_for_coordinates(ctl, "per-display", WAIT)
+                wait_for_coordinates(ctl, "per-display", WAIT).map(drop)
             }
             Path::PvmouseBridge => {
                 restart("--map-in-bridge")?;
                 Sway::in_session(vm, "/opt/pvmouse-session >/tmp/session.log 2>&1 &")?;
                 vm.probe
                     .sh_until("cat /tmp/session.log", "applied the layout", WAIT)?;
-                wait_for_coordinates(ctl, "per-display", WAIT)
+                wait_for_coordinates(ctl, "per-display", WAIT).map(drop)
             }
             // The session agent reconnects to the new bridge by itself.
             Path::PvmouseDevice => {
                 restart("")?;
-                wait_for_coordinates(ctl, "desktop", WAIT)
+                wait_for_coordinates(ctl, "desktop", WAIT).map(drop)
             }
         }
     }
