@@ -138,12 +138,28 @@ mod tests {
 
     #[test]
     fn counts_a_threads_wake_ups() {
-        let pid = std::process::id();
-        let before = read_cpu(pid).expect("own /proc/PID/stat");
-        for _ in 0..20 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let after = read_cpu(pid).expect("own /proc/PID/stat");
+        use std::io::{BufRead, BufReader, Write};
+        use std::process::{Command, Stdio};
+        // A one-thread child that sleeps 20 times between two lines from us. Our own process
+        // would not do: libtest's other threads end while this test runs, and a thread that
+        // ends takes its switches out of the sum.
+        let mut child = Command::new("sh")
+            .args(["-c", "read a; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 0.001; done; echo slept; read b"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let before = read_cpu(pid).expect("the child's /proc/PID/stat");
+        writeln!(stdin, "go").expect("the child reads");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the child writes");
+        assert_eq!(line, "slept\n");
+        let after = read_cpu(pid).expect("the child's /proc/PID/stat");
+        writeln!(stdin, "end").expect("the child reads");
+        assert!(child.wait().expect("the child ends").success());
         assert!(
             after.switches >= before.switches + 20,
             "{before:?} → {after:?}"
