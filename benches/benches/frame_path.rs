@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vhost_user_pvmouse::control::commands::parse_pvmouse_send;
-use vhost_user_pvmouse::control::qmp::parse_request;
-use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
-use vhost_user_pvmouse::pointer::PointerAction;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::PointerAction;
+use vhost_user_pvmouse::testing::parse_pvmouse_send;
+use vhost_user_pvmouse::testing::parse_request;
 use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, guest_memory};
+use vhost_user_pvmouse::{PointerDevice, PvMouse};
 
 const QUEUE: u16 = 1024;
 /// Frames per timed batch: three buffers each, within one queue's worth.

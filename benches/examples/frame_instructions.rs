@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
-use vhost_user_pvmouse::pointer::PointerAction;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::PointerAction;
 use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, guest_memory};
+use vhost_user_pvmouse::{PointerDevice, PvMouse};
 
 fn main() {
     let frames: u64 = std::env::args()

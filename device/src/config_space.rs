@@ -112,6 +112,7 @@ impl ConfigSpace {
         }
     }
 
+    #[cfg(test)]
     pub fn select(&self) -> (u8, u8) {
         (self.select, self.subsel)
     }

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vhost_user_pvmouse::cli::{Cli, Config, Role, capabilities_json};
-use vhost_user_pvmouse::daemon::{self, Ending};
+use vhost_user_pvmouse::{self as daemon, Ending};
+use vhost_user_pvmouse::{Cli, Config, Role, capabilities_json};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

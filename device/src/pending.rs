@@ -107,6 +107,7 @@ impl PendingFrames {
         self.deliverable = None;
     }
 
+    #[cfg(test)]
     pub fn holding(&self) -> bool {
         self.deliverable.is_some()
     }

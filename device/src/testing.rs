@@ -306,3 +306,9 @@ pub fn fuzz_corpus(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         })
         .collect()
 }
+
+/// The protocol cores, for the framing tests and the frame-path benchmark, which drive them
+/// without a socket.
+pub use crate::control::commands::parse_pvmouse_send;
+pub use crate::control::conversation::Conversation;
+pub use crate::control::qmp::parse_request;

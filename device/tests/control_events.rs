@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use control_server::{Client, Server};
 use pvmouse_spec::control::{GUEST_EVENT_INTERVAL_MS, MAX_CLIENTS, NEGOTIATION_TIMEOUT_MS};
 use serde_json::{Value, json};
-use vhost_user_pvmouse::notice::Notice;
+use vhost_user_pvmouse::Notice;
 
 fn bridge(present: bool, version: u8) -> Notice {
     Notice::Bridge { present, version }

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use control_server::{Client, Server};
 use serde_json::{Value, json};
-use vhost_user_pvmouse::control::conversation::Conversation;
-use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::testing::Conversation;
+use vhost_user_pvmouse::{PointerDevice, PvMouse};
 
 fn device() -> PvMouse {
     PvMouse::new(

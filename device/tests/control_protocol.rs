@@ -16,12 +16,12 @@ use pvmouse_client::Connection;
 use pvmouse_spec::control::{MAX_CLIENTS, MAX_COMMAND_BYTES};
 use pvmouse_spec::profile::Button;
 use serde_json::{Value, json};
-use vhost_user_pvmouse::control::{ControlHandle, ControlServer};
-use vhost_user_pvmouse::device::{Counters, DeviceStatus, PointerDevice, SubmitError, Submitted};
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::{Notice, NoticeBoard};
-use vhost_user_pvmouse::pending::QueueFull;
-use vhost_user_pvmouse::pointer::{PointerAction, PointerState, WheelAxis};
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::QueueFull;
+use vhost_user_pvmouse::{ControlHandle, ControlServer};
+use vhost_user_pvmouse::{Counters, DeviceStatus, PointerDevice, SubmitError, Submitted};
+use vhost_user_pvmouse::{Notice, NoticeBoard};
+use vhost_user_pvmouse::{PointerAction, PointerState, WheelAxis};
 
 struct MockDevice {
     identity: Identity,

@@ -18,11 +18,11 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::Listener;
-use vhost_user_pvmouse::backend::PvMouseBackend;
-use vhost_user_pvmouse::daemon::serve;
-use vhost_user_pvmouse::device::PvMouse;
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::PvMouse;
+use vhost_user_pvmouse::PvMouseBackend;
+use vhost_user_pvmouse::serve;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_vhost-user-pvmouse");
 

@@ -19,11 +19,11 @@ use pvmouse_spec::evdev::{
     SYN_REPORT,
 };
 use pvmouse_spec::profile::{Button, MAX_PENDING_FRAMES};
-use vhost_user_pvmouse::device::{PointerDevice, PvMouse};
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
-use vhost_user_pvmouse::pointer::{PointerAction, WheelAxis};
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
 use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, descriptor_index, guest_memory};
+use vhost_user_pvmouse::{PointerAction, WheelAxis};
+use vhost_user_pvmouse::{PointerDevice, PvMouse};
 
 #[derive(Debug, Clone)]
 enum Step {

@@ -25,15 +25,15 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vhost_user_pvmouse::backend::PvMouseBackend;
-use vhost_user_pvmouse::cli::VhostSocket;
-use vhost_user_pvmouse::control::ControlServer;
-use vhost_user_pvmouse::daemon::{serve, vhost_listener};
-use vhost_user_pvmouse::device::PvMouse;
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
-use vhost_user_pvmouse::socket::SocketAccess;
+use vhost_user_pvmouse::ControlServer;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::PvMouse;
+use vhost_user_pvmouse::PvMouseBackend;
+use vhost_user_pvmouse::SocketAccess;
+use vhost_user_pvmouse::VhostSocket;
 use vhost_user_pvmouse::testing::{MockRing, descriptor_index};
+use vhost_user_pvmouse::{serve, vhost_listener};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 

@@ -115,7 +115,7 @@ fn events_arrive_between_replies_and_are_awaited_by_name() {
     let mut c = Connection::connect(&path).unwrap();
     backend
         .notices()
-        .post(vhost_user_pvmouse::notice::Notice::Driver { active: true });
+        .post(vhost_user_pvmouse::Notice::Driver { active: true });
     let e = c
         .wait_event("PVMOUSE_DRIVER_CHANGE", Duration::from_secs(5))
         .unwrap();

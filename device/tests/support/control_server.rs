@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use pvmouse_client::Connection;
 use serde_json::{Value, json};
-use vhost_user_pvmouse::control::{ControlHandle, ControlServer};
-use vhost_user_pvmouse::device::PvMouse;
-use vhost_user_pvmouse::identity::Identity;
-use vhost_user_pvmouse::notice::NoticeBoard;
+use vhost_user_pvmouse::Identity;
+use vhost_user_pvmouse::NoticeBoard;
+use vhost_user_pvmouse::PvMouse;
+use vhost_user_pvmouse::{ControlHandle, ControlServer};
 
 pub struct Server {
     _dir: tempfile::TempDir,
