@@ -99,7 +99,7 @@ pub mod reply {
         PerDisplay,
     }
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub struct Counters {
         pub commands: u64,
@@ -107,6 +107,7 @@ pub mod reply {
         pub events_delivered: u64,
         pub rejected_queue_full: u64,
         pub activations: u64,
+        /// Activations that resumed a paused queue rather than starting a new driver.
         pub resumes: u64,
     }
 }

@@ -2,7 +2,7 @@
 //! the device's state. Everything is checked before anything reaches the device, so a bad
 //! command changes nothing.
 
-use pvmouse_spec::control::reply::{Counters, GuestCoordinates, Pointer, Status};
+use pvmouse_spec::control::reply::{GuestCoordinates, Pointer, Status};
 use pvmouse_spec::control::{MAX_WHEEL_HI_RES, QEMU_ABS_MAX, command};
 use pvmouse_spec::profile::{AXIS_MAX, Button, HI_RES_PER_DETENT};
 use serde_json::{Map, Value, json};
@@ -380,14 +380,7 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
         },
         pending_frames: u64::try_from(s.pending_frames).unwrap_or(u64::MAX),
         coalesced_frames: s.coalesced_frames,
-        counters: Counters {
-            commands: s.counters.commands,
-            frames: s.counters.frames,
-            events_delivered: s.counters.events_delivered,
-            rejected_queue_full: s.counters.rejected_queue_full,
-            activations: s.counters.activations,
-            resumes: s.counters.resumes,
-        },
+        counters: s.counters,
         guest_faults: s
             .guest_faults
             .iter()

@@ -56,16 +56,8 @@ pub struct Submitted {
     pub queued: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub commands: u64,
-    pub frames: u64,
-    pub events_delivered: u64,
-    pub rejected_queue_full: u64,
-    pub activations: u64,
-    /// Activations that resumed a paused queue rather than starting a new driver.
-    pub resumes: u64,
-}
+/// The device's counters are the ones `query-pvmouse` reports, field for field.
+pub use pvmouse_spec::control::reply::Counters;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceStatus {
