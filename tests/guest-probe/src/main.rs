@@ -163,23 +163,36 @@ fn state(dev: &RawDevice) -> Value {
 }
 
 /// Streams `name`'s events until the probe exits, reopening the device whenever it returns.
+///
+/// The reader only reads and formats; a thread of its own writes to the port. A write to the
+/// port waits for the host, and under TCG that can take long enough for the evdev buffer (128
+/// events) to overflow behind a reader that writes as it reads.
 fn watch(name: String, out: Out) {
+    let (lines, to_write) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for text in to_write {
+            say(&out, &text);
+        }
+    });
+    // The writer ends only with the probe, so a failed send has no one to tell either.
+    let send = move |text: String| {
+        let _ = lines.send(text);
+    };
     std::thread::spawn(move || {
         let mut announced_missing = false;
         loop {
             let Some((path, mut dev)) = find_device(&name) else {
                 if !announced_missing {
-                    say(&out, &format!("MISSING {name}\n"));
+                    send(format!("MISSING {name}\n"));
                     announced_missing = true;
                 }
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
             announced_missing = false;
-            say(&out, &format!("OPEN {name} {}\n", path.display()));
-            let mut batch = String::new();
+            send(format!("OPEN {name} {}\n", path.display()));
             loop {
-                batch.clear();
+                let mut batch = String::new();
                 match dev.fetch_events() {
                     Ok(events) => {
                         for ev in events {
@@ -196,10 +209,10 @@ fn watch(name: String, out: Out) {
                                 ev.value()
                             ));
                         }
-                        say(&out, &batch);
+                        send(batch);
                     }
                     Err(_) => {
-                        say(&out, &format!("GONE {name}\n"));
+                        send(format!("GONE {name}\n"));
                         break;
                     }
                 }
