@@ -49,7 +49,8 @@ impl Conversation {
     }
 
     /// Bytes not yet part of a complete command (never more than a command's limit plus one
-    /// read).
+    /// read). For the fuzz targets, which check that bound.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn buffered(&self) -> usize {
         self.input.len() - self.start
     }
