@@ -5,15 +5,15 @@
 
 use pvmouse_spec::InputEvent;
 
-use crate::ledger::{Reader, Writer};
 use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
     REL_WHEEL_HI_RES,
 };
 use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS, REL_CODES, STATUS_MSC_CODE};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A wheel movement within one frame: high-resolution units and the whole detents they complete.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WheelStep {
     pub detents: i32,
     pub hi_res: i32,
@@ -25,7 +25,7 @@ impl WheelStep {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub display: Option<u8>,
     pub x: Option<u16>,
@@ -41,57 +41,10 @@ pub struct Frame {
     pub acknowledgement: Option<i32>,
 }
 
-impl Frame {
-    /// For the ledger.
-    pub(crate) fn save(&self, w: &mut Writer<'_>) {
-        let flags = u8::from(self.display.is_some())
-            | u8::from(self.x.is_some()) << 1
-            | u8::from(self.y.is_some()) << 2
-            | u8::from(self.acknowledgement.is_some()) << 3;
-        w.u8(flags);
-        w.u8(self.display.unwrap_or(0));
-        w.u16(self.x.unwrap_or(0));
-        w.u16(self.y.unwrap_or(0));
-        w.u8(self.buttons_set);
-        w.u8(self.buttons_down);
-        for step in [self.wheel_vertical, self.wheel_horizontal] {
-            w.i32(step.detents);
-            w.i32(step.hi_res);
-        }
-        w.i32(self.acknowledgement.unwrap_or(0));
-    }
-
-    pub(crate) fn load(r: &mut Reader<'_>) -> Option<Frame> {
-        let flags = r.u8()?;
-        if flags > 0b1111 {
-            return None;
-        }
-        let (display, x, y) = (r.u8()?, r.u16()?, r.u16()?);
-        let (buttons_set, buttons_down) = (r.u8()?, r.u8()?);
-        let mut step = || -> Option<WheelStep> {
-            Some(WheelStep {
-                detents: r.i32()?,
-                hi_res: r.i32()?,
-            })
-        };
-        let (wheel_vertical, wheel_horizontal) = (step()?, step()?);
-        let ack = r.i32()?;
-        let has = |bit: u8| flags & (1 << bit) != 0;
-        Some(Frame {
-            display: has(0).then_some(display),
-            x: has(1).then_some(x),
-            y: has(2).then_some(y),
-            buttons_set,
-            buttons_down,
-            wheel_vertical,
-            wheel_horizontal,
-            acknowledgement: has(3).then_some(ack),
-        })
-    }
-}
-
-/// The events of one frame, SYN_REPORT last, in a fixed-size buffer.
-#[derive(Debug, Clone, Copy)]
+/// The events of one frame, SYN_REPORT last, in a fixed-size buffer. In a snapshot, the events
+/// only, as many as there are.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "Vec<InputEvent>")]
 pub struct FrameEvents {
     events: [InputEvent; MAX_FRAME_EVENTS],
     len: usize,
@@ -109,33 +62,36 @@ impl FrameEvents {
         &self.events[..self.len]
     }
 
-    pub(crate) fn save(&self, w: &mut Writer<'_>) {
-        w.u8(u8::try_from(self.len).unwrap_or(0));
-        for e in self.as_slice() {
-            w.u16(e.kind);
-            w.u16(e.code);
-            w.i32(e.value);
-        }
-    }
-
-    pub(crate) fn load(r: &mut Reader<'_>) -> Option<Self> {
-        let len = usize::from(r.u8()?);
-        if len > MAX_FRAME_EVENTS {
-            return None;
-        }
-        let mut out = Self::empty();
-        for _ in 0..len {
-            out.push(InputEvent::new(r.u16()?, r.u16()?, r.i32()?));
-        }
-        Some(out)
-    }
-
     fn push(&mut self, ev: InputEvent) {
         // A frame's fields bound its events to MAX_FRAME_EVENTS, so this cannot overflow.
         if let Some(slot) = self.events.get_mut(self.len) {
             *slot = ev;
             self.len += 1;
         }
+    }
+}
+
+impl Serialize for FrameEvents {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(serializer)
+    }
+}
+
+impl TryFrom<Vec<InputEvent>> for FrameEvents {
+    type Error = String;
+
+    fn try_from(events: Vec<InputEvent>) -> Result<Self, String> {
+        if events.len() > MAX_FRAME_EVENTS {
+            return Err(format!(
+                "{} events in one frame; a frame has at most {MAX_FRAME_EVENTS}",
+                events.len()
+            ));
+        }
+        let mut out = Self::empty();
+        for ev in events {
+            out.push(ev);
+        }
+        Ok(out)
     }
 }
 

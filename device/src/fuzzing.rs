@@ -194,6 +194,38 @@ pub fn keeper_messages(data: &[u8]) {
     assert!(replay.iter().all(|m| m.payload.len() <= MAX_PAYLOAD));
 }
 
+/// What a replacement worker finds in the ledger: any bytes as a state in any format (the
+/// first two bytes pick it). A state taken over never holds more frames than the device can,
+/// and a driver that then starts gets all of them, whatever the state said about its rings.
+pub fn ledger_states(data: &[u8]) {
+    use crate::ledger::Written;
+    use pvmouse_spec::profile::MAX_PENDING_FRAMES;
+    let Some(([a, b], bytes)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let written = Written {
+        format: u16::from_le_bytes([*a, *b]),
+        bytes: bytes.to_vec(),
+    };
+    let device = device(2);
+    let restored = device.take_over(&written);
+    let pending = device.status().pending_frames;
+    assert!(
+        pending <= MAX_PENDING_FRAMES + 2,
+        "{pending} frames taken over"
+    );
+    assert!(
+        restored || pending == 0,
+        "a refused state left frames behind"
+    );
+    let mem = guest_memory();
+    let mut ring = MockRing::new(&mem, 256);
+    ring.offer_event_buffers(256);
+    device.activate(MockEventQueue::new(&mem, &ring));
+    some_input(&device, 7);
+    let _ = device.refill();
+}
+
 /// Config reads and writes at any offset and size, with `select`/`subsel` written in between,
 /// as 4-byte operations: kind, offset (two bytes), size or value.
 pub fn config_space(data: &[u8]) {

@@ -12,9 +12,9 @@
 use std::collections::VecDeque;
 
 use pvmouse_spec::InputEvent;
+use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameEvents};
-use crate::ledger::{Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{pending} frames are waiting for the guest to drain its event queue")]
@@ -22,16 +22,22 @@ pub struct QueueFull {
     pub pending: usize,
 }
 
-#[derive(Debug)]
+/// In a snapshot: every waiting frame, the one in flight and how far it got, the hold and the
+/// count of coalesced frames. The capacity is the device's own, and a batch's budget ends with
+/// the worker; a restored queue is [`checked`](PendingFrames::checked) against the capacity.
+/// (The fields are crate-visible for the format-1 ledger's reader only.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingFrames {
-    frames: VecDeque<Frame>,
+    pub(crate) frames: VecDeque<Frame>,
+    #[serde(skip)]
     capacity: usize,
-    streaming: FrameEvents,
-    streamed: usize,
-    coalesced: u64,
+    pub(crate) streaming: FrameEvents,
+    pub(crate) streamed: usize,
+    pub(crate) coalesced: u64,
     /// While holding: how many of the queued frames may still go out.
-    deliverable: Option<usize>,
+    pub(crate) deliverable: Option<usize>,
     /// While pacing: how many more events may go out in this batch.
+    #[serde(skip)]
     budget: Option<usize>,
 }
 
@@ -144,40 +150,20 @@ impl PendingFrames {
         }
     }
 
-    /// For the ledger: every waiting frame, the one in flight and how far it got.
-    pub(crate) fn save(&self, w: &mut Writer<'_>) {
-        w.u32(u32::try_from(self.frames.len()).unwrap_or(0));
-        for f in &self.frames {
-            f.save(w);
-        }
-        self.streaming.save(w);
-        w.u8(u8::try_from(self.streamed).unwrap_or(u8::MAX));
-        w.u8(u8::from(self.deliverable.is_some()));
-        w.u32(u32::try_from(self.deliverable.unwrap_or(0)).unwrap_or(u32::MAX));
-        w.u64(self.coalesced);
-    }
-
-    /// What [`Self::save`] wrote, within `capacity`.
-    pub(crate) fn load(r: &mut Reader<'_>, capacity: usize) -> Option<Self> {
-        let mut p = Self::with_capacity(capacity);
-        let n = usize::try_from(r.u32()?).ok()?;
+    /// A restored queue, made whole for `capacity`: `None` if it holds more frames than the
+    /// device can (the one in flight and trailing motion aside); the position within the frame
+    /// in flight and the hold are bounded by what there is.
+    pub(crate) fn checked(mut self, capacity: usize) -> Option<Self> {
+        let n = self.frames.len();
         if n > capacity + 2 {
             return None;
         }
-        for _ in 0..n {
-            p.frames.push_back(Frame::load(r)?);
-        }
-        p.streaming = FrameEvents::load(r)?;
-        p.streamed = usize::from(r.u8()?).min(p.streaming.as_slice().len());
-        let holding = r.u8()?;
-        let deliverable = usize::try_from(r.u32()?).ok()?;
-        p.deliverable = match holding {
-            0 => None,
-            1 => Some(deliverable.min(n)),
-            _ => return None,
-        };
-        p.coalesced = r.u64()?;
-        Some(p)
+        self.frames.reserve_exact((capacity + 1).saturating_sub(n));
+        self.capacity = capacity;
+        self.streamed = self.streamed.min(self.streaming.as_slice().len());
+        self.deliverable = self.deliverable.map(|d| d.min(n));
+        self.budget = None;
+        Some(self)
     }
 
     /// Drops everything, including the rest of a frame in flight. Used when the driver goes

@@ -4,7 +4,7 @@ use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
 
 use crate::coordinates::Coordinates;
 use crate::frame::{Frame, WheelStep};
-use crate::ledger::{Reader, Writer};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WheelAxis {
@@ -41,7 +41,7 @@ pub struct FrameCount {
 }
 
 /// What the device believes the guest's pointer looks like once every queued frame arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PointerState {
     pub display: u8,
     /// `None` until a client sets it: a freshly started backend must not move the guest's
@@ -51,10 +51,11 @@ pub struct PointerState {
     /// Bit per [`Button::bit`], set while pressed.
     pub buttons: u8,
     /// Hi-res units not yet reported as a whole detent, per axis (vertical, horizontal).
-    wheel_remainder: [i32; 2],
+    /// (Crate-visible for the format-1 ledger's reader, as `wire` is.)
+    pub(crate) wheel_remainder: [i32; 2],
     /// What the guest's `ABS_X` and `ABS_Y` hold once every queued frame arrives. The position
     /// above is per display; these are in the [`Coordinates`] in force.
-    wire: (Option<u16>, Option<u16>),
+    pub(crate) wire: (Option<u16>, Option<u16>),
 }
 
 impl PointerState {
@@ -167,29 +168,6 @@ impl PointerState {
             buttons_down: self.buttons,
             ..Frame::default()
         }
-    }
-
-    /// For the ledger.
-    pub(crate) fn save(&self, w: &mut Writer<'_>) {
-        w.u8(self.display);
-        w.opt_u16(self.x);
-        w.opt_u16(self.y);
-        w.u8(self.buttons);
-        w.i32(self.wheel_remainder[0]);
-        w.i32(self.wheel_remainder[1]);
-        w.opt_u16(self.wire.0);
-        w.opt_u16(self.wire.1);
-    }
-
-    pub(crate) fn load(r: &mut Reader<'_>) -> Option<Self> {
-        Some(Self {
-            display: r.u8()?,
-            x: r.opt_u16()?,
-            y: r.opt_u16()?,
-            buttons: r.u8()?,
-            wheel_remainder: [r.i32()?, r.i32()?],
-            wire: (r.opt_u16()?, r.opt_u16()?),
-        })
     }
 
     /// The frame that moves the guest's pointer to where it is, after the coordinates change:

@@ -30,7 +30,7 @@ pub struct QueueOutcome {
 
 /// Where a stopped event queue stood. A queue restarted at the same place is the same driver
 /// resuming (QEMU `stop`/`cont`); a reset driver restarts at index 0 with rings it just set up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RingPosition {
     pub next_avail: u16,
     pub desc_table: u64,

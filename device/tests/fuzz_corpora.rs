@@ -40,6 +40,11 @@ fn keeper_messages_corpus() {
 }
 
 #[test]
+fn ledger_states_corpus() {
+    replay("ledger_states", fuzzing::ledger_states);
+}
+
+#[test]
 fn stream_records_corpus() {
     replay("stream_records", fuzzing::stream_records);
 }

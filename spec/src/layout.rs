@@ -7,13 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::profile::{AXIS_MAX, MAX_DISPLAYS};
 
 /// The range desktop values are spread over, the same as the device's own axes: a display server
 /// maps 0 ..= `OUTPUT_MAX` onto the desktop's bounding box.
 pub const OUTPUT_MAX: i32 = AXIS_MAX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rect {
     pub x: i32,
     pub y: i32,
@@ -37,7 +39,7 @@ impl Rect {
 /// picture is turned counter-clockwise: `Rotate90` draws the logical output's top-left corner
 /// at the framebuffer's bottom-left, and `Rotate270` at its top-right. The flipped ones mirror
 /// around the vertical axis first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Transform {
     #[default]
     Normal,
@@ -102,7 +104,7 @@ impl Transform {
 }
 
 /// One pvmouse display as the desktop has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Display {
     /// Where the display sits in the display server's global (logical) space, after scale and
     /// transform.
@@ -182,6 +184,21 @@ fn aim(origin: i32, logical_size: u32, pixel: i64, fb_size: i64) -> Exact {
 pub struct Layout {
     displays: BTreeMap<u8, Display>,
     bounds: Rect,
+}
+
+/// As its displays: the bounding box follows from them.
+impl Serialize for Layout {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.displays())
+    }
+}
+
+/// Checked as [`Layout::with_displays`] checks, whoever wrote it.
+impl<'de> Deserialize<'de> for Layout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let displays = BTreeMap::<u8, Display>::deserialize(deserializer)?;
+        Layout::with_displays(displays).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Layout {

@@ -4,7 +4,9 @@
 pub const VIRTIO_EVENT_SIZE: usize = 8;
 
 /// One virtio-input event: `le16 type, le16 code, le32 value`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct InputEvent {
     pub kind: u16,
     pub code: u16,
