@@ -37,6 +37,19 @@ impl Guest {
         }
     }
 
+    /// Boots a desktop VM of its own whose pvmouse has `displays` displays.
+    pub fn desktop(displays: u32, logs: &'static str, wait: Duration) -> Self {
+        Self::boot(
+            VmConfig {
+                desktop: true,
+                displays,
+                ..VmConfig::default()
+            },
+            logs,
+            wait,
+        )
+    }
+
     /// What the `logs` command prints, or nothing if even that fails.
     pub fn logs(&self) -> String {
         self.vm

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::VmConfig;
 use pvmouse_vmtest::desktop::{
     Head, Sway, Tour, VIRTUAL_1, assert_origin_drawn, virtual_2, wait_for_coordinates,
 };
@@ -62,15 +61,7 @@ fn steps() -> [Step; 4] {
 /// A desktop guest with sway running as `pvm`, its outputs set by `config` (sway's own
 /// configuration lines).
 fn sway(displays: u32, config: &str) -> Guest {
-    let guest = Guest::boot(
-        VmConfig {
-            desktop: true,
-            displays,
-            ..VmConfig::default()
-        },
-        LOGS,
-        WAIT,
-    );
+    let guest = Guest::desktop(displays, LOGS, WAIT);
     Sway::start(&guest, config).unwrap_or_else(|e| guest.fail(e));
     guest
 }

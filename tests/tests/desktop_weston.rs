@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::VmConfig;
 use pvmouse_vmtest::desktop::{Head, Tour, VIRTUAL_1, virtual_2};
 use pvmouse_vmtest::guest::Guest;
 
@@ -26,15 +25,7 @@ const LOGS: &str = "tail -n 25 /tmp/weston.log; tail -n 12 /tmp/guestd.log /tmp/
 
 /// A desktop guest whose pvmouse has `displays` displays, with Weston's runtime directory.
 fn desktop(displays: u32, prepare: &str) -> Guest {
-    let guest = Guest::boot(
-        VmConfig {
-            desktop: true,
-            displays,
-            ..VmConfig::default()
-        },
-        LOGS,
-        WAIT,
-    );
+    let guest = Guest::desktop(displays, LOGS, WAIT);
     guest.sh(&format!(
         "mkdir -p {RUNTIME} && chmod 700 {RUNTIME}{prepare}"
     ));

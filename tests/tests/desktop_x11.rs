@@ -12,7 +12,7 @@ use pvmouse_vmtest::desktop::{
     Head, POINTS, VIRTUAL_1, assert_origin_drawn, virtual_2, wait_for_coordinates,
 };
 use pvmouse_vmtest::guest::Guest;
-use pvmouse_vmtest::{Qmp, VmConfig, wait};
+use pvmouse_vmtest::{Qmp, wait};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -102,15 +102,7 @@ fn expected_pixel(rect: (i32, i32, i32, i32), x: f64, y: f64) -> (i32, i32) {
 /// A desktop guest whose pvmouse has `displays` displays, running Xorg with the monitors laid
 /// out by `xrandr ARGS`, once xrandr lists `monitors`.
 fn xorg(displays: u32, xrandr_args: &str, monitors: &str) -> Guest {
-    let guest = Guest::boot(
-        VmConfig {
-            desktop: true,
-            displays,
-            ..VmConfig::default()
-        },
-        LOGS,
-        WAIT,
-    );
+    let guest = Guest::desktop(displays, LOGS, WAIT);
     guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
     guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
     guest.sh(&format!("DISPLAY=:0 xrandr {xrandr_args}"));
