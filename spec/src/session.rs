@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Scale;
+
 /// Where the bridge listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/pvmouse/session.sock";
 
@@ -59,6 +61,14 @@ pub struct SessionOutput {
     pub mode_height: u32,
     /// `wl_output.transform`, 0 (normal) … 7 (flipped-270).
     pub transform: u8,
+    /// The scale the server draws the output at, as framebuffer pixels per logical pixel, when
+    /// the server publishes it exactly (wlroots' output management, X11 RandR's transform).
+    /// Absent, the bridge takes the ratio of the mode's size to the logical size, which is
+    /// exact wherever the logical size is (integer scales, mutter). Added after version 1's
+    /// first release: a bridge older than it refuses the field, and the agent sends the layout
+    /// again without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
 }
 
 /// Agent → bridge: the whole layout, every time it changes.

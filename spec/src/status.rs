@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::layout::{Display, Layout, Rect, Transform};
+use crate::layout::{Display, Layout, Rect, Scale, Transform};
 use crate::profile::MAX_DISPLAYS;
 
 /// High 16 bits of every pvmouse status value: ASCII "PV".
@@ -29,6 +29,7 @@ const KIND_LAYOUT: u8 = 0x02;
 const KIND_LAYOUT_END: u8 = 0x03;
 const KIND_LAYOUT_CLEAR: u8 = 0x04;
 const KIND_RELEASED: u8 = 0x05;
+const KIND_LAYOUT_SCALED: u8 = 0x06;
 const KIND_APPLIED: u8 = 0x82;
 const KIND_REFUSED: u8 = 0x83;
 const KIND_CLEARED: u8 = 0x84;
@@ -56,8 +57,9 @@ pub enum StatusMessage {
     /// The bridge is releasing the device and exiting.
     BridgeGone,
     /// A desktop layout of this many displays follows (§6.1): [`WORDS_PER_DISPLAY`] data values
-    /// per display, then [`StatusMessage::LayoutEnd`].
-    LayoutBegin { displays: u8 },
+    /// per display, or [`WORDS_PER_SCALED_DISPLAY`] when `scaled` (each display's exact scale
+    /// follows its other fields), then [`StatusMessage::LayoutEnd`].
+    LayoutBegin { displays: u8, scaled: bool },
     /// Ends a layout; the device answers [`Acknowledgement::Applied`] or
     /// [`Acknowledgement::Refused`] with the same tag.
     LayoutEnd { tag: u8 },
@@ -73,7 +75,14 @@ impl StatusMessage {
         let (kind, arg) = match self {
             StatusMessage::BridgePresent { version } => (KIND_PRESENT, version),
             StatusMessage::BridgeGone => (KIND_GONE, 0),
-            StatusMessage::LayoutBegin { displays } => (KIND_LAYOUT, displays),
+            StatusMessage::LayoutBegin {
+                displays,
+                scaled: false,
+            } => (KIND_LAYOUT, displays),
+            StatusMessage::LayoutBegin {
+                displays,
+                scaled: true,
+            } => (KIND_LAYOUT_SCALED, displays),
             StatusMessage::LayoutEnd { tag } => (KIND_LAYOUT_END, tag),
             StatusMessage::LayoutClear { tag } => (KIND_LAYOUT_CLEAR, tag),
             StatusMessage::Released { tag } => (KIND_RELEASED, tag),
@@ -89,7 +98,14 @@ impl StatusMessage {
         match kind {
             KIND_PRESENT => Some(StatusMessage::BridgePresent { version: arg }),
             KIND_GONE => Some(StatusMessage::BridgeGone),
-            KIND_LAYOUT => Some(StatusMessage::LayoutBegin { displays: arg }),
+            KIND_LAYOUT => Some(StatusMessage::LayoutBegin {
+                displays: arg,
+                scaled: false,
+            }),
+            KIND_LAYOUT_SCALED => Some(StatusMessage::LayoutBegin {
+                displays: arg,
+                scaled: true,
+            }),
             KIND_LAYOUT_END => Some(StatusMessage::LayoutEnd { tag: arg }),
             KIND_LAYOUT_CLEAR => Some(StatusMessage::LayoutClear { tag: arg }),
             KIND_RELEASED => Some(StatusMessage::Released { tag: arg }),
@@ -142,8 +158,12 @@ pub const RELEASE_TIMEOUT_MS: u64 = 250;
 /// Data values that describe one display of a layout.
 pub const WORDS_PER_DISPLAY: usize = 7;
 
+/// Data values that describe one display of a layout with exact scales: the seven above, then
+/// the scale's framebuffer and logical terms (both 0 for a display with no exact scale).
+pub const WORDS_PER_SCALED_DISPLAY: usize = WORDS_PER_DISPLAY + 2;
+
 /// The most data values a layout can have.
-pub const MAX_LAYOUT_WORDS: usize = MAX_DISPLAYS as usize * WORDS_PER_DISPLAY;
+pub const MAX_LAYOUT_WORDS: usize = MAX_DISPLAYS as usize * WORDS_PER_SCALED_DISPLAY;
 
 /// A data value: a zero top byte (so never the magic), its index in the message, and 16 bits.
 fn data_word(index: usize, payload: u16) -> i32 {
@@ -167,15 +187,18 @@ pub enum LayoutWireError {
 }
 
 /// The whole message for `layout`, in the order to write it: begin, seven data values per
-/// display, end. Fails for a layout the message cannot carry (positions beyond ±32767, sizes
-/// beyond 65535); the bridge then maps positions itself.
+/// display (nine, and the scaled begin, when a display has an exact scale), end. A layout with
+/// no exact scale is the message devices before exact scales understand. Fails for a layout the
+/// message cannot carry (positions beyond ±32767, sizes beyond 65535); the bridge then maps
+/// positions itself.
 pub fn encode_layout(layout: &Layout, tag: u8) -> Result<Vec<i32>, LayoutWireError> {
     let count = layout.displays().count();
     let displays = u8::try_from(count)
         .ok()
         .filter(|n| (1..=MAX_DISPLAYS).contains(&u32::from(*n)))
         .ok_or(LayoutWireError::Count(count))?;
-    let mut payload = Vec::with_capacity(count * WORDS_PER_DISPLAY);
+    let scaled = layout.displays().any(|(_, d)| d.scale.is_some());
+    let mut payload = Vec::with_capacity(count * WORDS_PER_SCALED_DISPLAY);
     for (id, d) in layout.displays() {
         let size =
             |v: u32, what| u16::try_from(v).map_err(|_| LayoutWireError::DoesNotFit(id, what));
@@ -193,9 +216,13 @@ pub fn encode_layout(layout: &Layout, tag: u8) -> Result<Vec<i32>, LayoutWireErr
             size(d.logical.width, "width")?,
             size(d.logical.height, "height")?,
         ]);
+        if scaled {
+            let s = d.scale.map_or((0, 0), |s| (s.framebuffer, s.logical));
+            payload.extend([s.0, s.1]);
+        }
     }
     let mut out = Vec::with_capacity(payload.len() + 2);
-    out.push(StatusMessage::LayoutBegin { displays }.encode());
+    out.push(StatusMessage::LayoutBegin { displays, scaled }.encode());
     out.extend(payload.iter().enumerate().map(|(i, p)| data_word(i, *p)));
     out.push(StatusMessage::LayoutEnd { tag }.encode());
     Ok(out)
@@ -222,6 +249,8 @@ pub struct LayoutReceiver {
     len: usize,
     /// A value was lost or out of order: the message will be refused at its end.
     broken: bool,
+    /// The message in progress gives each display's exact scale.
+    scaled: bool,
     payload: [u16; MAX_LAYOUT_WORDS],
 }
 
@@ -231,6 +260,7 @@ impl Default for LayoutReceiver {
             expected: 0,
             len: 0,
             broken: false,
+            scaled: false,
             payload: [0; MAX_LAYOUT_WORDS],
         }
     }
@@ -255,11 +285,12 @@ impl LayoutReceiver {
         let collecting = self.expected > 0;
         let event = match message {
             StatusMessage::BridgePresent { .. } => return None,
-            StatusMessage::LayoutBegin { displays } => {
+            StatusMessage::LayoutBegin { displays, scaled } => {
                 let n = usize::from(displays);
                 self.abandon();
                 if (1..=MAX_DISPLAYS as usize).contains(&n) {
-                    self.expected = n * WORDS_PER_DISPLAY;
+                    self.scaled = scaled;
+                    self.expected = n * words_per_display(scaled);
                 }
                 return None;
             }
@@ -267,7 +298,10 @@ impl LayoutReceiver {
                 let result = if self.broken || self.len != self.expected {
                     Err(LayoutWireError::Incomplete)
                 } else {
-                    decode_layout(self.payload.get(..self.len).unwrap_or_default())
+                    decode_layout(
+                        self.payload.get(..self.len).unwrap_or_default(),
+                        self.scaled,
+                    )
                 };
                 Some(match result {
                     Ok(layout) => LayoutEvent::Layout { layout, tag },
@@ -290,15 +324,29 @@ impl LayoutReceiver {
         self.expected = 0;
         self.len = 0;
         self.broken = false;
+        self.scaled = false;
+    }
+}
+
+const fn words_per_display(scaled: bool) -> usize {
+    if scaled {
+        WORDS_PER_SCALED_DISPLAY
+    } else {
+        WORDS_PER_DISPLAY
     }
 }
 
 /// The data values of one whole message, in order.
-fn decode_layout(payload: &[u16]) -> Result<Layout, LayoutWireError> {
+fn decode_layout(payload: &[u16], scaled: bool) -> Result<Layout, LayoutWireError> {
     let mut displays = BTreeMap::new();
-    for (i, entry) in payload.chunks_exact(WORDS_PER_DISPLAY).enumerate() {
-        let &[head, fw, fh, x, y, w, h] = entry else {
+    for (i, entry) in payload.chunks_exact(words_per_display(scaled)).enumerate() {
+        let (&[head, fw, fh, x, y, w, h], rest) = entry.split_at(WORDS_PER_DISPLAY) else {
             return Err(LayoutWireError::Incomplete);
+        };
+        let scale = match *rest {
+            [] | [0, 0] => None,
+            [f, l] => Some(Scale::new(f, l).ok_or(LayoutWireError::Malformed(i, "a zero scale"))?),
+            _ => return Err(LayoutWireError::Incomplete),
         };
         let [id, transform] = head.to_be_bytes();
         let transform = Transform::from_wayland(transform)
@@ -314,6 +362,7 @@ fn decode_layout(payload: &[u16]) -> Result<Layout, LayoutWireError> {
             framebuffer: (u32::from(fw), u32::from(fh)),
             transform,
             name: None,
+            scale,
         };
         if displays.insert(id, display).is_some() {
             return Err(LayoutWireError::Malformed(i, "the display is given twice"));
@@ -355,6 +404,7 @@ mod tests {
             framebuffer: fb,
             transform: t,
             name: None,
+            scale: None,
         };
         Layout::with_displays(BTreeMap::from([
             (0, d(0, 1024, 768, (1024, 768), Transform::Normal)),
@@ -380,6 +430,58 @@ mod tests {
         for t in 0..8 {
             assert_eq!(Transform::from_wayland(t).unwrap().to_wayland(), t);
         }
+    }
+
+    #[test]
+    fn exact_scales_travel_after_a_scaled_begin_and_only_when_they_matter() {
+        let mut displays: BTreeMap<u8, Display> =
+            two().displays().map(|(id, d)| (id, d.clone())).collect();
+        // Turned: a 1280x1024 framebuffer at 1.5 is 682x853 logical pixels.
+        if let Some(d) = displays.get_mut(&3) {
+            d.logical.width = 682;
+            d.logical.height = 853;
+            d.scale = Scale::new(3, 2);
+        }
+        let scaled = Layout::with_displays(displays).unwrap();
+        let words = encode_layout(&scaled, 4).unwrap();
+        assert_eq!(words.len(), 2 * WORDS_PER_SCALED_DISPLAY + 2);
+        assert_eq!(
+            StatusMessage::decode(words[0]),
+            Some(StatusMessage::LayoutBegin {
+                displays: 2,
+                scaled: true
+            })
+        );
+        assert_eq!(
+            receive(&words),
+            vec![LayoutEvent::Layout {
+                layout: scaled,
+                tag: 4
+            }]
+        );
+        // A receiver that knows no scaled begin (format 1's) refuses the message at its end.
+        let mut old = words.clone();
+        old[0] = 0x5056_0601;
+        assert!(matches!(
+            receive(&old[1..]).as_slice(),
+            [LayoutEvent::Refused { tag: 4, .. }]
+        ));
+        // A zero term is malformed: the second display's framebuffer term.
+        let mut zero = words.clone();
+        let at = WORDS_PER_SCALED_DISPLAY + WORDS_PER_DISPLAY;
+        zero[1 + at] = data_word(at, 0);
+        assert!(matches!(
+            receive(&zero).as_slice(),
+            [LayoutEvent::Refused { tag: 4, .. }]
+        ));
+        // Without a scale that differs from the ratio, the plain message.
+        assert_eq!(
+            StatusMessage::decode(encode_layout(&two(), 4).unwrap()[0]),
+            Some(StatusMessage::LayoutBegin {
+                displays: 2,
+                scaled: false
+            })
+        );
     }
 
     #[test]
@@ -416,7 +518,11 @@ mod tests {
             words[0],
             5,
             words[3],
-            StatusMessage::LayoutBegin { displays: 200 }.encode(),
+            StatusMessage::LayoutBegin {
+                displays: 200,
+                scaled: false,
+            }
+            .encode(),
             -1,
         ] {
             r.feed(v);
@@ -457,7 +563,14 @@ mod tests {
             assert_eq!(StatusMessage::decode(a.encode()), None);
         }
         for m in [
-            StatusMessage::LayoutBegin { displays: 2 },
+            StatusMessage::LayoutBegin {
+                displays: 2,
+                scaled: false,
+            },
+            StatusMessage::LayoutBegin {
+                displays: 2,
+                scaled: true,
+            },
             StatusMessage::LayoutEnd { tag: 9 },
             StatusMessage::LayoutClear { tag: 9 },
             StatusMessage::Released { tag: 9 },

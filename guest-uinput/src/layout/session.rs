@@ -125,6 +125,7 @@ fn check(o: &SessionOutput) -> Result<Display, String> {
         framebuffer: (o.mode_width, o.mode_height),
         transform,
         name: o.name.clone(),
+        scale: o.scale,
     })
 }
 
@@ -152,6 +153,7 @@ mod tests {
             mode_width: mode.0,
             mode_height: mode.1,
             transform: t,
+            scale: None,
         }
     }
 

@@ -85,6 +85,7 @@ fn coordinates(r: &mut Reader<'_>) -> Option<Coordinates> {
             framebuffer: (u32::from(fw), u32::from(fh)),
             transform: Transform::from_wayland(transform)?,
             name: None,
+            scale: None,
         };
         displays.insert(id, display);
     }

@@ -8,9 +8,11 @@
 //! format it knows and carries the pending frames across. `ledger-format-N.bin` in
 //! `tests/fixtures/` pins each format's bytes, so a change that forgets this fails a test.
 //!
-//! Format 1 was a hand-written codec; [`format1`] reads it.
+//! Format 1 was a hand-written codec; [`format1`] reads it. Format 2 had no exact scale per
+//! display; [`format2`] reads it.
 
 mod format1;
+mod format2;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use crate::pointer::PointerState;
 use crate::virtqueue::RingPosition;
 
 /// The format this build writes.
-pub(crate) const FORMAT: u16 = 2;
+pub(crate) const FORMAT: u16 = 3;
 
 /// Everything a replacement worker carries on from: the pointer, the coordinates in force,
 /// where the driver stands, the counters and every frame still waiting for the guest. The
@@ -82,6 +84,7 @@ impl Snapshot<'static> {
     pub(crate) fn read(written: &Written) -> Option<Self> {
         match written.format {
             1 => format1::read(&written.bytes),
+            2 => format2::read(&written.bytes),
             FORMAT => match postcard::take_from_bytes::<Snapshot<'static>>(&written.bytes) {
                 Ok((snapshot, [])) => Some(snapshot),
                 Ok(_) | Err(_) => None,
