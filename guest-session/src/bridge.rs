@@ -19,14 +19,34 @@ pub const EXIT_REFUSED: u8 = 3;
 #[derive(Debug)]
 pub enum Event {
     Layout(SessionLayout),
+    /// The bridge predates exact scales: it refused the field.
+    NoScales,
     /// The connection the reader thread was on has closed.
     Lost,
+}
+
+/// The line that tells the bridge `layout`, without the outputs' exact scales if it cannot
+/// take them.
+fn encode(layout: &SessionLayout, scales: bool) -> serde_json::Result<Vec<u8>> {
+    let mut line = if scales {
+        serde_json::to_vec(layout)?
+    } else {
+        let mut plain = layout.clone();
+        for o in &mut plain.outputs {
+            o.scale = None;
+        }
+        serde_json::to_vec(&plain)?
+    };
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// Runs until every sender is gone. Blocks on the channel while connected, and retries once a
 /// second while not, so an agent with a bridge costs nothing between layout changes.
 pub fn run(socket: PathBuf, rx: Receiver<Event>, tx: Sender<Event>) {
     let mut current: Option<Vec<u8>> = None;
+    let mut layout: Option<SessionLayout> = None;
+    let mut scales = true;
     let mut conn: Option<UnixStream> = None;
     let mut told_missing = false;
     loop {
@@ -37,22 +57,32 @@ pub fn run(socket: PathBuf, rx: Receiver<Event>, tx: Sender<Event>) {
         };
         let mut send_now = false;
         match event {
-            Ok(Event::Layout(layout)) => {
-                let mut line = match serde_json::to_vec(&layout) {
+            Ok(Event::Layout(new)) => {
+                let line = match encode(&new, scales) {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::error!("cannot encode the layout: {e}");
                         continue;
                     }
                 };
-                line.push(b'\n');
                 if current.as_ref() == Some(&line) {
                     continue;
                 }
-                tracing::info!(outputs = layout.outputs.len(), mode = ?layout.mode, "layout changed");
+                tracing::info!(outputs = new.outputs.len(), mode = ?new.mode, "layout changed");
                 current = Some(line);
+                layout = Some(new);
                 send_now = true;
             }
+            Ok(Event::NoScales) if scales => {
+                tracing::warn!(
+                    "the bridge predates exact scales; sending the layout without them, so \
+                     pointers on fractionally scaled outputs may land a pixel short"
+                );
+                scales = false;
+                current = layout.as_ref().and_then(|l| encode(l, false).ok());
+                send_now = true;
+            }
+            Ok(Event::NoScales) => {}
             Ok(Event::Lost) => {
                 tracing::warn!("the bridge closed the connection; reconnecting");
                 conn = None;
@@ -102,6 +132,9 @@ fn read_replies(stream: UnixStream, tx: Sender<Event>) {
         match serde_json::from_str::<Reply>(&line) {
             Ok(Reply::Applied { displays, mode }) => {
                 tracing::info!(?displays, ?mode, "the bridge applied the layout");
+            }
+            Ok(Reply::Error(why)) if why.contains("unknown field `scale`") => {
+                let _ = tx.send(Event::NoScales);
             }
             Ok(Reply::Error(why)) => tracing::error!("the bridge did not apply the layout: {why}"),
             Ok(Reply::Refused(why)) => {

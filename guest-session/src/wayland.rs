@@ -1,11 +1,17 @@
 //! The layout of a Wayland session: `wl_output` (name, current mode, transform, scale) and,
 //! where the compositor has it, `xdg-output` (the logical position and size in the global
-//! space). Compositors announce every change with `done`, and outputs come and go as globals.
+//! space) and wlroots' output management (the exact scale, which `wl_output` rounds up to an
+//! integer and `xdg-output`'s size rounds down). Compositors announce every change with
+//! `done`, and outputs come and go as globals.
 
+use pvmouse_spec::layout::Scale;
 use pvmouse_spec::session::{PointerMode, SessionLayout, SessionOutput};
 use wayland_client::protocol::{wl_output, wl_registry};
-use wayland_client::{Connection, Dispatch, QueueHandle, WEnum};
+use wayland_client::{Connection, Dispatch, Proxy, QueueHandle, WEnum};
 use wayland_protocols::xdg::xdg_output::zv1::client::{zxdg_output_manager_v1, zxdg_output_v1};
+use wayland_protocols_wlr::output_management::v1::client::{
+    zwlr_output_head_v1, zwlr_output_manager_v1, zwlr_output_mode_v1,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaylandError {
@@ -30,9 +36,20 @@ struct Output {
     logical_size: Option<(i32, i32)>,
 }
 
+/// An output as wlroots' output management describes it: only what `wl_output` and
+/// `xdg-output` lack.
+#[derive(Debug)]
+struct Head {
+    wl: zwlr_output_head_v1::ZwlrOutputHeadV1,
+    name: Option<String>,
+    /// Framebuffer pixels per logical pixel, as the compositor draws (a wl_fixed).
+    scale: Option<f64>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     outputs: Vec<Output>,
+    heads: Vec<Head>,
     manager: Option<zxdg_output_manager_v1::ZxdgOutputManagerV1>,
     /// The compositor, told apart by its own globals.
     server: Option<&'static str>,
@@ -88,6 +105,10 @@ impl State {
                     (mw / scale, mh / scale)
                 });
                 let (x, y) = o.logical_position.unwrap_or(o.position);
+                let scale = name.as_ref().and_then(|n| {
+                    let head = self.heads.iter().find(|h| h.name.as_ref() == Some(n))?;
+                    Scale::from_f64(head.scale?)
+                });
                 Some(SessionOutput {
                     name,
                     x,
@@ -97,6 +118,7 @@ impl State {
                     mode_width: u32::try_from(mw).ok()?,
                     mode_height: u32::try_from(mh).ok()?,
                     transform: u8::try_from(o.transform).ok()?,
+                    scale,
                 })
             })
             .collect();
@@ -147,6 +169,10 @@ impl Dispatch<wl_registry::WlRegistry, ()> for State {
                     "zxdg_output_manager_v1" => {
                         state.manager = Some(registry.bind(name, version.min(3), qh, ()));
                         state.watch_xdg(qh);
+                    }
+                    "zwlr_output_manager_v1" => {
+                        let _: zwlr_output_manager_v1::ZwlrOutputManagerV1 =
+                            registry.bind(name, version.min(2), qh, ());
                     }
                     _ => {}
                 }
@@ -221,7 +247,61 @@ impl Dispatch<zxdg_output_v1::ZxdgOutputV1, u32> for State {
     }
 }
 
+impl Dispatch<zwlr_output_manager_v1::ZwlrOutputManagerV1, ()> for State {
+    fn event(
+        state: &mut Self,
+        _: &zwlr_output_manager_v1::ZwlrOutputManagerV1,
+        event: zwlr_output_manager_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match event {
+            zwlr_output_manager_v1::Event::Head { head } => state.heads.push(Head {
+                wl: head,
+                name: None,
+                scale: None,
+            }),
+            zwlr_output_manager_v1::Event::Done { .. } => state.changed = true,
+            _ => {}
+        }
+    }
+
+    wayland_client::event_created_child!(State, zwlr_output_manager_v1::ZwlrOutputManagerV1, [
+        zwlr_output_manager_v1::EVT_HEAD_OPCODE => (zwlr_output_head_v1::ZwlrOutputHeadV1, ()),
+    ]);
+}
+
+impl Dispatch<zwlr_output_head_v1::ZwlrOutputHeadV1, ()> for State {
+    fn event(
+        state: &mut Self,
+        head: &zwlr_output_head_v1::ZwlrOutputHeadV1,
+        event: zwlr_output_head_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let zwlr_output_head_v1::Event::Finished = event {
+            state.heads.retain(|h| h.wl.id() != head.id());
+            return;
+        }
+        let Some(h) = state.heads.iter_mut().find(|h| h.wl.id() == head.id()) else {
+            return;
+        };
+        match event {
+            zwlr_output_head_v1::Event::Name { name } => h.name = Some(name),
+            zwlr_output_head_v1::Event::Scale { scale } => h.scale = Some(scale),
+            _ => {}
+        }
+    }
+
+    wayland_client::event_created_child!(State, zwlr_output_head_v1::ZwlrOutputHeadV1, [
+        zwlr_output_head_v1::EVT_MODE_OPCODE => (zwlr_output_mode_v1::ZwlrOutputModeV1, ()),
+    ]);
+}
+
 wayland_client::delegate_noop!(State: ignore zxdg_output_manager_v1::ZxdgOutputManagerV1);
+wayland_client::delegate_noop!(State: ignore zwlr_output_mode_v1::ZwlrOutputModeV1);
 
 /// Reports the layout once the compositor has described every output, and again after every
 /// change, until the compositor goes away.
@@ -231,7 +311,8 @@ pub fn watch(mut report: impl FnMut(SessionLayout) -> bool) -> Result<(), Waylan
     let qh = queue.handle();
     conn.display().get_registry(&qh, ());
     let mut state = State::default();
-    // Globals, then each output's description, then xdg-output's.
+    // Globals, then each output's description and output management's heads, then
+    // xdg-output's.
     for _ in 0..3 {
         queue.roundtrip(&mut state)?;
     }

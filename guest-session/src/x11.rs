@@ -2,10 +2,12 @@
 //! screen coordinates after rotation and any `--scale` transform, with the mode it scans out.
 //! RandR's notify events say when it changes.
 
+use pvmouse_spec::layout::Scale;
 use pvmouse_spec::session::{PointerMode, SessionLayout, SessionOutput};
 use x11rb::connection::Connection;
 use x11rb::protocol::Event;
 use x11rb::protocol::randr::{ConnectionExt as _, NotifyMask, Rotation};
+use x11rb::protocol::render;
 
 #[derive(Debug, thiserror::Error)]
 pub enum X11Error {
@@ -40,6 +42,25 @@ pub fn transform(rotation: Rotation) -> u8 {
     quarter + if flip { 4 } else { 0 }
 }
 
+/// The exact scale of a CRTC whose transform is a uniform scale (`xrandr --scale 1.5x1.5`), as
+/// framebuffer pixels per screen pixel. RandR's matrix takes a framebuffer point to the screen
+/// point it shows, in 16.16 fixed point, so a scale of 1.5 shows 1.5 screen pixels per
+/// framebuffer pixel: 2/3 here. Any other transform (none, a shear, a projection) gives `None`,
+/// and the bridge takes the ratio of the sizes, which is exact for an identity.
+pub fn scale(t: &render::Transform) -> Option<Scale> {
+    const ONE: i32 = 1 << 16;
+    let uniform = t.matrix11 == t.matrix22
+        && t.matrix11 > 0
+        && [
+            t.matrix12, t.matrix13, t.matrix21, t.matrix23, t.matrix31, t.matrix32,
+        ] == [0; 6]
+        && t.matrix33 == ONE;
+    if !uniform || t.matrix11 == ONE {
+        return None;
+    }
+    Scale::fraction(ONE.unsigned_abs().into(), t.matrix11.unsigned_abs().into())
+}
+
 fn read_layout(conn: &impl Connection, root: u32) -> Result<SessionLayout, X11Error> {
     let res = conn.randr_get_screen_resources_current(root)?.reply()?;
     let mut outputs = Vec::new();
@@ -56,6 +77,7 @@ fn read_layout(conn: &impl Connection, root: u32) -> Result<SessionLayout, X11Er
         let Some(mode) = res.modes.iter().find(|m| m.id == crtc.mode) else {
             continue;
         };
+        let matrix = conn.randr_get_crtc_transform(info.crtc)?.reply()?;
         outputs.push(SessionOutput {
             name: Some(String::from_utf8_lossy(&info.name).into_owned()),
             x: i32::from(crtc.x),
@@ -65,6 +87,7 @@ fn read_layout(conn: &impl Connection, root: u32) -> Result<SessionLayout, X11Er
             mode_width: u32::from(mode.width),
             mode_height: u32::from(mode.height),
             transform: transform(crtc.rotation),
+            scale: scale(&matrix.current_transform),
         });
     }
     Ok(SessionLayout {
@@ -109,6 +132,36 @@ pub fn watch(mut report: impl FnMut(SessionLayout) -> bool) -> Result<(), X11Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scaled(s: i32) -> render::Transform {
+        render::Transform {
+            matrix11: s,
+            matrix12: 0,
+            matrix13: 0,
+            matrix21: 0,
+            matrix22: s,
+            matrix23: 0,
+            matrix31: 0,
+            matrix32: 0,
+            matrix33: 1 << 16,
+        }
+    }
+
+    #[test]
+    fn a_uniform_randr_scale_is_framebuffer_pixels_per_screen_pixel() {
+        // xrandr --scale 1.5x1.5 and 1.25x1.25.
+        assert_eq!(scale(&scaled(0x1_8000)), Scale::new(2, 3));
+        assert_eq!(scale(&scaled(0x1_4000)), Scale::new(4, 5));
+        // 1.3 is not a 16.16 number: the nearest fraction of 16-bit terms to 65536/85197.
+        assert_eq!(scale(&scaled(85197)), Scale::fraction(65536, 85197));
+        assert_eq!(scale(&scaled(1 << 16)), None, "no scale");
+        let mut sheared = scaled(0x1_8000);
+        sheared.matrix12 = 5;
+        assert_eq!(scale(&sheared), None);
+        let mut uneven = scaled(0x1_8000);
+        uneven.matrix22 = 1 << 16;
+        assert_eq!(scale(&uneven), None);
+    }
 
     #[test]
     fn randr_rotations_are_wl_output_transforms() {
