@@ -44,7 +44,8 @@ impl Sway {
 
     /// Starts seatd and sway, its outputs set by `config` (sway's configuration lines, each
     /// ended by a backslash and `n`, which the guest's `printf` makes a newline), and waits for
-    /// its IPC socket.
+    /// its IPC socket. sway draws its cursor into the picture (no hardware cursor plane), so
+    /// that a screendump shows where it put the pointer.
     pub fn start(vm: &Vm, config: &str) -> Result<(), String> {
         let wait = Duration::from_secs(60);
         let runtime = Self::RUNTIME;
@@ -58,6 +59,7 @@ impl Sway {
         vm.probe.sh(
             &format!(
                 "{} 'XDG_RUNTIME_DIR={runtime} LIBSEAT_BACKEND=seatd WLR_LIBINPUT_NO_DEVICES=1 \
+                 WLR_NO_HARDWARE_CURSORS=1 \
                  WLR_RENDERER=pixman sway -d -c /tmp/sway.config >/tmp/sway.log 2>&1 &'",
                 Self::AS_PVM
             ),
@@ -516,6 +518,90 @@ impl Head {
             self.logical.1 + crate::round_to_i32(ly.floor()),
         )
     }
+}
+
+/// An untransformed head scaled by an exact fraction, with the logical size cut to whole
+/// pixels as wlroots cuts it: where a host position aims (spec/session.md §6), and which
+/// framebuffer pixel a server that keeps fractions draws the pointer on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaledHead {
+    pub framebuffer: (i32, i32),
+    /// The logical rectangle: x, y, width, height.
+    pub logical: (i32, i32, i32, i32),
+    /// Framebuffer pixels per logical pixel: (framebuffer, logical).
+    pub scale: (i32, i32),
+}
+
+impl ScaledHead {
+    /// A `framebuffer` at `position` and `scale`, its logical size truncated (wlroots).
+    pub const fn truncated(
+        framebuffer: (i32, i32),
+        position: (i32, i32),
+        scale: (i32, i32),
+    ) -> Self {
+        Self {
+            framebuffer,
+            logical: (
+                position.0,
+                position.1,
+                framebuffer.0 * scale.1 / scale.0,
+                framebuffer.1 * scale.1 / scale.0,
+            ),
+            scale,
+        }
+    }
+
+    /// The pixel nearest to (p, q) that the server lets the pointer reach: on each axis, the
+    /// last whose span begins inside the logical rectangle.
+    pub fn reachable(&self, (p, q): (i32, i32)) -> (i32, i32) {
+        let (f, l) = self.scale;
+        let last = |logical: i32, fb: i32| ((logical * f + l - 1) / l - 1).min(fb - 1);
+        (
+            p.min(last(self.logical.2, self.framebuffer.0)),
+            q.min(last(self.logical.3, self.framebuffer.1)),
+        )
+    }
+
+    /// The centre of pixel (p, q)'s span, cut to the logical rectangle, in logical
+    /// coordinates from the output's origin.
+    pub fn centre(&self, (p, q): (i32, i32)) -> (f64, f64) {
+        let (f, l) = (f64::from(self.scale.0), f64::from(self.scale.1));
+        let mid = |p: i32, logical: i32| {
+            let start = f64::from(p) * l / f;
+            let end = (f64::from(p + 1) * l / f).min(f64::from(logical));
+            (start + end) / 2.0
+        };
+        (mid(p, self.logical.2), mid(q, self.logical.3))
+    }
+
+    /// The framebuffer pixel a server that keeps fractions draws the pointer on for a logical
+    /// point from the output's origin: the point at the scale, truncated (wlroots).
+    pub fn drawn(&self, (x, y): (f64, f64)) -> (i32, i32) {
+        let k = f64::from(self.scale.0) / f64::from(self.scale.1);
+        (
+            crate::round_to_i32((x * k).floor()),
+            crate::round_to_i32((y * k).floor()),
+        )
+    }
+}
+
+/// The smallest box (left, top, right, bottom, inclusive) that holds every pixel where two
+/// pictures of one head differ: where the pointer is drawn, when it is the only change.
+pub fn changed_box(before: &Picture, after: &Picture) -> Option<(usize, usize, usize, usize)> {
+    if (before.width, before.height) != (after.width, after.height) {
+        return None;
+    }
+    let mut found: Option<(usize, usize, usize, usize)> = None;
+    for y in 0..after.height {
+        for x in 0..after.width {
+            if before.at(x, y) != after.at(x, y) {
+                found = Some(found.map_or((x, y, x, y), |(l, t, r, b)| {
+                    (l.min(x), t.min(y), r.max(x), b.max(y))
+                }));
+            }
+        }
+    }
+    found
 }
 
 /// Virtual-1 as every two-output layout test has it: 1024x768 at the origin.
