@@ -1,5 +1,6 @@
 //! The pointer in a real X server: the desktop guest runs Xorg with xf86-input-libinput on a
-//! two-output virtio-gpu, laid out with xrandr (side by side, stacked, scaled, rotated) while
+//! two-output virtio-gpu, laid out with xrandr (side by side, stacked, scaled by 2, 1.5 and
+//! 1.25, rotated) while
 //! the guest bridge runs, in desktop mode, with its layout from the session agent. The
 //! pointer's position is read from the X server itself (`xdotool getmouselocation`), never from
 //! the bridge, and a screendump checks which way X turns a rotated monitor.
@@ -136,7 +137,7 @@ struct Step {
     heads: [Head; 2],
 }
 
-fn steps() -> [Step; 4] {
+fn steps() -> [Step; 6] {
     [
         Step {
             name: "side by side",
@@ -152,6 +153,17 @@ fn steps() -> [Step; 4] {
             name: "scaled 2x2",
             xrandr: "--output Virtual-2 --pos 1024x0 --scale 2x2",
             heads: [VIRTUAL_1, virtual_2((1024, 0, 2560, 2048), 0)],
+        },
+        // Fractional scales: 1.5 and 1.25 screen pixels per framebuffer pixel.
+        Step {
+            name: "scaled 1.5",
+            xrandr: "--output Virtual-2 --pos 1024x0 --scale 1.5x1.5",
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1920, 1536), 0)],
+        },
+        Step {
+            name: "scaled 1.25",
+            xrandr: "--output Virtual-2 --pos 1024x0 --scale 1.25x1.25",
+            heads: [VIRTUAL_1, virtual_2((1024, 0, 1600, 1280), 0)],
         },
         // RandR turns counter-clockwise, as wl_output does: "left" is transform 1 (90).
         Step {
