@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::desktop::{Head, Tour, VIRTUAL_1, virtual_2, wait_for_coordinates};
+use pvmouse_vmtest::desktop::{Head, ScaledHead, Tour, VIRTUAL_1, virtual_2, wait_for_coordinates};
 use pvmouse_vmtest::guest::Guest;
 use pvmouse_vmtest::{VmConfig, wait};
 
@@ -96,7 +96,8 @@ fn steps() -> [Step; 3] {
     ]
 }
 
-/// A desktop guest booted with systemd, running mutter in a PAM session of `pvm` on tty1.
+/// A desktop guest booted with systemd, running mutter in a PAM session of `pvm` on tty1, with
+/// fractional scaling on (GSettings from a key file: the image has no dconf).
 fn mutter(displays: u32) -> Guest {
     let guest = Guest::boot(
         VmConfig {
@@ -109,9 +110,14 @@ fn mutter(displays: u32) -> Guest {
         WAIT,
     );
     guest.sh(
+        "mkdir -p /home/pvm/.config/glib-2.0/settings && printf '[org/gnome/mutter]\\n\
+         experimental-features=[\\047scale-monitor-framebuffer\\047]\\n' \
+         >/home/pvm/.config/glib-2.0/settings/keyfile && chown -R pvm /home/pvm/.config",
+    );
+    guest.sh(
         "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
          -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
-         -p Environment=XDG_SESSION_TYPE=wayland \
+         -p Environment=XDG_SESSION_TYPE=wayland -p Environment=GSETTINGS_BACKEND=keyfile \
          /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
     );
     guest.until("ls /run/user/1000/ 2>&1", "wayland-0");
@@ -160,7 +166,7 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
             &format!(
                 "'uua(iiduba(ssa{{sv}}))a{{sv}}' {serial} 1 2 \
                  0 0 1.0 0 true 1 Virtual-1 '{m1}' 0 \
-                 {x} {y} {scale:.1} {transform} false 1 Virtual-2 '{m2}' 0 0"
+                 {x} {y} {scale} {transform} false 1 Virtual-2 '{m2}' 0 0"
             ),
         );
     };
@@ -196,6 +202,58 @@ fn mutter_puts_the_pointer_on_the_right_pixel_of_the_right_output_in_every_layou
             .unwrap_or_else(|e| guest.fail(format!("{}: {e}", step.name)));
     }
     tour.check("mutter", &|| guest.logs());
+
+    // Fractional scaling: the supported scale nearest 1.25. mutter offers only scales that
+    // divide the mode, so its logical size is exact and the ratio of the sizes is the scale.
+    let scale = monitors
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m[1].as_array().unwrap().iter())
+        .filter(|mode| mode[0] == m2.as_str())
+        .flat_map(|mode| mode[5].as_array().unwrap().iter())
+        .filter_map(serde_json::Value::as_f64)
+        .min_by(|a, b| (a - 1.25).abs().total_cmp(&(b - 1.25).abs()))
+        .unwrap();
+    apply((1024, 0, scale, 0));
+    let logical = (1280.0 / scale).round();
+    #[allow(clippy::cast_possible_truncation, reason = "a monitor's width")]
+    let head = ScaledHead::truncated((1280, 1024), (1024, 0), (1280, logical as i32));
+    println!("fractional: scale {scale}, {head:?}");
+    let mut missed = Vec::new();
+    for pixel in [
+        (640, 512),
+        (0, 0),
+        (1279, 0),
+        (0, 1023),
+        (1279, 1023),
+        (402, 724),
+        (1, 1),
+    ] {
+        let want = head.reachable(pixel);
+        let host = (
+            (f64::from(pixel.0) + 0.5) / 1280.0,
+            (f64::from(pixel.1) + 0.5) / 1024.0,
+        );
+        let got = reader.point(
+            &mut ctl,
+            1,
+            host,
+            Some(outputs[1]),
+            head.centre(want),
+            Duration::from_secs(20),
+        );
+        let on = got.map(|(_, x, y)| head.drawn((x, y)));
+        println!("fractional: aim {pixel:?} want {want:?} mutter {got:?} = {on:?}");
+        if on != Some(want) {
+            missed.push((pixel, want, got));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "mutter at scale {scale} missed {missed:?}\n{}",
+        guest.logs()
+    );
 }
 
 #[test]
