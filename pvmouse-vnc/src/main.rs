@@ -1,11 +1,16 @@
 //! `pvmouse-vnc`: VNC viewers on a multi-monitor guest, with their pointer through pvmouse. An
 //! RFB proxy per head in front of QEMU's VNC servers; see README.md beside this crate.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pvmouse_vnc::proxy::{Head, listen};
+use pvmouse_vnc::proxy::{DEFAULT_MAX_VIEWERS, Head, listen};
+
+/// The largest heads file read: 16 heads take well under 2 KiB.
+const MAX_HEADS_FILE: u64 = 64 * 1024;
 
 /// VNC front door for pvmouse: proxies each head's QEMU VNC server and turns the viewers'
 /// pointer events into pvmouse input on that head's display.
@@ -24,31 +29,78 @@ struct Cli {
     /// A file of heads, one `DISPLAY=LISTEN,UPSTREAM` a line (`#` starts a comment), for many.
     #[arg(long, value_name = "PATH")]
     heads_file: Option<PathBuf>,
+
+    /// Viewers served at once per head; the next few are told why not, and beyond twice this
+    /// many a connection is closed unread.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_VIEWERS,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_viewers: u16,
+}
+
+/// The heads file's lines, from a regular file of at most [`MAX_HEADS_FILE`] bytes: a FIFO or a
+/// device (`/dev/zero`) is refused, not read for ever.
+fn read_heads_file(path: &Path) -> Result<Vec<Head>, String> {
+    let shown = path.display();
+    // Non-blocking, so that opening a FIFO does not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_HEADS_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if text.len() as u64 > MAX_HEADS_FILE {
+        return Err(format!("{shown}: larger than {MAX_HEADS_FILE} bytes"));
+    }
+    let mut heads = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        heads.push(line.parse().map_err(|e| format!("{shown}, line {}: {e}", n + 1))?);
+    }
+    Ok(heads)
+}
+
+/// Refuses a head whose display the backend does not have, when the backend answers now: every
+/// click on it would be refused. A backend not running yet is waited for by each viewer.
+fn check_displays(control: &Path, heads: &[Head]) -> Result<(), String> {
+    let Ok(mut connection) = pvmouse_client::Connection::connect(control) else {
+        tracing::warn!(control = %control.display(), "the backend's control socket does not answer yet; heads are checked by use");
+        return Ok(());
+    };
+    let status = connection
+        .status()
+        .map_err(|e| format!("{}: query-pvmouse: {e}", control.display()))?;
+    match heads.iter().find(|h| h.display >= status.displays) {
+        Some(h) => Err(format!(
+            "head {} is display {}, but the backend has {} display(s)",
+            h.listen, h.display, status.displays
+        )),
+        None => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pvmouse_logging::init();
+    // Sockets this process creates are its user's alone: set before any thread starts.
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o177) };
     let mut heads = cli.heads;
     if let Some(path) = &cli.heads_file {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        match read_heads_file(path) {
+            Ok(more) => heads.extend(more),
             Err(e) => {
-                eprintln!("pvmouse-vnc: {}: {e}", path.display());
+                eprintln!("pvmouse-vnc: {e}");
                 return ExitCode::from(2);
-            }
-        };
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            match line.parse() {
-                Ok(h) => heads.push(h),
-                Err(e) => {
-                    eprintln!("pvmouse-vnc: {}, line {}: {e}", path.display(), n + 1);
-                    return ExitCode::from(2);
-                }
             }
         }
     }
@@ -56,10 +108,14 @@ fn main() -> ExitCode {
         eprintln!("pvmouse-vnc: no heads: give --head or --heads-file");
         return ExitCode::from(2);
     }
+    if let Err(e) = check_displays(&cli.control, &heads) {
+        eprintln!("pvmouse-vnc: {e}");
+        return ExitCode::from(2);
+    }
     let mut threads = Vec::new();
     for head in heads {
         let shown = format!("display {} on {}", head.display, head.listen);
-        match listen(head, cli.control.clone()) {
+        match listen(head, cli.control.clone(), usize::from(cli.max_viewers)) {
             Ok(t) => threads.push(t),
             Err(e) => {
                 eprintln!("pvmouse-vnc: cannot listen for {shown}: {e}");

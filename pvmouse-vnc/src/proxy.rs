@@ -1,10 +1,12 @@
 //! The proxy: one listener per head, a thread pair per viewer, and the pvmouse control client
 //! pointer events go to instead of upstream.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +117,13 @@ impl Stream {
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
         })
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
     }
 
     fn shutdown(&self) {
@@ -237,21 +246,106 @@ impl Control {
     }
 }
 
-/// Serves one viewer until either side ends; every error ends this viewer only.
-pub fn serve_viewer(mut viewer: Stream, head: &Head, control: &Path, peer: String) {
-    if let Err(e) = proxy(&mut viewer, head, control, &peer) {
+/// How long a new connection has to say its RFB version. Until it has, nothing is connected
+/// upstream for it, so a silent connection costs a thread and a descriptor for this long.
+pub const GREETING_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the rest of a viewer's handshake may take: a person may be typing a password.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
+/// Viewers served per head unless `--max-viewers` says otherwise.
+pub const DEFAULT_MAX_VIEWERS: u16 = 16;
+/// Connections per head that have not said their version yet; one more is closed unread. They
+/// hold no upstream connection and no viewer's place, so silent connections can only delay new
+/// viewers, and only while this many are kept open at once.
+pub const MAX_GREETING: usize = 64;
+
+/// What the viewers of one head share: the head's framebuffer size, as the proxy's own
+/// connection to it (the watcher) last saw it, and how many connections are waiting for their
+/// greeting and how many viewers are served.
+#[derive(Debug, Default)]
+pub struct HeadState {
+    size: Mutex<Option<(u16, u16)>>,
+    greeting: AtomicUsize,
+    served: AtomicUsize,
+}
+
+impl HeadState {
+    fn size(&self) -> Option<(u16, u16)> {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_size(&self, size: Option<(u16, u16)>) {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner()) = size;
+    }
+}
+
+/// Counts one of a head's connections in a counter for as long as it holds it.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    /// Takes a place if fewer than `max` are taken.
+    fn take(counter: &'a AtomicUsize, max: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(counter))
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one viewer until either side ends; every error ends this viewer only. `greeting` is
+/// its place among the connections yet to greet, given up once it has.
+fn serve_viewer(
+    mut viewer: Stream,
+    head: &Head,
+    control: &Path,
+    peer: &str,
+    state: &HeadState,
+    max_viewers: usize,
+) {
+    if let Err(e) = proxy(&mut viewer, head, control, peer, state, max_viewers) {
         tracing::info!(viewer = %peer, display = head.display, "viewer closed: {e}");
     }
     viewer.shutdown();
 }
 
-fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result<(), RfbError> {
-    let mut server = Stream::connect(&head.upstream).map_err(|e| {
-        RfbError::Protocol(format!(
-            "cannot reach the VNC server {}: {e}",
-            head.upstream
-        ))
-    })?;
+fn proxy(
+    viewer: &mut Stream,
+    head: &Head,
+    control: &Path,
+    peer: &str,
+    state: &HeadState,
+    max_viewers: usize,
+) -> Result<(), RfbError> {
+    let greeting = {
+        // Released once the viewer has spoken, or has not in time.
+        let Some(_waiting) = Counted::take(&state.greeting, MAX_GREETING) else {
+            return Err(RfbError::Protocol(format!(
+                "{MAX_GREETING} connections are already waiting to greet; closed unread"
+            )));
+        };
+        viewer.set_read_timeout(Some(GREETING_DEADLINE))?;
+        rfb::greet(viewer)?
+    };
+    let Some(_served) = Counted::take(&state.served, max_viewers) else {
+        let reason = format!("pvmouse-vnc serves at most {max_viewers} viewers on this head");
+        rfb::refuse(viewer, greeting, &reason)?;
+        return Err(RfbError::Protocol(reason));
+    };
+    viewer.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
+    let mut server = match Stream::connect(&head.upstream) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("cannot reach the VNC server {}: {e}", head.upstream);
+            rfb::refuse(viewer, greeting, &reason)?;
+            return Err(RfbError::Protocol(reason));
+        }
+    };
+    server.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
     let init = {
         let (mut vr, mut vw) = (viewer.try_clone()?, viewer.try_clone()?);
         let (mut sr, mut sw) = (server.try_clone()?, server.try_clone()?);
@@ -260,42 +354,30 @@ fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result
                 r: &mut vr,
                 w: &mut vw,
             },
+            greeting,
             &mut Duplex {
                 r: &mut sr,
                 w: &mut sw,
             },
         )?
     };
+    viewer.set_read_timeout(None)?;
+    server.set_read_timeout(None)?;
     tracing::info!(viewer = %peer, display = head.display, width = init.width, height = init.height, "viewer connected");
-    let size = Arc::new(Mutex::new((init.width, init.height)));
-    let format = Arc::new(Mutex::new(init.format));
 
-    // Server to viewer, framed, on its own thread.
+    // Server to viewer, untouched, on its own thread: whatever encodings the viewer asked for.
     let down = {
-        let (size, format) = (size.clone(), format.clone());
-        let (mut from, to) = (server.try_clone()?, viewer.try_clone()?);
+        let (mut from, mut to) = (server.try_clone()?, viewer.try_clone()?);
         let (stop_viewer, stop_server) = (viewer.try_clone()?, server.try_clone()?);
         let peer = peer.to_owned();
         std::thread::spawn(move || {
-            let mut to = BufWriter::with_capacity(64 * 1024, to);
-            loop {
-                let f = *format.lock().unwrap_or_else(|e| e.into_inner());
-                let result = rfb::pass_server_message(&mut from, &mut to, f)
-                    .and_then(|s| to.flush().map(|()| s).map_err(RfbError::from));
-                match result {
-                    Ok(Some(new)) => {
-                        tracing::info!(viewer = %peer, width = new.0, height = new.1, "framebuffer size changed");
-                        *size.lock().unwrap_or_else(|e| e.into_inner()) = new;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::info!(viewer = %peer, "VNC server side closed: {e}");
-                        stop_viewer.shutdown();
-                        stop_server.shutdown();
-                        return;
-                    }
-                }
-            }
+            let why = match io::copy(&mut from, &mut to) {
+                Ok(_) => "it closed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(viewer = %peer, "VNC server side ended: {why}");
+            stop_viewer.shutdown();
+            stop_server.shutdown();
         })
     };
 
@@ -303,19 +385,22 @@ fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result
     let mut router = PointerRouter::new(head.display);
     let mut control = Control::new(control, peer);
     let mut from = BufReader::new(viewer.try_clone()?);
+    let own_size = (init.width, init.height);
     let result = loop {
         match rfb::read_client_message(&mut from) {
             Ok(ClientMessage::Pointer { mask, x, y }) => {
-                let s = *size.lock().unwrap_or_else(|e| e.into_inner());
-                let record = router.record(mask, x, y, s);
+                // The watcher follows the head's size; without it, the size this viewer was told.
+                let size = state.size().unwrap_or(own_size);
+                let record = router.record(mask, x, y, size);
                 control.send(&record, &router.state());
             }
-            Ok(ClientMessage::Forward { bytes, format: f }) => {
-                if let Some(f) = f {
-                    *format.lock().unwrap_or_else(|e| e.into_inner()) = f;
-                }
-                if let Err(e) = server.write_all(&bytes) {
-                    break Err(e.into());
+            Ok(ClientMessage::Forward { head, body }) => {
+                let sent = server
+                    .write_all(&head)
+                    .map_err(RfbError::from)
+                    .and_then(|()| rfb::copy_n(&mut from, &mut server, body));
+                if let Err(e) = sent {
+                    break Err(e);
                 }
             }
             Err(e) => break Err(e),
@@ -331,23 +416,98 @@ fn proxy(viewer: &mut Stream, head: &Head, control: &Path, peer: &str) -> Result
     result
 }
 
-/// Accepts viewers on `head`'s listener for ever, each on its own thread.
-pub fn listen(head: Head, control: PathBuf) -> io::Result<std::thread::JoinHandle<()>> {
+/// The head's size, followed on a connection of the proxy's own for as long as the process
+/// runs: the viewers' streams pass through unframed, so this is how a resize is seen. A server
+/// that wants a password cannot be watched; its viewers' positions then follow the size each was
+/// told when it connected.
+fn watch(head: &Head, state: &HeadState) {
+    let mut last_error = String::new();
+    loop {
+        let error = match watch_once(head, state) {
+            Ok(never) => match never {},
+            Err(e) => e.to_string(),
+        };
+        state.set_size(None);
+        if error.contains("wants a password") {
+            tracing::info!(display = head.display, "not following resizes of {}: {error}; positions use the size each viewer was told when it connected", head.upstream);
+            return;
+        }
+        if error != last_error {
+            tracing::info!(display = head.display, "watching {}: {error}; trying again every 2 s", head.upstream);
+            last_error = error;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn watch_once(head: &Head, state: &HeadState) -> Result<std::convert::Infallible, RfbError> {
+    let mut server = Stream::connect(&head.upstream)?;
+    server.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
+    let init = rfb::connect_as_client(&mut server)?;
+    server.set_read_timeout(None)?;
+    state.set_size(Some((init.width, init.height)));
+    tracing::info!(display = head.display, width = init.width, height = init.height, "following the head's size");
+    server.write_all(&rfb::watch_requests())?;
+    let mut from = BufReader::new(server.try_clone()?);
+    loop {
+        if let Some(size) = rfb::read_server_message(&mut from, init.format)? {
+            tracing::info!(display = head.display, width = size.0, height = size.1, "framebuffer size changed");
+            state.set_size(Some(size));
+        }
+        server.write_all(&rfb::update_request())?;
+    }
+}
+
+/// Binds a Unix listening socket as the backend binds its own: a stale socket from an earlier
+/// run is replaced, a live one or anything that is not a socket is refused, and the socket is
+/// the user's alone (the process's umask is 0177, set at start).
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; not replacing it", path.display()),
+            ));
+        }
+        Ok(_) if UnixStream::connect(path).is_ok() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
+            ));
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts viewers on `head`'s listener for ever, each on its own thread: at most
+/// [`MAX_GREETING`] waiting to say their version, and at most `max_viewers` served at once (one
+/// more is told why not).
+pub fn listen(
+    head: Head,
+    control: PathBuf,
+    max_viewers: usize,
+) -> io::Result<std::thread::JoinHandle<()>> {
     enum Listener {
         Tcp(TcpListener),
         Unix(UnixListener),
     }
     let listener = match &head.listen {
         Address::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
-        Address::Unix(p) => {
-            if p.exists() && UnixStream::connect(p).is_err() {
-                // A stale socket from an earlier run.
-                let _ = std::fs::remove_file(p);
-            }
-            Listener::Unix(UnixListener::bind(p)?)
-        }
+        Address::Unix(p) => Listener::Unix(bind_unix(p)?),
     };
-    tracing::info!(display = head.display, listen = %head.listen, upstream = %head.upstream, "head ready");
+    let state = Arc::new(HeadState::default());
+    {
+        let (head, state) = (head.clone(), state.clone());
+        std::thread::Builder::new()
+            .name(format!("pvmouse-vnc-watch-{}", head.display))
+            .spawn(move || watch(&head, &state))?;
+    }
+    tracing::info!(display = head.display, listen = %head.listen, upstream = %head.upstream, max_viewers, "head ready");
     std::thread::Builder::new()
         .name(format!("pvmouse-vnc-head-{}", head.display))
         .spawn(move || {
@@ -363,14 +523,18 @@ pub fn listen(head: Head, control: PathBuf) -> io::Result<std::thread::JoinHandl
                 };
                 match accepted {
                     Ok((viewer, peer)) => {
-                        let (head, control) = (head.clone(), control.clone());
+                        if state.greeting.load(Ordering::Acquire) >= MAX_GREETING {
+                            // Too many silent at once even to start a thread: closed unread.
+                            continue;
+                        }
+                        let (head, control, state) = (head.clone(), control.clone(), state.clone());
                         let head_display = head.display;
                         let peer = format!("{peer} on display {}", head.display);
                         // Out of threads is this viewer's failure, not the head's: log it, drop
                         // the connection, and keep accepting.
-                        if let Err(e) = std::thread::Builder::new()
-                            .spawn(move || serve_viewer(viewer, &head, &control, peer))
-                        {
+                        if let Err(e) = std::thread::Builder::new().spawn(move || {
+                            serve_viewer(viewer, &head, &control, &peer, &state, max_viewers);
+                        }) {
                             tracing::warn!(
                                 display = head_display,
                                 "viewer refused: cannot start its thread: {e}"

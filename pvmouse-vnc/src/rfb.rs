@@ -1,30 +1,25 @@
-//! RFB (RFC 6143) as `pvmouse-vnc` needs it: the handshake, the client's messages whole, and
-//! the server's messages framed as they stream past, so that pointer events can be taken out and
-//! framebuffer size changes seen. Nothing is buffered whole: a framebuffer update is copied
-//! through rectangle by rectangle.
+//! RFB (RFC 6143) as `pvmouse-vnc` needs it: the handshake, the viewer's messages framed (so
+//! that pointer events can be taken out), and, on a connection of the proxy's own to each head,
+//! the server's messages framed for the encodings it asks for (so that the head's size is
+//! known). The server's stream to a viewer is not framed at all: it passes through byte for
+//! byte, in whatever encodings the viewer asked for. Nothing is buffered whole: a message's body
+//! is copied through as it arrives.
 //!
 //! Both sides are untrusted: every length is checked against a limit before it is read, and
 //! anything this module cannot frame is an error that ends that one connection.
 
 use std::io::{self, Read, Write};
 
-/// Encodings the proxy can frame. A viewer's `SetEncodings` is cut down to these.
+/// Encodings the head watcher asks for and frames: pixels only as Raw (of a 1x1 region), and the
+/// pseudo-encodings that say the framebuffer's size changed.
 pub const RAW: i32 = 0;
-pub const COPY_RECT: i32 = 1;
-pub const ZRLE: i32 = 16;
-pub const CURSOR: i32 = -239;
 pub const DESKTOP_SIZE: i32 = -223;
 pub const LAST_RECT: i32 = -224;
 pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
-pub const FRAMED: [i32; 7] = [
-    RAW,
-    COPY_RECT,
-    ZRLE,
-    CURSOR,
-    DESKTOP_SIZE,
-    LAST_RECT,
-    EXTENDED_DESKTOP_SIZE,
-];
+pub const WATCHED: [i32; 4] = [RAW, DESKTOP_SIZE, LAST_RECT, EXTENDED_DESKTOP_SIZE];
+
+/// The version the proxy offers viewers, before it has connected upstream.
+pub const VERSION: &[u8; 12] = b"RFB 003.008\n";
 
 /// Security types passed through: None and VNC authentication.
 pub const SECURITY_NONE: u8 = 1;
@@ -36,8 +31,8 @@ pub const MAX_TEXT: u32 = 1 << 20;
 pub const MAX_ENCODINGS: u16 = 1024;
 /// Most screens in one `ExtendedDesktopSize` rectangle or `SetDesktopSize`.
 pub const MAX_SCREENS: u8 = 64;
-/// Largest ZRLE rectangle body.
-pub const MAX_ZRLE: u32 = 64 << 20;
+/// Longest fence payload (RFB's own limit).
+pub const MAX_FENCE: u8 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RfbError {
@@ -66,7 +61,7 @@ fn u32_of(b: &[u8], at: usize) -> u32 {
 }
 
 /// Copies exactly `n` bytes from `r` to `w`.
-fn copy_n(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), RfbError> {
+pub fn copy_n(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), RfbError> {
     let copied = io::copy(&mut r.take(n), w)?;
     if copied != n {
         return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
@@ -103,26 +98,74 @@ pub struct ServerInit {
     pub format: PixelFormat,
 }
 
-/// The handshake, passed through between `viewer` and `server`, with the security types cut
-/// down to None and VNC authentication. Returns what `ServerInit` said.
+/// The version a viewer chose, and the minor number the rest of its handshake follows: 3, 7 or
+/// 8 (RFC 6143 §7.1.1: any other is 3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Greeting {
+    pub version: [u8; 12],
+    pub minor: u32,
+}
+
+fn minor_of(version: &[u8; 12]) -> Option<u32> {
+    if &version[..4] != b"RFB " || version[7] != b'.' || version[11] != b'\n' {
+        return None;
+    }
+    let major = std::str::from_utf8(&version[4..7]).ok()?.parse::<u32>().ok()?;
+    let minor = std::str::from_utf8(&version[8..11]).ok()?.parse::<u32>().ok()?;
+    Some(match (major, minor) {
+        (3, 7) => 7,
+        (3, m) if m >= 8 => 8,
+        _ => 3,
+    })
+}
+
+/// Offers the viewer [`VERSION`] and reads the version it chooses: a viewer must speak before
+/// the proxy connects upstream for it.
+pub fn greet(viewer: &mut (impl Read + Write)) -> Result<Greeting, RfbError> {
+    viewer.write_all(VERSION)?;
+    viewer.flush()?;
+    let version: [u8; 12] = read_n(viewer)?;
+    let minor = minor_of(&version).ok_or_else(|| {
+        RfbError::Protocol("the viewer sent no RFB version".into())
+    })?;
+    Ok(Greeting { version, minor })
+}
+
+/// Tells a greeted viewer why it is not served, as its version says a refusal goes.
+pub fn refuse(viewer: &mut impl Write, greeting: Greeting, reason: &str) -> Result<(), RfbError> {
+    let len = u32::try_from(reason.len()).unwrap_or(0).to_be_bytes();
+    if greeting.minor >= 7 {
+        viewer.write_all(&[0])?;
+    } else {
+        viewer.write_all(&0u32.to_be_bytes())?;
+    }
+    viewer.write_all(&len)?;
+    viewer.write_all(reason.as_bytes())?;
+    viewer.flush()?;
+    Ok(())
+}
+
+/// The rest of the handshake, passed through between a greeted `viewer` and `server`, with the
+/// security types cut down to None and VNC authentication. Returns what `ServerInit` said.
 pub fn handshake(
     viewer: &mut (impl Read + Write),
+    greeting: Greeting,
     server: &mut (impl Read + Write),
 ) -> Result<ServerInit, RfbError> {
     let version: [u8; 12] = read_n(server)?;
-    if &version[..4] != b"RFB " || version[11] != b'\n' {
+    let Some(server_minor) = minor_of(&version) else {
         return bad("the server sent no RFB version");
+    };
+    if server_minor < greeting.minor {
+        let reason = format!(
+            "the VNC server speaks only RFB 3.{server_minor}; connect with a viewer set to it"
+        );
+        refuse(viewer, greeting, &reason)?;
+        return bad(reason);
     }
-    viewer.write_all(&version)?;
-    let chosen: [u8; 12] = read_n(viewer)?;
-    if &chosen[..4] != b"RFB " || chosen[11] != b'\n' {
-        return bad("the viewer sent no RFB version");
-    }
+    let chosen = greeting.version;
     server.write_all(&chosen)?;
-    let minor = std::str::from_utf8(&chosen[8..11])
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(3);
+    let minor = greeting.minor;
     let security = if minor >= 7 {
         let [n] = read_n::<1>(server)?;
         if n == 0 {
@@ -209,73 +252,48 @@ pub fn handshake(
     })
 }
 
-/// A client message, whole.
+/// A viewer's message, framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    /// Passed on as these bytes; a new pixel format changes how updates are framed.
-    Forward {
-        bytes: Vec<u8>,
-        format: Option<PixelFormat>,
-    },
-    Pointer {
-        mask: u8,
-        x: u16,
-        y: u16,
-    },
+    /// Passed on: these bytes, then `body` more bytes copied straight from the viewer (cut
+    /// text, an encoding list), so that no viewer makes the proxy hold a large message.
+    Forward { head: Vec<u8>, body: u64 },
+    Pointer { mask: u8, x: u16, y: u16 },
 }
 
-/// Reads one client message. `SetEncodings` comes back already cut down to [`FRAMED`].
+/// Reads `N` bytes after the type byte `kind` into a message head.
+fn head_of<const N: usize>(r: &mut impl Read, kind: u8) -> Result<Vec<u8>, RfbError> {
+    let rest: [u8; N] = read_n(r)?;
+    let mut head = Vec::with_capacity(N + 1);
+    head.push(kind);
+    head.extend_from_slice(&rest);
+    Ok(head)
+}
+
+/// Reads one viewer message: every message RFC 6143 and QEMU's VNC server define. The viewer's
+/// `SetEncodings` passes unchanged: the server's stream is not framed, so the viewer may ask for
+/// any encoding the server has.
 pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage, RfbError> {
     let [kind] = read_n::<1>(r)?;
-    let forward = |bytes: Vec<u8>| {
-        Ok(ClientMessage::Forward {
-            bytes,
-            format: None,
-        })
-    };
+    let whole = |head: Vec<u8>| Ok(ClientMessage::Forward { head, body: 0 });
     match kind {
-        0 => {
-            let rest: [u8; 19] = read_n(r)?;
-            let format = PixelFormat::from_wire(&rest[3..])?;
-            let mut bytes = vec![0];
-            bytes.extend_from_slice(&rest);
-            Ok(ClientMessage::Forward {
-                bytes,
-                format: Some(format),
-            })
-        }
+        // SetPixelFormat.
+        0 => whole(head_of::<19>(r, kind)?),
+        // SetEncodings: padding, count, then four bytes an encoding.
         2 => {
-            let head: [u8; 3] = read_n(r)?;
-            let n = u16_of(&head, 1);
+            let head = head_of::<3>(r, kind)?;
+            let n = u16_of(&head, 2);
             if n > MAX_ENCODINGS {
                 return bad(format!("SetEncodings with {n} encodings"));
             }
-            let mut list = vec![0u8; usize::from(n) * 4];
-            r.read_exact(&mut list)?;
-            let kept: Vec<i32> = list
-                .chunks_exact(4)
-                .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .filter(|e| FRAMED.contains(e))
-                .collect();
-            let mut bytes = vec![2, 0];
-            bytes.extend_from_slice(&u16::try_from(kept.len()).unwrap_or(0).to_be_bytes());
-            for e in kept {
-                bytes.extend_from_slice(&e.to_be_bytes());
-            }
-            forward(bytes)
+            Ok(ClientMessage::Forward {
+                head,
+                body: u64::from(n) * 4,
+            })
         }
-        3 => {
-            let rest: [u8; 9] = read_n(r)?;
-            let mut bytes = vec![3];
-            bytes.extend_from_slice(&rest);
-            forward(bytes)
-        }
-        4 => {
-            let rest: [u8; 7] = read_n(r)?;
-            let mut bytes = vec![4];
-            bytes.extend_from_slice(&rest);
-            forward(bytes)
-        }
+        // FramebufferUpdateRequest, KeyEvent.
+        3 => whole(head_of::<9>(r, kind)?),
+        4 => whole(head_of::<7>(r, kind)?),
         5 => {
             let b: [u8; 5] = read_n(r)?;
             Ok(ClientMessage::Pointer {
@@ -284,78 +302,144 @@ pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage, RfbError>
                 y: u16_of(&b, 3),
             })
         }
+        // ClientCutText: padding, then a length; negative in the extended clipboard's form.
         6 => {
-            let head: [u8; 7] = read_n(r)?;
-            let len = u32_of(&head, 3);
+            let head = head_of::<7>(r, kind)?;
+            let len = i32::from_be_bytes([head[4], head[5], head[6], head[7]]).unsigned_abs();
             if len > MAX_TEXT {
                 return bad(format!("ClientCutText of {len} bytes"));
             }
-            let mut bytes = vec![6];
-            bytes.extend_from_slice(&head);
-            let start = bytes.len();
-            bytes.resize(start + usize::try_from(len).unwrap_or(0), 0);
-            r.read_exact(&mut bytes[start..])?;
-            forward(bytes)
+            Ok(ClientMessage::Forward {
+                head,
+                body: u64::from(len),
+            })
         }
+        // EnableContinuousUpdates.
+        150 => whole(head_of::<9>(r, kind)?),
+        // ClientFence: padding, flags, then a payload of at most 64 bytes.
+        248 => {
+            let head = head_of::<8>(r, kind)?;
+            let len = head[8];
+            if len > MAX_FENCE {
+                return bad(format!("a fence of {len} bytes"));
+            }
+            Ok(ClientMessage::Forward {
+                head,
+                body: u64::from(len),
+            })
+        }
+        // xvp.
+        250 => whole(head_of::<3>(r, kind)?),
+        // SetDesktopSize: padding, width, height, screens, padding, then 16 bytes a screen.
         251 => {
-            // SetDesktopSize: padding, width, height, screens, padding, then 16 bytes a screen.
-            let head: [u8; 7] = read_n(r)?;
-            let screens = head[5];
+            let head = head_of::<7>(r, kind)?;
+            let screens = head[6];
             if screens > MAX_SCREENS {
                 return bad(format!("SetDesktopSize with {screens} screens"));
             }
-            let mut bytes = vec![251];
-            bytes.extend_from_slice(&head);
-            let start = bytes.len();
-            bytes.resize(start + usize::from(screens) * 16, 0);
-            r.read_exact(&mut bytes[start..])?;
-            forward(bytes)
+            Ok(ClientMessage::Forward {
+                head,
+                body: u64::from(screens) * 16,
+            })
+        }
+        // QEMU's own: extended key events and audio.
+        255 => {
+            let [sub] = read_n::<1>(r)?;
+            let mut head = vec![kind, sub];
+            match sub {
+                0 => head.extend_from_slice(&read_n::<10>(r)?),
+                1 => {
+                    let op: [u8; 2] = read_n(r)?;
+                    head.extend_from_slice(&op);
+                    match u16::from_be_bytes(op) {
+                        0 | 1 => {}
+                        2 => head.extend_from_slice(&read_n::<6>(r)?),
+                        other => return bad(format!("QEMU audio operation {other}")),
+                    }
+                }
+                other => return bad(format!("QEMU client message {other}")),
+            }
+            whole(head)
         }
         other => bad(format!("client message type {other}")),
     }
 }
 
-/// Passes one server message from `r` to `w`, and returns the framebuffer size it sets, if it
-/// sets one.
-pub fn pass_server_message(
+/// The client's side of the handshake, for the proxy's own connection to a head: only a server
+/// that lets it in with no password (security None) can be watched.
+pub fn connect_as_client(server: &mut (impl Read + Write)) -> Result<ServerInit, RfbError> {
+    let version: [u8; 12] = read_n(server)?;
+    if minor_of(&version) != Some(8) {
+        return bad("the server does not speak RFB 3.8");
+    }
+    server.write_all(VERSION)?;
+    let [n] = read_n::<1>(server)?;
+    let mut types = vec![0u8; usize::from(n)];
+    server.read_exact(&mut types)?;
+    if !types.contains(&SECURITY_NONE) {
+        return bad(format!(
+            "the server wants a password (security types {types:?})"
+        ));
+    }
+    server.write_all(&[SECURITY_NONE])?;
+    if u32::from_be_bytes(read_n(server)?) != 0 {
+        return bad("the server refused a connection with no password");
+    }
+    // Shared: the viewers stay connected.
+    server.write_all(&[1])?;
+    let init: [u8; 24] = read_n(server)?;
+    let name_len = u32_of(&init, 20);
+    if name_len > MAX_TEXT {
+        return bad("an overlong desktop name");
+    }
+    io::copy(&mut server.take(u64::from(name_len)), &mut io::sink())?;
+    Ok(ServerInit {
+        width: u16_of(&init, 0),
+        height: u16_of(&init, 2),
+        format: PixelFormat::from_wire(&init[4..20])?,
+    })
+}
+
+/// The head watcher's requests: the encodings it frames, and an incremental update of one pixel,
+/// which the server answers when that pixel changes or the framebuffer's size does.
+pub fn watch_requests() -> Vec<u8> {
+    let mut b = vec![2, 0];
+    b.extend_from_slice(&u16::try_from(WATCHED.len()).unwrap_or(0).to_be_bytes());
+    for e in WATCHED {
+        b.extend_from_slice(&e.to_be_bytes());
+    }
+    b.extend_from_slice(&update_request());
+    b
+}
+
+/// An incremental FramebufferUpdateRequest for the pixel at the origin.
+pub fn update_request() -> [u8; 10] {
+    [3, 1, 0, 0, 0, 0, 0, 1, 0, 1]
+}
+
+/// Reads one server message on the watcher's connection, which asked only for [`WATCHED`], and
+/// returns the framebuffer size it sets, if it sets one.
+pub fn read_server_message(
     r: &mut impl Read,
-    w: &mut impl Write,
     format: PixelFormat,
 ) -> Result<Option<(u16, u16)>, RfbError> {
+    let w = &mut io::sink();
     let [kind] = read_n::<1>(r)?;
-    w.write_all(&[kind])?;
     match kind {
         0 => {
             let head: [u8; 3] = read_n(r)?;
-            w.write_all(&head)?;
             let rects = u16_of(&head, 1);
             let mut size = None;
             for _ in 0..rects {
                 let rect: [u8; 12] = read_n(r)?;
-                w.write_all(&rect)?;
                 let (width, height) = (u16_of(&rect, 4), u16_of(&rect, 6));
                 let area = u64::from(width) * u64::from(height);
                 let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
                 match encoding {
                     RAW => copy_n(r, w, area * format.bytes())?,
-                    COPY_RECT => copy_n(r, w, 4)?,
-                    ZRLE => {
-                        let len: [u8; 4] = read_n(r)?;
-                        let len32 = u32::from_be_bytes(len);
-                        if len32 > MAX_ZRLE {
-                            return bad(format!("a ZRLE rectangle of {len32} bytes"));
-                        }
-                        w.write_all(&len)?;
-                        copy_n(r, w, u64::from(len32))?;
-                    }
-                    CURSOR => {
-                        let mask = u64::from(width).div_ceil(8) * u64::from(height);
-                        copy_n(r, w, area * format.bytes() + mask)?;
-                    }
                     DESKTOP_SIZE => size = Some((width, height)),
                     EXTENDED_DESKTOP_SIZE => {
                         let head: [u8; 4] = read_n(r)?;
-                        w.write_all(&head)?;
                         if head[0] > MAX_SCREENS {
                             return bad(format!("{} screens", head[0]));
                         }
@@ -370,18 +454,16 @@ pub fn pass_server_message(
         }
         1 => {
             let head: [u8; 5] = read_n(r)?;
-            w.write_all(&head)?;
             copy_n(r, w, u64::from(u16_of(&head, 3)) * 6)?;
             Ok(None)
         }
         2 => Ok(None),
         3 => {
             let head: [u8; 7] = read_n(r)?;
-            let len = u32_of(&head, 3);
+            let len = i32::from_be_bytes([head[3], head[4], head[5], head[6]]).unsigned_abs();
             if len > MAX_TEXT {
                 return bad(format!("ServerCutText of {len} bytes"));
             }
-            w.write_all(&head)?;
             copy_n(r, w, u64::from(len))?;
             Ok(None)
         }
@@ -402,7 +484,9 @@ mod tests {
         let (mut server_side, mut server) = UnixStream::pair().unwrap();
         viewer.write_all(&viewer_says).unwrap();
         server.write_all(&server_says).unwrap();
-        let result = handshake(&mut viewer_side, &mut server_side).map_err(|e| e.to_string());
+        let result = greet(&mut viewer_side)
+            .and_then(|g| handshake(&mut viewer_side, g, &mut server_side))
+            .map_err(|e| e.to_string());
         drop((viewer_side, server_side));
         let (mut to_viewer, mut to_server) = (Vec::new(), Vec::new());
         viewer.read_to_end(&mut to_viewer).unwrap();
@@ -449,58 +533,69 @@ mod tests {
     }
 
     #[test]
-    fn updates_are_framed_through_and_size_changes_seen() {
-        let mut msg = vec![0, 0, 0, 3];
-        // A 2x1 raw rectangle at 32 bits per pixel, a copy, then a desktop size change.
+    fn the_watcher_frames_what_it_asked_for_and_sees_size_changes() {
+        let mut msg = vec![0, 0, 0, 2];
+        // A 2x1 raw rectangle at 32 bits per pixel, then a desktop size change.
         msg.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0]);
         msg.extend_from_slice(&[9; 8]);
-        msg.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 5, 0, 6]);
         msg.extend_from_slice(&[0, 0, 0, 0, 3, 32, 2, 88]);
         msg.extend_from_slice(&DESKTOP_SIZE.to_be_bytes());
-        let mut out = Vec::new();
-        let size = pass_server_message(
-            &mut msg.as_slice(),
-            &mut out,
-            PixelFormat { bits_per_pixel: 32 },
-        )
-        .unwrap();
-        assert_eq!(size, Some((800, 600)));
-        assert_eq!(out, msg, "passed through unchanged");
+        let format = PixelFormat { bits_per_pixel: 32 };
+        let mut r = msg.as_slice();
+        assert_eq!(read_server_message(&mut r, format).unwrap(), Some((800, 600)));
+        assert!(r.is_empty(), "read whole");
         // An encoding never asked for (Hextile) cannot be framed.
         let hextile = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 5];
-        assert!(
-            pass_server_message(
-                &mut hextile.as_slice(),
-                &mut Vec::new(),
-                PixelFormat { bits_per_pixel: 32 }
-            )
-            .is_err()
-        );
+        assert!(read_server_message(&mut hextile.as_slice(), format).is_err());
+        let asked = watch_requests();
+        assert_eq!(&asked[..4], &[2, 0, 0, 4]);
+        assert_eq!(&asked[asked.len() - 10..], &update_request());
     }
 
     #[test]
-    fn set_encodings_keeps_what_can_be_framed_and_pointer_events_are_taken_out() {
+    fn every_viewer_message_is_framed_and_set_encodings_passes_unchanged() {
         let mut msg = vec![2, 0, 0, 4];
-        for e in [5, RAW, -258, DESKTOP_SIZE] {
+        for e in [7, RAW, -258, DESKTOP_SIZE] {
             msg.extend_from_slice(&i32::to_be_bytes(e));
         }
         msg.extend_from_slice(&[5, 1, 0, 10, 0, 20]);
+        // Extended clipboard: a negative length.
+        msg.extend_from_slice(&[6, 0, 0, 0]);
+        msg.extend_from_slice(&(-3i32).to_be_bytes());
+        msg.extend_from_slice(b"abc");
+        // QEMU's extended key event, audio enable and audio format.
+        msg.extend_from_slice(&[255, 0, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 30]);
+        msg.extend_from_slice(&[255, 1, 0, 0]);
+        msg.extend_from_slice(&[255, 1, 0, 2, 3, 2, 0, 0, 0xac, 0x44]);
+        // A fence with a 2-byte payload; continuous updates.
+        msg.extend_from_slice(&[248, 0, 0, 0, 0, 0, 0, 1, 2, 7, 7]);
+        msg.extend_from_slice(&[150, 1, 0, 0, 0, 0, 1, 0, 1, 0]);
         let mut r = msg.as_slice();
-        let ClientMessage::Forward { bytes, .. } = read_client_message(&mut r).unwrap() else {
-            panic!("not forwarded");
-        };
-        let mut want = vec![2, 0, 0, 2];
-        want.extend_from_slice(&RAW.to_be_bytes());
-        want.extend_from_slice(&DESKTOP_SIZE.to_be_bytes());
-        assert_eq!(bytes, want);
-        assert_eq!(
-            read_client_message(&mut r).unwrap(),
-            ClientMessage::Pointer {
-                mask: 1,
-                x: 10,
-                y: 20
+        let mut passed = Vec::new();
+        let mut pointers = Vec::new();
+        while !r.is_empty() {
+            match read_client_message(&mut r).unwrap() {
+                ClientMessage::Forward { head, body } => {
+                    passed.extend_from_slice(&head);
+                    let (b, rest) = r.split_at(usize::try_from(body).unwrap());
+                    passed.extend_from_slice(b);
+                    r = rest;
+                }
+                ClientMessage::Pointer { mask, x, y } => pointers.push((mask, x, y)),
             }
-        );
-        assert!(read_client_message(&mut [99u8].as_slice()).is_err());
+        }
+        let mut want = msg.clone();
+        want.drain(20..26);
+        assert_eq!(passed, want, "everything but the pointer, unchanged");
+        assert_eq!(pointers, [(1, 10, 20)]);
+        for bad in [
+            &[99u8][..],
+            &[255, 9],
+            &[255, 1, 0, 7],
+            &[248, 0, 0, 0, 0, 0, 0, 1, 65],
+            &[6, 0, 0, 0, 0x80, 0, 0, 0],
+        ] {
+            assert!(read_client_message(&mut &bad[..]).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,0 +1,330 @@
+//! `pvmouse-vnc`, the binary, against hostile and careless use of its front door: silent
+//! connections, too many viewers, a viewer that pins memory with a message it never finishes, a
+//! listen path that is not a socket, heads files that never end, and a head the backend lacks.
+//! The VNC server behind it is a small RFB server of the test's own that counts what reaches it.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use vhost_user_pvmouse::testing::ControlBackend;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pvmouse-vnc");
+
+/// An RFB server with no password that counts the connections it accepted, and keeps each open
+/// reading until its client goes.
+struct Upstream {
+    path: PathBuf,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start(dir: &Path) -> Self {
+        let path = dir.join("upstream.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut version = [0u8; 12];
+                    let mut one = [0u8; 1];
+                    let _ = s.write_all(b"RFB 003.008\n");
+                    let _ = s.read_exact(&mut version);
+                    let _ = s.write_all(&[1, 1]);
+                    let _ = s.read_exact(&mut one);
+                    let _ = s.write_all(&0u32.to_be_bytes());
+                    let _ = s.read_exact(&mut one);
+                    let mut init = vec![2, 128, 1, 224, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255];
+                    init.extend_from_slice(&[16, 8, 0, 0, 0, 0, 0, 0, 0, 4]);
+                    init.extend_from_slice(b"fake");
+                    let _ = s.write_all(&init);
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                });
+            }
+        });
+        Self { path, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// `pvmouse-vnc` on one head, killed when dropped; its log is in `log`.
+struct Front {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Front {
+    fn start(dir: &Path, upstream: &Upstream, control: &Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("pvmouse-vnc-{port}.log"));
+        let child = Command::new(BIN)
+            .arg("--control")
+            .arg(control)
+            .arg("--head")
+            .arg(format!("0=tcp:127.0.0.1:{port},unix:{}", upstream.path.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let front = Self { child, port, log };
+        wait_until("the head ready and watched", Duration::from_secs(10), || {
+            front.log().contains("following the head's size")
+        });
+        front
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// A viewer through the whole handshake, up to and with `ServerInit`.
+    fn viewer(&self) -> TcpStream {
+        let mut s = self.connect();
+        let mut version = [0u8; 12];
+        s.read_exact(&mut version).unwrap();
+        s.write_all(b"RFB 003.008\n").unwrap();
+        let mut n = [0u8; 1];
+        s.read_exact(&mut n).unwrap();
+        assert_eq!(n[0], 1, "{}", self.log());
+        let mut types = [0u8; 1];
+        s.read_exact(&mut types).unwrap();
+        s.write_all(&[1]).unwrap();
+        let mut result = [0u8; 4];
+        s.read_exact(&mut result).unwrap();
+        s.write_all(&[1]).unwrap();
+        let mut init = [0u8; 28];
+        s.read_exact(&mut init).unwrap();
+        assert_eq!(&init[24..], b"fake");
+        s
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Upstream, ControlBackend, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path());
+    let control = dir.path().join("control.sock");
+    let backend = ControlBackend::start(&control).unwrap();
+    (dir, upstream, backend, control)
+}
+
+#[test]
+fn silent_connections_reach_nothing_upstream_and_are_closed_at_the_deadline() {
+    let (dir, upstream, _backend, control) = setup();
+    let front = Front::start(dir.path(), &upstream, &control, &[]);
+    // The watcher's own connection.
+    assert_eq!(upstream.accepted(), 1);
+    let start = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| front.connect()).collect();
+    // A viewer that speaks is served beside them.
+    let mut viewer = front.viewer();
+    assert_eq!(upstream.accepted(), 2, "only the speaking viewer went upstream");
+    viewer.write_all(&[3, 0, 0, 0, 0, 0, 0, 1, 0, 1]).unwrap();
+    // Each silent connection got the version, then nothing, then the end at the deadline.
+    for s in &mut silent {
+        let mut version = [0u8; 12];
+        s.read_exact(&mut version).unwrap();
+        let mut rest = [0u8; 1];
+        assert!(matches!(s.read(&mut rest), Ok(0) | Err(_)));
+    }
+    let waited = start.elapsed();
+    println!("20 silent connections closed after {waited:?}");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(15)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(upstream.accepted(), 2, "{}", front.log());
+}
+
+#[test]
+fn the_viewer_after_the_last_place_is_told_why() {
+    let (dir, upstream, _backend, control) = setup();
+    let front = Front::start(dir.path(), &upstream, &control, &["--max-viewers", "2"]);
+    let _served = [front.viewer(), front.viewer()];
+    let mut third = front.connect();
+    let mut version = [0u8; 12];
+    third.read_exact(&mut version).unwrap();
+    third.write_all(b"RFB 003.008\n").unwrap();
+    let mut refusal = Vec::new();
+    let _ = third.read_to_end(&mut refusal);
+    assert_eq!(refusal.first(), Some(&0), "no security types: a refusal");
+    let reason = String::from_utf8_lossy(&refusal[5..]).into_owned();
+    println!("the third viewer was told: {reason}");
+    assert!(reason.contains("at most 2 viewers"), "{reason}");
+    assert_eq!(upstream.accepted(), 3, "the refused viewer went nowhere");
+    // A place freed is a place taken.
+    drop(_served);
+    wait_until("a place to free", Duration::from_secs(10), || {
+        std::panic::catch_unwind(|| front.viewer()).is_ok()
+    });
+}
+
+#[test]
+fn viewers_that_never_finish_a_long_message_pin_no_memory() {
+    let (dir, upstream, _backend, control) = setup();
+    let front = Front::start(dir.path(), &upstream, &control, &["--max-viewers", "200"]);
+    let before = front.rss_kib();
+    // Each claims 1 MiB of cut text and sends 8 bytes of it.
+    let viewers: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut v = front.viewer();
+            v.write_all(&[6, 0, 0, 0, 0, 0x10, 0, 0]).unwrap();
+            v.write_all(b"12345678").unwrap();
+            v
+        })
+        .collect();
+    wait_until("every viewer upstream", Duration::from_secs(20), || {
+        upstream.accepted() == 101
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after = front.rss_kib();
+    println!(
+        "100 viewers, each 8 bytes into a 1 MiB cut text: RSS {before} KiB -> {after} KiB"
+    );
+    assert!(
+        after - before < 16 * 1024,
+        "{} KiB for 100 viewers",
+        after - before
+    );
+    drop(viewers);
+}
+
+#[test]
+fn the_listen_path_must_be_a_socket_and_becomes_the_users_alone() {
+    let (dir, upstream, _backend, control) = setup();
+    let listen = dir.path().join("vnc.sock");
+    std::fs::write(&listen, "precious").unwrap();
+    let run = |umask: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .arg("--control")
+            .arg(&control)
+            .arg("--head")
+            .arg(format!(
+                "0=unix:{},unix:{}",
+                listen.display(),
+                upstream.path.display()
+            ))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = run("000").wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    println!("{said}");
+    assert!(!out.status.success());
+    assert!(said.contains("not a socket"), "{said}");
+    assert_eq!(std::fs::read_to_string(&listen).unwrap(), "precious");
+    std::fs::remove_file(&listen).unwrap();
+    let mut child = run("000");
+    wait_until("the socket", Duration::from_secs(10), || listen.exists());
+    let mode = std::fs::metadata(&listen).unwrap().permissions().mode() & 0o777;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(mode, 0o600, "under umask 000");
+    assert!(UnixStream::connect(&listen).is_err(), "gone with its process");
+}
+
+#[test]
+fn a_heads_file_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let (dir, _upstream, _backend, control) = setup();
+    let fifo = dir.path().join("heads.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big");
+    std::fs::write(&big, "# x\n".repeat(20_000)).unwrap();
+    for (file, why) in [
+        (PathBuf::from("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "larger than"),
+    ] {
+        let start = Instant::now();
+        let out = Command::new(BIN)
+            .arg("--control")
+            .arg(&control)
+            .arg("--heads-file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        println!("{}: {said}", file.display());
+        assert_eq!(out.status.code(), Some(2));
+        assert!(said.contains(why), "{said}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_head_whose_display_the_backend_lacks_is_refused_at_start() {
+    let (dir, upstream, _backend, control) = setup();
+    let out = Command::new(BIN)
+        .arg("--control")
+        .arg(&control)
+        .arg("--head")
+        .arg(format!(
+            "5=tcp:127.0.0.1:{},unix:{}",
+            free_port(),
+            upstream.path.display()
+        ))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    println!("{said}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(said.contains("backend has 2 display"), "{said}");
+    drop(dir);
+}
