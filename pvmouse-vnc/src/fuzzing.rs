@@ -19,7 +19,9 @@ pub fn vnc_messages(data: &[u8]) {
             };
             match m {
                 ClientMessage::Forward { head, body } => {
-                    let Ok(body) = usize::try_from(body) else { break };
+                    let Ok(body) = usize::try_from(body) else {
+                        break;
+                    };
                     if body > input.len() {
                         break;
                     }

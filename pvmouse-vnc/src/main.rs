@@ -64,7 +64,10 @@ fn read_heads_file(path: &Path) -> Result<Vec<Head>, String> {
         if line.is_empty() {
             continue;
         }
-        heads.push(line.parse().map_err(|e| format!("{shown}, line {}: {e}", n + 1))?);
+        heads.push(
+            line.parse()
+                .map_err(|e| format!("{shown}, line {}: {e}", n + 1))?,
+        );
     }
     Ok(heads)
 }

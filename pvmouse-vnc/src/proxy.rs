@@ -285,7 +285,9 @@ impl<'a> Counted<'a> {
     /// Takes a place if fewer than `max` are taken.
     fn take(counter: &'a AtomicUsize, max: usize) -> Option<Self> {
         counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Self(counter))
     }
@@ -429,11 +431,19 @@ fn watch(head: &Head, state: &HeadState) {
         };
         state.set_size(None);
         if error.contains("wants a password") {
-            tracing::info!(display = head.display, "not following resizes of {}: {error}; positions use the size each viewer was told when it connected", head.upstream);
+            tracing::info!(
+                display = head.display,
+                "not following resizes of {}: {error}; positions use the size each viewer was told when it connected",
+                head.upstream
+            );
             return;
         }
         if error != last_error {
-            tracing::info!(display = head.display, "watching {}: {error}; trying again every 2 s", head.upstream);
+            tracing::info!(
+                display = head.display,
+                "watching {}: {error}; trying again every 2 s",
+                head.upstream
+            );
             last_error = error;
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -446,12 +456,22 @@ fn watch_once(head: &Head, state: &HeadState) -> Result<std::convert::Infallible
     let init = rfb::connect_as_client(&mut server)?;
     server.set_read_timeout(None)?;
     state.set_size(Some((init.width, init.height)));
-    tracing::info!(display = head.display, width = init.width, height = init.height, "following the head's size");
+    tracing::info!(
+        display = head.display,
+        width = init.width,
+        height = init.height,
+        "following the head's size"
+    );
     server.write_all(&rfb::watch_requests())?;
     let mut from = BufReader::new(server.try_clone()?);
     loop {
         if let Some(size) = rfb::read_server_message(&mut from, init.format)? {
-            tracing::info!(display = head.display, width = size.0, height = size.1, "framebuffer size changed");
+            tracing::info!(
+                display = head.display,
+                width = size.0,
+                height = size.1,
+                "framebuffer size changed"
+            );
             state.set_size(Some(size));
         }
         server.write_all(&rfb::update_request())?;
@@ -466,7 +486,10 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; not replacing it", path.display()),
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                ),
             ));
         }
         Ok(_) if UnixStream::connect(path).is_ok() => {

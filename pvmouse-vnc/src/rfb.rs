@@ -110,8 +110,14 @@ fn minor_of(version: &[u8; 12]) -> Option<u32> {
     if &version[..4] != b"RFB " || version[7] != b'.' || version[11] != b'\n' {
         return None;
     }
-    let major = std::str::from_utf8(&version[4..7]).ok()?.parse::<u32>().ok()?;
-    let minor = std::str::from_utf8(&version[8..11]).ok()?.parse::<u32>().ok()?;
+    let major = std::str::from_utf8(&version[4..7])
+        .ok()?
+        .parse::<u32>()
+        .ok()?;
+    let minor = std::str::from_utf8(&version[8..11])
+        .ok()?
+        .parse::<u32>()
+        .ok()?;
     Some(match (major, minor) {
         (3, 7) => 7,
         (3, m) if m >= 8 => 8,
@@ -125,9 +131,8 @@ pub fn greet(viewer: &mut (impl Read + Write)) -> Result<Greeting, RfbError> {
     viewer.write_all(VERSION)?;
     viewer.flush()?;
     let version: [u8; 12] = read_n(viewer)?;
-    let minor = minor_of(&version).ok_or_else(|| {
-        RfbError::Protocol("the viewer sent no RFB version".into())
-    })?;
+    let minor = minor_of(&version)
+        .ok_or_else(|| RfbError::Protocol("the viewer sent no RFB version".into()))?;
     Ok(Greeting { version, minor })
 }
 
@@ -257,8 +262,15 @@ pub fn handshake(
 pub enum ClientMessage {
     /// Passed on: these bytes, then `body` more bytes copied straight from the viewer (cut
     /// text, an encoding list), so that no viewer makes the proxy hold a large message.
-    Forward { head: Vec<u8>, body: u64 },
-    Pointer { mask: u8, x: u16, y: u16 },
+    Forward {
+        head: Vec<u8>,
+        body: u64,
+    },
+    Pointer {
+        mask: u8,
+        x: u16,
+        y: u16,
+    },
 }
 
 /// Reads `N` bytes after the type byte `kind` into a message head.
@@ -542,7 +554,10 @@ mod tests {
         msg.extend_from_slice(&DESKTOP_SIZE.to_be_bytes());
         let format = PixelFormat { bits_per_pixel: 32 };
         let mut r = msg.as_slice();
-        assert_eq!(read_server_message(&mut r, format).unwrap(), Some((800, 600)));
+        assert_eq!(
+            read_server_message(&mut r, format).unwrap(),
+            Some((800, 600))
+        );
         assert!(r.is_empty(), "read whole");
         // An encoding never asked for (Hextile) cannot be framed.
         let hextile = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 5];

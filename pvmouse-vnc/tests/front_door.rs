@@ -99,16 +99,21 @@ impl Front {
             .arg("--control")
             .arg(control)
             .arg("--head")
-            .arg(format!("0=tcp:127.0.0.1:{port},unix:{}", upstream.path.display()))
+            .arg(format!(
+                "0=tcp:127.0.0.1:{port},unix:{}",
+                upstream.path.display()
+            ))
             .args(args)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let front = Self { child, port, log };
-        wait_until("the head ready and watched", Duration::from_secs(10), || {
-            front.log().contains("following the head's size")
-        });
+        wait_until(
+            "the head ready and watched",
+            Duration::from_secs(10),
+            || front.log().contains("following the head's size"),
+        );
         front
     }
 
@@ -171,7 +176,11 @@ fn silent_connections_reach_nothing_upstream_and_are_closed_at_the_deadline() {
     let mut silent: Vec<TcpStream> = (0..20).map(|_| front.connect()).collect();
     // A viewer that speaks is served beside them.
     let mut viewer = front.viewer();
-    assert_eq!(upstream.accepted(), 2, "only the speaking viewer went upstream");
+    assert_eq!(
+        upstream.accepted(),
+        2,
+        "only the speaking viewer went upstream"
+    );
     viewer.write_all(&[3, 0, 0, 0, 0, 0, 0, 1, 0, 1]).unwrap();
     // Each silent connection got the version, then nothing, then the end at the deadline.
     for s in &mut silent {
@@ -231,9 +240,7 @@ fn viewers_that_never_finish_a_long_message_pin_no_memory() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let after = front.rss_kib();
-    println!(
-        "100 viewers, each 8 bytes into a 1 MiB cut text: RSS {before} KiB -> {after} KiB"
-    );
+    println!("100 viewers, each 8 bytes into a 1 MiB cut text: RSS {before} KiB -> {after} KiB");
     assert!(
         after - before < 16 * 1024,
         "{} KiB for 100 viewers",
@@ -277,14 +284,23 @@ fn the_listen_path_must_be_a_socket_and_becomes_the_users_alone() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(mode, 0o600, "under umask 000");
-    assert!(UnixStream::connect(&listen).is_err(), "gone with its process");
+    assert!(
+        UnixStream::connect(&listen).is_err(),
+        "gone with its process"
+    );
 }
 
 #[test]
 fn a_heads_file_that_is_not_a_small_regular_file_is_refused_at_once() {
     let (dir, _upstream, _backend, control) = setup();
     let fifo = dir.path().join("heads.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let big = dir.path().join("big");
     std::fs::write(&big, "# x\n".repeat(20_000)).unwrap();
     for (file, why) in [

@@ -69,6 +69,25 @@ pub fn ensure_host_packages() -> Result<(), AssetError> {
     .map_err(|e| fail("host packages", e))
 }
 
+/// Debian's Chromium, noVNC and websockify, and playwright-core to drive Chromium, through the
+/// project's installer (`scripts/install-browser-deps`). Returns the `node_modules` folder the
+/// browser script needs on `NODE_PATH`. Missing any of them is a failure, never a skip.
+pub fn ensure_browser_tools() -> Result<PathBuf, AssetError> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let script = workspace_root().join("scripts/install-browser-deps");
+        run(
+            "installing Chromium, noVNC, websockify and playwright-core",
+            &mut Command::new(&script),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| fail("browser tools", e))?;
+    Ok(workspace_root().join("target/browser-tools/node_modules"))
+}
+
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub backend: PathBuf,
