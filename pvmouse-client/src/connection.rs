@@ -16,6 +16,9 @@ use crate::{Error, RecordStream, Result};
 /// backend answers at once; this is for a server that hangs.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a write may wait for the backend to take it (spec/control.md, "Clients").
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A negotiated QMP connection to pvmouse's control socket (or to QEMU's monitor).
 #[derive(Debug)]
 pub struct Connection {
@@ -57,18 +60,33 @@ impl Connection {
         }
     }
 
+    /// [`connect`](Self::connect), giving up on a greeting or reply not read within `timeout`
+    /// (later replies keep it too): a check that must not hang on a hung backend.
+    pub fn connect_timeout(path: &Path, timeout: Duration) -> Result<Self> {
+        let mut c = Self::greeted_within(path, timeout)?;
+        c.execute(name::QMP_CAPABILITIES, json!({}))?;
+        Ok(c)
+    }
+
     /// Connects and reads the greeting, but does not negotiate: for tests of the protocol's
     /// own rules, which send things a client should not.
     pub fn greeted(path: &Path) -> Result<Self> {
+        Self::greeted_within(path, DEFAULT_REPLY_TIMEOUT)
+    }
+
+    fn greeted_within(path: &Path, timeout: Duration) -> Result<Self> {
         let stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(DEFAULT_REPLY_TIMEOUT))?;
+        stream.set_read_timeout(Some(timeout))?;
+        // A backend that stops reading (hung, or stopped) fails a write after this long instead
+        // of holding the caller for ever (spec/control.md).
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut c = Self {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
             greeting: Value::Null,
             greeting_line: String::new(),
             events: VecDeque::new(),
-            timeout: DEFAULT_REPLY_TIMEOUT,
+            timeout,
             line: String::with_capacity(256),
         };
         let greeting = c.read_value()?;

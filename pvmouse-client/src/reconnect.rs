@@ -43,7 +43,9 @@ pub struct Outage {
 
 /// A record stream on `path`, connected on demand and again after every failure. On each new
 /// connection the caller's whole pointer state is sent first, answered, so that motion written
-/// to a connection that broke is not missed and a held button stays held.
+/// to a connection that broke is not missed and a held button stays held. So it is, too, before
+/// the record after one that changed buttons and was refused or dropped: the caller has moved on
+/// to a state the backend has not taken, and only the whole state puts the two level again.
 #[derive(Debug)]
 pub struct Reconnecting {
     path: PathBuf,
@@ -51,6 +53,9 @@ pub struct Reconnecting {
     stream: Option<RecordStream>,
     /// Since when the socket has been unreachable, and why.
     down: Option<(Instant, Error)>,
+    /// Buttons a refused or dropped record changed: the next try sends the whole state first,
+    /// these buttons included (up or down as the state has them).
+    resync: u8,
 }
 
 impl Reconnecting {
@@ -62,6 +67,7 @@ impl Reconnecting {
             patience,
             stream: None,
             down: None,
+            resync: 0,
         }
     }
 
@@ -72,6 +78,18 @@ impl Reconnecting {
     /// Sends `record`; `state` is everything the caller has set, this record included (a
     /// record with every field set, as `PointerRouter::state` gives it).
     pub fn send(&mut self, record: &Record, state: &Record) -> Sent {
+        let sent = self.deliver(record, state);
+        let lost = match &sent {
+            Sent::Delivered { refused, .. } => refused.is_some(),
+            Sent::Dropped { .. } => true,
+        };
+        if lost {
+            self.resync |= record.buttons_set;
+        }
+        sent
+    }
+
+    fn deliver(&mut self, record: &Record, state: &Record) -> Sent {
         // The clock is read only once something fails: the usual record costs one write.
         let mut waiting_since = None;
         let mut outage_began = false;
@@ -117,18 +135,28 @@ impl Reconnecting {
         state: &Record,
     ) -> Result<(Option<Error>, Option<Error>), Error> {
         let mut state_refused = None;
+        let answered = Record {
+            answer: true,
+            buttons_set: state.buttons_set | self.resync,
+            buttons_down: state.buttons_down,
+            ..*state
+        };
         let stream = match &mut self.stream {
-            Some(s) => s,
+            Some(s) => {
+                if self.resync != 0 {
+                    state_refused = refusal(s.send(&answered))?;
+                }
+                s
+            }
             None => {
                 let mut s = Connection::connect(&self.path)?.into_stream()?;
-                let answered = Record {
-                    answer: true,
-                    ..*state
-                };
                 state_refused = refusal(s.send(&answered))?;
                 self.stream.insert(s)
             }
         };
+        if state_refused.is_none() {
+            self.resync = 0;
+        }
         let refused = refusal(stream.send(record))?;
         Ok((refused, state_refused))
     }
@@ -140,5 +168,64 @@ fn refusal(result: crate::Result<()>) -> Result<Option<Error>, Error> {
         Ok(()) => Ok(None),
         Err(e) if !e.is_connection_lost() => Ok(Some(e)),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvmouse_spec::profile::Button;
+    use vhost_user_pvmouse::testing::ControlBackend;
+
+    #[test]
+    fn a_refused_release_is_made_good_by_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let backend = ControlBackend::start(&path).unwrap();
+        let mut stream = Reconnecting::new(&path, Duration::from_secs(5));
+        let left = Button::Left.bit();
+        let at = |display, down| Record {
+            display: Some(display),
+            x: Some(100),
+            y: Some(100),
+            buttons_set: left,
+            buttons_down: if down { left } else { 0 },
+            answer: true,
+            ..Record::default()
+        };
+        let delivered = |s: Sent| matches!(s, Sent::Delivered { refused: None, .. });
+        assert!(delivered(stream.send(&at(0, true), &at(0, true))));
+        assert_eq!(backend.pointer().2, left);
+        // The release names a display the backend lacks: refused, and the button stays down.
+        let up = at(0, false);
+        let refused = stream.send(&at(9, false), &up);
+        assert!(
+            matches!(
+                refused,
+                Sent::Delivered {
+                    refused: Some(_),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(backend.pointer().2, left);
+        // The next record, motion only, brings the whole state first: the button is let go.
+        let motion = Record {
+            display: Some(0),
+            x: Some(200),
+            y: Some(200),
+            ..Record::default()
+        };
+        assert!(delivered(stream.send(
+            &motion,
+            &Record {
+                x: Some(200),
+                y: Some(200),
+                buttons_set: 0,
+                ..up
+            }
+        )));
+        assert_eq!(backend.pointer(), (0, Some(200), 0));
     }
 }
