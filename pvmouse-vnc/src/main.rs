@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use pvmouse_vnc::proxy::{DEFAULT_MAX_VIEWERS, Head, listen};
 
+/// How long the check of the heads against the backend waits for it at start.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The largest heads file read: 16 heads take well under 2 KiB.
 const MAX_HEADS_FILE: u64 = 64 * 1024;
 
@@ -75,13 +78,15 @@ fn read_heads_file(path: &Path) -> Result<Vec<Head>, String> {
 /// Refuses a head whose display the backend does not have, when the backend answers now: every
 /// click on it would be refused. A backend not running yet is waited for by each viewer.
 fn check_displays(control: &Path, heads: &[Head]) -> Result<(), String> {
-    let Ok(mut connection) = pvmouse_client::Connection::connect(control) else {
-        tracing::warn!(control = %control.display(), "the backend's control socket does not answer yet; heads are checked by use");
-        return Ok(());
+    let answer = pvmouse_client::Connection::connect_timeout(control, CHECK_WAIT)
+        .and_then(|mut c| c.status());
+    let status = match answer {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::warn!(control = %control.display(), "the backend's control socket does not answer now ({e}); heads are checked by use");
+            return Ok(());
+        }
     };
-    let status = connection
-        .status()
-        .map_err(|e| format!("{}: query-pvmouse: {e}", control.display()))?;
     match heads.iter().find(|h| h.display >= status.displays) {
         Some(h) => Err(format!(
             "head {} is display {}, but the backend has {} display(s)",

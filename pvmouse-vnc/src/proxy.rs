@@ -14,6 +14,7 @@ use pvmouse_client::{Reconnecting, Sent};
 use pvmouse_spec::profile::MAX_DISPLAYS;
 use pvmouse_spec::stream::Record;
 
+use crate::delivery::Delivery;
 use crate::pointer::PointerRouter;
 use crate::rfb::{self, ClientMessage, RfbError};
 
@@ -181,14 +182,21 @@ impl Write for Duplex<'_> {
 }
 
 /// pvmouse's control socket, as one viewer uses it: a [`Reconnecting`] record stream, and the
-/// log lines that tell an operator about refusals and outages.
+/// log lines that tell an operator about refusals and outages, at most one every
+/// [`LOG_EVERY`] for refusals and drops, with a count of the rest.
 #[derive(Debug)]
 pub struct Control {
     stream: Reconnecting,
     peer: String,
     /// The current outage has been reported, so that it is logged once, and its end.
     outage_logged: bool,
+    /// When a refusal or drop was last logged, and how many were not since.
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
 }
+
+/// Refusals and drops are logged at most this often per viewer.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a viewer's pointer event waits for the control socket to come back before it is
 /// dropped (and counted in the log).
@@ -200,7 +208,29 @@ impl Control {
             stream: Reconnecting::new(path, CONTROL_WAIT),
             peer: peer.to_owned(),
             outage_logged: false,
+            last_logged: None,
+            unlogged: 0,
         }
+    }
+
+    /// Logs `what` unless a line was logged less than [`LOG_EVERY`] ago; says how many were
+    /// not.
+    fn quietly(&mut self, what: std::fmt::Arguments<'_>) {
+        if self.last_logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.unlogged);
+        tracing::warn!(viewer = %self.peer, "{what} ({more} more since the last such line)");
+        self.last_logged = Some(std::time::Instant::now());
+    }
+
+    /// Records the delivery queue dropped, being full.
+    pub fn note_dropped(&mut self, n: u64) {
+        self.quietly(format_args!(
+            "{n} pointer events dropped: more than {} waited for the control socket",
+            crate::delivery::MAX_WAITING
+        ));
     }
 
     /// Sends a record; while the socket is away, waits for it (up to [`CONTROL_WAIT`]), and
@@ -226,10 +256,12 @@ impl Control {
                     tracing::info!(viewer = %peer, "pvmouse control socket back after {:?}", outage.lasted);
                 }
                 if let Some(error) = state_refused {
-                    tracing::warn!(viewer = %peer, "pvmouse refused this viewer's pointer state: {error}");
+                    self.quietly(format_args!(
+                        "pvmouse refused this viewer's pointer state: {error}"
+                    ));
                 }
                 if let Some(error) = refused {
-                    tracing::warn!(viewer = %peer, "pvmouse refused a pointer event: {error}");
+                    self.quietly(format_args!("pvmouse refused a pointer event: {error}"));
                 }
             }
             Sent::Dropped {
@@ -240,7 +272,9 @@ impl Control {
                     waiting(&error);
                     self.outage_logged = true;
                 }
-                tracing::warn!(viewer = %peer, "pointer event dropped after {CONTROL_WAIT:?} without the control socket");
+                self.quietly(format_args!(
+                    "pointer event dropped after {CONTROL_WAIT:?} without the control socket"
+                ));
             }
         }
     }
@@ -385,7 +419,7 @@ fn proxy(
 
     // Viewer to server, here: pointer events go to pvmouse instead.
     let mut router = PointerRouter::new(head.display);
-    let mut control = Control::new(control, peer);
+    let delivery = Delivery::start(Control::new(control, peer))?;
     let mut from = BufReader::new(viewer.try_clone()?);
     let own_size = (init.width, init.height);
     let result = loop {
@@ -394,7 +428,7 @@ fn proxy(
                 // The watcher follows the head's size; without it, the size this viewer was told.
                 let size = state.size().unwrap_or(own_size);
                 let record = router.record(mask, x, y, size);
-                control.send(&record, &router.state());
+                delivery.send(record, router.state());
             }
             Ok(ClientMessage::Forward { head, body }) => {
                 let sent = server
@@ -410,8 +444,9 @@ fn proxy(
     };
     // A viewer gone mid-drag must not leave its buttons held for everyone else.
     if let Some(release) = router.release() {
-        control.send(&release, &router.state());
+        delivery.send(release, router.state());
     }
+    delivery.finish();
     server.shutdown();
     viewer.shutdown();
     let _ = down.join();

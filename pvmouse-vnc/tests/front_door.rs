@@ -49,7 +49,29 @@ impl Upstream {
                     init.extend_from_slice(&[16, 8, 0, 0, 0, 0, 0, 0, 0, 4]);
                     init.extend_from_slice(b"fake");
                     let _ = s.write_all(&init);
-                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                    // Answers each update request with an empty update; reads the rest.
+                    let mut kind = [0u8; 1];
+                    while s.read_exact(&mut kind).is_ok() {
+                        let ok = match kind[0] {
+                            2 => {
+                                let mut head = [0u8; 3];
+                                s.read_exact(&mut head).is_ok() && {
+                                    let n = u16::from_be_bytes([head[1], head[2]]);
+                                    let mut list = vec![0u8; usize::from(n) * 4];
+                                    s.read_exact(&mut list).is_ok()
+                                }
+                            }
+                            3 => {
+                                let mut rest = [0u8; 9];
+                                s.read_exact(&mut rest).is_ok()
+                                    && s.write_all(&[0, 0, 0, 0]).is_ok()
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            let _ = std::io::copy(&mut s, &mut std::io::sink());
+                        }
+                    }
                 });
             }
         });
@@ -343,4 +365,45 @@ fn a_head_whose_display_the_backend_lacks_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(said.contains("backend has 2 display"), "{said}");
     drop(dir);
+}
+
+#[test]
+fn a_hung_backend_never_stops_the_picture() {
+    let (dir, upstream, _backend, _) = setup();
+    // A control socket that accepts and never says a word: a backend hung or stopped.
+    let hung = dir.path().join("hung.sock");
+    let listener = UnixListener::bind(&hung).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for s in listener.incoming().take(4) {
+            kept.push(s);
+        }
+        kept
+    });
+    let front = Front::start(dir.path(), &upstream, &hung, &[]);
+    let mut viewer = front.viewer();
+    let mut reader = viewer.try_clone().unwrap();
+    let start = Instant::now();
+    // 20 pointer events, each followed by an update request, at 20 Hz.
+    for i in 0..20u16 {
+        viewer
+            .write_all(&[5, 1, 0, 10, 0, u8::try_from(i).unwrap()])
+            .unwrap();
+        viewer.write_all(&[3, 1, 0, 0, 0, 0, 0, 1, 0, 1]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut updates = 0;
+    let mut update = [0u8; 4];
+    reader
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    while updates < 20 && reader.read_exact(&mut update).is_ok() {
+        updates += 1;
+    }
+    let took = start.elapsed();
+    println!("with the backend hung: {updates} of 20 updates in {took:?}");
+    assert_eq!(updates, 20, "{}", front.log());
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    drop(front);
+    drop(held);
 }
