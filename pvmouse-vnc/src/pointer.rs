@@ -123,9 +123,112 @@ impl PointerRouter {
     }
 }
 
+/// One head's pointer, as all its viewers share it: the device has one pointer per display, so a
+/// button is down while any viewer holds it, and let go when the last one does. Every viewer's
+/// records pass through here, in one order, on their way to the head's one control connection.
+#[derive(Debug)]
+pub struct HeadPointer {
+    display: u8,
+    /// How many viewers hold each button, by bit of [`Button::bit`].
+    holders: [u32; 8],
+    position: Option<(u16, u16)>,
+}
+
+impl HeadPointer {
+    pub fn new(display: u8) -> Self {
+        Self {
+            display,
+            holders: [0; 8],
+            position: None,
+        }
+    }
+
+    /// A viewer's record as the head's, with the head's whole state after it: a press kept only
+    /// if it is the button's first holder, a release only if it is the last. `None` if nothing
+    /// is left to send.
+    pub fn merge(&mut self, mut record: Record) -> Option<(Record, Record)> {
+        let mut kept = 0u8;
+        for (i, holders) in self.holders.iter_mut().enumerate() {
+            let bit = 1u8 << i;
+            if record.buttons_set & bit == 0 {
+                continue;
+            }
+            if record.buttons_down & bit != 0 {
+                *holders += 1;
+                if *holders == 1 {
+                    kept |= bit;
+                }
+            } else if *holders > 0 {
+                *holders -= 1;
+                if *holders == 0 {
+                    kept |= bit;
+                }
+            }
+        }
+        record.buttons_set &= kept;
+        record.buttons_down &= kept;
+        if let (Some(x), Some(y)) = (record.x, record.y) {
+            self.position = Some((x, y));
+        }
+        let changes =
+            record.buttons_set != 0 || record.wheel_vertical != 0 || record.wheel_horizontal != 0;
+        record.answer &= changes;
+        if !changes && record.x.is_none() && record.y.is_none() {
+            return None;
+        }
+        Some((record, self.state()))
+    }
+
+    /// The head's whole state: its position and the buttons any viewer holds, answered.
+    pub fn state(&self) -> Record {
+        let held = self
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .fold(0u8, |m, (i, _)| m | (1 << i));
+        Record {
+            display: Some(self.display),
+            x: self.position.map(|p| p.0),
+            y: self.position.map(|p| p.1),
+            buttons_set: held,
+            buttons_down: held,
+            answer: true,
+            ..Record::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_button_two_viewers_hold_is_let_go_when_the_last_lets_go() {
+        let mut head = HeadPointer::new(1);
+        let (mut a, mut b) = (PointerRouter::new(1), PointerRouter::new(1));
+        let left = Button::Left.bit();
+        let size = (1280, 1024);
+        let (r, s) = head.merge(a.record(1, 10, 10, size)).unwrap();
+        assert_eq!(
+            (r.buttons_set, r.buttons_down, s.buttons_down),
+            (left, left, left)
+        );
+        // B presses and lets go: the device's button stays down for A.
+        let (r, _) = head.merge(b.record(1, 20, 20, size)).unwrap();
+        assert_eq!((r.buttons_set, r.answer), (0, false), "already down");
+        let (r, s) = head.merge(b.record(0, 20, 20, size)).unwrap();
+        assert_eq!(r.buttons_set, 0, "A still holds it");
+        assert_eq!(s.buttons_down, left);
+        // A leaves: its release is the last, and goes.
+        let (r, s) = head.merge(a.release().unwrap()).unwrap();
+        assert_eq!(
+            (r.buttons_set, r.buttons_down, s.buttons_down),
+            (left, 0, 0)
+        );
+        // A release nobody's press matches changes nothing and sends nothing.
+        assert_eq!(head.merge(b.release().unwrap_or_default()), None);
+    }
 
     #[test]
     fn positions_aim_at_pixel_centres_and_the_mask_becomes_transitions_and_detents() {

@@ -15,7 +15,7 @@ use pvmouse_spec::profile::MAX_DISPLAYS;
 use pvmouse_spec::stream::Record;
 
 use crate::delivery::Delivery;
-use crate::pointer::PointerRouter;
+use crate::pointer::{HeadPointer, PointerRouter};
 use crate::rfb::{self, ClientMessage, RfbError};
 
 /// Where to listen or connect: `tcp:HOST:PORT` or `unix:PATH`.
@@ -293,16 +293,42 @@ pub const DEFAULT_MAX_VIEWERS: u16 = 16;
 pub const MAX_GREETING: usize = 64;
 
 /// What the viewers of one head share: the head's framebuffer size, as the proxy's own
-/// connection to it (the watcher) last saw it, and how many connections are waiting for their
-/// greeting and how many viewers are served.
-#[derive(Debug, Default)]
+/// connection to it (the watcher) last saw it; how many connections are waiting for their
+/// greeting and how many viewers are served; and the head's pointer, which all its viewers
+/// drive over one control connection, so that viewers never take the backend's connections
+/// from its other clients.
+#[derive(Debug)]
 pub struct HeadState {
     size: Mutex<Option<(u16, u16)>>,
     greeting: AtomicUsize,
     served: AtomicUsize,
+    pointer: Mutex<HeadPointer>,
+    delivery: Delivery,
 }
 
 impl HeadState {
+    fn new(head: &Head, control: &Path) -> io::Result<Self> {
+        Ok(Self {
+            size: Mutex::new(None),
+            greeting: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            pointer: Mutex::new(HeadPointer::new(head.display)),
+            delivery: Delivery::start(Control::new(
+                control,
+                &format!("the viewers of display {}", head.display),
+            ))?,
+        })
+    }
+
+    /// One viewer's record, through the head's pointer to its control connection.
+    fn send(&self, record: Record) {
+        let mut pointer = self.pointer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((record, state)) = pointer.merge(record) {
+            // Under the lock, so that the viewers' records keep one order.
+            self.delivery.send(record, state);
+        }
+    }
+
     fn size(&self) -> Option<(u16, u16)> {
         *self.size.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -338,12 +364,11 @@ impl Drop for Counted<'_> {
 fn serve_viewer(
     mut viewer: Stream,
     head: &Head,
-    control: &Path,
     peer: &str,
     state: &HeadState,
     max_viewers: usize,
 ) {
-    if let Err(e) = proxy(&mut viewer, head, control, peer, state, max_viewers) {
+    if let Err(e) = proxy(&mut viewer, head, peer, state, max_viewers) {
         tracing::info!(viewer = %peer, display = head.display, "viewer closed: {e}");
     }
     viewer.shutdown();
@@ -352,7 +377,6 @@ fn serve_viewer(
 fn proxy(
     viewer: &mut Stream,
     head: &Head,
-    control: &Path,
     peer: &str,
     state: &HeadState,
     max_viewers: usize,
@@ -419,7 +443,6 @@ fn proxy(
 
     // Viewer to server, here: pointer events go to pvmouse instead.
     let mut router = PointerRouter::new(head.display);
-    let delivery = Delivery::start(Control::new(control, peer))?;
     let mut from = BufReader::new(viewer.try_clone()?);
     let own_size = (init.width, init.height);
     let result = loop {
@@ -427,8 +450,7 @@ fn proxy(
             Ok(ClientMessage::Pointer { mask, x, y }) => {
                 // The watcher follows the head's size; without it, the size this viewer was told.
                 let size = state.size().unwrap_or(own_size);
-                let record = router.record(mask, x, y, size);
-                delivery.send(record, router.state());
+                state.send(router.record(mask, x, y, size));
             }
             Ok(ClientMessage::Forward { head, body }) => {
                 let sent = server
@@ -444,9 +466,8 @@ fn proxy(
     };
     // A viewer gone mid-drag must not leave its buttons held for everyone else.
     if let Some(release) = router.release() {
-        delivery.send(release, router.state());
+        state.send(release);
     }
-    delivery.finish();
     server.shutdown();
     viewer.shutdown();
     let _ = down.join();
@@ -558,7 +579,7 @@ pub fn listen(
         Address::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
         Address::Unix(p) => Listener::Unix(bind_unix(p)?),
     };
-    let state = Arc::new(HeadState::default());
+    let state = Arc::new(HeadState::new(&head, &control)?);
     {
         let (head, state) = (head.clone(), state.clone());
         std::thread::Builder::new()
@@ -585,13 +606,13 @@ pub fn listen(
                             // Too many silent at once even to start a thread: closed unread.
                             continue;
                         }
-                        let (head, control, state) = (head.clone(), control.clone(), state.clone());
+                        let (head, state) = (head.clone(), state.clone());
                         let head_display = head.display;
                         let peer = format!("{peer} on display {}", head.display);
                         // Out of threads is this viewer's failure, not the head's: log it, drop
                         // the connection, and keep accepting.
                         if let Err(e) = std::thread::Builder::new().spawn(move || {
-                            serve_viewer(viewer, &head, &control, &peer, &state, max_viewers);
+                            serve_viewer(viewer, &head, &peer, &state, max_viewers);
                         }) {
                             tracing::warn!(
                                 display = head_display,

@@ -407,3 +407,36 @@ fn a_hung_backend_never_stops_the_picture() {
     drop(front);
     drop(held);
 }
+
+#[test]
+fn seventy_viewers_pointing_leave_the_backend_to_its_other_clients() {
+    let (dir, upstream, backend, control) = setup();
+    let front = Front::start(dir.path(), &upstream, &control, &["--max-viewers", "100"]);
+    // Each viewer moves, and presses and lets go of the left button.
+    let viewers: Vec<TcpStream> = (0..70u8)
+        .map(|i| {
+            let mut v = front.viewer();
+            v.write_all(&[5, 0, 0, i, 0, 7]).unwrap();
+            v.write_all(&[5, 1, 0, i, 0, 7]).unwrap();
+            v.write_all(&[5, 0, 0, i, 0, 7]).unwrap();
+            v
+        })
+        .collect();
+    // Every viewer's position is one of theirs; which is last depends on their threads.
+    let theirs: Vec<Option<u16>> = (0..70)
+        .map(|i| Some(pvmouse_spec::stream::pixel_centre(i, 640)))
+        .collect();
+    wait_until("the viewers' positions", Duration::from_secs(10), || {
+        theirs.contains(&backend.pointer().1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The backend takes 64 connections: with one per viewer it would refuse this one.
+    let mut client = pvmouse_client::Connection::connect(&control).unwrap();
+    let status = client.status().unwrap();
+    println!(
+        "after 70 viewers pointed: a QMP client is served; the device saw {} commands",
+        status.counters.commands
+    );
+    assert_eq!(backend.pointer().2, 0, "every press let go");
+    drop(viewers);
+}
