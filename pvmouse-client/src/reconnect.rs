@@ -41,7 +41,10 @@ pub struct Outage {
     pub cause: Error,
 }
 
-/// A record stream on `path`, connected on demand and again after every failure. On each new
+/// A record stream on `path`, connected on demand and again after every failure. A record whose
+/// connection broke after it was written whole may have been applied: it is sent again without
+/// its wheel movement, so that a scroll is applied at most once (its position and buttons are
+/// states, which applying twice does not change). On each new
 /// connection the caller's whole pointer state is sent first, answered, so that motion written
 /// to a connection that broke is not missed and a held button stays held. So it is, too, before
 /// the record after one that changed buttons and was refused or dropped: the caller has moved on
@@ -93,8 +96,15 @@ impl Reconnecting {
         // The clock is read only once something fails: the usual record costs one write.
         let mut waiting_since = None;
         let mut outage_began = false;
+        let mut record = *record;
         loop {
-            match self.try_once(record, state) {
+            let mut written = false;
+            let tried = self.try_once(&record, state, &mut written);
+            if written {
+                record.wheel_vertical = 0;
+                record.wheel_horizontal = 0;
+            }
+            match tried {
                 Ok((refused, state_refused)) => {
                     return Sent::Delivered {
                         refused,
@@ -133,6 +143,7 @@ impl Reconnecting {
         &mut self,
         record: &Record,
         state: &Record,
+        written: &mut bool,
     ) -> Result<(Option<Error>, Option<Error>), Error> {
         let mut state_refused = None;
         let answered = Record {
@@ -157,7 +168,9 @@ impl Reconnecting {
         if state_refused.is_none() {
             self.resync = 0;
         }
-        let refused = refusal(stream.send(record))?;
+        stream.write(record)?;
+        *written = true;
+        let refused = refusal(stream.answer(record))?;
         Ok((refused, state_refused))
     }
 }
@@ -176,6 +189,77 @@ mod tests {
     use super::*;
     use pvmouse_spec::profile::Button;
     use vhost_user_pvmouse::testing::ControlBackend;
+
+    /// A control server that applies every record it reads, and on its first connection goes
+    /// away after reading the first scroll, without answering it: the answer lost, the record
+    /// applied. Returns the wheel units it applied.
+    fn forgetful_server(path: &Path) -> std::thread::JoinHandle<i32> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let mut wheel = 0i32;
+            for first in [true, false] {
+                let (mut s, _) = listener.accept().unwrap();
+                s.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+                    .unwrap();
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                for _ in 0..2 {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    s.write_all(b"{\"return\": {}}\n").unwrap();
+                }
+                let mut bytes = [0u8; 16];
+                while reader.read_exact(&mut bytes).is_ok() {
+                    let r = Record::decode(&bytes).unwrap();
+                    wheel += i32::from(r.wheel_vertical);
+                    if first && r.wheel_vertical != 0 {
+                        break;
+                    }
+                    if r.answer {
+                        s.write_all(b"{\"return\": {}}\n").unwrap();
+                    }
+                    if !first && r.x == Some(9) {
+                        return wheel;
+                    }
+                }
+            }
+            wheel
+        })
+    }
+
+    #[test]
+    fn a_scroll_whose_answer_was_lost_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let server = forgetful_server(&path);
+        let mut stream = Reconnecting::new(&path, Duration::from_secs(5));
+        let scroll = Record {
+            display: Some(0),
+            x: Some(1),
+            y: Some(1),
+            wheel_vertical: 120,
+            answer: true,
+            ..Record::default()
+        };
+        let sent = stream.send(
+            &scroll,
+            &Record {
+                wheel_vertical: 0,
+                ..scroll
+            },
+        );
+        assert!(
+            matches!(sent, Sent::Delivered { refused: None, .. }),
+            "{sent:?}"
+        );
+        let last = Record {
+            x: Some(9),
+            wheel_vertical: 0,
+            ..scroll
+        };
+        assert!(matches!(stream.send(&last, &last), Sent::Delivered { .. }));
+        assert_eq!(server.join().unwrap(), 120, "one detent, applied once");
+    }
 
     #[test]
     fn a_refused_release_is_made_good_by_the_next_record() {

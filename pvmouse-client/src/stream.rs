@@ -29,8 +29,20 @@ impl RecordStream {
     /// Writes a record. If it asks for an answer (`record.answer`), waits for it: a refusal is
     /// [`Error::Refused`](crate::Error::Refused), and nothing of the record was applied.
     pub fn send(&mut self, record: &Record) -> Result<()> {
+        self.write(record)?;
+        self.answer(record)
+    }
+
+    /// Writes a record whole, or fails having written none of it that the server applies.
+    pub(crate) fn write(&mut self, record: &Record) -> Result<()> {
         let mut socket = self.conn.socket();
         socket.write_all(&record.encode())?;
+        Ok(())
+    }
+
+    /// Waits for a written record's answer, if it asked for one. A connection lost here may
+    /// have lost only the answer: the record may have been applied.
+    pub(crate) fn answer(&mut self, record: &Record) -> Result<()> {
         if record.answer {
             let reply = self.next_reply()?;
             into_return("a stream record", reply)?;
