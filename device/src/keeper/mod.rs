@@ -79,20 +79,53 @@ struct PrivateDir(PathBuf);
 
 impl PrivateDir {
     fn new() -> io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
+        remove_abandoned(&base);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let dir = base.join(format!("pvmouse-keeper-{}-{nanos}", std::process::id()));
+        // Created with no access for others at all, then given its owner's search bit
+        // explicitly: the process's umask (0177) would strip it, and without it no one but
+        // root can bind the worker's socket inside.
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(Self(dir))
     }
 
     fn socket(&self) -> PathBuf {
         self.0.join("worker.sock")
+    }
+}
+
+/// Removes what keepers of this user that were killed left in `base` (a keeper killed with
+/// SIGKILL cannot clean up): directories named for a process that no longer runs.
+fn remove_abandoned(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: getuid cannot fail and touches no memory.
+    let me = unsafe { libc::getuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("pvmouse-keeper-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let mine = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if mine && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(dir = %path.display(), "removing what a killed keeper left");
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

@@ -1,0 +1,123 @@
+//! The backend as an ordinary user, which is how libvirt's `qemu` user and a desktop user run
+//! it: root ignores file permissions, so a backend only ever tested as root can hide a
+//! permission bug. Run as root, this test drops to `nobody` (uid 65534) with `setpriv`; run as
+//! anyone else, it runs the backend as that user.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_vhost-user-pvmouse");
+const NOBODY: u32 = 65_534;
+
+/// The backend in `dir` as an unprivileged user, its temporary files in `dir` too.
+fn spawn_unprivileged(dir: &Path, args: &[&str]) -> Child {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command = if root {
+        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY]);
+        c
+    } else {
+        Command::new(BINARY)
+    };
+    command
+        .args(args)
+        .env("TMPDIR", dir)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, child: &mut Child, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!("{what}: the backend exited ({status}) first:\n{stderr}");
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_restartable_backend_runs_as_an_ordinary_user() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (vhost, control) = (
+        dir.path().join("vhost.sock"),
+        dir.path().join("control.sock"),
+    );
+    // What a keeper killed earlier left: a directory named for a process that is gone.
+    let abandoned = dir.path().join("pvmouse-keeper-999999999-1");
+    std::fs::create_dir(&abandoned).unwrap();
+    std::fs::write(abandoned.join("worker.sock"), "").unwrap();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        for p in [&abandoned, &abandoned.join("worker.sock")] {
+            std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+    let mut backend = spawn_unprivileged(
+        dir.path(),
+        &[
+            "--restartable",
+            "--socket-path",
+            vhost.to_str().unwrap(),
+            "--control-socket",
+            control.to_str().unwrap(),
+        ],
+    );
+    wait_for(
+        "the control socket",
+        Duration::from_secs(20),
+        &mut backend,
+        || pvmouse_client::Connection::connect(&control).is_ok(),
+    );
+    let status = pvmouse_client::Connection::connect(&control)
+        .unwrap()
+        .status()
+        .unwrap();
+    println!(
+        "as an ordinary user: {} displays, keeper and worker up",
+        status.displays
+    );
+    // The keeper's private directory: its owner's alone, and searchable by it.
+    let private: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pvmouse-keeper-")
+        })
+        .map(|e| {
+            (
+                e.file_name(),
+                e.metadata().unwrap().permissions().mode() & 0o777,
+            )
+        })
+        .collect();
+    println!("keeper directories: {private:?}");
+    assert_eq!(
+        private.len(),
+        1,
+        "the abandoned one removed, one of its own: {private:?}"
+    );
+    assert_eq!(private[0].1, 0o700);
+    assert!(!abandoned.exists());
+    let _ = backend.kill();
+    let _ = backend.wait();
+}
