@@ -440,3 +440,24 @@ fn seventy_viewers_pointing_leave_the_backend_to_its_other_clients() {
     assert_eq!(backend.pointer().2, 0, "every press let go");
     drop(viewers);
 }
+
+#[test]
+fn pvmouse_vnc_killed_under_a_drag_leaves_no_button_held() {
+    let (dir, upstream, backend, control) = setup();
+    let mut front = Front::start(dir.path(), &upstream, &control, &[]);
+    let mut viewer = front.viewer();
+    // Left and right down, and dragging.
+    viewer.write_all(&[5, 0b101, 0, 10, 0, 10]).unwrap();
+    viewer.write_all(&[5, 0b101, 0, 50, 0, 50]).unwrap();
+    let held =
+        pvmouse_spec::profile::Button::Left.bit() | pvmouse_spec::profile::Button::Right.bit();
+    wait_until("the drag", Duration::from_secs(5), || {
+        backend.pointer().2 == held
+    });
+    front.child.kill().unwrap();
+    front.child.wait().unwrap();
+    wait_until("the buttons let go", Duration::from_secs(5), || {
+        backend.pointer().2 == 0
+    });
+    println!("pvmouse-vnc killed with SIGKILL mid-drag: the backend let go of left and right");
+}

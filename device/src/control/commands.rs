@@ -38,11 +38,17 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: command::INPUT_SEND_EVENT,
-        run: |device, _, args| submit(device, &parse_input_send_event(args, device.identity())?),
+        run: |device, session, args| {
+            let actions = parse_input_send_event(args, device.identity())?;
+            submit(device, &mut session.held, &actions)
+        },
     },
     Command {
         name: command::PVMOUSE_SEND,
-        run: |device, _, args| submit(device, &parse_pvmouse_send(args, device.identity())?),
+        run: |device, session, args| {
+            let actions = parse_pvmouse_send(args, device.identity())?;
+            submit(device, &mut session.held, &actions)
+        },
     },
     Command {
         name: command::QUERY_PVMOUSE,
@@ -107,6 +113,9 @@ pub struct Session {
     pub streaming: bool,
     /// How `pvmouse-upgrade` ends this process; only a keeper's worker has it.
     pub upgrade: Option<Upgrade>,
+    /// The buttons this connection pressed and has not released ([`Button::bit`]): what the
+    /// backend releases when the connection ends.
+    pub held: u8,
 }
 
 pub fn execute(
@@ -147,9 +156,37 @@ fn negotiate(session: &mut Session, request: &Request) -> Result<Value, QmpError
     Ok(json!({}))
 }
 
-pub fn submit(device: &dyn PointerDevice, actions: &[PointerAction]) -> Result<Value, QmpError> {
+/// Applies a command's actions; on success, `held` follows the buttons this connection holds:
+/// those its presses took from up to down, until it releases them. A press of a button already
+/// down (another connection's) is not this connection's to let go of.
+pub fn submit(
+    device: &dyn PointerDevice,
+    held: &mut u8,
+    actions: &[PointerAction],
+) -> Result<Value, QmpError> {
+    let buttons = actions
+        .iter()
+        .any(|a| matches!(a, PointerAction::Button { .. }));
+    // Read only for commands with buttons: motion, the hot path, costs nothing more. The
+    // control thread is the only writer of buttons, so nothing changes them in between.
+    let before = if buttons {
+        device.status().pointer.buttons
+    } else {
+        0
+    };
     match device.submit(actions) {
-        Ok(_) => Ok(json!({})),
+        Ok(_) => {
+            for action in actions {
+                if let PointerAction::Button { button, down } = action {
+                    if !*down {
+                        *held &= !button.bit();
+                    } else if before & button.bit() == 0 {
+                        *held |= button.bit();
+                    }
+                }
+            }
+            Ok(json!({}))
+        }
         Err(e @ SubmitError::DisplayOutOfRange { .. }) => Err(QmpError::generic(e.to_string())),
         Err(SubmitError::QueueFull(full)) => Err(QmpError::generic(format!(
             "input not accepted: the guest is not draining its event queue ({} frames pending); \

@@ -15,6 +15,8 @@ use super::qmp::{self, QmpError};
 use super::stream::RecordStream;
 use crate::device::PointerDevice;
 use crate::keeper::worker::Upgrade;
+use crate::pointer::PointerAction;
+use pvmouse_spec::profile::Button;
 
 #[derive(Debug, Default)]
 pub struct Conversation {
@@ -41,6 +43,38 @@ impl Conversation {
             },
             ..Self::default()
         }
+    }
+
+    /// Releases every button this connection pressed and has not released: what the backend
+    /// does when a connection ends, so that a client killed mid-drag leaves nothing held
+    /// (spec/control.md). Buttons other connections pressed are not touched.
+    pub fn release_held(
+        &mut self,
+        device: &dyn PointerDevice,
+    ) -> Result<u8, crate::device::SubmitError> {
+        let held = self.session.held | self.records.held;
+        if held == 0 {
+            return Ok(0);
+        }
+        let mut actions = [PointerAction::Move {
+            display: None,
+            x: None,
+            y: None,
+        }; Button::ALL.len()];
+        let mut n = 0;
+        for button in Button::ALL {
+            if held & button.bit() != 0 {
+                actions[n] = PointerAction::Button {
+                    button,
+                    down: false,
+                };
+                n += 1;
+            }
+        }
+        device.submit(&actions[..n])?;
+        self.session.held = 0;
+        self.records.held = 0;
+        Ok(held)
     }
 
     /// Whether the client has negotiated capabilities, and so may get QMP events.

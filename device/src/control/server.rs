@@ -383,7 +383,19 @@ impl ControlServer {
     }
 
     fn close(&mut self, token: u64) {
-        if let Some(client) = self.clients.remove(&token) {
+        if let Some(mut client) = self.clients.remove(&token) {
+            match client.conversation.release_held(self.device.as_ref()) {
+                Ok(0) => {}
+                Ok(held) => tracing::info!(
+                    client = token,
+                    buttons = held,
+                    "a control client left holding buttons; released them"
+                ),
+                Err(e) => tracing::warn!(
+                    client = token,
+                    "a control client left holding buttons, and they could not be released: {e}"
+                ),
+            }
             let _ = self.epoll.ctl(
                 ControlOperation::Delete,
                 client.stream.as_raw_fd(),

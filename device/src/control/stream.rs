@@ -32,6 +32,8 @@ pub struct RecordStream {
     unreported: u64,
     /// The newest of those: its number and why.
     last_refused: Option<(u64, String)>,
+    /// The buttons this connection's records pressed and have not released.
+    pub held: u8,
 }
 
 impl RecordStream {
@@ -100,7 +102,7 @@ impl RecordStream {
                     y: None,
                 }; MAX_ACTIONS];
                 let n = actions_of(&record, &mut actions);
-                submit(device, &actions[..n])
+                submit(device, &mut self.held, &actions[..n])
             });
         match (result, answer) {
             (Ok(_), true) => output.extend_from_slice(&qmp::encode(&qmp::success(json!({}), None))),
