@@ -169,11 +169,7 @@ pub fn submit(
         .any(|a| matches!(a, PointerAction::Button { .. }));
     // Read only for commands with buttons: motion, the hot path, costs nothing more. The
     // control thread is the only writer of buttons, so nothing changes them in between.
-    let before = if buttons {
-        device.status().pointer.buttons
-    } else {
-        0
-    };
+    let before = if buttons { device.buttons() } else { 0 };
     match device.submit(actions) {
         Ok(_) => {
             for action in actions {

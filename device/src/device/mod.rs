@@ -81,6 +81,11 @@ pub trait PointerDevice: Send + Sync {
     /// Applies a whole command, or nothing of it.
     fn submit(&self, actions: &[PointerAction]) -> Result<Submitted, SubmitError>;
     fn status(&self) -> DeviceStatus;
+    /// The buttons down now ([`Button::bit`](pvmouse_spec::profile::Button::bit)): what a click
+    /// asks, so it must cost no more than a look.
+    fn buttons(&self) -> u8 {
+        self.status().pointer.buttons
+    }
 }
 
 #[derive(Debug)]
@@ -338,6 +343,10 @@ impl PointerDevice for PvMouse {
             frames,
             queued: true,
         })
+    }
+
+    fn buttons(&self) -> u8 {
+        self.core().state.buttons
     }
 
     fn status(&self) -> DeviceStatus {
