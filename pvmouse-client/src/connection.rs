@@ -10,6 +10,7 @@ use pvmouse_spec::control::command as name;
 use serde_json::{Value, json};
 
 use crate::command::{Command, Status, Version};
+use crate::stream::RefusalHook;
 use crate::{Error, RecordStream, Result};
 
 /// How long a reply may take before the connection is given up, unless set otherwise. The
@@ -228,9 +229,20 @@ impl Connection {
     }
 
     /// Switches the connection to stream records (`pvmouse-stream`).
-    pub fn into_stream(mut self) -> Result<RecordStream> {
+    pub fn into_stream(self) -> Result<RecordStream> {
+        self.into_stream_with(None)
+    }
+
+    /// [`into_stream`](Self::into_stream), telling `hook` of each refusal of records that asked
+    /// for no answer as it arrives.
+    pub fn into_stream_with(mut self, hook: Option<RefusalHook>) -> Result<RecordStream> {
         self.execute(name::PVMOUSE_STREAM, json!({}))?;
-        Ok(RecordStream::new(self))
+        RecordStream::new(self, hook)
+    }
+
+    /// How long a reply is waited for.
+    pub fn reply_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The connection's two halves, for clients that pipeline commands and read the replies on

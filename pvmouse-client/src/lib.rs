@@ -21,7 +21,7 @@ mod stream;
 
 pub use connection::Connection;
 pub use reconnect::{Outage, Reconnecting, Sent};
-pub use stream::RecordStream;
+pub use stream::{RecordStream, RefusalHook};
 
 /// What can go wrong talking to a control socket.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pvmouse_spec::stream::Record;
 
-use crate::{Connection, Error, RecordStream};
+use crate::{Connection, Error, RecordStream, RefusalHook};
 
 /// How long to wait between tries while the control socket is away.
 const RETRY: Duration = Duration::from_millis(100);
@@ -49,7 +49,6 @@ pub struct Outage {
 /// to a connection that broke is not missed and a held button stays held. So it is, too, before
 /// the record after one that changed buttons and was refused or dropped: the caller has moved on
 /// to a state the backend has not taken, and only the whole state puts the two level again.
-#[derive(Debug)]
 pub struct Reconnecting {
     path: PathBuf,
     patience: Duration,
@@ -59,6 +58,17 @@ pub struct Reconnecting {
     /// Buttons a refused or dropped record changed: the next try sends the whole state first,
     /// these buttons included (up or down as the state has them).
     resync: u8,
+    /// Told of refusals of records that asked for no answer, as they arrive.
+    hook: Option<RefusalHook>,
+}
+
+impl std::fmt::Debug for Reconnecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconnecting")
+            .field("path", &self.path)
+            .field("connected", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reconnecting {
@@ -71,7 +81,15 @@ impl Reconnecting {
             stream: None,
             down: None,
             resync: 0,
+            hook: None,
         }
+    }
+
+    /// Tells `hook` of every refusal of a record that asked for no answer, as it arrives
+    /// (`PVMOUSE_STREAM_REFUSED`), on every connection this stream makes.
+    pub fn with_refusal_hook(mut self, hook: RefusalHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -160,7 +178,7 @@ impl Reconnecting {
                 s
             }
             None => {
-                let mut s = Connection::connect(&self.path)?.into_stream()?;
+                let mut s = Connection::connect(&self.path)?.into_stream_with(self.hook.clone())?;
                 state_refused = refusal(s.send(&answered))?;
                 self.stream.insert(s)
             }

@@ -217,3 +217,37 @@ fn a_reconnecting_stream_sets_its_state_again_on_a_new_backend_and_drops_after_i
     );
     assert_eq!(second.pointer(), (1, Some(6), Button::Left.bit()));
 }
+
+#[test]
+fn a_refusal_of_motion_is_known_when_it_comes_not_at_the_next_answer() {
+    let (_dir, path, _backend) = backend();
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let theirs = told.clone();
+    let hook: pvmouse_client::RefusalHook = std::sync::Arc::new(move |event| {
+        theirs
+            .lock()
+            .unwrap()
+            .push(event["data"]["refused"].clone());
+    });
+    let mut s = Connection::connect(&path)
+        .unwrap()
+        .into_stream_with(Some(hook))
+        .unwrap();
+    // Motion on a display the backend lacks, answered by nothing.
+    s.send(&Record {
+        display: Some(9),
+        x: Some(5),
+        ..Record::default()
+    })
+    .unwrap();
+    let start = Instant::now();
+    while told.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the refusal was not told"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("refusal told after {:?}", start.elapsed());
+    assert_eq!(s.take_refusals().len(), 1, "and kept");
+}

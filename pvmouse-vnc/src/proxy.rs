@@ -181,8 +181,8 @@ impl Write for Duplex<'_> {
     }
 }
 
-/// pvmouse's control socket, as one viewer uses it: a [`Reconnecting`] record stream, and the
-/// log lines that tell an operator about refusals and outages, at most one every
+/// pvmouse's control socket, as a head's viewers use it: a [`Reconnecting`] record stream, and
+/// the log lines that tell an operator about refusals and outages, at most one every
 /// [`LOG_EVERY`] for refusals and drops, with a count of the rest.
 #[derive(Debug)]
 pub struct Control {
@@ -190,9 +190,27 @@ pub struct Control {
     peer: String,
     /// The current outage has been reported, so that it is logged once, and its end.
     outage_logged: bool,
-    /// When a refusal or drop was last logged, and how many were not since.
+    /// Shared with the stream's reader thread, which reports refusals of motion as they come.
+    quiet: Arc<Mutex<Quiet>>,
+}
+
+/// One log line per [`LOG_EVERY`], with a count of the lines not written.
+#[derive(Debug, Default)]
+struct Quiet {
     last_logged: Option<std::time::Instant>,
     unlogged: u64,
+}
+
+impl Quiet {
+    fn warn(&mut self, peer: &str, what: std::fmt::Arguments<'_>) {
+        if self.last_logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.unlogged);
+        tracing::warn!(viewer = %peer, "{what} ({more} more since the last such line)");
+        self.last_logged = Some(std::time::Instant::now());
+    }
 }
 
 /// Refusals and drops are logged at most this often per viewer.
@@ -204,25 +222,35 @@ const CONTROL_WAIT: Duration = Duration::from_secs(5);
 
 impl Control {
     pub fn new(path: &Path, peer: &str) -> Self {
+        let quiet = Arc::new(Mutex::new(Quiet::default()));
+        let (theirs, who) = (quiet.clone(), peer.to_owned());
+        // Refusals of motion (records that ask for no answer) are told as they arrive.
+        let hook: pvmouse_client::RefusalHook = Arc::new(move |event| {
+            let data = &event["data"];
+            theirs.lock().unwrap_or_else(|e| e.into_inner()).warn(
+                &who,
+                format_args!(
+                    "pvmouse refused {} pointer events: {}",
+                    data["refused"],
+                    data["last"]["desc"].as_str().unwrap_or("")
+                ),
+            );
+        });
         Self {
-            stream: Reconnecting::new(path, CONTROL_WAIT),
+            stream: Reconnecting::new(path, CONTROL_WAIT).with_refusal_hook(hook),
             peer: peer.to_owned(),
             outage_logged: false,
-            last_logged: None,
-            unlogged: 0,
+            quiet,
         }
     }
 
     /// Logs `what` unless a line was logged less than [`LOG_EVERY`] ago; says how many were
     /// not.
     fn quietly(&mut self, what: std::fmt::Arguments<'_>) {
-        if self.last_logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            self.unlogged += 1;
-            return;
-        }
-        let more = std::mem::take(&mut self.unlogged);
-        tracing::warn!(viewer = %self.peer, "{what} ({more} more since the last such line)");
-        self.last_logged = Some(std::time::Instant::now());
+        self.quiet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warn(&self.peer, what);
     }
 
     /// Records the delivery queue dropped, being full.
