@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pvmouse_vnc::proxy::{DEFAULT_MAX_VIEWERS, Head, listen};
+use pvmouse_vnc::proxy::{Address, DEFAULT_MAX_VIEWERS, Head, listen};
 
 /// How long the check of the heads against the backend waits for it at start.
 const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -120,19 +120,43 @@ fn main() -> ExitCode {
         eprintln!("pvmouse-vnc: {e}");
         return ExitCode::from(2);
     }
-    let mut threads = Vec::new();
+    // Asked for before any head starts, so that no signal finds the default action.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pvmouse-vnc: cannot watch for SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut sockets = Vec::new();
     for head in heads {
         let shown = format!("display {} on {}", head.display, head.listen);
-        match listen(head, cli.control.clone(), usize::from(cli.max_viewers)) {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                eprintln!("pvmouse-vnc: cannot listen for {shown}: {e}");
-                return ExitCode::FAILURE;
-            }
+        let unix = match &head.listen {
+            Address::Unix(path) => Some(path.clone()),
+            Address::Tcp(_) => None,
+        };
+        if let Err(e) = listen(head, cli.control.clone(), usize::from(cli.max_viewers)) {
+            eprintln!("pvmouse-vnc: cannot listen for {shown}: {e}");
+            remove(&sockets);
+            return ExitCode::FAILURE;
         }
+        sockets.extend(unix);
     }
-    for t in threads {
-        let _ = t.join();
+    // The heads run on their own threads until a signal ends the process. Its control
+    // connections close with it, and the backend lets go of what the viewers held.
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "stopping: removing the listening sockets");
     }
+    remove(&sockets);
     ExitCode::SUCCESS
+}
+
+/// Removes the Unix sockets the heads listen on.
+fn remove(sockets: &[PathBuf]) {
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
 }

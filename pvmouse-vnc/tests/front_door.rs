@@ -461,3 +461,51 @@ fn pvmouse_vnc_killed_under_a_drag_leaves_no_button_held() {
     });
     println!("pvmouse-vnc killed with SIGKILL mid-drag: the backend let go of left and right");
 }
+
+#[test]
+fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
+    let (dir, upstream, backend, control) = setup();
+    let listen = dir.path().join("front.sock");
+    let mut child = Command::new(BIN)
+        .arg("--control")
+        .arg(&control)
+        .arg("--head")
+        .arg(format!(
+            "0=unix:{},unix:{}",
+            listen.display(),
+            upstream.path.display()
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", Duration::from_secs(10), || listen.exists());
+    // A viewer holding left, over the Unix socket.
+    let mut v = UnixStream::connect(&listen).unwrap();
+    let mut version = [0u8; 12];
+    v.read_exact(&mut version).unwrap();
+    v.write_all(b"RFB 003.008\n").unwrap();
+    let mut skip = [0u8; 2];
+    v.read_exact(&mut skip).unwrap();
+    v.write_all(&[1]).unwrap();
+    let mut result = [0u8; 4];
+    v.read_exact(&mut result).unwrap();
+    v.write_all(&[1]).unwrap();
+    let mut init = [0u8; 28];
+    v.read_exact(&mut init).unwrap();
+    v.write_all(&[5, 1, 0, 10, 0, 10]).unwrap();
+    let left = pvmouse_spec::profile::Button::Left.bit();
+    wait_until("the press", Duration::from_secs(5), || {
+        backend.pointer().2 == left
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!listen.exists(), "the socket is left behind");
+    wait_until("the release", Duration::from_secs(5), || {
+        backend.pointer().2 == 0
+    });
+}
