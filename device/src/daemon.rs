@@ -47,6 +47,68 @@ pub enum Ending {
     /// A worker answered `pvmouse-upgrade`: it ends, and its keeper starts the binary now on
     /// disk.
     Upgrade,
+    /// It was asked to stop ([`Stopper::terminate`]): held buttons let go, sockets removed.
+    Terminated,
+}
+
+/// What ends a running backend from outside: `main` calls [`terminate`](Self::terminate) on
+/// SIGTERM or SIGINT. Cloned freely.
+#[derive(Debug, Clone)]
+pub struct Stopper(mpsc::Sender<Stop>);
+
+impl Stopper {
+    pub fn terminate(&self) {
+        // Nobody left to receive it: the backend is ending already.
+        let _ = self.0.send(Stop::Terminate);
+    }
+}
+
+/// The receiving end of every reason to stop, [`run`]'s to wait on.
+#[derive(Debug)]
+pub struct Stops {
+    pub(crate) tx: mpsc::Sender<Stop>,
+    pub(crate) rx: mpsc::Receiver<Stop>,
+}
+
+/// A [`Stopper`] and the [`Stops`] it sends to.
+pub fn stop_channel() -> (Stopper, Stops) {
+    let (tx, rx) = mpsc::channel();
+    (Stopper(tx.clone()), Stops { tx, rx })
+}
+
+/// How long a stopping backend gives the guest to take the release of held buttons.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Lets go of every button held, and waits (up to [`RELEASE_WAIT`]) for an active guest driver
+/// to have taken it: a backend that stops must not leave the guest dragging.
+fn release_buttons(device: &PvMouse) {
+    use crate::device::PointerDevice;
+    use crate::pointer::PointerAction;
+    use pvmouse_spec::profile::Button;
+    let held = device.buttons();
+    let releases: Vec<PointerAction> = Button::ALL
+        .into_iter()
+        .filter(|b| held & b.bit() != 0)
+        .map(|button| PointerAction::Button {
+            button,
+            down: false,
+        })
+        .collect();
+    if releases.is_empty() {
+        return;
+    }
+    if let Err(e) = device.submit(&releases) {
+        tracing::warn!("stopping with buttons held, which cannot be released: {e}");
+        return;
+    }
+    tracing::info!(buttons = held, "stopping: released the buttons held");
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    while device.status().driver_active
+        && device.status().pending_frames > 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The vhost-user listening socket, and the file to remove when the backend ends (none for an
@@ -62,6 +124,28 @@ pub fn vhost_listener(
         }
         VhostSocket::Fd(fd) => (Listener::from(adopt_listener(*fd)?), None),
     })
+}
+
+/// The vhost-user socket, listening: what the process takes before anything else.
+pub struct Listening {
+    listener: Listener,
+    /// Removed when the backend ends.
+    file: Option<SocketFile>,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first thing `main` does after parsing, before this process opens any descriptor of its
+/// own (a signal watcher's included): `--fd N` must name an inherited one, never one of ours.
+pub fn listen(config: &Config) -> Result<Listening, DaemonError> {
+    let (listener, file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
+    Ok(Listening { listener, file })
 }
 
 /// One frontend connection's vhost-user daemon. However the connection ends, the vring worker
@@ -151,19 +235,68 @@ pub fn serve(
 /// Everything `main` does after parsing, in the role the command line chose. Returns only on a
 /// host error or at a worker's [`Ending`], having stopped the threads that could still write
 /// (the control thread) and removed the sockets it created.
-pub fn run(config: Config) -> Result<Ending, DaemonError> {
-    // First, before this process opens any descriptor of its own: `--fd N` must name an
-    // inherited one, never one of ours.
-    let (mut listener, _vhost_file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
+pub fn run(config: Config, listening: Listening, stops: Stops) -> Result<Ending, DaemonError> {
+    let Listening {
+        listener,
+        file: _vhost_file,
+    } = listening;
     match config.role {
-        Role::Keeper => match keeper::run(&config, listener)? {},
-        Role::Standalone => match standalone(&config, &mut listener)? {},
-        Role::Worker(inherited) => worker(&config, inherited, listener),
+        Role::Keeper => keeper::run(&config, listener, stops),
+        Role::Standalone => standalone(&config, listener, stops),
+        Role::Worker(inherited) => worker(&config, inherited, listener, stops),
     }
 }
 
-/// The device on its own sockets, serving frontends until a host error.
-fn standalone(config: &Config, listener: &mut Listener) -> Result<Infallible, DaemonError> {
+/// Serves `backend` on a thread of its own, so that the caller can wait on `stops`: the
+/// vhost-user loop waits on the frontend and cannot be interrupted. Then acts on the first
+/// stop, having stopped the control thread.
+fn serve_until_stopped(
+    device: &PvMouse,
+    mut listener: Listener,
+    backend: Arc<PvMouseBackend>,
+    stops: Stops,
+    control: Option<ControlHandle>,
+) -> Result<Ending, DaemonError> {
+    let failed = stops.tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("pvmouse-vhost".into())
+        .spawn(move || {
+            let error = match serve(&mut listener, backend) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = failed.send(Stop::Failed(error));
+        });
+    drop(stops.tx);
+    let stop = match spawned {
+        // Senders live in the vhost-user thread until it reports, in the control thread, and
+        // in main's signal thread.
+        Ok(_) => stops.rx.recv().map_err(|_| {
+            DaemonError::Setup(io::Error::other(
+                "the vhost-user thread ended without a word",
+            ))
+        }),
+        Err(e) => Err(DaemonError::Setup(e)),
+    };
+    if matches!(stop, Ok(Stop::Terminate)) {
+        release_buttons(device);
+    }
+    stop_control(control);
+    match stop? {
+        Stop::Upgrade => {
+            tracing::info!("worker exiting for an upgrade");
+            Ok(Ending::Upgrade)
+        }
+        Stop::Terminate => {
+            tracing::info!("stopping on request");
+            Ok(Ending::Terminated)
+        }
+        Stop::Failed(e) => Err(e),
+    }
+}
+
+/// The device on its own sockets, serving frontends until a host error or a stop.
+fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
     let device = Arc::new(
         PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
@@ -184,14 +317,9 @@ fn standalone(config: &Config, listener: &mut Listener) -> Result<Infallible, Da
             None
         }
     };
-    let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
+    let backend = Arc::new(PvMouseBackend::new(device.clone()).map_err(DaemonError::Setup)?);
     ready(config);
-    let error = match serve(listener, backend) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
-    stop_control(control);
-    Err(error)
+    serve_until_stopped(&device, listener, backend, stops, control)
 }
 
 /// A keeper's worker: the device on the keeper's ledger and control listener, serving the
@@ -199,7 +327,8 @@ fn standalone(config: &Config, listener: &mut Listener) -> Result<Infallible, Da
 fn worker(
     config: &Config,
     inherited: Inherited,
-    mut listener: Listener,
+    listener: Listener,
+    stops: Stops,
 ) -> Result<Ending, DaemonError> {
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
     let ledger = Ledger::open(adopt_file(inherited.ledger)?).map_err(DaemonError::Setup)?;
@@ -209,14 +338,13 @@ fn worker(
         tracing::info!("took over the device state an earlier worker left");
     }
     let device = Arc::new(device);
-    let (stops, stopped) = mpsc::channel();
     let control = match inherited.control {
         Some(fd) => {
             let listener = adopt_listener(fd)?;
             let path = std::path::Path::new("(the keeper's control socket)");
             let server =
                 ControlServer::from_listener(listener, None, path, device.clone(), notices)?
-                    .with_upgrade(Upgrade::new(stops.clone()));
+                    .with_upgrade(Upgrade::new(stops.tx.clone()));
             Some(server.spawn().map_err(DaemonError::Setup)?)
         }
         None => {
@@ -224,36 +352,9 @@ fn worker(
             None
         }
     };
-    let backend = Arc::new(PvMouseBackend::new(device).map_err(DaemonError::Setup)?);
+    let backend = Arc::new(PvMouseBackend::new(device.clone()).map_err(DaemonError::Setup)?);
     ready(config);
-    // The vhost-user loop runs on its own thread, so that this one can end the worker when an
-    // upgrade is asked for: the loop itself waits on the frontend and cannot be interrupted.
-    let spawned = std::thread::Builder::new()
-        .name("pvmouse-vhost".into())
-        .spawn(move || {
-            let error = match serve(&mut listener, backend) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            let _ = stops.send(Stop::Failed(error));
-        });
-    let stop = match spawned {
-        // Senders live in the vhost-user thread until it reports, and in the control thread.
-        Ok(_) => stopped.recv().map_err(|_| {
-            DaemonError::Setup(io::Error::other(
-                "the vhost-user thread ended without a word",
-            ))
-        }),
-        Err(e) => Err(DaemonError::Setup(e)),
-    };
-    stop_control(control);
-    match stop? {
-        Stop::Upgrade => {
-            tracing::info!("worker exiting for an upgrade");
-            Ok(Ending::Upgrade)
-        }
-        Stop::Failed(e) => Err(e),
-    }
+    serve_until_stopped(&device, listener, backend, stops, control)
 }
 
 fn warn_no_control() {

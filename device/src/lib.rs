@@ -52,7 +52,10 @@ pub use socket::{SocketAccess, SocketError};
 // Serving it: the vhost-user backend, the control server, the daemon that runs both.
 pub use backend::PvMouseBackend;
 pub use control::{ControlHandle, ControlServer};
-pub use daemon::{DaemonError, Ending, run, serve, vhost_listener};
+pub use daemon::{
+    DaemonError, Ending, Listening, Stopper, Stops, listen, run, serve, stop_channel,
+    vhost_listener,
+};
 
 /// The bodies of the cargo-fuzz targets (`fuzz/`), replayed over their corpora in `cargo test`.
 #[cfg(any(test, feature = "test-utils"))]

@@ -24,14 +24,36 @@ fn main() -> ExitCode {
     if let Role::Worker(_) = config.role {
         abort_on_panic();
     }
-    match daemon::run(config) {
+    let result = daemon::listen(&config).and_then(|listening| {
+        // Only now: the watcher opens descriptors, and `--fd N` has been taken.
+        let (stopper, stops) = daemon::stop_channel();
+        watch_signals(stopper).map_err(daemon::DaemonError::Setup)?;
+        daemon::run(config, listening, stops)
+    });
+    match result {
         // The keeper starts the binary now on disk; the status tells it this end was asked for.
-        Ok(Ending::Upgrade) => ExitCode::SUCCESS,
+        Ok(Ending::Upgrade | Ending::Terminated) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGTERM and SIGINT stop the backend cleanly (buttons let go, sockets removed) instead of
+/// killing it where it stands.
+fn watch_signals(stopper: daemon::Stopper) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("pvmouse-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                tracing::info!(signal, "asked to stop");
+                stopper.terminate();
+            }
+        })?;
+    Ok(())
 }
 
 /// In a keeper's worker, a panic on any thread ends the whole process: the keeper starts

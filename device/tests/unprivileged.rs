@@ -121,3 +121,104 @@ fn the_restartable_backend_runs_as_an_ordinary_user() {
     let _ = backend.kill();
     let _ = backend.wait();
 }
+
+/// Sends SIGTERM and waits for the exit status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill sends a signal to the child this test started and has not reaped.
+    let sent = unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGTERM did not end it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What is left in `dir` but `keep`.
+fn left_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn sigterm_stops_either_backend_and_leaves_nothing_behind() {
+    for restartable in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (vhost, control) = (
+            dir.path().join("vhost.sock"),
+            dir.path().join("control.sock"),
+        );
+        let mut args = vec![
+            "--socket-path",
+            vhost.to_str().unwrap(),
+            "--control-socket",
+            control.to_str().unwrap(),
+        ];
+        if restartable {
+            args.insert(0, "--restartable");
+        }
+        let mut backend = spawn_unprivileged(dir.path(), &args);
+        wait_for(
+            "the control socket",
+            Duration::from_secs(20),
+            &mut backend,
+            || pvmouse_client::Connection::connect(&control).is_ok(),
+        );
+        // A client holding a button: the backend lets go as it stops.
+        let mut client = pvmouse_client::Connection::connect(&control).unwrap();
+        client
+            .execute(
+                "pvmouse-send",
+                serde_json::json!({"x": 0.5, "y": 0.5, "buttons": {"left": true}}),
+            )
+            .unwrap();
+        // The keeper's workers: its children that were handed a ledger.
+        let keeper = backend.id();
+        let workers: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1));
+                ppid == Some(keeper.to_string().as_str())
+                    && std::fs::read_to_string(e.path().join("cmdline"))
+                        .is_ok_and(|c| c.contains("--ledger-fd"))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(workers.len(), usize::from(restartable), "{workers:?}");
+        let before = left_in(dir.path());
+        let status = terminate(&mut backend);
+        let after = left_in(dir.path());
+        println!(
+            "restartable {restartable}: before SIGTERM {before:?}; exit {status}; after {after:?}"
+        );
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut backend.stderr.take().unwrap(), &mut log).unwrap();
+        assert!(status.success(), "{status}\n{log}");
+        assert!(after.is_empty(), "left behind: {after:?}");
+        assert!(
+            log.contains("released the buttons held"),
+            "the held button was not let go:\n{log}"
+        );
+        for w in &workers {
+            assert!(
+                !Path::new("/proc").join(w).exists(),
+                "worker {w} outlived its keeper"
+            );
+        }
+    }
+}

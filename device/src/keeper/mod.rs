@@ -31,19 +31,21 @@ pub mod restarts;
 pub mod session;
 pub mod worker;
 
-use std::convert::Infallible;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::Listener;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::cli::{Config, Inherited};
-use crate::daemon::DaemonError;
+use crate::daemon::{DaemonError, Ending, Stops};
+use crate::keeper::worker::Stop;
 use crate::ledger::LEDGER_BYTES;
 use crate::socket::bind_socket;
 use message::{Message, MessageError};
@@ -160,15 +162,30 @@ impl WorkerPlan {
     }
 }
 
-/// Starts workers for as long as the keeper runs, one at a time, as [`Restarts`] says.
-fn supervise(plan: WorkerPlan) {
+/// The worker now running, for a keeper that is asked to stop: its pid (0 for none), and
+/// whether the keeper is stopping, so that no other is started.
+#[derive(Debug, Default)]
+struct Current {
+    pid: AtomicU32,
+    stopping: AtomicBool,
+}
+
+/// Starts workers for as long as the keeper runs, one at a time, as [`Restarts`] says, until it
+/// is stopping.
+fn supervise(plan: &WorkerPlan, current: &Current) {
     let mut restarts = Restarts::default();
-    loop {
+    while !current.stopping.load(Ordering::Acquire) {
         let started = Instant::now();
         let status = plan.spawn().and_then(|mut child| {
             tracing::info!(pid = child.id(), exe = %plan.exe.display(), "worker started");
-            child.wait()
+            current.pid.store(child.id(), Ordering::Release);
+            let status = child.wait();
+            current.pid.store(0, Ordering::Release);
+            status
         });
+        if current.stopping.load(Ordering::Acquire) {
+            return;
+        }
         match WorkerEnd::from(status) {
             WorkerEnd::Upgraded => tracing::info!("worker exited to be replaced (upgrade)"),
             WorkerEnd::Died(s) => tracing::warn!("worker ended ({s}); starting another"),
@@ -307,7 +324,7 @@ fn serve_frontend(frontend: &UnixStream, private: &Path) -> Result<(), MessageEr
 
 /// Runs the keeper on the vhost-user `listener`: binds the control socket, starts the workers,
 /// and serves frontends one after another, as the backend itself does.
-pub fn run(config: &Config, listener: Listener) -> Result<Infallible, DaemonError> {
+pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
     let setup = DaemonError::Setup;
     let control = match &config.control_socket {
         Some(path) => Some(bind_socket(path, config.socket_access)?),
@@ -343,22 +360,70 @@ pub fn run(config: &Config, listener: Listener) -> Result<Infallible, DaemonErro
         )))
     })?;
     let plan = WorkerPlan { exe, args };
-    std::thread::Builder::new()
-        .name("pvmouse-keeper-supervisor".into())
-        .spawn(move || supervise(plan))
-        .map_err(setup)?;
+    let current = Arc::new(Current::default());
+    {
+        let current = current.clone();
+        std::thread::Builder::new()
+            .name("pvmouse-keeper-supervisor".into())
+            .spawn(move || supervise(&plan, &current))
+            .map_err(setup)?;
+    }
     tracing::info!("keeper ready: workers may come and go, the frontend stays");
-    loop {
-        let frontend = match listener.accept() {
-            Ok(Some(frontend)) => frontend,
-            // A frontend that left before it was accepted (the listener blocks, so no spin).
-            Ok(None) => continue,
-            Err(e) => return Err(DaemonError::VhostUser(e.to_string())),
-        };
-        tracing::info!("vhost-user frontend connected to the keeper");
-        match serve_frontend(&frontend, &dir.socket()) {
-            Ok(()) => tracing::info!("vhost-user frontend disconnected"),
-            Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
-        }
+    // Frontends on a thread of their own, so that this one can wait for a stop.
+    let (socket, failed) = (dir.socket(), stops.tx.clone());
+    std::thread::Builder::new()
+        .name("pvmouse-keeper-frontends".into())
+        .spawn(move || {
+            let error = loop {
+                let frontend = match listener.accept() {
+                    Ok(Some(frontend)) => frontend,
+                    // A frontend that left before it was accepted (the listener blocks).
+                    Ok(None) => continue,
+                    Err(e) => break DaemonError::VhostUser(e.to_string()),
+                };
+                tracing::info!("vhost-user frontend connected to the keeper");
+                match serve_frontend(&frontend, &socket) {
+                    Ok(()) => tracing::info!("vhost-user frontend disconnected"),
+                    Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
+                }
+            };
+            let _ = failed.send(Stop::Failed(error));
+        })
+        .map_err(setup)?;
+    drop(stops.tx);
+    let stop = stops.rx.recv().map_err(|_| {
+        setup(io::Error::other(
+            "the keeper's threads ended without a word",
+        ))
+    })?;
+    // Whatever ends the keeper ends its worker first: asked to stop, it lets go of the buttons
+    // held. The control socket, the private directory and the vhost-user socket go when this
+    // returns.
+    current.stopping.store(true, Ordering::Release);
+    stop_worker(&current);
+    drop((control, dir));
+    match stop {
+        Stop::Failed(e) => Err(e),
+        Stop::Terminate | Stop::Upgrade => Ok(Ending::Terminated),
+    }
+}
+
+/// How long a worker told to stop has before it is killed.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Tells the current worker to stop (SIGTERM), and waits for it to go.
+fn stop_worker(current: &Current) {
+    let pid = current.pid.load(Ordering::Acquire);
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: kill only sends a signal to the worker this keeper started and waits for.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + WORKER_STOP_WAIT;
+    while current.pid.load(Ordering::Acquire) != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -12,6 +12,8 @@ pub enum Stop {
     Upgrade,
     /// The vhost-user loop ended on a host error.
     Failed(DaemonError),
+    /// SIGTERM or SIGINT: let go of held buttons, remove what this process made, and end.
+    Terminate,
 }
 
 /// The control command's way to end this worker for an upgrade. Only a worker has one: a
