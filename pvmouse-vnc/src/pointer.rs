@@ -92,15 +92,7 @@ impl PointerRouter {
                 held |= button.bit();
             }
         }
-        Record {
-            display: Some(self.display),
-            x: self.position.map(|p| p.0),
-            y: self.position.map(|p| p.1),
-            buttons_set: held,
-            buttons_down: held,
-            answer: true,
-            ..Record::default()
-        }
+        state_record(self.display, self.position, held)
     }
 
     /// The record that lets go of every button this viewer holds, answered, or `None` if it
@@ -187,15 +179,20 @@ impl HeadPointer {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .fold(0u8, |m, (i, _)| m | (1 << i));
-        Record {
-            display: Some(self.display),
-            x: self.position.map(|p| p.0),
-            y: self.position.map(|p| p.1),
-            buttons_set: held,
-            buttons_down: held,
-            answer: true,
-            ..Record::default()
-        }
+        state_record(self.display, self.position, held)
+    }
+}
+
+/// A pointer's whole state as one answered record: its position and the buttons `held` down.
+fn state_record(display: u8, position: Option<(u16, u16)>, held: u8) -> Record {
+    Record {
+        display: Some(display),
+        x: position.map(|p| p.0),
+        y: position.map(|p| p.1),
+        buttons_set: held,
+        buttons_down: held,
+        answer: true,
+        ..Record::default()
     }
 }
 
