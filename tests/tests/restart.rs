@@ -235,11 +235,27 @@ fn survive(vm: &mut Vm, times: usize, hurt: &dyn Fn(&Vm, u32)) -> [(u64, usize);
 }
 
 fn boot(backend_bin: Option<PathBuf>) -> ExclusiveVm {
-    exclusive::boot(VmConfig {
+    let vm = exclusive::boot(VmConfig {
         restartable: true,
         backend_bin,
         ..VmConfig::default()
-    })
+    });
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        // The harness runs a restartable backend as `nobody`: keeper and worker both.
+        let uid = |pid: u32| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+                .unwrap()
+        };
+        let keeper = vm.backend_pid().unwrap();
+        let worker = vm.next_worker(None, Duration::from_secs(30)).unwrap().0;
+        assert_eq!((uid(keeper), uid(worker)), ("65534".into(), "65534".into()));
+    }
+    vm
 }
 
 #[test]
