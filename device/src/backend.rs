@@ -211,10 +211,13 @@ impl VhostUserBackend for PvMouseBackend {
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
+    /// MQ is offered so that frontends which insist on asking how many queues there are
+    /// (StratoVirt refuses a backend without it) may: the answer is always the profile's two.
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::MQ
     }
 
     fn reset_device(&self) {

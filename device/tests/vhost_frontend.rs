@@ -39,7 +39,36 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 const MEM_SIZE: usize = 0x20_0000;
 const STATUSQ_BASE: u64 = 0x10_0000;
+/// QEMU 10's vhost-user-input fixes its queues at 4 entries.
 const QUEUE_SIZE: u16 = 4;
+
+/// How a vhost-user frontend sets up an input device, where frontends differ.
+#[derive(Debug, Clone, Copy)]
+struct FrontendKind {
+    name: &'static str,
+    queue_size: u16,
+    /// Refuses a backend that does not offer the MQ protocol feature, and asks GET_QUEUE_NUM.
+    needs_mq: bool,
+    /// Reads the whole 136-byte config after each select or subsel write.
+    rereads_config: bool,
+}
+
+/// QEMU 10 (`hw/virtio/vhost-user-input.c` over vhost-user-base).
+const QEMU: FrontendKind = FrontendKind {
+    name: "QEMU 10",
+    queue_size: QUEUE_SIZE,
+    needs_mq: false,
+    rereads_config: false,
+};
+
+/// StratoVirt (`virtio/src/vhost/user/input.rs`, 2026): MQ required, its own default queue
+/// size, and the whole config read after every select write (shared/NOTES.md).
+const STRATOVIRT: FrontendKind = FrontendKind {
+    name: "StratoVirt",
+    queue_size: 256,
+    needs_mq: true,
+    rereads_config: true,
+};
 
 fn memfd(size: usize) -> File {
     let name = c"pvmouse-test-guest";
@@ -113,9 +142,10 @@ impl Qmp {
     }
 }
 
-/// One frontend connection, set up as QEMU sets up vhost-user-input.
+/// One frontend connection, set up as QEMU (or `kind`) sets up vhost-user-input.
 struct Guest<'m> {
     frontend: Frontend,
+    kind: FrontendKind,
     eventq: MockRing<'m>,
     statusq: MockRing<'m>,
     kicks: [EventFd; 2],
@@ -127,6 +157,16 @@ struct Guest<'m> {
 
 impl<'m> Guest<'m> {
     fn connect(socket: &Path, mem: &'m GuestMemoryMmap, file: &File) -> Self {
+        Self::connect_as(QEMU, socket, mem, file)
+    }
+
+    fn connect_as(
+        kind: FrontendKind,
+        socket: &Path,
+        mem: &'m GuestMemoryMmap,
+        file: &File,
+    ) -> Self {
+        let size = kind.queue_size;
         let mut frontend = connect_with_retry(socket);
         frontend.set_owner().unwrap();
         let features = frontend.get_features().unwrap();
@@ -137,9 +177,19 @@ impl<'m> Guest<'m> {
         frontend.set_features(features).unwrap();
         let proto = frontend.get_protocol_features().unwrap();
         assert!(proto.contains(VhostUserProtocolFeatures::CONFIG));
-        frontend
-            .set_protocol_features(VhostUserProtocolFeatures::CONFIG)
-            .unwrap();
+        let mut wanted = VhostUserProtocolFeatures::CONFIG;
+        if kind.needs_mq {
+            assert!(
+                proto.contains(VhostUserProtocolFeatures::MQ),
+                "{} refuses a backend without MQ: {proto:?}",
+                kind.name
+            );
+            wanted |= VhostUserProtocolFeatures::MQ;
+        }
+        frontend.set_protocol_features(wanted).unwrap();
+        if kind.needs_mq {
+            assert_eq!(frontend.get_queue_num().unwrap(), 2, "{}", kind.name);
+        }
 
         let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
         let region = VhostUserMemoryRegionInfo {
@@ -152,8 +202,8 @@ impl<'m> Guest<'m> {
         frontend.set_mem_table(&[region]).unwrap();
 
         // Fresh rings each connection, as a guest driver that (re)initialises its queues.
-        let eventq = MockRing::at(mem, 0, QUEUE_SIZE);
-        let statusq = MockRing::at(mem, STATUSQ_BASE, QUEUE_SIZE);
+        let eventq = MockRing::at(mem, 0, size);
+        let statusq = MockRing::at(mem, STATUSQ_BASE, size);
         let kicks = [
             EventFd::new(EFD_NONBLOCK).unwrap(),
             EventFd::new(EFD_NONBLOCK).unwrap(),
@@ -165,13 +215,13 @@ impl<'m> Guest<'m> {
         for (q, ring) in [(EVENTQ, &eventq), (STATUSQ, &statusq)] {
             let q = usize::from(q);
             let (desc, avail, used) = ring.layout();
-            frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
+            frontend.set_vring_num(q, size).unwrap();
             frontend
                 .set_vring_addr(
                     q,
                     &VringConfigData {
-                        queue_max_size: QUEUE_SIZE,
-                        queue_size: QUEUE_SIZE,
+                        queue_max_size: size,
+                        queue_size: size,
                         flags: 0,
                         desc_table_addr: host + desc,
                         used_ring_addr: host + used,
@@ -187,12 +237,13 @@ impl<'m> Guest<'m> {
         }
         Guest {
             frontend,
+            kind,
             eventq,
             statusq,
             kicks,
             _calls: calls,
             seen: 0,
-            free: (0..QUEUE_SIZE).rev().collect(),
+            free: (0..size).rev().collect(),
         }
     }
 
@@ -200,7 +251,13 @@ impl<'m> Guest<'m> {
         // Linux writes select and subsel as two one-byte writes.
         let flags = VhostUserConfigFlags::WRITABLE;
         self.frontend.set_config(0, flags, &[select]).unwrap();
+        if self.kind.rereads_config {
+            self.frontend.get_config(0, 136, flags, &[0; 136]).unwrap();
+        }
         self.frontend.set_config(1, flags, &[subsel]).unwrap();
+        if self.kind.rereads_config {
+            self.frontend.get_config(0, 136, flags, &[0; 136]).unwrap();
+        }
         let (_, image) = self.frontend.get_config(0, 136, flags, &[0; 136]).unwrap();
         let size = usize::from(image[2]);
         image[8..8 + size].to_vec()
@@ -240,7 +297,7 @@ impl<'m> Guest<'m> {
     fn stream_events(&mut self, count: u16) -> Vec<InputEvent> {
         let mut out = Vec::new();
         while out.len() < usize::from(count) {
-            let n = (count - u16::try_from(out.len()).unwrap()).min(QUEUE_SIZE);
+            let n = (count - u16::try_from(out.len()).unwrap()).min(self.kind.queue_size);
             self.refill();
             out.extend(self.take_events(n));
         }
@@ -248,7 +305,7 @@ impl<'m> Guest<'m> {
     }
 
     fn send_status(&mut self, event: InputEvent) {
-        let index = self.statusq.used_idx() % QUEUE_SIZE;
+        let index = self.statusq.used_idx() % self.kind.queue_size;
         self.statusq.offer_status_buffer(index, event.to_le_bytes());
         self.kicks[usize::from(STATUSQ)].write(1).unwrap();
     }
@@ -446,4 +503,82 @@ fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
     assert_eq!(counters["activations"], 2);
     drop(guest);
     control.stop().unwrap();
+}
+
+/// A backend served in-process on a fresh socket pair in `dir`: (vhost-user path, control path).
+fn serve_in_process(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let vhost_path = dir.join("vhost.sock");
+    let control_path = dir.join("control.sock");
+    let identity = Identity::new("pvmouse-test", "serial-42", 2).unwrap();
+    let notices = Arc::new(NoticeBoard::new().unwrap());
+    let device = Arc::new(PvMouse::new(identity, notices.clone()).unwrap());
+    let control = ControlServer::bind(&control_path, device.clone(), notices)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let backend = Arc::new(PvMouseBackend::new(device).unwrap());
+    let (mut listener, socket_file) = vhost_listener(
+        &VhostSocket::Path(vhost_path.clone()),
+        SocketAccess::default(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let _keep = (socket_file, control);
+        serve(&mut listener, backend)
+    });
+    (vhost_path, control_path)
+}
+
+#[test]
+fn other_frontends_negotiate_and_deliver_at_every_queue_size() {
+    let any = |queue_size| FrontendKind {
+        name: "a frontend with other queues",
+        queue_size,
+        needs_mq: false,
+        rereads_config: false,
+    };
+    for kind in [QEMU, STRATOVIRT, any(8), any(64), any(1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (vhost_path, control_path) = serve_in_process(dir.path());
+        let mut qmp = Qmp::connect(&control_path);
+        let file = memfd(MEM_SIZE);
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+            GuestAddress(0),
+            MEM_SIZE,
+            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        let mut guest = Guest::connect_as(kind, &vhost_path, &mem, &file);
+        let at = format!("{}, {} entries", kind.name, kind.queue_size);
+        assert_eq!(guest.config(1, 0), b"pvmouse-test", "{at}");
+        assert_eq!(guest.config(0x11, 3), [0b11, 0, 0, 0, 0, 1], "{at}");
+        // Activation's full-state frame, then a move with a click on display 1.
+        let full = guest.stream_events(7);
+        assert_eq!(full.last(), Some(&syn()), "{at}: {full:?}");
+        qmp.execute(
+            "pvmouse-send",
+            json!({"display": 1, "x": 0.25, "y": 0.75, "buttons": {"left": true}}),
+        );
+        let events = guest.stream_events(5);
+        assert_eq!(
+            events,
+            [
+                ev(EV_ABS, DISPLAY_AXIS, 1),
+                ev(EV_ABS, ABS_X, 16384),
+                ev(EV_ABS, ABS_Y, 49151),
+                ev(EV_KEY, BTN_LEFT, 1),
+                syn()
+            ],
+            "{at}"
+        );
+        // The status queue takes a bridge heartbeat at this size too.
+        guest.send_status(ev(
+            EV_MSC,
+            MSC_RAW,
+            StatusMessage::BridgePresent { version: 1 }.encode(),
+        ));
+        let bridge = qmp.wait_event("PVMOUSE_BRIDGE_CHANGE");
+        assert_eq!(bridge["data"]["present"], true, "{at}");
+        println!("{at}: negotiated, configured, activated, delivered");
+    }
 }
