@@ -310,16 +310,11 @@ fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Endin
                 notices,
             )?;
             tracing::info!(path = %path.display(), "control socket ready");
-            Some(server.spawn().map_err(DaemonError::Setup)?)
+            Some(server)
         }
-        None => {
-            warn_no_control();
-            None
-        }
+        None => None,
     };
-    let backend = Arc::new(PvMouseBackend::new(device.clone()).map_err(DaemonError::Setup)?);
-    ready(config);
-    serve_until_stopped(&device, listener, backend, stops, control)
+    serve_device(config, device, listener, stops, control)
 }
 
 /// A keeper's worker: the device on the keeper's ledger and control listener, serving the
@@ -345,20 +340,32 @@ fn worker(
             let server =
                 ControlServer::from_listener(listener, None, path, device.clone(), notices)?
                     .with_upgrade(Upgrade::new(stops.tx.clone()));
-            Some(server.spawn().map_err(DaemonError::Setup)?)
+            Some(server)
         }
+        None => None,
+    };
+    serve_device(config, device, listener, stops, control)
+}
+
+/// Starts the control thread (if there is a control socket), says the backend is ready, and
+/// serves the device until it is stopped.
+fn serve_device(
+    config: &Config,
+    device: Arc<PvMouse>,
+    listener: Listener,
+    stops: Stops,
+    control: Option<ControlServer>,
+) -> Result<Ending, DaemonError> {
+    let control = match control {
+        Some(server) => Some(server.spawn().map_err(DaemonError::Setup)?),
         None => {
-            warn_no_control();
+            tracing::warn!("no --control-socket: nothing can send pointer input to this device");
             None
         }
     };
     let backend = Arc::new(PvMouseBackend::new(device.clone()).map_err(DaemonError::Setup)?);
     ready(config);
     serve_until_stopped(&device, listener, backend, stops, control)
-}
-
-fn warn_no_control() {
-    tracing::warn!("no --control-socket: nothing can send pointer input to this device");
 }
 
 fn ready(config: &Config) {
