@@ -25,7 +25,6 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vhost_user_pvmouse::ControlServer;
 use vhost_user_pvmouse::Identity;
 use vhost_user_pvmouse::NoticeBoard;
 use vhost_user_pvmouse::PvMouse;
@@ -33,6 +32,7 @@ use vhost_user_pvmouse::PvMouseBackend;
 use vhost_user_pvmouse::SocketAccess;
 use vhost_user_pvmouse::VhostSocket;
 use vhost_user_pvmouse::testing::{MockRing, descriptor_index};
+use vhost_user_pvmouse::{ControlHandle, ControlServer};
 use vhost_user_pvmouse::{serve, vhost_listener};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -336,35 +336,10 @@ fn syn() -> InputEvent {
 #[test]
 fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let vhost_path = dir.path().join("vhost.sock");
-    let control_path = dir.path().join("control.sock");
-
-    let identity = Identity::new("pvmouse-test", "serial-42", 2).unwrap();
-    let notices = Arc::new(NoticeBoard::new().unwrap());
-    let device = Arc::new(PvMouse::new(identity, notices.clone()).unwrap());
-    let control = ControlServer::bind(&control_path, device.clone(), notices)
-        .unwrap()
-        .spawn()
-        .unwrap();
-    let backend = Arc::new(PvMouseBackend::new(device).unwrap());
-    let (mut listener, socket_file) = vhost_listener(
-        &VhostSocket::Path(vhost_path.clone()),
-        SocketAccess::default(),
-    )
-    .unwrap();
-    std::thread::spawn(move || {
-        let _socket_file = socket_file;
-        serve(&mut listener, backend)
-    });
+    let (vhost_path, control_path, control) = serve_in_process(dir.path());
 
     let mut qmp = Qmp::connect(&control_path);
-    let file = memfd(MEM_SIZE);
-    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
-        GuestAddress(0),
-        MEM_SIZE,
-        Some(FileOffset::new(file.try_clone().unwrap(), 0)),
-    )])
-    .unwrap();
+    let (file, mem) = guest_memory();
 
     // --- First connection: identity, activation, commands.
     let mut guest = Guest::connect(&vhost_path, &mem, &file);
@@ -505,8 +480,21 @@ fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
     control.stop().unwrap();
 }
 
-/// A backend served in-process on a fresh socket pair in `dir`: (vhost-user path, control path).
-fn serve_in_process(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+/// Guest memory shared as QEMU shares it: a memfd, and the mapping of it.
+fn guest_memory() -> (File, GuestMemoryMmap) {
+    let file = memfd(MEM_SIZE);
+    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(0),
+        MEM_SIZE,
+        Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+    )])
+    .unwrap();
+    (file, mem)
+}
+
+/// A backend served in-process on a fresh socket pair in `dir`: the vhost-user path, the
+/// control path and the control thread's handle.
+fn serve_in_process(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, ControlHandle) {
     let vhost_path = dir.join("vhost.sock");
     let control_path = dir.join("control.sock");
     let identity = Identity::new("pvmouse-test", "serial-42", 2).unwrap();
@@ -523,10 +511,10 @@ fn serve_in_process(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     )
     .unwrap();
     std::thread::spawn(move || {
-        let _keep = (socket_file, control);
+        let _socket_file = socket_file;
         serve(&mut listener, backend)
     });
-    (vhost_path, control_path)
+    (vhost_path, control_path, control)
 }
 
 #[test]
@@ -539,15 +527,9 @@ fn other_frontends_negotiate_and_deliver_at_every_queue_size() {
     };
     for kind in [QEMU, STRATOVIRT, any(8), any(64), any(1024)] {
         let dir = tempfile::tempdir().unwrap();
-        let (vhost_path, control_path) = serve_in_process(dir.path());
+        let (vhost_path, control_path, _control) = serve_in_process(dir.path());
         let mut qmp = Qmp::connect(&control_path);
-        let file = memfd(MEM_SIZE);
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
-            GuestAddress(0),
-            MEM_SIZE,
-            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
-        )])
-        .unwrap();
+        let (file, mem) = guest_memory();
         let mut guest = Guest::connect_as(kind, &vhost_path, &mem, &file);
         let at = format!("{}, {} entries", kind.name, kind.queue_size);
         assert_eq!(guest.config(1, 0), b"pvmouse-test", "{at}");

@@ -161,23 +161,41 @@ impl Front {
     /// A viewer through the whole handshake, up to and with `ServerInit`.
     fn viewer(&self) -> TcpStream {
         let mut s = self.connect();
-        let mut version = [0u8; 12];
-        s.read_exact(&mut version).unwrap();
-        s.write_all(b"RFB 003.008\n").unwrap();
-        let mut n = [0u8; 1];
-        s.read_exact(&mut n).unwrap();
-        assert_eq!(n[0], 1, "{}", self.log());
-        let mut types = [0u8; 1];
-        s.read_exact(&mut types).unwrap();
-        s.write_all(&[1]).unwrap();
-        let mut result = [0u8; 4];
-        s.read_exact(&mut result).unwrap();
-        s.write_all(&[1]).unwrap();
-        let mut init = [0u8; 28];
-        s.read_exact(&mut init).unwrap();
-        assert_eq!(&init[24..], b"fake");
+        handshake(&mut s);
         s
     }
+}
+
+/// A viewer's side of the handshake through the proxy to [`Upstream`], up to and with
+/// `ServerInit`.
+fn handshake(s: &mut (impl Read + Write)) {
+    let mut version = [0u8; 12];
+    s.read_exact(&mut version).unwrap();
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let mut types = [0u8; 2];
+    s.read_exact(&mut types).unwrap();
+    assert_eq!(types, [1, 1], "one security type, None");
+    s.write_all(&[1]).unwrap();
+    let mut result = [0u8; 4];
+    s.read_exact(&mut result).unwrap();
+    s.write_all(&[1]).unwrap();
+    let mut init = [0u8; 28];
+    s.read_exact(&mut init).unwrap();
+    assert_eq!(&init[24..], b"fake");
+}
+
+/// The arguments for one head that listens on the Unix socket `listen`.
+fn unix_head(control: &Path, listen: &Path, upstream: &Upstream) -> Vec<String> {
+    vec![
+        "--control".into(),
+        control.display().to_string(),
+        "--head".into(),
+        format!(
+            "0=unix:{},unix:{}",
+            listen.display(),
+            upstream.path.display()
+        ),
+    ]
 }
 
 fn setup() -> (tempfile::TempDir, Upstream, ControlBackend, PathBuf) {
@@ -281,14 +299,7 @@ fn the_listen_path_must_be_a_socket_and_becomes_the_users_alone() {
             .arg("-c")
             .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
             .arg(BIN)
-            .arg("--control")
-            .arg(&control)
-            .arg("--head")
-            .arg(format!(
-                "0=unix:{},unix:{}",
-                listen.display(),
-                upstream.path.display()
-            ))
+            .args(unix_head(&control, &listen, &upstream))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
@@ -467,31 +478,14 @@ fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
     let (dir, upstream, backend, control) = setup();
     let listen = dir.path().join("front.sock");
     let mut child = Command::new(BIN)
-        .arg("--control")
-        .arg(&control)
-        .arg("--head")
-        .arg(format!(
-            "0=unix:{},unix:{}",
-            listen.display(),
-            upstream.path.display()
-        ))
+        .args(unix_head(&control, &listen, &upstream))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_until("the socket", Duration::from_secs(10), || listen.exists());
     // A viewer holding left, over the Unix socket.
     let mut v = UnixStream::connect(&listen).unwrap();
-    let mut version = [0u8; 12];
-    v.read_exact(&mut version).unwrap();
-    v.write_all(b"RFB 003.008\n").unwrap();
-    let mut skip = [0u8; 2];
-    v.read_exact(&mut skip).unwrap();
-    v.write_all(&[1]).unwrap();
-    let mut result = [0u8; 4];
-    v.read_exact(&mut result).unwrap();
-    v.write_all(&[1]).unwrap();
-    let mut init = [0u8; 28];
-    v.read_exact(&mut init).unwrap();
+    handshake(&mut v);
     v.write_all(&[5, 1, 0, 10, 0, 10]).unwrap();
     let left = pvmouse_spec::profile::Button::Left.bit();
     wait_until("the press", Duration::from_secs(5), || {

@@ -56,17 +56,27 @@ fn run(step: &'static str, cmd: &mut Command) -> Result<String, AssetError> {
 /// prints the exact commands otherwise. Missing QEMU is a failure, never a skip.
 pub fn ensure_host_packages() -> Result<(), AssetError> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = workspace_root().join("scripts/install-host-deps");
-        run(
-            "installing QEMU 10 and busybox-static",
-            &mut Command::new(&script),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    install_once(
+        &DONE,
+        "scripts/install-host-deps",
+        "installing QEMU 10 and busybox-static",
+    )
+    .map_err(|e| fail("host packages", e))
+}
+
+/// Runs one of the project's installer scripts, once per test process: its result is kept in
+/// `done`, so every later caller gets the same answer without running it again.
+fn install_once(
+    done: &OnceLock<Result<(), String>>,
+    script: &str,
+    what: &'static str,
+) -> Result<(), String> {
+    done.get_or_init(|| {
+        run(what, &mut Command::new(workspace_root().join(script)))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .clone()
-    .map_err(|e| fail("host packages", e))
 }
 
 /// Debian's Chromium, noVNC and websockify, and playwright-core to drive Chromium, through the
@@ -74,16 +84,11 @@ pub fn ensure_host_packages() -> Result<(), AssetError> {
 /// browser script needs on `NODE_PATH`. Missing any of them is a failure, never a skip.
 pub fn ensure_browser_tools() -> Result<PathBuf, AssetError> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = workspace_root().join("scripts/install-browser-deps");
-        run(
-            "installing Chromium, noVNC, websockify and playwright-core",
-            &mut Command::new(&script),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    })
-    .clone()
+    install_once(
+        &DONE,
+        "scripts/install-browser-deps",
+        "installing Chromium, noVNC, websockify and playwright-core",
+    )
     .map_err(|e| fail("browser tools", e))?;
     Ok(workspace_root().join("target/browser-tools/node_modules"))
 }
