@@ -232,9 +232,10 @@ pub fn serve(
     }
 }
 
-/// Everything `main` does after parsing, in the role the command line chose. Returns only on a
-/// host error or at a worker's [`Ending`], having stopped the threads that could still write
-/// (the control thread) and removed the sockets it created.
+/// Everything `main` does after [`listen`], in the role the command line chose. Returns only on
+/// a host error, at a worker's upgrade, or once `stops` is told to stop ([`Ending`]), having
+/// stopped the threads that could still write (the control thread) and removed the sockets it
+/// created.
 pub fn run(config: Config, listening: Listening, stops: Stops) -> Result<Ending, DaemonError> {
     let Listening {
         listener,

@@ -323,7 +323,8 @@ fn serve_frontend(frontend: &UnixStream, private: &Path) -> Result<(), MessageEr
 }
 
 /// Runs the keeper on the vhost-user `listener`: binds the control socket, starts the workers,
-/// and serves frontends one after another, as the backend itself does.
+/// and serves frontends one after another, as the backend itself does, until a host error or
+/// until `stops` is told to stop; then stops its worker and removes what it made.
 pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
     let setup = DaemonError::Setup;
     let control = match &config.control_socket {
