@@ -19,9 +19,12 @@ run-backend:
 		--control-socket $(DEMO_DIR)/control.sock --displays 2
 
 # Every test: formatting, lints, unit, integration, protocol and real-QEMU end-to-end tests.
+# pvmouse-prepare installs, fetches and builds what the VM tests need first, saying each step
+# and its time (the test runner would keep that output until the end).
 test: check-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) run -q -p pvmouse-vmtest --bin pvmouse-prepare
 	$(CARGO) test --workspace
 
 # The control-protocol tests drive the socket with Python's stock qemu.qmp library, and the

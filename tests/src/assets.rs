@@ -34,10 +34,35 @@ pub fn cache_dir() -> PathBuf {
     workspace_root().join("target/pvmouse-guest")
 }
 
+/// Runs one set-up step, saying on standard error what it is, that it still runs every 30 s,
+/// and how long it took: a first run installs and builds for minutes, and none of them passes
+/// in silence.
 fn run(step: &'static str, cmd: &mut Command) -> Result<String, AssetError> {
-    let out = cmd
-        .output()
-        .map_err(|e| fail(step, format!("cannot run {cmd:?}: {e}")))?;
+    let started = std::time::Instant::now();
+    eprintln!("pvmouse: {step}…");
+    let (finished, waiting) = std::sync::mpsc::channel::<()>();
+    let ticker = std::thread::spawn(move || {
+        let every = std::time::Duration::from_secs(30);
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(every) {
+            eprintln!(
+                "pvmouse: {step}: still running, {:.0} s so far",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    });
+    let out = cmd.output();
+    drop(finished);
+    let _ = ticker.join();
+    let out = out.map_err(|e| fail(step, format!("cannot run {cmd:?}: {e}")))?;
+    eprintln!(
+        "pvmouse: {step}: {} in {:.1} s",
+        if out.status.success() {
+            "done"
+        } else {
+            "failed"
+        },
+        started.elapsed().as_secs_f64()
+    );
     if !out.status.success() {
         return Err(fail(
             step,
@@ -486,8 +511,6 @@ step "probe exited"
 poweroff -f
 "#;
 
-/// The initramfs: busybox, the modules in load order, udevadm, the probe, and an init that
-/// reports each boot step on the console.
 /// The desktop root filesystem image, built by `scripts/build-desktop-image` on first use
 /// (Debian's packages, about 90 s) and cached under `target/pvmouse-desktop/`.
 pub fn desktop_image() -> Result<PathBuf, AssetError> {
@@ -503,6 +526,8 @@ pub fn desktop_image() -> Result<PathBuf, AssetError> {
         .map_err(|e| fail("desktop image", e))
 }
 
+/// The initramfs: busybox, the modules in load order, udevadm, the probe, and an init that
+/// reports each boot step on the console.
 pub fn build_initramfs() -> Result<PathBuf, AssetError> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
