@@ -503,3 +503,67 @@ fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
         backend.pointer().2 == 0
     });
 }
+
+#[test]
+fn it_runs_as_an_ordinary_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, upstream, backend, control) = setup();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    // The operator lets this user reach both sockets (the backend's --socket-group, say).
+    for path in [dir.path(), control.as_path(), upstream.path.as_path()] {
+        let mode = if path.is_dir() { 0o755 } else { 0o666 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let own = dir.path().join("nobody");
+    std::fs::create_dir(&own).unwrap();
+    if root {
+        std::os::unix::fs::chown(&own, Some(65_534), Some(65_534)).unwrap();
+    }
+    let listen = own.join("front.sock");
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let mut child = command
+        .args(unix_head(&control, &listen, &upstream))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", Duration::from_secs(10), || listen.exists());
+    let mut v = UnixStream::connect(&listen).unwrap();
+    handshake(&mut v);
+    v.write_all(&[5, 1, 0, 10, 0, 10]).unwrap();
+    let left = pvmouse_spec::profile::Button::Left.bit();
+    wait_until("the press", Duration::from_secs(5), || {
+        backend.pointer().2 == left
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!listen.exists(), "the socket is left behind");
+    wait_until("the release", Duration::from_secs(5), || {
+        backend.pointer().2 == 0
+    });
+    let uid = if root {
+        65_534
+    } else {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        unsafe { libc::geteuid() }
+    };
+    println!("as uid {uid}: served a viewer, stopped cleanly");
+}
