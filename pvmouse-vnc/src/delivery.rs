@@ -96,16 +96,18 @@ impl Delivery {
         self.shared.ready.notify_one();
     }
 
-    /// What is queued still goes; the thread ends once it has.
-    pub fn finish(self) {
-        self.shared.lock().closed = true;
-        self.shared.ready.notify_one();
-    }
-
     /// Records waiting, for tests.
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.shared.lock().records.len()
+    }
+}
+
+/// What is queued still goes; the thread ends once it has.
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
     }
 }
 
@@ -137,6 +139,6 @@ mod tests {
         );
         assert!(took < Duration::from_millis(500), "{took:?}");
         assert!(delivery.waiting() <= MAX_WAITING, "bounded");
-        delivery.finish();
+        drop(delivery);
     }
 }

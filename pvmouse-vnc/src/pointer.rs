@@ -80,12 +80,11 @@ impl PointerRouter {
         }
     }
 
-    /// What this viewer holds, answered: what a new control connection is given first, since
-    /// motion written just before the old one broke may never have arrived. Its position and
-    /// the buttons it holds down are states, so setting them again changes nothing that did
-    /// arrive. Buttons it does not hold are left alone: another viewer may hold them, and a
-    /// release of its own was answered, so it is known to have arrived.
-    pub fn state(&self) -> Record {
+    /// What this viewer holds, answered: its position and the buttons it holds down. The
+    /// proxy replays the head's state ([`HeadPointer::state`]), which all its viewers share;
+    /// this one is for tests that drive a control connection for one viewer alone.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Record {
         let mut held = 0;
         for (bit, button) in BUTTONS {
             if self.mask & (1 << bit) != 0 {
