@@ -473,18 +473,11 @@ fn pvmouse_vnc_killed_under_a_drag_leaves_no_button_held() {
     println!("pvmouse-vnc killed with SIGKILL mid-drag: the backend let go of left and right");
 }
 
-#[test]
-fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
-    let (dir, upstream, backend, control) = setup();
-    let listen = dir.path().join("front.sock");
-    let mut child = Command::new(BIN)
-        .args(unix_head(&control, &listen, &upstream))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// A viewer on `child`'s Unix socket at `listen` presses left; then `child` gets SIGTERM. It
+/// must exit 0, remove its socket, and leave the backend with no button held.
+fn hold_then_terminate(child: &mut Child, listen: &Path, backend: &ControlBackend) {
     wait_until("the socket", Duration::from_secs(10), || listen.exists());
-    // A viewer holding left, over the Unix socket.
-    let mut v = UnixStream::connect(&listen).unwrap();
+    let mut v = UnixStream::connect(listen).unwrap();
     handshake(&mut v);
     v.write_all(&[5, 1, 0, 10, 0, 10]).unwrap();
     let left = pvmouse_spec::profile::Button::Left.bit();
@@ -497,11 +490,27 @@ fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
         .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut log).unwrap();
+    }
+    assert!(status.success(), "{status}\n{log}");
     assert!(!listen.exists(), "the socket is left behind");
     wait_until("the release", Duration::from_secs(5), || {
         backend.pointer().2 == 0
     });
+}
+
+#[test]
+fn sigterm_removes_the_listening_socket_and_lets_go_of_held_buttons() {
+    let (dir, upstream, backend, control) = setup();
+    let listen = dir.path().join("front.sock");
+    let mut child = Command::new(BIN)
+        .args(unix_head(&control, &listen, &upstream))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    hold_then_terminate(&mut child, &listen, &backend);
 }
 
 #[test]
@@ -533,32 +542,7 @@ fn it_runs_as_an_ordinary_user() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the socket", Duration::from_secs(10), || listen.exists());
-    let mut v = UnixStream::connect(&listen).unwrap();
-    handshake(&mut v);
-    v.write_all(&[5, 1, 0, 10, 0, 10]).unwrap();
-    let left = pvmouse_spec::profile::Button::Left.bit();
-    wait_until("the press", Duration::from_secs(5), || {
-        backend.pointer().2 == left
-    });
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "{status}\n{log}");
-    assert!(!listen.exists(), "the socket is left behind");
-    wait_until("the release", Duration::from_secs(5), || {
-        backend.pointer().2 == 0
-    });
+    hold_then_terminate(&mut child, &listen, &backend);
     let uid = if root {
         65_534
     } else {
