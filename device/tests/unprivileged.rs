@@ -1,56 +1,21 @@
 //! The backend as an ordinary user, which is how libvirt's `qemu` user and a desktop user run
 //! it: root ignores file permissions, so a backend only ever tested as root can hide a
-//! permission bug. Run as root, this test drops to `nobody` (uid 65534) with `setpriv`; run as
-//! anyone else, it runs the backend as that user.
+//! permission bug (see `support/backend.rs`).
 
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]
 
+#[path = "support/backend.rs"]
+mod backend;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_vhost-user-pvmouse");
-const NOBODY: u32 = 65_534;
-
-/// The backend in `dir` as an unprivileged user, its temporary files in `dir` too.
-fn spawn_unprivileged(dir: &Path, args: &[&str]) -> Child {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut command = if root {
-        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY]);
-        c
-    } else {
-        Command::new(BINARY)
-    };
-    command
-        .args(args)
-        .env("TMPDIR", dir)
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(what: &str, limit: Duration, child: &mut Child, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            panic!("{what}: the backend exited ({status}) first:\n{stderr}");
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use backend::{NOBODY, spawn_unprivileged, wait_for, workers_of};
 
 #[test]
 fn the_restartable_backend_runs_as_an_ordinary_user() {
@@ -183,22 +148,7 @@ fn sigterm_stops_either_backend_and_leaves_nothing_behind() {
             )
             .unwrap();
         // The keeper's workers: its children that were handed a ledger.
-        let keeper = backend.id();
-        let workers: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                let ppid = stat
-                    .rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1));
-                ppid == Some(keeper.to_string().as_str())
-                    && std::fs::read_to_string(e.path().join("cmdline"))
-                        .is_ok_and(|c| c.contains("--ledger-fd"))
-            })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let workers = workers_of(backend.id());
         assert_eq!(workers.len(), usize::from(restartable), "{workers:?}");
         let before = left_in(dir.path());
         let status = terminate(&mut backend);
@@ -216,7 +166,7 @@ fn sigterm_stops_either_backend_and_leaves_nothing_behind() {
         );
         for w in &workers {
             assert!(
-                !Path::new("/proc").join(w).exists(),
+                !Path::new("/proc").join(w.to_string()).exists(),
                 "worker {w} outlived its keeper"
             );
         }

@@ -326,3 +326,95 @@ fn an_upgrade_under_a_stream_runs_the_new_binary_and_goes_unnoticed() {
     );
     assert_ne!(before, after);
 }
+
+/// Sends `signal` (as `kill` names it) to `pid`.
+fn kill(signal: &str, pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// A move to `x` reaches the guest, sent by a client that reconnects while workers come and go.
+fn lands(vm: &Vm, x: f64) {
+    let mut client = Client::new(&vm.control_socket());
+    let start = Instant::now();
+    while client
+        .execute("pvmouse-send", json!({"x": x, "y": 0.5}))
+        .is_none()
+    {
+        assert!(start.elapsed() < WAIT, "no worker answered for {WAIT:?}");
+    }
+    let want = round_to_i32(x * 65535.0);
+    vm.probe
+        .query_until("state", PVMOUSE_NAME, &format!("x {want}"), WAIT, |st| {
+            st["abs"]["0"] == want
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// QMP `stop`, then `cont`, on QEMU's own monitor: how long `stop` held the monitor.
+fn stop_and_cont(vm: &Vm) -> Duration {
+    let mut qemu = vm.qemu_qmp().unwrap();
+    let start = Instant::now();
+    qemu.execute("stop", json!({})).unwrap();
+    let took = start.elapsed();
+    qemu.execute("cont", json!({})).unwrap();
+    took
+}
+
+/// QEMU stops the VM (each ring's `GET_VRING_BASE`) while the worker is stopped, killed at
+/// that moment, or not there at all (restart backoff): the keeper answers in its place, QEMU's
+/// monitor is not held up, and input reaches the guest after `cont`. The keeper's own bound is
+/// 100 ms; a TCG guest on a busy two-core machine gets 500.
+#[test]
+fn qemus_stop_never_waits_on_a_stopped_dying_or_absent_worker() {
+    const BOUND: Duration = Duration::from_millis(500);
+    let vm = boot(None);
+    watch(&vm);
+    lands(&vm, 0.2);
+
+    let (stopped, _) = next_worker(&vm, None);
+    kill("-STOP", stopped);
+    let with_stopped = stop_and_cont(&vm);
+    let (mut worker, _) = next_worker(&vm, Some(stopped));
+    lands(&vm, 0.4);
+
+    let mut with_killed = Duration::ZERO;
+    for round in 0..10u64 {
+        let (dying, delay) = (worker, Duration::from_micros(round * 300));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            kill("-KILL", dying);
+        });
+        with_killed = with_killed.max(stop_and_cont(&vm));
+        killer.join().unwrap();
+        worker = next_worker(&vm, Some(worker)).0;
+        // Workers that live a while: no restart backoff.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    lands(&vm, 0.6);
+
+    // Nine workers in a row that die at once: the keeper waits 1.6 s before the next.
+    let mut last = worker;
+    kill("-KILL", last);
+    for _ in 0..8 {
+        last = next_worker(&vm, Some(last)).0;
+        kill("-KILL", last);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(vm.worker_pid(), None, "backing off");
+    let in_backoff = stop_and_cont(&vm);
+    assert_eq!(vm.worker_pid(), None, "stop answered while no worker ran");
+    next_worker(&vm, Some(last));
+    lands(&vm, 0.8);
+
+    println!(
+        "QMP stop took {with_stopped:?} with the worker stopped, at most {with_killed:?} with \
+         it killed 0-2.7 ms into the stop (10 rounds), {in_backoff:?} in restart backoff"
+    );
+    for took in [with_stopped, with_killed, in_backoff] {
+        assert!(took < BOUND, "QEMU's monitor waited {took:?}");
+    }
+}

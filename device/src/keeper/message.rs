@@ -124,19 +124,23 @@ impl Message {
 
     /// Whether the frontend waits for an answer to this one.
     pub fn wants_reply(&self) -> bool {
-        self.needs_reply()
-            || [
-                FrontendReq::GET_FEATURES,
-                FrontendReq::GET_PROTOCOL_FEATURES,
-                FrontendReq::GET_VRING_BASE,
-                FrontendReq::GET_QUEUE_NUM,
-                FrontendReq::GET_CONFIG,
-                FrontendReq::GET_MAX_MEM_SLOTS,
-                FrontendReq::GET_INFLIGHT_FD,
-                FrontendReq::GET_STATUS,
-            ]
-            .into_iter()
-            .any(|r| self.is(r))
+        self.needs_reply() || self.asks()
+    }
+
+    /// Whether this is a question, answered with data rather than acknowledged.
+    pub fn asks(&self) -> bool {
+        [
+            FrontendReq::GET_FEATURES,
+            FrontendReq::GET_PROTOCOL_FEATURES,
+            FrontendReq::GET_VRING_BASE,
+            FrontendReq::GET_QUEUE_NUM,
+            FrontendReq::GET_CONFIG,
+            FrontendReq::GET_MAX_MEM_SLOTS,
+            FrontendReq::GET_INFLIGHT_FD,
+            FrontendReq::GET_STATUS,
+        ]
+        .into_iter()
+        .any(|r| self.is(r))
     }
 
     /// Whether the sender set `NEED_REPLY` (an acknowledgement, with `REPLY_ACK`).

@@ -176,10 +176,10 @@ fn supervise(plan: &WorkerPlan, current: &Current) {
     let mut restarts = Restarts::default();
     while !current.stopping.load(Ordering::Acquire) {
         let started = Instant::now();
-        let status = plan.spawn().and_then(|mut child| {
+        let status = plan.spawn().and_then(|child| {
             tracing::info!(pid = child.id(), exe = %plan.exe.display(), "worker started");
             current.pid.store(child.id(), Ordering::Release);
-            let status = child.wait();
+            let status = wait_for(&child);
             current.pid.store(0, Ordering::Release);
             status
         });
@@ -200,6 +200,53 @@ fn supervise(plan: &WorkerPlan, current: &Current) {
     }
 }
 
+/// Waits for the worker to end. A worker that is stopped (SIGSTOP, SIGTSTP) serves nobody and
+/// holds its clients: it is killed, and so replaced. One that runs again by the time the keeper
+/// looks (the whole process group was stopped and continued) is left alone.
+fn wait_for(child: &Child) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int, `status`, which lives across the call. std's Child
+        // is not waited on after this; dropping it does not wait.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WUNTRACED) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFSTOPPED(status) {
+            if still_stopped(pid) {
+                let signal = libc::WSTOPSIG(status);
+                tracing::error!(
+                    pid,
+                    signal,
+                    "worker stopped: it serves nobody; replacing it"
+                );
+                // SAFETY: a signal to the worker this keeper started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            continue;
+        }
+        return Ok(std::process::ExitStatus::from_raw(status));
+    }
+}
+
+/// Whether the process is in the stopped state now (`T` in /proc/PID/stat).
+fn still_stopped(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses and may hold any.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|s| s == "T")
+        })
+        .unwrap_or(false)
+}
+
 const FRONTEND: u64 = 0;
 const WORKER: u64 = 1;
 
@@ -209,6 +256,7 @@ struct SocketLink {
     socket: PathBuf,
     stream: Option<UnixStream>,
     epoll: Epoll,
+    current: Arc<Current>,
 }
 
 /// Which connections have something to read (or have closed).
@@ -218,8 +266,14 @@ struct Ready {
     worker: bool,
 }
 
+/// Milliseconds from now to `deadline`, rounded up, for epoll and poll.
+fn millis_until(deadline: Instant) -> i32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+}
+
 impl SocketLink {
-    fn new(socket: &Path, frontend: &UnixStream) -> io::Result<Self> {
+    fn new(socket: &Path, frontend: &UnixStream, current: Arc<Current>) -> io::Result<Self> {
         let epoll = Epoll::new()?;
         epoll.ctl(
             ControlOperation::Add,
@@ -230,6 +284,7 @@ impl SocketLink {
             socket: socket.to_owned(),
             stream: None,
             epoll,
+            current,
         })
     }
 
@@ -237,10 +292,11 @@ impl SocketLink {
         self.stream.as_ref().ok_or(MessageError::Closed)
     }
 
-    /// Waits until the frontend or the worker has something to read.
-    fn wait(&self) -> io::Result<Ready> {
+    /// Waits until the frontend or the worker has something to read, or until `until`.
+    fn wait(&self, until: Option<Instant>) -> io::Result<Ready> {
         let mut events = [EpollEvent::default(); 2];
-        let n = match self.epoll.wait(-1, &mut events) {
+        let timeout = until.map_or(-1, millis_until);
+        let n = match self.epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
@@ -256,9 +312,15 @@ impl SocketLink {
     }
 }
 
+/// A worker's answer may take this long to read once it has begun to arrive: it writes each
+/// in one go, so only a worker stopped mid-write takes longer.
+const READ_LIMIT: Duration = Duration::from_millis(100);
+
 impl WorkerLink for SocketLink {
     fn connect(&mut self) -> Result<(), MessageError> {
         let stream = UnixStream::connect(&self.socket)?;
+        stream.set_write_timeout(Some(relay::ANSWER_WAIT))?;
+        stream.set_read_timeout(Some(READ_LIMIT))?;
         if let Some(old) = self.stream.take() {
             // Explicitly: a worker being forked may hold a copy of the old socket for a moment,
             // and epoll would report it until the copy is gone.
@@ -281,8 +343,28 @@ impl WorkerLink for SocketLink {
         Ok(msg.send(self.stream()?)?)
     }
 
-    fn recv(&mut self) -> Result<Message, MessageError> {
-        Message::recv(self.stream()?)
+    fn recv_by(&mut self, deadline: Instant) -> Result<Option<Message>, MessageError> {
+        let stream = self.stream()?;
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: poll reads and writes the one pollfd it is given, which lives across the
+            // call.
+            let n = unsafe { libc::poll(&raw mut fd, 1, millis_until(deadline)) };
+            if n > 0 {
+                return Message::recv(stream).map(Some);
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
     }
 
     fn ring(&mut self, doorbell: &OwnedFd) {
@@ -293,32 +375,61 @@ impl WorkerLink for SocketLink {
         }
     }
 
-    fn pause(&mut self) {
-        std::thread::sleep(Duration::from_millis(50));
+    fn worker_running(&self) -> bool {
+        self.running()
+    }
+
+    fn kill_worker(&mut self) {
+        let pid = self.current.pid.load(Ordering::Acquire);
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return;
+        };
+        if raw == 0 {
+            return;
+        }
+        // SAFETY: a signal to the worker this keeper started; the supervisor has not reaped
+        // it yet (it clears `pid` when it has).
+        unsafe { libc::kill(raw, libc::SIGKILL) };
+        // The supervisor reaps it at once; waiting for that is waiting until it is gone.
+        let deadline = Instant::now() + KILL_WAIT;
+        while self.current.pid.load(Ordering::Acquire) == pid && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
+impl SocketLink {
+    fn running(&self) -> bool {
+        self.current.pid.load(Ordering::Acquire) != 0
+    }
+}
+
+/// How long a killed worker may take to be gone.
+const KILL_WAIT: Duration = Duration::from_millis(40);
+
 /// Serves one frontend connection until it closes.
-fn serve_frontend(frontend: &UnixStream, private: &Path) -> Result<(), MessageError> {
-    let mut relay = Relay::new(SocketLink::new(private, frontend)?)?;
+fn serve_frontend(
+    frontend: &UnixStream,
+    private: &Path,
+    current: &Arc<Current>,
+) -> Result<(), MessageError> {
+    let mut relay = Relay::new(SocketLink::new(private, frontend, current.clone())?)?;
     loop {
-        let ready = relay.link().wait()?;
-        if ready.worker && !ready.frontend {
-            // The worker owes nothing unasked: this is its connection closing.
-            relay.worker_gone()?;
-            continue;
+        let ready = relay.link().wait(relay.check_at())?;
+        if ready.frontend {
+            let arrived = Instant::now();
+            let msg = match Message::recv(frontend) {
+                Ok(m) => m,
+                Err(MessageError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if let Some(reply) = relay.forward(&msg, arrived)? {
+                reply.send(frontend)?;
+            }
+        } else if ready.worker {
+            relay.worker_readable(Instant::now())?;
         }
-        if !ready.frontend {
-            continue;
-        }
-        let msg = match Message::recv(frontend) {
-            Ok(m) => m,
-            Err(MessageError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if let Some(reply) = relay.forward(&msg)? {
-            reply.send(frontend)?;
-        }
+        relay.check(Instant::now())?;
     }
 }
 
@@ -371,7 +482,7 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
     }
     tracing::info!("keeper ready: workers may come and go, the frontend stays");
     // Frontends on a thread of their own, so that this one can wait for a stop.
-    let (socket, failed) = (dir.socket(), stops.tx.clone());
+    let (socket, failed, serving) = (dir.socket(), stops.tx.clone(), current.clone());
     std::thread::Builder::new()
         .name("pvmouse-keeper-frontends".into())
         .spawn(move || {
@@ -383,7 +494,7 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
                     Err(e) => break DaemonError::VhostUser(e.to_string()),
                 };
                 tracing::info!("vhost-user frontend connected to the keeper");
-                match serve_frontend(&frontend, &socket) {
+                match serve_frontend(&frontend, &socket, &serving) {
                     Ok(()) => tracing::info!("vhost-user frontend disconnected"),
                     Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
                 }

@@ -177,6 +177,28 @@ impl Session {
             .collect()
     }
 
+    /// Where ring `index` stands, as `GET_VRING_BASE` would tell it: the used ring's index in
+    /// guest memory for a ring that was set up, else the base it was set to, else 0. The keeper
+    /// answers with it when no worker can, and only once no worker runs the ring.
+    pub fn ring_position(&self, index: usize) -> u16 {
+        let Some(ring) = self.rings.get(index) else {
+            return 0;
+        };
+        self.used_index(ring)
+            .or_else(|| {
+                let base = ring.base.as_ref()?;
+                let state = prefix::<VhostUserVringState>(&base.payload)?;
+                u16::try_from(state.num).ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// What the frontend last wrote at each config offset (the selector, for virtio-input),
+    /// in offset order: what a config read's answer depends on.
+    pub fn config_writes(&self) -> impl Iterator<Item = &[u8]> {
+        self.config.values().map(|m| m.payload.as_slice())
+    }
+
     /// The used ring's index in guest memory: `SET_VRING_ADDR` gives the used ring's address in
     /// the frontend's address space, and `SET_MEM_TABLE` which descriptor and offset hold it.
     fn used_index(&self, ring: &Ring) -> Option<u16> {
