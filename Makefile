@@ -1,5 +1,5 @@
 # pvmouse: the two commands README.md opens with, and their helpers.
-.PHONY: demo run-backend test bench bench-smoke bench-render microbench fuzz check-tools
+.PHONY: demo run-backend test bench bench-many bench-smoke bench-render microbench fuzz check-tools
 
 CARGO ?= cargo
 DEMO_DIR := target/demo
@@ -48,6 +48,11 @@ bench:
 # The same with a few hundred samples per kind, into target/vm-bench/ (CI runs it as a test).
 bench-smoke:
 	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench -- --smoke
+
+# 100 restartable backends on one host, attached in-process (no VM): PSS, descriptors, idle
+# CPU and one client's latency under load, into benches/RESULTS.md. About 90 s.
+bench-many:
+	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-manybench
 
 # The generated sections of benches/RESULTS.md again, from the figures kept in benches/results/
 # (no VM): after editing a template in benches/templates/.

@@ -13,6 +13,7 @@ pub mod host_cpu;
 pub mod input_commands;
 pub mod kinds;
 pub mod latency;
+pub mod many_vms;
 pub mod report;
 pub mod run;
 pub mod vnc_path;

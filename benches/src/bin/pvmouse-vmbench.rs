@@ -220,6 +220,7 @@ fn measure(
             env.wall_seconds = started.elapsed().as_secs_f64();
             to_json(&Vnc::of(&results, &env, rate, samples))
         }
+        Section::ManyVms => Err("the many-VMs section is `pvmouse-manybench`'s".into()),
     }
 }
 
