@@ -18,6 +18,8 @@ use pvmouse_spec::evdev::*;
 use pvmouse_spec::profile::DISPLAY_AXIS;
 use pvmouse_spec::status::StatusMessage;
 use serde_json::json;
+use vhost::VhostBackend;
+use vhost::vhost_user::VhostUserFrontend;
 use vhost_user_pvmouse::{
     ControlHandle, ControlServer, Identity, NoticeBoard, PvMouse, PvMouseBackend, SocketAccess,
     VhostSocket, serve, vhost_listener,
@@ -195,42 +197,54 @@ fn serve_in_process(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Cont
     (vhost_path, control_path, control)
 }
 
+/// A move with a click on display 1 arrives as its exact five events.
+fn a_click_arrives(qmp: &mut Qmp, guest: &mut Guest<'_>, at: &str) {
+    qmp.execute(
+        "pvmouse-send",
+        json!({"display": 1, "x": 0.25, "y": 0.75, "buttons": {"left": true}}),
+    );
+    let events = guest.stream_events(5);
+    assert_eq!(
+        events,
+        [
+            ev(EV_ABS, DISPLAY_AXIS, 1),
+            ev(EV_ABS, ABS_X, 16384),
+            ev(EV_ABS, ABS_Y, 49151),
+            ev(EV_KEY, BTN_LEFT, 1),
+            syn()
+        ],
+        "{at}"
+    );
+}
+
 #[test]
 fn other_frontends_negotiate_and_deliver_at_every_queue_size() {
-    let any = |queue_size| FrontendKind {
-        name: "a frontend with other queues",
-        queue_size,
-        needs_mq: false,
-        rereads_config: false,
-    };
-    for kind in [QEMU, STRATOVIRT, any(8), any(64), any(1024)] {
+    let sized = |kind: FrontendKind, queue_size| FrontendKind { queue_size, ..kind };
+    let mut kinds = vec![QEMU, STRATOVIRT, CROSVM, LIBKRUN, sized(LIBKRUN, 256)];
+    // Every power of two from QEMU's 4 to the device's most, under each frontend's sequence.
+    for size in [8, 16, 32, 64, 128, 256, 512, 1024] {
+        kinds.extend([sized(QEMU, size), sized(CROSVM, size), sized(LIBKRUN, size)]);
+    }
+    for kind in kinds {
         let dir = tempfile::tempdir().unwrap();
         let (vhost_path, control_path, _control) = serve_in_process(dir.path());
         let mut qmp = Qmp::connect(&control_path);
         let (file, mem) = guest_memory();
         let mut guest = Guest::connect_as(kind, &vhost_path, &mem, &file);
         let at = format!("{}, {} entries", kind.name, kind.queue_size);
+        if kind.probes_first {
+            assert_eq!(
+                guest.probed_name.as_deref(),
+                Some(&b"pvmouse-test"[..]),
+                "{at}"
+            );
+        }
         assert_eq!(guest.config(1, 0), b"pvmouse-test", "{at}");
         assert_eq!(guest.config(0x11, 3), [0b11, 0, 0, 0, 0, 1], "{at}");
         // Activation's full-state frame, then a move with a click on display 1.
         let full = guest.stream_events(7);
         assert_eq!(full.last(), Some(&syn()), "{at}: {full:?}");
-        qmp.execute(
-            "pvmouse-send",
-            json!({"display": 1, "x": 0.25, "y": 0.75, "buttons": {"left": true}}),
-        );
-        let events = guest.stream_events(5);
-        assert_eq!(
-            events,
-            [
-                ev(EV_ABS, DISPLAY_AXIS, 1),
-                ev(EV_ABS, ABS_X, 16384),
-                ev(EV_ABS, ABS_Y, 49151),
-                ev(EV_KEY, BTN_LEFT, 1),
-                syn()
-            ],
-            "{at}"
-        );
+        a_click_arrives(&mut qmp, &mut guest, &at);
         // The status queue takes a bridge heartbeat at this size too.
         guest.send_status(ev(
             EV_MSC,
@@ -241,4 +255,64 @@ fn other_frontends_negotiate_and_deliver_at_every_queue_size() {
         assert_eq!(bridge["data"]["present"], true, "{at}");
         println!("{at}: negotiated, configured, activated, delivered");
     }
+}
+
+#[test]
+fn crosvm_resets_and_sleeps_the_device_and_it_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vhost_path, control_path, _control) = serve_in_process(dir.path());
+    let mut qmp = Qmp::connect(&control_path);
+    let (file, mem) = guest_memory();
+    let mut guest = Guest::connect_as(CROSVM, &vhost_path, &mem, &file);
+    guest.stream_events(7);
+    a_click_arrives(&mut qmp, &mut guest, "before");
+    // crosvm's reset or `virtio_sleep`: each ring disabled, then stopped; its wake sends the
+    // memory table and the rings again, from where they stood.
+    let bases = guest.reset_rings();
+    assert_eq!(bases[0], u32::from(guest.eventq.used_idx()));
+    qmp.execute(
+        "pvmouse-send",
+        json!({"display": 0, "x": 0.5, "y": 0.5, "buttons": {"left": false}}),
+    );
+    guest.set_memory_again();
+    for (q, base) in [(EVENTQ_INDEX, bases[0]), (STATUSQ_INDEX, bases[1])] {
+        guest.start_ring(q, base);
+    }
+    // The move made while it slept arrives at wake.
+    let events = guest.stream_events(5);
+    assert_eq!(events[0], ev(EV_ABS, DISPLAY_AXIS, 0), "{events:?}");
+    assert_eq!(events[3], ev(EV_KEY, BTN_LEFT, 0), "{events:?}");
+}
+
+#[test]
+fn libkrun_claiming_the_device_again_after_a_reset_costs_the_connection_not_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vhost_path, control_path, _control) = serve_in_process(dir.path());
+    let mut qmp = Qmp::connect(&control_path);
+    let (file, mem) = guest_memory();
+    let mut guest = Guest::connect_as(LIBKRUN, &vhost_path, &mem, &file);
+    guest.stream_events(7);
+    a_click_arrives(&mut qmp, &mut guest, "before");
+    // libkrun's reset disables the rings; its next activation sends SET_OWNER again, which the
+    // vhost-user-backend library refuses ("already claimed") and ends the connection with.
+    for q in [EVENTQ_INDEX, STATUSQ_INDEX] {
+        guest
+            .frontend
+            .set_vring_enable(usize::from(q), false)
+            .unwrap();
+    }
+    let again = guest.frontend.set_owner();
+    let answer = guest.frontend.get_features();
+    println!("libkrun's second SET_OWNER: {again:?}; the next request: {answer:?}");
+    assert!(answer.is_err(), "the library ends the connection");
+    drop(guest);
+    // The backend listens again, and a new connection is served.
+    let mut guest = Guest::connect_as(LIBKRUN, &vhost_path, &mem, &file);
+    let full = guest.stream_events(9);
+    assert!(
+        full.contains(&ev(EV_KEY, BTN_LEFT, 1)),
+        "the state carried over: {full:?}"
+    );
+    qmp.execute("pvmouse-send", json!({"x": 0.75}));
+    assert_eq!(guest.stream_events(2), [ev(EV_ABS, ABS_X, 49151), syn()]);
 }

@@ -28,23 +28,57 @@ pub const STATUSQ_BASE: u64 = 0x10_0000;
 /// QEMU 10's vhost-user-input fixes its queues at 4 entries.
 pub const QUEUE_SIZE: u16 = 4;
 
-/// How a vhost-user frontend sets up an input device, where frontends differ.
+/// How a vhost-user frontend sets up an input device, where frontends differ (read from each
+/// one's source; see device/README.md, "Frontends").
 #[derive(Debug, Clone, Copy)]
 pub struct FrontendKind {
     pub name: &'static str,
     pub queue_size: u16,
-    /// Refuses a backend that does not offer the MQ protocol feature, and asks GET_QUEUE_NUM.
+    /// Refuses a backend that does not offer the MQ protocol feature.
     pub needs_mq: bool,
+    /// The protocol features it asks for (it gets those the backend offers).
+    pub asks: VhostUserProtocolFeatures,
+    /// Asks GET_QUEUE_NUM when MQ is negotiated.
+    pub asks_queue_num: bool,
     /// Reads the whole 136-byte config after each select or subsel write.
     pub rereads_config: bool,
+    /// Forwards each guest config access as it comes (1 byte at a time for Linux's
+    /// `virtio_cread_bytes`) with these GET_CONFIG flags, instead of reading all 136 bytes.
+    pub config_per_access: Option<VhostUserConfigFlags>,
+    /// The driver probes (reads config) before the device is activated: before SET_FEATURES
+    /// and SET_MEM_TABLE, and for libkrun before SET_OWNER.
+    pub probes_first: bool,
+    /// Sends SET_OWNER at activation, not at connect (libkrun).
+    pub owner_at_activation: bool,
+    /// SET_MEM_TABLE before SET_FEATURES (libkrun).
+    pub memory_before_features: bool,
+    /// Per ring: NUM, BASE, ADDR, KICK, CALL (QEMU, libkrun); else NUM, ADDR, BASE, CALL,
+    /// KICK (crosvm). ENABLE last either way.
+    pub base_before_addr: bool,
+    /// One call eventfd for every ring (libkrun).
+    pub shared_call: bool,
 }
+
+const BASE_KIND: FrontendKind = FrontendKind {
+    name: "",
+    queue_size: QUEUE_SIZE,
+    needs_mq: false,
+    asks: VhostUserProtocolFeatures::CONFIG,
+    asks_queue_num: false,
+    rereads_config: false,
+    config_per_access: None,
+    probes_first: false,
+    owner_at_activation: false,
+    memory_before_features: false,
+    base_before_addr: true,
+    shared_call: false,
+};
 
 /// QEMU 10 (`hw/virtio/vhost-user-input.c` over vhost-user-base).
 pub const QEMU: FrontendKind = FrontendKind {
     name: "QEMU 10",
-    queue_size: QUEUE_SIZE,
-    needs_mq: false,
-    rereads_config: false,
+    asks: VhostUserProtocolFeatures::CONFIG.union(VhostUserProtocolFeatures::REPLY_ACK),
+    ..BASE_KIND
 };
 
 /// StratoVirt (`virtio/src/vhost/user/input.rs`, 2026): MQ required, its own default queue
@@ -53,8 +87,51 @@ pub const STRATOVIRT: FrontendKind = FrontendKind {
     name: "StratoVirt",
     queue_size: 256,
     needs_mq: true,
+    asks: VhostUserProtocolFeatures::CONFIG.union(VhostUserProtocolFeatures::MQ),
+    asks_queue_num: true,
     rereads_config: true,
+    ..BASE_KIND
 };
+
+/// crosvm's generic vhost-user frontend (`devices/src/virtio/vhost_user_frontend/`, 2026-08):
+/// asks CONFIG, MQ, BACKEND_REQ and REPLY_ACK (among others pvmouse does not offer), then
+/// GET_QUEUE_NUM; forwards each config access with flags WRITABLE during the driver's probe,
+/// before SET_FEATURES and SET_MEM_TABLE; sets rings NUM, ADDR, BASE, CALL, KICK, ENABLE.
+/// Its queue size is the guest's choice up to `max-queue-size` (default 32768, more than
+/// pvmouse's 1024: see device/README.md).
+pub const CROSVM: FrontendKind = FrontendKind {
+    name: "crosvm",
+    queue_size: 1024,
+    asks: VhostUserProtocolFeatures::CONFIG
+        .union(VhostUserProtocolFeatures::MQ)
+        .union(VhostUserProtocolFeatures::BACKEND_REQ)
+        .union(VhostUserProtocolFeatures::REPLY_ACK),
+    asks_queue_num: true,
+    config_per_access: Some(VhostUserConfigFlags::WRITABLE),
+    probes_first: true,
+    base_before_addr: false,
+    ..BASE_KIND
+};
+
+/// libkrun (`src/devices/src/virtio/vhost_user/device.rs`, 2026-06), on the vhost crate's own
+/// frontend: GET_FEATURES first with no SET_OWNER, asks CONFIG and MQ only, config accesses
+/// with flags 0 during the probe; at activation SET_OWNER, SET_MEM_TABLE, then SET_FEATURES;
+/// one call eventfd for both rings; `KRUN_VHOST_USER_INPUT_QUEUE_SIZES` of 1024.
+pub const LIBKRUN: FrontendKind = FrontendKind {
+    name: "libkrun",
+    queue_size: 1024,
+    asks: VhostUserProtocolFeatures::CONFIG.union(VhostUserProtocolFeatures::MQ),
+    config_per_access: Some(VhostUserConfigFlags::empty()),
+    probes_first: true,
+    owner_at_activation: true,
+    memory_before_features: true,
+    shared_call: true,
+    ..BASE_KIND
+};
+
+/// The rings' indices, as `start_ring` takes them.
+pub const EVENTQ_INDEX: u16 = EVENTQ;
+pub const STATUSQ_INDEX: u16 = STATUSQ;
 
 pub fn memfd(size: usize) -> File {
     let name = c"pvmouse-test-guest";
@@ -138,6 +215,14 @@ pub struct Guest<'m> {
     pub calls: [EventFd; 2],
     /// Where guest memory is mapped here, which the frontend's ring addresses are in.
     pub host: u64,
+    /// Guest memory, as the frontend hands it to the backend.
+    pub memory: File,
+    /// The virtio features the backend offered, all acked.
+    pub features: u64,
+    /// The frontend's end of the backend's request channel, when negotiated.
+    pub _backend_req: Option<UnixStream>,
+    /// The device name the driver read in its probe, for frontends that probe first.
+    pub probed_name: Option<Vec<u8>>,
     pub seen: u16,
     /// Eventq descriptors the device has given back, as a driver tracks them.
     pub free: Vec<u16>,
@@ -156,39 +241,37 @@ impl<'m> Guest<'m> {
     ) -> Self {
         let size = kind.queue_size;
         let mut frontend = connect_with_retry(socket);
-        frontend.set_owner().unwrap();
+        if !kind.owner_at_activation {
+            frontend.set_owner().unwrap();
+        }
         let features = frontend.get_features().unwrap();
         assert_ne!(
             features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
             0
         );
-        frontend.set_features(features).unwrap();
         let proto = frontend.get_protocol_features().unwrap();
         assert!(proto.contains(VhostUserProtocolFeatures::CONFIG));
-        let mut wanted = VhostUserProtocolFeatures::CONFIG;
         if kind.needs_mq {
             assert!(
                 proto.contains(VhostUserProtocolFeatures::MQ),
                 "{} refuses a backend without MQ: {proto:?}",
                 kind.name
             );
-            wanted |= VhostUserProtocolFeatures::MQ;
         }
+        let wanted = proto & kind.asks;
         frontend.set_protocol_features(wanted).unwrap();
-        if kind.needs_mq {
+        if kind.asks_queue_num && wanted.contains(VhostUserProtocolFeatures::MQ) {
             assert_eq!(frontend.get_queue_num().unwrap(), 2, "{}", kind.name);
         }
+        let backend_req = wanted
+            .contains(VhostUserProtocolFeatures::BACKEND_REQ)
+            .then(|| {
+                let (ours, theirs) = UnixStream::pair().unwrap();
+                frontend.set_backend_request_fd(&theirs).unwrap();
+                ours
+            });
 
         let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
-        let region = VhostUserMemoryRegionInfo {
-            guest_phys_addr: 0,
-            memory_size: MEM_SIZE as u64,
-            userspace_addr: host,
-            mmap_offset: 0,
-            mmap_handle: file.as_raw_fd(),
-        };
-        frontend.set_mem_table(&[region]).unwrap();
-
         // Fresh rings each connection, as a guest driver that (re)initialises its queues.
         let eventq = MockRing::at(mem, 0, size);
         let statusq = MockRing::at(mem, STATUSQ_BASE, size);
@@ -196,10 +279,12 @@ impl<'m> Guest<'m> {
             EventFd::new(EFD_NONBLOCK).unwrap(),
             EventFd::new(EFD_NONBLOCK).unwrap(),
         ];
-        let calls = [
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-        ];
+        let call = EventFd::new(EFD_NONBLOCK).unwrap();
+        let calls = if kind.shared_call {
+            [call.try_clone().unwrap(), call]
+        } else {
+            [call, EventFd::new(EFD_NONBLOCK).unwrap()]
+        };
         let mut guest = Guest {
             frontend,
             kind,
@@ -208,17 +293,58 @@ impl<'m> Guest<'m> {
             kicks,
             calls,
             host,
+            memory: file.try_clone().unwrap(),
+            features,
+            _backend_req: backend_req,
+            probed_name: None,
             seen: 0,
             free: (0..size).rev().collect(),
         };
-        for q in [EVENTQ, STATUSQ] {
-            guest.start_ring(q, 0);
+        if kind.probes_first {
+            // The guest driver probes the device before it sets DRIVER_OK.
+            guest.probed_name = Some(guest.config(1, 0));
         }
+        guest.activate();
         guest
     }
 
-    /// Sets ring `q` up and starts it at `base`, as a frontend does when the driver starts
-    /// or the VM runs again (QMP `cont`).
+    /// What a frontend sends at the driver's DRIVER_OK: owner (libkrun), features and memory in
+    /// the frontend's order, then each ring from 0.
+    pub fn activate(&mut self) {
+        let kind = self.kind;
+        if kind.owner_at_activation {
+            self.frontend.set_owner().unwrap();
+        }
+        if kind.memory_before_features {
+            self.set_memory();
+            self.frontend.set_features(self.features).unwrap();
+        } else {
+            self.frontend.set_features(self.features).unwrap();
+            self.set_memory();
+        }
+        for q in [EVENTQ, STATUSQ] {
+            self.start_ring(q, 0);
+        }
+    }
+
+    /// SET_MEM_TABLE again, as crosvm's wake sends it.
+    pub fn set_memory_again(&mut self) {
+        self.set_memory();
+    }
+
+    fn set_memory(&mut self) {
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE as u64,
+            userspace_addr: self.host,
+            mmap_offset: 0,
+            mmap_handle: self.memory.as_raw_fd(),
+        };
+        self.frontend.set_mem_table(&[region]).unwrap();
+    }
+
+    /// Sets ring `q` up and starts it at `base`, in the frontend's order, as a frontend does
+    /// when the driver starts or the VM runs again (QMP `cont`).
     pub fn start_ring(&mut self, q: u16, base: u32) {
         let ring = if q == EVENTQ {
             &self.eventq
@@ -227,31 +353,57 @@ impl<'m> Guest<'m> {
         };
         let (desc, avail, used) = ring.layout();
         let (q, size, host) = (usize::from(q), self.kind.queue_size, self.host);
+        let addr = VringConfigData {
+            queue_max_size: size,
+            queue_size: size,
+            flags: 0,
+            desc_table_addr: host + desc,
+            used_ring_addr: host + used,
+            avail_ring_addr: host + avail,
+            log_addr: None,
+        };
+        let base = u16::try_from(base).unwrap();
         let frontend = &mut self.frontend;
         frontend.set_vring_num(q, size).unwrap();
-        frontend
-            .set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: size,
-                    queue_size: size,
-                    flags: 0,
-                    desc_table_addr: host + desc,
-                    used_ring_addr: host + used,
-                    avail_ring_addr: host + avail,
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-        frontend
-            .set_vring_base(q, u16::try_from(base).unwrap())
-            .unwrap();
-        frontend.set_vring_call(q, &self.calls[q]).unwrap();
-        frontend.set_vring_kick(q, &self.kicks[q]).unwrap();
+        if self.kind.base_before_addr {
+            frontend.set_vring_base(q, base).unwrap();
+            frontend.set_vring_addr(q, &addr).unwrap();
+            frontend.set_vring_kick(q, &self.kicks[q]).unwrap();
+            frontend.set_vring_call(q, &self.calls[q]).unwrap();
+        } else {
+            frontend.set_vring_addr(q, &addr).unwrap();
+            frontend.set_vring_base(q, base).unwrap();
+            frontend.set_vring_call(q, &self.calls[q]).unwrap();
+            frontend.set_vring_kick(q, &self.kicks[q]).unwrap();
+        }
         frontend.set_vring_enable(q, true).unwrap();
     }
 
+    /// crosvm's device reset (or sleep): each ring disabled and stopped; where each stood.
+    pub fn reset_rings(&mut self) -> [u32; 2] {
+        [EVENTQ, STATUSQ].map(|q| {
+            let q = usize::from(q);
+            self.frontend.set_vring_enable(q, false).unwrap();
+            self.frontend.get_vring_base(q).unwrap()
+        })
+    }
+
     pub fn config(&mut self, select: u8, subsel: u8) -> Vec<u8> {
+        if let Some(flags) = self.kind.config_per_access {
+            // Each guest access on its own: Linux writes select and subsel, reads size, then
+            // the bytes one at a time.
+            let frontend = &mut self.frontend;
+            frontend
+                .set_config(0, VhostUserConfigFlags::empty(), &[select])
+                .unwrap();
+            frontend
+                .set_config(1, VhostUserConfigFlags::empty(), &[subsel])
+                .unwrap();
+            let (_, size) = frontend.get_config(2, 1, flags, &[0]).unwrap();
+            return (0..u32::from(size[0]))
+                .map(|i| frontend.get_config(8 + i, 1, flags, &[0]).unwrap().1[0])
+                .collect();
+        }
         // Linux writes select and subsel as two one-byte writes.
         let flags = VhostUserConfigFlags::WRITABLE;
         self.frontend.set_config(0, flags, &[select]).unwrap();
