@@ -15,9 +15,9 @@ use crate::socket::{SocketAccess, resolve_group};
 #[derive(Debug, Parser)]
 #[command(name = "vhost-user-pvmouse", version, about)]
 pub struct Cli {
-    /// Listen for the vhost-user frontend (QEMU) on this Unix socket path.
-    #[arg(long, value_name = "PATH", conflicts_with = "fd",
-          required_unless_present_any = ["fd", "print_capabilities"])]
+    /// Listen for the vhost-user frontend (QEMU) on this Unix socket path. Not needed when
+    /// systemd hands the socket over (socket activation: the one named `vhost-user`).
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
     pub socket_path: Option<PathBuf>,
 
     /// Use this inherited file descriptor as the listening vhost-user socket.
@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(long)]
     pub print_capabilities: bool,
 
-    /// Serve the QMP control protocol on this Unix socket path (mode 0600).
+    /// Serve the QMP control protocol on this Unix socket path (mode 0600). With socket
+    /// activation, the socket named `control` serves it instead.
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 
@@ -120,10 +121,64 @@ pub enum VhostSocket {
     Fd(RawFd),
 }
 
+/// Where the control socket listens: a path this process binds, or a listener it was handed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSocket {
+    Path(PathBuf),
+    Fd(RawFd),
+}
+
+/// The `FileDescriptorName=` of the vhost-user socket in a systemd `.socket` unit.
+pub const VHOST_USER_FD_NAME: &str = "vhost-user";
+/// The `FileDescriptorName=` of the control socket.
+pub const CONTROL_FD_NAME: &str = "control";
+
+/// The listening sockets systemd handed over (socket activation: `LISTEN_FDS`, each named by
+/// its `FileDescriptorName=`). Unnamed ones are taken in order: vhost-user, then control.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activated {
+    pub vhost_user: Option<RawFd>,
+    pub control: Option<RawFd>,
+}
+
+impl Activated {
+    /// From the (descriptor, name) pairs `sd_listen_fds_with_names(3)` gives.
+    pub fn from_named(fds: impl IntoIterator<Item = (RawFd, String)>) -> Result<Self, ConfigError> {
+        let mut activated = Self::default();
+        let mut unnamed = Vec::new();
+        for (fd, name) in fds {
+            let slot = match name.as_str() {
+                VHOST_USER_FD_NAME => &mut activated.vhost_user,
+                CONTROL_FD_NAME => &mut activated.control,
+                // systemd's name for a socket given none.
+                "unknown" | "" => {
+                    unnamed.push(fd);
+                    continue;
+                }
+                _ => return Err(ConfigError::ActivatedName(name)),
+            };
+            if slot.replace(fd).is_some() {
+                return Err(ConfigError::ActivatedTwice(name));
+            }
+        }
+        for fd in unnamed {
+            let slot = if activated.vhost_user.is_none() {
+                &mut activated.vhost_user
+            } else if activated.control.is_none() {
+                &mut activated.control
+            } else {
+                return Err(ConfigError::ActivatedTooMany);
+            };
+            *slot = Some(fd);
+        }
+        Ok(activated)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub vhost_socket: VhostSocket,
-    pub control_socket: Option<PathBuf>,
+    pub control_socket: Option<ControlSocket>,
     pub socket_access: SocketAccess,
     pub identity: Identity,
     pub role: Role,
@@ -133,8 +188,16 @@ pub struct Config {
 pub enum ConfigError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("one of --socket-path or --fd is required")]
+    #[error("one of --socket-path or --fd is required (or a socket handed over by systemd)")]
     NoSocket,
+    #[error("systemd handed over a socket named {0:?}: the names are `vhost-user` and `control`")]
+    ActivatedName(String),
+    #[error("systemd handed over two sockets named {0:?}")]
+    ActivatedTwice(String),
+    #[error("systemd handed over more than two sockets: one vhost-user and one control socket")]
+    ActivatedTooMany,
+    #[error("systemd handed over the {0} socket, and {1} names another: give one")]
+    ActivatedAndGiven(&'static str, &'static str),
     #[error("--fd {0} is not a valid descriptor number")]
     BadFd(RawFd),
     #[error("--socket-group {0}: no such group (not a number, and not in /etc/group)")]
@@ -159,14 +222,44 @@ impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<Self, ConfigError> {
+        Config::new(cli, Activated::default())
+    }
+}
+
+impl Config {
+    /// The configuration from the command line and the sockets systemd handed over.
+    pub fn new(cli: Cli, activated: Activated) -> Result<Self, ConfigError> {
         let identity = Identity::new(&cli.name, &cli.serial, cli.displays)?;
-        let vhost_socket = match (cli.socket_path, cli.fd) {
-            (Some(p), _) => VhostSocket::Path(p),
-            (None, Some(fd)) if fd >= 0 => VhostSocket::Fd(fd),
-            (None, Some(fd)) => return Err(ConfigError::BadFd(fd)),
-            (None, None) => return Err(ConfigError::NoSocket),
+        let vhost_socket = match (cli.socket_path, cli.fd, activated.vhost_user) {
+            (Some(_), _, Some(_)) => {
+                return Err(ConfigError::ActivatedAndGiven(
+                    "vhost-user",
+                    "--socket-path",
+                ));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(ConfigError::ActivatedAndGiven("vhost-user", "--fd"));
+            }
+            (Some(p), _, None) => VhostSocket::Path(p),
+            (None, Some(fd), None) if fd >= 0 => VhostSocket::Fd(fd),
+            (None, Some(fd), None) => return Err(ConfigError::BadFd(fd)),
+            (None, None, Some(fd)) => VhostSocket::Fd(fd),
+            (None, None, None) => return Err(ConfigError::NoSocket),
         };
-        if let (VhostSocket::Path(vhost), Some(control)) = (&vhost_socket, &cli.control_socket) {
+        let control_socket = match (cli.control_socket, activated.control) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::ActivatedAndGiven(
+                    "control",
+                    "--control-socket",
+                ));
+            }
+            (Some(path), None) => Some(ControlSocket::Path(path)),
+            (None, Some(fd)) => Some(ControlSocket::Fd(fd)),
+            (None, None) => None,
+        };
+        if let (VhostSocket::Path(vhost), Some(ControlSocket::Path(control))) =
+            (&vhost_socket, &control_socket)
+        {
             if same_socket_path(vhost, control) {
                 return Err(ConfigError::SamePath(control.clone()));
             }
@@ -187,7 +280,7 @@ impl TryFrom<Cli> for Config {
         };
         Ok(Config {
             vhost_socket,
-            control_socket: cli.control_socket,
+            control_socket,
             socket_access: SocketAccess { group },
             identity,
             role,
@@ -241,6 +334,53 @@ mod tests {
             assert_eq!(c.vhost_socket, VhostSocket::Fd(5));
             assert_eq!(c.identity, identity);
             assert_eq!(c.control_socket, None);
+        }
+    }
+
+    fn named(list: &[(RawFd, &str)]) -> Result<Activated, String> {
+        Activated::from_named(list.iter().map(|(fd, n)| (*fd, (*n).to_owned())))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sockets_handed_over_by_systemd_are_told_apart_by_name_or_order() {
+        let both = Activated {
+            vhost_user: Some(3),
+            control: Some(4),
+        };
+        assert_eq!(named(&[(3, "vhost-user"), (4, "control")]).unwrap(), both);
+        assert_eq!(named(&[(4, "control"), (3, "vhost-user")]).unwrap(), both);
+        assert_eq!(named(&[(3, "unknown"), (4, "unknown")]).unwrap(), both);
+        assert_eq!(named(&[(4, "control"), (3, "unknown")]).unwrap(), both);
+        assert_eq!(named(&[]).unwrap(), Activated::default());
+        for (list, want) in [
+            (&[(3, "vnc")][..], "named \"vnc\""),
+            (&[(3, "control"), (4, "control")][..], "two sockets named"),
+            (&[(3, "x"), (4, "y"), (5, "z")][..], "named \"x\""),
+            (&[(3, ""), (4, ""), (5, "")][..], "more than two"),
+        ] {
+            let err = named(list).unwrap_err();
+            assert!(err.contains(want), "{list:?}: {err}");
+        }
+
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("vhost-user-pvmouse").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let c = Config::new(cli(&["--restartable"]), both).unwrap();
+        assert_eq!(c.vhost_socket, VhostSocket::Fd(3));
+        assert_eq!(c.control_socket, Some(ControlSocket::Fd(4)));
+        assert_eq!(c.role, Role::Keeper);
+        for (args, want) in [
+            (&["--socket-path", "a"][..], "--socket-path names another"),
+            (&["--fd", "5"][..], "--fd names another"),
+            (
+                &["--control-socket", "c"][..],
+                "--control-socket names another",
+            ),
+        ] {
+            let err = Config::new(cli(args), both).unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
         }
     }
 

@@ -13,7 +13,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::PvMouseBackend;
-use crate::cli::{Config, Inherited, Role, VhostSocket};
+use crate::cli::{Config, ControlSocket, Inherited, Role, VhostSocket};
 use crate::control::{ControlHandle, ControlServer};
 use crate::device::PvMouse;
 use crate::keeper;
@@ -280,6 +280,7 @@ fn serve_until_stopped(
         Err(e) => Err(DaemonError::Setup(e)),
     };
     if matches!(stop, Ok(Stop::Terminate)) {
+        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
         release_buttons(device);
     }
     stop_control(control);
@@ -303,7 +304,7 @@ fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Endin
         PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
     );
     let control = match &config.control_socket {
-        Some(path) => {
+        Some(ControlSocket::Path(path)) => {
             let server = ControlServer::bind_with_access(
                 path,
                 config.socket_access,
@@ -312,6 +313,17 @@ fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Endin
             )?;
             tracing::info!(path = %path.display(), "control socket ready");
             Some(server)
+        }
+        Some(ControlSocket::Fd(fd)) => {
+            let listener = adopt_listener(*fd)?;
+            let label = std::path::Path::new("(the control socket systemd handed over)");
+            Some(ControlServer::from_listener(
+                listener,
+                None,
+                label,
+                device.clone(),
+                notices,
+            )?)
         }
         None => None,
     };
@@ -365,17 +377,25 @@ fn serve_device(
         }
     };
     let backend = Arc::new(PvMouseBackend::new(device.clone()).map_err(DaemonError::Setup)?);
-    ready(config);
-    serve_until_stopped(&device, listener, backend, stops, control)
-}
-
-fn ready(config: &Config) {
     tracing::info!(
         name = config.identity.name(),
         serial = config.identity.serial(),
         displays = config.identity.displays(),
         "vhost-user-pvmouse ready"
     );
+    if config.role == Role::Standalone {
+        // A keeper's worker is not the service: the keeper says when it is ready.
+        tell_service_manager(&[sd_notify::NotifyState::Ready]);
+    }
+    serve_until_stopped(&device, listener, backend, stops, control)
+}
+
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) how the service stands: ready once both
+/// sockets listen, stopping when asked to stop. Nothing to do without a service manager.
+pub(crate) fn tell_service_manager(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot tell the service manager: {e}");
+    }
 }
 
 /// Stops the control thread, which first finishes what it is writing.

@@ -46,7 +46,10 @@ pub use pending::QueueFull;
 pub use pointer::{PointerAction, PointerState, WheelAxis};
 
 // Its configuration: the command line, validated.
-pub use cli::{Cli, Config, ConfigError, Role, VhostSocket, capabilities_json};
+pub use cli::{
+    Activated, CONTROL_FD_NAME, Cli, Config, ConfigError, ControlSocket, Role, VHOST_USER_FD_NAME,
+    VhostSocket, capabilities_json,
+};
 pub use socket::{SocketAccess, SocketError};
 
 // Serving it: the vhost-user backend, the control server, the daemon that runs both.

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vhost_user_pvmouse::{self as daemon, Ending};
-use vhost_user_pvmouse::{Cli, Config, Role, capabilities_json};
+use vhost_user_pvmouse::{Activated, Cli, Config, Role, capabilities_json};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -10,11 +10,22 @@ fn main() -> ExitCode {
         println!("{}", capabilities_json());
         return ExitCode::SUCCESS;
     }
+    // Sockets systemd handed over, taken before anything else opens a descriptor. They come
+    // marked close-on-exec, and their variables are unset so that no child takes them.
+    // SAFETY: the variables are removed while this process has one thread: nothing reads the
+    // environment concurrently.
+    let activated = match unsafe { sd_notify::listen_fds_with_names_and_unset_env() } {
+        Ok(fds) => Activated::from_named(fds),
+        Err(e) => {
+            eprintln!("vhost-user-pvmouse: cannot take the sockets systemd handed over: {e}");
+            return ExitCode::from(2);
+        }
+    };
     pvmouse_logging::init();
     // SAFETY: umask only swaps the process's file-creation mask; no memory is involved. It runs
     // before any thread starts, so every socket this process creates is born 0600.
     unsafe { libc::umask(0o177) };
-    let config = match Config::try_from(cli) {
+    let config = match activated.and_then(|activated| Config::new(cli, activated)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vhost-user-pvmouse: {e}");

@@ -26,7 +26,7 @@ pub enum SocketError {
     UntrustedSymlink { link: PathBuf, owner: u32 },
     #[error("cannot create socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("--fd {fd}: {reason}")]
+    #[error("--fd {fd} (or the socket systemd handed over as {fd}): {reason}")]
     BadFd { fd: RawFd, reason: &'static str },
 }
 
@@ -177,6 +177,8 @@ pub fn adopt_listener(fd: RawFd) -> Result<UnixListener, SocketError> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // A non-blocking listener would make the vhost-user accept loop spin on EAGAIN.
     set_flag(fd, libc::O_NONBLOCK, false).map_err(|_| bad("cannot make it blocking"))?;
+    // Ours alone: a child (a keeper's worker) gets only what the keeper hands it on purpose.
+    close_on_exec(fd).map_err(|_| bad("cannot mark it close-on-exec"))?;
     Ok(UnixListener::from(owned))
 }
 
@@ -215,6 +217,16 @@ fn set_flag(fd: RawFd, flag: libc::c_int, on: bool) -> io::Result<()> {
     let flags = if on { flags | flag } else { flags & !flag };
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn close_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

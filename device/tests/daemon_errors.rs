@@ -94,7 +94,10 @@ fn an_inherited_descriptor_that_is_not_a_listening_stream_socket_is_refused_at_o
     ] {
         let (status, stderr) = run_with_fd(fd, &[]);
         assert_eq!(status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("--fd {fd}: {want}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("--fd {fd} ")) && stderr.contains(want),
+            "{stderr}"
+        );
     }
 }
 
@@ -108,7 +111,7 @@ fn fd_names_an_inherited_descriptor_never_one_of_the_backends_own() {
     let (status, stderr) = exit_within(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("--fd 4: not an open file descriptor"),
+        stderr.contains("--fd 4 ") && stderr.contains("not an open file descriptor"),
         "{stderr}"
     );
     assert!(!control.exists(), "no control socket is left behind");

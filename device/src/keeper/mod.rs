@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 use vhost::vhost_user::Listener;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::cli::{Config, Inherited};
+use crate::cli::{Config, ControlSocket, Inherited};
 use crate::daemon::{DaemonError, Ending, Stops};
 use crate::keeper::worker::Stop;
 use crate::ledger::LEDGER_BYTES;
-use crate::socket::bind_socket;
+use crate::socket::{adopt_listener, bind_socket};
 use message::{Message, MessageError};
 use relay::{Relay, WorkerLink};
 use restarts::{Restarts, WorkerEnd};
@@ -148,7 +148,13 @@ impl WorkerPlan {
     fn spawn(&self) -> io::Result<Child> {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&self.exe);
-        cmd.args(&self.args);
+        // The keeper is the service: a worker neither tells systemd anything nor takes its
+        // sockets (their variables name the keeper's pid anyway).
+        cmd.args(&self.args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES");
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
         // which is async-signal-safe and touches no memory of ours. A worker must not outlive
         // its keeper: nothing else could ever talk to it.
@@ -439,7 +445,11 @@ fn serve_frontend(
 pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
     let setup = DaemonError::Setup;
     let control = match &config.control_socket {
-        Some(path) => Some(bind_socket(path, config.socket_access)?),
+        Some(ControlSocket::Path(path)) => {
+            let (listener, file) = bind_socket(path, config.socket_access)?;
+            Some((listener, Some(file)))
+        }
+        Some(ControlSocket::Fd(fd)) => Some((adopt_listener(*fd)?, None)),
         None => None,
     };
     let ledger = memfd(c"pvmouse-ledger").map_err(setup)?;
@@ -481,6 +491,8 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
             .map_err(setup)?;
     }
     tracing::info!("keeper ready: workers may come and go, the frontend stays");
+    // Both sockets listen (a client that comes before the first worker waits in the backlog).
+    crate::daemon::tell_service_manager(&[sd_notify::NotifyState::Ready]);
     // Frontends on a thread of their own, so that this one can wait for a stop.
     let (socket, failed, serving) = (dir.socket(), stops.tx.clone(), current.clone());
     std::thread::Builder::new()
@@ -508,6 +520,9 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
             "the keeper's threads ended without a word",
         ))
     })?;
+    if matches!(stop, Stop::Terminate) {
+        crate::daemon::tell_service_manager(&[sd_notify::NotifyState::Stopping]);
+    }
     // Whatever ends the keeper ends its worker first: asked to stop, it lets go of the buttons
     // held. The control socket, the private directory and the vhost-user socket go when this
     // returns.

@@ -14,25 +14,30 @@ pub const NOBODY: u32 = 65_534;
 
 /// The backend in `dir` as an unprivileged user, its temporary files in `dir` too.
 pub fn spawn_unprivileged(dir: &Path, args: &[&str]) -> Child {
+    let mut command = unprivileged(dir, BINARY);
+    command.args(args).spawn().unwrap()
+}
+
+/// `program` to be run in `dir` as an unprivileged user (`nobody` when this test runs as
+/// root), its temporary files in `dir`, its output on stderr piped.
+pub fn unprivileged(dir: &Path, program: &str) -> Command {
     // SAFETY: geteuid cannot fail and touches no memory.
     let root = unsafe { libc::geteuid() } == 0;
     let mut command = if root {
         std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
         c
     } else {
-        Command::new(BINARY)
+        Command::new(program)
     };
     command
-        .args(args)
         .env("TMPDIR", dir)
         .env_remove("XDG_RUNTIME_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Waits until `ok`, failing with the backend's log if it exits first.
