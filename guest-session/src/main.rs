@@ -7,48 +7,12 @@ mod bridge;
 mod wayland;
 mod x11;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
 
-use clap::{Parser, ValueEnum};
-use pvmouse_spec::session::{DEFAULT_SOCKET, PointerMode, SessionLayout};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Server {
-    /// Wayland if WAYLAND_DISPLAY is set, else X11 if DISPLAY is.
-    Auto,
-    Wayland,
-    X11,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
-    Desktop,
-    PerDisplay,
-}
-
-/// pvmouse session agent: tells pvmouse-guestd the display server's logical layout.
-#[derive(Debug, Parser)]
-#[command(name = "pvmouse-session", version, about)]
-struct Cli {
-    /// Which display server to read.
-    #[arg(long, value_enum, default_value = "auto")]
-    server: Server,
-
-    /// The pointer mode to ask for, instead of the one the display server needs as far as the
-    /// agent knows (per-display for Weston, desktop for the others).
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
-
-    /// pvmouse-guestd's session socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-
-    /// Print the layout as JSON lines on standard output instead of sending it.
-    #[arg(long)]
-    print: bool,
-}
+use clap::Parser;
+use pvmouse_session::cli::{Cli, Mode, Server};
+use pvmouse_spec::session::{PointerMode, SessionLayout};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -3,6 +3,7 @@
 //! uinput as one ordinary absolute pointer.
 
 pub mod arbitration;
+pub mod cli;
 pub mod daemon;
 pub mod devices;
 pub mod drm_hotplug;

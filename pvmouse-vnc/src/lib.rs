@@ -3,6 +3,7 @@
 //! through. It is a client of the backend's control socket, so it is a crate of its own: it
 //! ships, runs and restarts apart from the backend.
 
+pub mod cli;
 pub mod delivery;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;

@@ -7,38 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pvmouse_vnc::proxy::{Address, DEFAULT_MAX_VIEWERS, Head, listen};
+use pvmouse_vnc::cli::Cli;
+use pvmouse_vnc::proxy::{Address, Head, listen};
 
 /// How long the check of the heads against the backend waits for it at start.
 const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The largest heads file read: 16 heads take well under 2 KiB.
 const MAX_HEADS_FILE: u64 = 64 * 1024;
-
-/// VNC front door for pvmouse: proxies each head's QEMU VNC server and turns the viewers'
-/// pointer events into pvmouse input on that head's display.
-#[derive(Debug, Parser)]
-#[command(name = "pvmouse-vnc", version, about)]
-struct Cli {
-    /// vhost-user-pvmouse's control socket.
-    #[arg(long, value_name = "PATH")]
-    control: PathBuf,
-
-    /// One head: the pvmouse display, where viewers connect, and the QEMU VNC server for that
-    /// head, e.g. `1=tcp:127.0.0.1:5951,unix:/run/qemu/vnc1.sock`. Repeat for each head.
-    #[arg(long = "head", value_name = "DISPLAY=LISTEN,UPSTREAM")]
-    heads: Vec<Head>,
-
-    /// A file of heads, one `DISPLAY=LISTEN,UPSTREAM` a line (`#` starts a comment), for many.
-    #[arg(long, value_name = "PATH")]
-    heads_file: Option<PathBuf>,
-
-    /// Viewers served at once per head; the next few are told why not, and beyond twice this
-    /// many a connection is closed unread.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_VIEWERS,
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
-    max_viewers: u16,
-}
 
 /// The heads file's lines, from a regular file of at most [`MAX_HEADS_FILE`] bytes: a FIFO or a
 /// device (`/dev/zero`) is refused, not read for ever.
