@@ -1,0 +1,215 @@
+//! The libvirt hook (`packaging/libvirt/vhost-user-pvmouse`) as libvirt runs it: as root, with a
+//! domain's name and an operation as arguments and its XML on standard input. A domain whose XML
+//! names its pvmouse socket gets a backend before QEMU starts, run as the user libvirt runs QEMU
+//! as, and loses it once QEMU is gone; any other domain, and any name that could escape the
+//! runtime directory, is left alone. There is no systemd as PID 1 here, so this is the hook's
+//! own way of running the backend; with systemd it starts the socket units (see
+//! tests/tests/packages.rs for those).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_vhost-user-pvmouse");
+const HOOK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/packaging/libvirt/vhost-user-pvmouse"
+);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    libexec: PathBuf,
+    runtime: PathBuf,
+    config: PathBuf,
+}
+
+fn setup() -> Setup {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "libvirt runs its hooks as root, and so must this test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let libexec = dir.path().join("libexec");
+    std::fs::create_dir(&libexec).unwrap();
+    // A copy, not a link: the hook knows its backend by /proc/PID/exe.
+    std::fs::copy(BINARY, libexec.join("vhost-user-pvmouse")).unwrap();
+    std::fs::set_permissions(&libexec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("etc");
+    std::fs::create_dir(&config).unwrap();
+    Setup {
+        runtime: dir.path().join("run"),
+        libexec,
+        config,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// Runs the hook as libvirt does; its exit status and standard error.
+    fn hook(&self, domain: &str, operation: &str, xml: &str) -> (bool, String) {
+        let mut child = Command::new(HOOK)
+            .args([domain, operation, "begin", "-"])
+            .env("PVMOUSE_LIBEXEC", &self.libexec)
+            .env("PVMOUSE_RUNTIME", &self.runtime)
+            .env("PVMOUSE_CONFIG", &self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(xml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.stdout.is_empty(), "a hook writes nothing libvirt reads");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn socket(&self, domain: &str) -> PathBuf {
+        self.runtime.join(domain).join("vhost-user.sock")
+    }
+
+    /// The domain XML that attaches pvmouse, as README shows it.
+    fn xml(&self, domain: &str) -> String {
+        format!(
+            "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
+             <name>{domain}</name><qemu:commandline>\
+             <qemu:arg value='-chardev'/>\
+             <qemu:arg value='socket,id=pvmouse,path={}'/>\
+             </qemu:commandline></domain>",
+            self.socket(domain).display()
+        )
+    }
+
+    /// Backend processes started from this test's libexec.
+    fn backends(&self) -> Vec<u32> {
+        let exe = self.libexec.join("vhost-user-pvmouse");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .collect()
+    }
+}
+
+fn owner(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+fn wait_gone(setup: &Setup, what: &Path) {
+    let start = Instant::now();
+    while what.exists() || !setup.backends().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pvmouse_domain_gets_its_backend_before_qemu_and_loses_it_after() {
+    let s = setup();
+    std::fs::write(
+        s.config.join("vm-1.env"),
+        "# two heads\nPVMOUSE_OPTIONS=\"--displays 2\"\n",
+    )
+    .unwrap();
+    let (ok, log) = s.hook("vm-1", "prepare", &s.xml("vm-1"));
+    assert!(ok, "{log}");
+    // The socket is there when the hook returns: libvirt starts QEMU next.
+    assert!(s.socket("vm-1").exists(), "{log}");
+    let backends = s.backends();
+    assert_eq!(backends.len(), 2, "keeper and worker: {backends:?}");
+    let user = if Command::new("id")
+        .arg("libvirt-qemu")
+        .status()
+        .unwrap()
+        .success()
+    {
+        "libvirt-qemu"
+    } else {
+        "nobody"
+    };
+    let uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for pid in &backends {
+        assert_eq!(owner(*pid), uid.trim(), "run as {user}, not root");
+    }
+    let status = pvmouse_client::Connection::connect(&s.runtime.join("vm-1/control.sock"))
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!(status.displays, 2, "the domain's options");
+    println!("prepare: backend up as {user}, 2 displays");
+
+    // libvirt restarted (reconnect) or the domain started: nothing changes.
+    for operation in ["start", "started", "reconnect"] {
+        assert!(s.hook("vm-1", operation, &s.xml("vm-1")).0);
+    }
+    assert_eq!(s.backends(), backends);
+    // Stopped, then released: the backend goes, and nothing is left.
+    assert!(s.hook("vm-1", "stopped", &s.xml("vm-1")).0);
+    assert!(s.hook("vm-1", "release", &s.xml("vm-1")).0);
+    wait_gone(&s, &s.runtime.join("vm-1"));
+    println!(
+        "release: backend gone, {} removed",
+        s.runtime.join("vm-1").display()
+    );
+}
+
+#[test]
+fn other_domains_and_names_that_could_escape_are_left_alone() {
+    let s = setup();
+    // A domain that does not use pvmouse.
+    let (ok, log) = s.hook("plain", "prepare", "<domain><name>plain</name></domain>");
+    assert!(ok, "{log}");
+    assert!(!s.runtime.join("plain").exists());
+    // Names that are not a plain file name, whatever their XML says.
+    for name in [
+        "../../etc",
+        ".hidden",
+        "a b",
+        "a/b",
+        "x$(touch /tmp/pvmouse-pwned)",
+        &"v".repeat(65),
+    ] {
+        let xml = s.xml(name);
+        let (ok, log) = s.hook(name, "prepare", &xml);
+        assert!(ok, "{name}: {log}");
+        assert!(s.backends().is_empty(), "{name}: a backend started");
+    }
+    assert!(!Path::new("/tmp/pvmouse-pwned").exists());
+    let left: Vec<_> = std::fs::read_dir(&s.runtime)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // A release for a domain never prepared removes nothing else.
+    assert!(s.hook("plain", "release", "").0);
+}
