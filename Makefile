@@ -1,5 +1,5 @@
 # pvmouse: the two commands README.md opens with, and their helpers.
-.PHONY: demo run-backend test bench bench-many bench-smoke bench-render microbench fuzz check-tools
+.PHONY: demo run-backend deb test bench bench-many bench-smoke bench-render microbench fuzz check-tools
 
 CARGO ?= cargo
 DEMO_DIR := target/demo
@@ -17,6 +17,19 @@ run-backend:
 	@echo "attach QEMU to $(DEMO_DIR)/vhost.sock; send QMP to $(DEMO_DIR)/control.sock (Ctrl-C stops)"
 	./target/release/vhost-user-pvmouse --socket-path $(DEMO_DIR)/vhost.sock \
 		--control-socket $(DEMO_DIR)/control.sock --displays 2
+
+# Debian packages into target/debian/: vhost-user-pvmouse (the backend, its systemd units,
+# libvirt hook and QEMU discovery descriptor), pvmouse-vnc, and pvmouse-guest (the guest's
+# bridge, session agent, udev rule and units). Installs cargo-deb and lintian on first use.
+DEB_CRATES := vhost-user-pvmouse pvmouse-vnc pvmouse-guestd
+deb:
+	scripts/install-packaging-tools
+	$(CARGO) build --release -p vhost-user-pvmouse -p pvmouse-vnc -p pvmouse-guestd -p pvmouse-session
+	$(CARGO) run -q --release -p pvmouse-packaging -- target/release/man
+	gzip -9nf target/release/man/*.1
+	for crate in $(DEB_CRATES); do \
+		target/tools/bin/cargo-deb -p $$crate --no-build --strip --output target/debian/ || exit 1; \
+	done
 
 # Every test: formatting, lints, unit, integration, protocol and real-QEMU end-to-end tests.
 # pvmouse-prepare installs, fetches and builds what the VM tests need first, saying each step

@@ -104,6 +104,47 @@ fn install_once(
     .clone()
 }
 
+/// pvmouse's three Debian packages, as `make deb` builds them.
+#[derive(Debug, Clone)]
+pub struct Packages {
+    /// vhost-user-pvmouse: the backend, its systemd units, libvirt hook and QEMU descriptor.
+    pub backend: PathBuf,
+    pub vnc: PathBuf,
+    /// pvmouse-guest: the guest's bridge, session agent, udev rule and units.
+    pub guest: PathBuf,
+}
+
+/// Builds the Debian packages with `make deb` (which installs cargo-deb and lintian first),
+/// once per test process.
+pub fn debian_packages() -> Result<Packages, AssetError> {
+    static BUILT: OnceLock<Result<Packages, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            run(
+                "building the Debian packages (make deb)",
+                Command::new("make").arg("-C").arg(&root).arg("deb"),
+            )
+            .map_err(|e| e.to_string())?;
+            let version = env!("CARGO_PKG_VERSION");
+            let deb = |name: &str| {
+                let path = root.join(format!("target/debian/{name}_{version}-1_amd64.deb"));
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(format!("make deb made no {}", path.display()))
+                }
+            };
+            Ok(Packages {
+                backend: deb("vhost-user-pvmouse")?,
+                vnc: deb("pvmouse-vnc")?,
+                guest: deb("pvmouse-guest")?,
+            })
+        })
+        .clone()
+        .map_err(|e| fail("Debian packages", e))
+}
+
 /// Debian's Chromium, noVNC and websockify, and playwright-core to drive Chromium, through the
 /// project's installer (`scripts/install-browser-deps`). Returns the `node_modules` folder the
 /// browser script needs on `NODE_PATH`. Missing any of them is a failure, never a skip.

@@ -14,7 +14,7 @@ type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let steps: [Step<'_>; 5] = [
+    let steps: [Step<'_>; 6] = [
         ("QEMU 10 and busybox-static", &|| {
             assets::ensure_host_packages().map_err(|e| e.to_string())
         }),
@@ -28,6 +28,11 @@ fn main() -> ExitCode {
         }),
         ("the desktop guest image", &|| {
             assets::desktop_image().map(drop).map_err(|e| e.to_string())
+        }),
+        ("the Debian packages (make deb)", &|| {
+            assets::debian_packages()
+                .map(drop)
+                .map_err(|e| e.to_string())
         }),
         ("the browser-gateway test's tools", &|| {
             assets::ensure_browser_tools()
