@@ -54,6 +54,17 @@ fn setup() -> Setup {
     }
 }
 
+impl Drop for Setup {
+    /// A failed test leaves no backend running.
+    fn drop(&mut self) {
+        for pid in self.backends() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 impl Setup {
     /// Runs the hook as libvirt does; its exit status and standard error.
     fn hook(&self, domain: &str, operation: &str, xml: &str) -> (bool, String) {
@@ -182,6 +193,19 @@ fn a_pvmouse_domain_gets_its_backend_before_qemu_and_loses_it_after() {
         "release: backend gone, {} removed",
         s.runtime.join("vm-1").display()
     );
+}
+
+#[test]
+fn a_backend_that_cannot_start_fails_the_hook_and_leaves_nothing() {
+    let s = setup();
+    // An option the backend refuses: it exits at once.
+    std::fs::write(s.config.join("vm-2.env"), "PVMOUSE_OPTIONS=--displays 99\n").unwrap();
+    let (ok, log) = s.hook("vm-2", "prepare", &s.xml("vm-2"));
+    println!("a backend that cannot start: {}", log.trim());
+    assert!(!ok, "libvirt must not start QEMU without its backend");
+    assert!(log.contains("displays must be 1 to 16"), "{log}");
+    assert!(s.backends().is_empty());
+    assert!(!s.runtime.join("vm-2").exists());
 }
 
 #[test]

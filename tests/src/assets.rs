@@ -104,6 +104,15 @@ fn install_once(
     .clone()
 }
 
+/// libvirt 11.3 from bookworm-backports, through the project's installer
+/// (`scripts/install-libvirt`). Missing it is a failure, never a skip.
+pub fn ensure_libvirt() -> Result<(), AssetError> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    ensure_host_packages()?;
+    install_once(&DONE, "scripts/install-libvirt", "installing libvirt 11.3")
+        .map_err(|e| fail("libvirt", e))
+}
+
 /// pvmouse's three Debian packages, as `make deb` builds them.
 #[derive(Debug, Clone)]
 pub struct Packages {

@@ -14,7 +14,7 @@ type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let steps: [Step<'_>; 6] = [
+    let steps: [Step<'_>; 7] = [
         ("QEMU 10 and busybox-static", &|| {
             assets::ensure_host_packages().map_err(|e| e.to_string())
         }),
@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             assets::debian_packages()
                 .map(drop)
                 .map_err(|e| e.to_string())
+        }),
+        ("libvirt 11.3", &|| {
+            assets::ensure_libvirt().map_err(|e| e.to_string())
         }),
         ("the browser-gateway test's tools", &|| {
             assets::ensure_browser_tools()
