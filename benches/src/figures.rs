@@ -129,16 +129,23 @@ pub struct IdleFigures {
     pub backend: Option<CpuShare>,
 }
 
-/// A process's memory, KiB.
+/// A process's memory (or the sum of a backend's processes), KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub rss_kib: u64,
     pub peak_kib: u64,
+    /// Proportional set size; absent from figures kept before it was measured.
+    #[serde(default)]
+    pub pss_kib: Option<u64>,
 }
 
 impl Memory {
-    fn of(rss: Option<(u64, u64)>) -> Option<Memory> {
-        rss.map(|(rss_kib, peak_kib)| Memory { rss_kib, peak_kib })
+    fn of(rss: Option<(u64, u64)>, pss: Option<u64>) -> Option<Memory> {
+        rss.map(|(rss_kib, peak_kib)| Memory {
+            rss_kib,
+            peak_kib,
+            pss_kib: pss,
+        })
     }
 }
 
@@ -198,8 +205,8 @@ impl KindFigures {
                 qemu_unplugged: r.idle.qemu_unplugged.as_ref().map(CpuShare::from),
                 backend: r.idle.backend.as_ref().map(CpuShare::from),
             },
-            backend_memory: Memory::of(r.backend_rss),
-            qemu_memory: Memory::of(r.qemu_rss),
+            backend_memory: Memory::of(r.backend_rss, r.backend_pss),
+            qemu_memory: Memory::of(r.qemu_rss, r.qemu_pss),
             burst: r.burst.as_ref().map(|b| BurstFigures {
                 transitions: b.transitions,
                 refused: b.refused,

@@ -84,6 +84,8 @@ fn kind(kind: Kind, step_ms: f64, ladder: Vec<Series>) -> KindResult {
         },
         backend_rss: pvmouse.then_some((2840, 2900)),
         qemu_rss: Some((358_400, 360_000)),
+        backend_pss: pvmouse.then_some(1200),
+        qemu_pss: Some(300_000),
         burst: (kind != Kind::Floor).then(|| Burst {
             transitions: 8000,
             refused: 0,

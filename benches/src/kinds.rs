@@ -20,6 +20,8 @@ pub enum Kind {
     PvmouseBridged,
     /// (b) pvmouse, read from its own evdev node.
     PvmouseRaw,
+    /// (b') the same, with the backend `--restartable` (a keeper and its worker).
+    PvmouseRestartable,
     /// (c) QEMU's in-process virtio-tablet-pci.
     VirtioTablet,
     /// (d) QEMU's usb-tablet on qemu-xhci.
@@ -29,10 +31,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Floor,
         Kind::PvmouseBridged,
         Kind::PvmouseRaw,
+        Kind::PvmouseRestartable,
         Kind::VirtioTablet,
         Kind::UsbTabletXhci,
         Kind::UsbTabletUhci,
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::PvmouseBridged => "pvmouse-bridged",
             Kind::PvmouseRaw => "pvmouse-raw",
+            Kind::PvmouseRestartable => "pvmouse-restartable",
             Kind::VirtioTablet => "virtio-tablet",
             Kind::UsbTabletXhci => "usb-tablet-xhci",
             Kind::UsbTabletUhci => "usb-tablet-uhci",
@@ -61,6 +65,9 @@ impl Kind {
                 "pvmouse + pvmouse-guestd --map-in-bridge, read from the uinput pointer"
             }
             Kind::PvmouseRaw => "pvmouse, read from its own evdev node",
+            Kind::PvmouseRestartable => {
+                "pvmouse --restartable (keeper and worker), read from its own evdev node"
+            }
             Kind::VirtioTablet => "virtio-tablet-pci (in QEMU)",
             Kind::UsbTabletXhci => "usb-tablet on qemu-xhci",
             Kind::UsbTabletUhci => "usb-tablet on piix3-usb-uhci",
@@ -68,12 +75,15 @@ impl Kind {
     }
 
     pub fn is_pvmouse(self) -> bool {
-        matches!(self, Kind::PvmouseBridged | Kind::PvmouseRaw)
+        matches!(
+            self,
+            Kind::PvmouseBridged | Kind::PvmouseRaw | Kind::PvmouseRestartable
+        )
     }
 
     pub fn vm_config(self) -> VmConfig {
         let extra: &[&str] = match self {
-            Kind::Floor | Kind::PvmouseBridged | Kind::PvmouseRaw => &[],
+            Kind::Floor | Kind::PvmouseBridged | Kind::PvmouseRaw | Kind::PvmouseRestartable => &[],
             Kind::VirtioTablet => &["-device", "virtio-tablet-pci"],
             Kind::UsbTabletXhci => &[
                 "-device",
@@ -96,6 +106,7 @@ impl Kind {
             pvmouse_bus: self.is_pvmouse().then(|| "rp1".to_owned()),
             displays: 1,
             extra_qemu_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            restartable: self == Kind::PvmouseRestartable,
             ..VmConfig::default()
         }
     }
@@ -105,7 +116,7 @@ impl Kind {
         match self {
             Kind::Floor => None,
             Kind::PvmouseBridged => Some("pvmouse desktop pointer"),
-            Kind::PvmouseRaw => Some(PVMOUSE_NAME),
+            Kind::PvmouseRaw | Kind::PvmouseRestartable => Some(PVMOUSE_NAME),
             Kind::VirtioTablet => Some("QEMU Virtio Tablet"),
             Kind::UsbTabletXhci | Kind::UsbTabletUhci => Some("QEMU QEMU USB Tablet"),
         }

@@ -257,11 +257,11 @@ mod tests {
         assert!(!text.contains("| floor | below"));
         has(
             &text,
-            "| floor | 752.50 | 652.50 | — | 2.00% (2.10%; 2.30%) | — | — | — | 350 MiB |",
+            "| floor | 752.50 | 652.50 | — | 2.00% (2.10%; 2.30%) | — | — | — | 350 MiB, 292 MiB |",
         );
         has(
             &text,
-            "| pvmouse-raw | 755.00 | 655.00 | 0.99× | 2.00% (2.10%; 2.30%) | 1.90% (2.00%) | 0.00% (0.0090% run) | 2840 KiB (2900 KiB) | 350 MiB |",
+            "| pvmouse-raw | 755.00 | 655.00 | 0.99× | 2.00% (2.10%; 2.30%) | 1.90% (2.00%) | 0.00% (0.0090% run) | 2840 KiB (2900 KiB), 1200 KiB | 350 MiB, 292 MiB |",
         );
         has(&text, "### Button transitions in a burst at 8000 events/s");
         has(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pvmouse_spec::control::QEMU_ABS_MAX;
-use pvmouse_vmtest::vm::memory_kib as rss_kib;
+use pvmouse_vmtest::vm::{memory_kib as rss_kib, pss_kib};
 use pvmouse_vmtest::{QmpStream, Replies, Vm};
 use serde_json::Value;
 
@@ -138,9 +138,12 @@ pub struct KindResult {
     /// (rate, series) for each rung of the ladder tried.
     pub ladder: Vec<Series>,
     pub idle: Idle,
-    /// (VmRSS, VmHWM) KiB after everything.
+    /// (VmRSS, VmHWM) KiB after everything, summed over the backend's processes.
     pub backend_rss: Option<(u64, u64)>,
     pub qemu_rss: Option<(u64, u64)>,
+    /// PSS KiB after everything, summed over the backend's processes; QEMU's.
+    pub backend_pss: Option<u64>,
+    pub qemu_pss: Option<u64>,
     pub burst: Option<Burst>,
 }
 
@@ -175,8 +178,9 @@ pub fn guest_kernel_version(vm: &Vm) -> String {
 pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResult, Vm), String> {
     log(&format!("{}: booting", kind.id()));
     let vm = Vm::boot(kind.vm_config()).map_err(|e| e.to_string())?;
+    // QEMU first, then every process of the backend (a keeper and its worker, restartable).
     let mut pids = vec![vm.qemu_pid()];
-    pids.extend(vm.backend_pid());
+    pids.extend(vm.backend_pids());
     kind.prepare_guest(&vm)?;
 
     let Some(device) = kind.guest_device() else {
@@ -198,6 +202,8 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
                 ladder: Vec::new(),
                 idle,
                 backend_rss: None,
+                backend_pss: None,
+                qemu_pss: pss_kib(vm.qemu_pid()),
                 qemu_rss: rss_kib(vm.qemu_pid()),
                 burst: None,
             },
@@ -292,7 +298,14 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
         plan.burst_rate_hz,
         plan.burst_transitions,
     )?;
-    let backend_rss = vm.backend_pid().and_then(rss_kib);
+    let backend = vm.backend_pids();
+    let backend_rss = backend
+        .iter()
+        .map(|p| rss_kib(*p))
+        .collect::<Option<Vec<(u64, u64)>>>()
+        .filter(|m| !m.is_empty())
+        .map(|m| m.iter().fold((0, 0), |(r, h), (a, b)| (r + a, h + b)));
+    let backend_pss = backend.iter().map(|p| pss_kib(*p)).sum::<Option<u64>>();
     let mut idle = idle;
     if kind.is_pvmouse() {
         log(&format!(
@@ -310,6 +323,8 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
             idle,
             backend_rss,
             qemu_rss: rss_kib(vm.qemu_pid()),
+            backend_pss: backend_pss.filter(|_| !backend.is_empty()),
+            qemu_pss: pss_kib(vm.qemu_pid()),
             burst: Some(burst),
         },
         vm,
@@ -324,9 +339,18 @@ fn measure_idle(vm: &Vm, pids: &[u32], how_long: Duration) -> Idle {
     let used = meter.per_process();
     let again = CpuMeter::start(&pids[..1]);
     std::thread::sleep(how_long);
+    // Every process after QEMU is the backend's: one, or a keeper and its worker.
+    let backend = used.get(1..).filter(|b| !b.is_empty()).map(|b| {
+        b.iter().fold(CpuUse::default(), |acc, u| CpuUse {
+            ticks_s: acc.ticks_s + u.ticks_s,
+            run_s: acc.run_s + u.run_s,
+            switches: acc.switches + u.switches,
+            wall: u.wall,
+        })
+    });
     Idle {
         qemu: used[0],
-        backend: vm.backend_pid().and(used.get(1).copied()),
+        backend: vm.backend_pid().and(backend),
         qemu_again: again.total(),
         qemu_unplugged: None,
     }

@@ -40,6 +40,7 @@ fn every_kind_is_measured_and_reported() {
         if r.kind.is_pvmouse() {
             assert!(r.backend_rss.is_some() && r.idle.backend.is_some());
             assert!(r.idle.qemu_unplugged.is_some());
+            assert!(r.backend_pss.is_some(), "{}: no PSS", r.kind.id());
         }
     }
     assert!(env.guest_kernel.contains("Linux version"), "{env:?}");

@@ -48,8 +48,8 @@ pub struct VmConfig {
     /// busybox guest. The probe runs there too; display servers are started through it.
     pub desktop: bool,
     pub boot_timeout: Duration,
-    /// Run the backend `--restartable` (a keeper and a worker it replaces), with its test hooks
-    /// on (`PVMOUSE_TEST_HOOKS=1`).
+    /// Run the backend `--restartable` (a keeper and a worker it replaces: the default), with its
+    /// test hooks on (`PVMOUSE_TEST_HOOKS=1`); else `--single-process`.
     pub restartable: bool,
     /// Run this backend binary instead of the one the harness builds (the upgrade test puts a
     /// copy where it can replace it).
@@ -274,6 +274,18 @@ impl Vm {
             },
         )
         .map(|pid| (pid, start.elapsed()))
+    }
+
+    /// Every process of the backend: the backend itself, or a keeper and its worker.
+    pub fn backend_pids(&self) -> Vec<u32> {
+        let Some(main) = self.backend_pid() else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        if self.launch.config.restartable {
+            pids.extend(children_of(main));
+        }
+        pids
     }
 
     /// Resident memory of the backend, in KiB, from /proc.
