@@ -50,11 +50,17 @@ pub struct Cli {
     #[arg(long, default_value = DEFAULT_SERIAL)]
     pub serial: String,
 
-    /// Survive its own restarts: a small keeper process holds the sockets and the frontend's
-    /// connection, and runs the device in a worker it replaces whenever one ends (a crash, or
-    /// `pvmouse-upgrade`), without the frontend noticing.
-    #[arg(long)]
+    /// Survive its own restarts (the default): a small keeper process holds the sockets and the
+    /// frontend's connection, and runs the device in a worker it replaces whenever one ends (a
+    /// crash, or `pvmouse-upgrade`), without the frontend noticing. Kept for command lines
+    /// that say it.
+    #[arg(long, conflicts_with = "single_process")]
     pub restartable: bool,
+
+    /// Run the device in this one process, with no keeper: a crash or an upgrade then ends the
+    /// device for the frontend (QEMU 10 cannot reattach vhost-user-input).
+    #[arg(long)]
+    pub single_process: bool,
 
     /// A worker's inherited state ledger, a memfd (set by the keeper; see [`Inherited`]).
     #[arg(
@@ -73,10 +79,10 @@ pub struct Cli {
 /// What this process is, decided once from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Serves the frontend itself: the default.
+    /// `--single-process`: serves the frontend itself.
     Standalone,
-    /// `--restartable`: holds the sockets and the frontend's connection, and runs the device in
-    /// workers it replaces ([`crate::keeper`]).
+    /// The default (`--restartable`): holds the sockets and the frontend's connection, and runs
+    /// the device in workers it replaces ([`crate::keeper`]).
     Keeper,
     /// Started by a keeper: runs the device on what the keeper handed it, and may end on
     /// purpose for an upgrade.
@@ -275,8 +281,8 @@ impl Config {
                 ledger,
                 control: cli.control_fd,
             }),
-            None if cli.restartable => Role::Keeper,
-            None => Role::Standalone,
+            None if cli.single_process => Role::Standalone,
+            None => Role::Keeper,
         };
         Ok(Config {
             vhost_socket,
@@ -317,9 +323,12 @@ mod tests {
         assert_eq!(c.socket_access, SocketAccess { group: None });
         let c = parse(&["--socket-path", "a", "--socket-group", "root"]).unwrap();
         assert_eq!(c.socket_access, SocketAccess { group: Some(0) });
-        assert_eq!(c.role, Role::Standalone);
+        assert_eq!(c.role, Role::Keeper, "restartable by default");
         let c = parse(&["--socket-path", "a", "--restartable"]).unwrap();
         assert_eq!(c.role, Role::Keeper);
+        let c = parse(&["--socket-path", "a", "--single-process"]).unwrap();
+        assert_eq!(c.role, Role::Standalone);
+        assert!(parse(&["--socket-path", "a", "--single-process", "--restartable"]).is_err());
     }
 
     #[test]

@@ -88,9 +88,14 @@ fn wait_for_socket(path: &Path) {
 
 #[test]
 fn a_socket_activated_backend_serves_both_sockets_and_says_when_it_is_ready() {
+    // Restartable is the default; the unit runs it so.
     for restartable in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let extra: &[&str] = if restartable { &["--restartable"] } else { &[] };
+        let extra: &[&str] = if restartable {
+            &[]
+        } else {
+            &["--single-process"]
+        };
         let (mut backend, notify) = activate(dir.path(), extra);
         let (vhost, control) = (
             dir.path().join("vhost.sock"),

@@ -129,9 +129,14 @@ fn sigterm_stops_either_backend_and_leaves_nothing_behind() {
             "--control-socket",
             control.to_str().unwrap(),
         ];
-        if restartable {
-            args.insert(0, "--restartable");
-        }
+        args.insert(
+            0,
+            if restartable {
+                "--restartable"
+            } else {
+                "--single-process"
+            },
+        );
         let mut backend = spawn_unprivileged(dir.path(), &args);
         wait_for(
             "the control socket",

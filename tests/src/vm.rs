@@ -551,6 +551,16 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Proportional set size, in KiB, from /proc/PID/smaps_rollup: each shared page counted once
+/// among the processes that map it.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// The user a restartable backend runs as when the tests run as root: `nobody`.
 const UNPRIVILEGED: u32 = 65_534;
 
@@ -582,6 +592,9 @@ fn start_backend(
     };
     if restartable {
         cmd.arg("--restartable").env("PVMOUSE_TEST_HOOKS", "1");
+    } else {
+        // Restartable is the default; the other tests run the device in one process.
+        cmd.arg("--single-process");
     }
     cmd.arg("--socket-path")
         .arg(dir.join("vhost.sock"))
