@@ -54,6 +54,11 @@ pub struct VmConfig {
     /// Run this backend binary instead of the one the harness builds (the upgrade test puts a
     /// copy where it can replace it).
     pub backend_bin: Option<PathBuf>,
+    /// Start the backend as systemd's socket units would: Debian's `systemd-socket-activate`
+    /// binds both sockets and hands them over (named `vhost-user` and `control`) when QEMU
+    /// first connects, and the backend tells `NOTIFY_SOCKET` (the VM's own, see
+    /// [`Vm::service_notices`]) when it is ready.
+    pub socket_activated: bool,
 }
 
 impl Default for VmConfig {
@@ -72,6 +77,7 @@ impl Default for VmConfig {
             boot_timeout: Duration::from_secs(secs),
             restartable: false,
             backend_bin: None,
+            socket_activated: false,
         }
     }
 }
@@ -99,10 +105,11 @@ fn die_with_parent(cmd: &mut Command) {
 #[derive(Debug)]
 pub struct Vm {
     dir: tempfile::TempDir,
+    /// The service manager's notification socket, for a socket-activated backend.
+    notify: Option<std::os::unix::net::UnixDatagram>,
     qemu: Child,
     backend: Option<Child>,
     backend_bin: PathBuf,
-    displays: u32,
     console: Arc<Mutex<String>>,
     guest: GuestLinks,
     launch: QemuLaunch,
@@ -166,12 +173,21 @@ impl Vm {
         };
 
         step = "starting vhost-user-pvmouse";
+        let notify = if config.socket_activated {
+            let path = dir.path().join("notify");
+            let socket = std::os::unix::net::UnixDatagram::bind(&path)?;
+            // The backend may run as another user; the service manager takes its word.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+            Some(socket)
+        } else {
+            None
+        };
         let mut backend = if config.pvmouse {
             let bin = config
                 .backend_bin
                 .clone()
                 .unwrap_or_else(|| bins.backend.clone());
-            let backend = start_backend(&bin, dir.path(), config.displays, config.restartable)?;
+            let backend = start_backend(&bin, dir.path(), &config)?;
             wait_path(&dir.path().join("vhost.sock"), Duration::from_secs(10))
                 .map_err(|e| boot_err(step, e))?;
             Some(backend)
@@ -195,8 +211,8 @@ impl Vm {
             }
         };
         Ok(Vm {
-            displays: launch.config.displays,
             dir,
+            notify,
             qemu,
             backend,
             backend_bin: launch
@@ -276,6 +292,26 @@ impl Vm {
         .map(|pid| (pid, start.elapsed()))
     }
 
+    /// What a socket-activated backend told the service manager so far (`READY=1`,
+    /// `STOPPING=1`, …), waiting up to `within` for the first datagram.
+    pub fn service_notices(&self, within: Duration) -> Vec<String> {
+        let Some(notify) = &self.notify else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let _ = notify.set_read_timeout(Some(within.max(Duration::from_millis(1))));
+        while let Ok(n) = notify.recv(&mut buf) {
+            out.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+            let _ = notify.set_read_timeout(Some(Duration::from_millis(1)));
+        }
+        out
+    }
+
     /// Every process of the backend: the backend itself, or a keeper and its worker.
     pub fn backend_pids(&self) -> Vec<u32> {
         let Some(main) = self.backend_pid() else {
@@ -305,8 +341,7 @@ impl Vm {
         self.backend = Some(start_backend(
             &self.backend_bin,
             self.dir.path(),
-            self.displays,
-            self.launch.config.restartable,
+            &self.launch.config,
         )?);
         Ok(())
     }
@@ -564,16 +599,25 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
 /// The user a restartable backend runs as when the tests run as root: `nobody`.
 const UNPRIVILEGED: u32 = 65_534;
 
-fn start_backend(
-    bin: &Path,
-    dir: &Path,
-    displays: u32,
-    restartable: bool,
-) -> std::io::Result<Child> {
+fn start_backend(bin: &Path, dir: &Path, config: &VmConfig) -> std::io::Result<Child> {
     let log = std::fs::File::create(dir.join("backend.log"))?;
     // SAFETY: geteuid cannot fail and touches no memory.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if restartable && root {
+    let (vhost, control) = (dir.join("vhost.sock"), dir.join("control.sock"));
+    let mut program: Vec<std::ffi::OsString> = Vec::new();
+    if config.socket_activated {
+        // As a .socket unit would: bound now, handed over named on QEMU's first connection.
+        program.extend(["systemd-socket-activate".into(), "--listen".into()]);
+        program.push(vhost.clone().into());
+        program.push("--listen".into());
+        program.push(control.clone().into());
+        program.push("--fdname=vhost-user:control".into());
+        let mut env = std::ffi::OsString::from("--setenv=NOTIFY_SOCKET=");
+        env.push(dir.join("notify"));
+        program.push(env);
+    }
+    program.push(bin.into());
+    let mut cmd = if config.restartable && root {
         // As an ordinary user, as libvirt's `qemu` user runs it: root would hide permission
         // bugs (a keeper that only root could run went unnoticed until it was run so). The
         // parent-death signal is set again after the change of user, which clears it.
@@ -585,23 +629,27 @@ fn start_backend(
             "--clear-groups",
             "--pdeathsig=KILL",
         ])
-        .arg(bin);
+        .args(&program);
         c
     } else {
-        Command::new(bin)
+        let mut c = Command::new(&program[0]);
+        c.args(&program[1..]);
+        c
     };
-    if restartable {
+    if config.restartable {
         cmd.arg("--restartable").env("PVMOUSE_TEST_HOOKS", "1");
     } else {
         // Restartable is the default; the other tests run the device in one process.
         cmd.arg("--single-process");
     }
-    cmd.arg("--socket-path")
-        .arg(dir.join("vhost.sock"))
-        .arg("--control-socket")
-        .arg(dir.join("control.sock"))
-        .arg("--displays")
-        .arg(displays.to_string())
+    if !config.socket_activated {
+        cmd.arg("--socket-path")
+            .arg(&vhost)
+            .arg("--control-socket")
+            .arg(&control);
+    }
+    cmd.arg("--displays")
+        .arg(config.displays.to_string())
         .args(["--name", PVMOUSE_NAME])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,0 +1,65 @@
+//! QEMU attaches to a backend started as systemd starts it: Debian's `systemd-socket-activate`
+//! binds the vhost-user and control sockets, as the package's two socket units do, and hands
+//! them over (named by `FileDescriptorName=`) when QEMU first connects; the backend, restartable
+//! by default and run as an ordinary user, tells the service manager's socket (the VM's own)
+//! that it is ready, and the guest gets input. SIGTERM then stops it as `systemctl stop` would,
+//! and the sockets stay: they are the socket units'.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::time::{Duration, Instant};
+
+use pvmouse_client::Connection;
+use pvmouse_vmtest::exclusive;
+use pvmouse_vmtest::{PVMOUSE_NAME, VmConfig, round_to_i32};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
+    let vm = exclusive::boot(VmConfig {
+        socket_activated: true,
+        restartable: true,
+        ..VmConfig::default()
+    });
+    let ready = vm.service_notices(WAIT);
+    println!("told the service manager: {ready:?}");
+    assert!(ready.iter().any(|l| l == "READY=1"), "{ready:?}");
+    vm.probe.watch(PVMOUSE_NAME, WAIT).unwrap();
+    let mut client = Connection::connect(&vm.control_socket()).unwrap();
+    client
+        .execute("pvmouse-send", json!({"display": 1, "x": 0.5, "y": 0.75}))
+        .unwrap();
+    let (x, y) = (round_to_i32(0.5 * 65535.0), round_to_i32(0.75 * 65535.0));
+    vm.probe
+        .query_until("state", PVMOUSE_NAME, "the move", WAIT, |st| {
+            st["abs"]["0"] == x && st["abs"]["1"] == y
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(client);
+
+    // systemd-socket-activate became the backend (the keeper) when QEMU connected.
+    let keeper = vm.backend_pid().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap();
+    assert!(exe.ends_with("vhost-user-pvmouse"), "{}", exe.display());
+    assert!(vm.worker_pid().is_some(), "restartable: a worker runs");
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &keeper.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let stopping = vm.service_notices(WAIT);
+    assert!(stopping.iter().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{keeper}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    {
+        assert!(start.elapsed() < WAIT, "SIGTERM did not end the backend");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("stopped in {:?}; told {stopping:?}", start.elapsed());
+    assert!(
+        vm.vhost_socket().exists() && vm.control_socket().exists(),
+        "the units' sockets stay"
+    );
+}
