@@ -300,6 +300,41 @@ fn draw(seen: &Seen, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The side-by-side picture with each monitor labelled with its display id and size: an SVG
+/// that shows `png` (beside it) under a band of labels, one per head.
+fn write_labelled(
+    pictures: &[pvmouse_vmtest::desktop::Picture],
+    png: &str,
+    out: &PathBuf,
+) -> std::io::Result<()> {
+    const BAND: usize = 28;
+    let width: usize = pictures.iter().map(|p| p.width).sum();
+    let height = pictures.iter().map(|p| p.height).max().unwrap_or(0);
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{}' \
+         font-family='sans-serif' font-size='16'>\n\
+         <rect width='100%' height='{BAND}' fill='#202020'/>\n\
+         <image href='{png}' x='0' y='{BAND}' width='{width}' height='{height}'/>\n",
+        height + BAND
+    );
+    let mut left = 0;
+    for (display, p) in pictures.iter().enumerate() {
+        svg.push_str(&format!(
+            "<rect x='{left}' y='{BAND}' width='{}' height='{}' fill='none' stroke='#ffcc00' \
+             stroke-width='2'/>\n<text x='{}' y='20' fill='#ffcc00'>display {display}: \
+             {}x{} (head {display})</text>\n",
+            p.width,
+            p.height,
+            left + 8,
+            p.width,
+            p.height
+        ));
+        left += p.width;
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(out, svg)
+}
+
 /// Waits for `n` frames from `device` after `mark`. The bridge's heartbeats, which Linux also
 /// hands every reader of the device, are left out.
 fn await_frames(
@@ -459,6 +494,9 @@ fn run() -> Result<bool, String> {
     }
     let png = out_dir.join("desktop.png");
     write_side_by_side(&pictures, &png).map_err(|e| format!("{}: {e}", png.display()))?;
+    let labelled = out_dir.join("desktop.svg");
+    write_labelled(&pictures, "desktop.png", &labelled)
+        .map_err(|e| format!("{}: {e}", labelled.display()))?;
     let status = ctl
         .execute("query-pvmouse", json!({}))
         .map_err(|e| e.to_string())?;
@@ -469,8 +507,9 @@ fn run() -> Result<bool, String> {
         status["counters"]
     );
     println!(
-        "both monitors as sway shows them, with the pointer's trail: {}",
-        png.display()
+        "both monitors as sway shows them, with the pointer's trail: {} (labelled: {})",
+        png.display(),
+        labelled.display()
     );
     println!("the path in desktop space: {}", svg.display());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
