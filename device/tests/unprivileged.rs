@@ -59,32 +59,20 @@ fn the_restartable_backend_runs_as_an_ordinary_user() {
         "as an ordinary user: {} displays, keeper and worker up",
         status.displays
     );
-    // The keeper's private directory: its owner's alone, and searchable by it.
-    let private: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("pvmouse-keeper-")
-        })
-        .map(|e| {
-            (
-                e.file_name(),
-                e.metadata().unwrap().permissions().mode() & 0o777,
-            )
-        })
-        .collect();
-    println!("keeper directories: {private:?}");
-    assert_eq!(
-        private.len(),
-        1,
-        "the abandoned one removed, one of its own: {private:?}"
-    );
-    assert_eq!(private[0].1, 0o700);
-    assert!(!abandoned.exists());
+    // The keeper's private socket has no name on disk: nothing of it to see, or to leave.
+    let on_disk = left_in(dir.path());
+    println!("with keeper and worker running, the directory holds {on_disk:?}");
+    assert!(!abandoned.exists(), "the abandoned directory is removed");
+    let mut sockets = on_disk.clone();
+    sockets.sort();
+    assert_eq!(sockets, ["control.sock", "vhost.sock"], "{on_disk:?}");
+    // Killed outright, the keeper can remove nothing: only its two named sockets stay (and the
+    // next backend replaces them as stale).
     let _ = backend.kill();
     let _ = backend.wait();
+    let mut after = left_in(dir.path());
+    after.sort();
+    assert_eq!(after, ["control.sock", "vhost.sock"]);
 }
 
 /// Sends SIGTERM and waits for the exit status.

@@ -6,7 +6,8 @@
 //! - the control socket's listener (each worker accepts on it, so a client that connects while
 //!   no worker runs waits in the backlog instead of being refused);
 //! - the ledger, a memfd where each worker keeps the device's state ([`crate::ledger`]);
-//! - a private socket through which it talks vhost-user to the current worker.
+//! - a private socket, with no name on disk, through which it talks vhost-user to the current
+//!   worker ([`PrivateSocket`]).
 //!
 //! It starts a worker (this same binary, from its path on disk, so a new build on disk is what
 //! the next worker runs), and starts another whenever one ends: killed, panicked, or asked to
@@ -134,6 +135,36 @@ fn remove_abandoned(base: &Path) {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The socket the workers listen on, with no name on disk: it is bound in a [`PrivateDir`],
+/// then the name and the directory are removed at once, so that a keeper killed with SIGKILL
+/// leaves nothing behind. The keeper still reaches it, through an `O_PATH` descriptor of the
+/// socket's inode (`/proc/self/fd/N`), which no other process has.
+#[derive(Debug)]
+struct PrivateSocket {
+    listener: UnixListener,
+    inode: std::fs::File,
+}
+
+impl PrivateSocket {
+    fn new() -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = PrivateDir::new()?;
+        let listener = UnixListener::bind(dir.socket())?;
+        // O_PATH opens the socket file itself (reading it is not asked, and could not be).
+        let inode = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(dir.socket())?;
+        drop(dir);
+        Ok(Self { listener, inode })
+    }
+
+    /// Where the keeper connects to reach whichever worker accepts.
+    fn address(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.inode.as_raw_fd()))
     }
 }
 
@@ -456,8 +487,8 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
     std::fs::File::from(ledger.try_clone().map_err(setup)?)
         .set_len(LEDGER_BYTES)
         .map_err(setup)?;
-    let dir = PrivateDir::new().map_err(setup)?;
-    let private = UnixListener::bind(dir.socket()).map_err(setup)?;
+    let private_socket = PrivateSocket::new().map_err(setup)?;
+    let private = &private_socket.listener;
 
     let inherited = Inherited {
         ledger: ledger.as_raw_fd(),
@@ -494,7 +525,7 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
     // Both sockets listen (a client that comes before the first worker waits in the backlog).
     crate::daemon::tell_service_manager(&[sd_notify::NotifyState::Ready]);
     // Frontends on a thread of their own, so that this one can wait for a stop.
-    let (socket, failed, serving) = (dir.socket(), stops.tx.clone(), current.clone());
+    let (socket, failed, serving) = (private_socket.address(), stops.tx.clone(), current.clone());
     std::thread::Builder::new()
         .name("pvmouse-keeper-frontends".into())
         .spawn(move || {
@@ -524,11 +555,11 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
         crate::daemon::tell_service_manager(&[sd_notify::NotifyState::Stopping]);
     }
     // Whatever ends the keeper ends its worker first: asked to stop, it lets go of the buttons
-    // held. The control socket, the private directory and the vhost-user socket go when this
+    // held. The control socket, the private socket and the vhost-user socket go when this
     // returns.
     current.stopping.store(true, Ordering::Release);
     stop_worker(&current);
-    drop((control, dir));
+    drop((control, private_socket));
     match stop {
         Stop::Failed(e) => Err(e),
         Stop::Terminate | Stop::Upgrade => Ok(Ending::Terminated),
