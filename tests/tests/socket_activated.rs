@@ -2,14 +2,16 @@
 //! binds the vhost-user and control sockets, as the package's two socket units do, and hands
 //! them over (named by `FileDescriptorName=`) when QEMU first connects; the backend, restartable
 //! by default and run as an ordinary user, tells the service manager's socket (the VM's own)
-//! that it is ready, and the guest gets input. SIGTERM then stops it as `systemctl stop` would,
-//! and the sockets stay: they are the socket units'.
+//! that it is ready, and the guest gets input. SIGTERM then stops it as `systemctl stop` would:
+//! a button held is let go in the guest first, and the sockets stay (they are the socket
+//! units').
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 use std::time::{Duration, Instant};
 
 use pvmouse_client::Connection;
+use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
 use pvmouse_vmtest::exclusive;
 use pvmouse_vmtest::{PVMOUSE_NAME, VmConfig, round_to_i32};
 use serde_json::json;
@@ -37,6 +39,16 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
             st["abs"]["0"] == x && st["abs"]["1"] == y
         })
         .unwrap_or_else(|e| panic!("{e}"));
+    // A button held when the service stops: the guest sees it let go.
+    client
+        .execute("pvmouse-send", json!({"buttons": {"left": true}}))
+        .unwrap();
+    vm.probe
+        .query_until("state", PVMOUSE_NAME, "left held", WAIT, |st| {
+            st["keys"] == json!([BTN_LEFT])
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mark = vm.probe.mark();
     drop(client);
 
     // systemd-socket-activate became the backend (the keeper) when QEMU connected.
@@ -58,6 +70,18 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("stopped in {:?}; told {stopping:?}", start.elapsed());
+    let released: Vec<i32> = vm
+        .probe
+        .events(PVMOUSE_NAME, mark)
+        .iter()
+        .filter(|e| e.event.kind == EV_KEY && e.event.code == BTN_LEFT)
+        .map(|e| e.event.value)
+        .collect();
+    assert_eq!(
+        released,
+        [0],
+        "the guest saw the held button let go as the backend stopped"
+    );
     assert!(
         vm.vhost_socket().exists() && vm.control_socket().exists(),
         "the units' sockets stay"
