@@ -526,7 +526,7 @@ if [ -n "$root" ]; then
   mount -t ext4 "$root" /newroot || step "cannot mount $root"
   mount -t tmpfs tmpfs /newroot/opt
   cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /bin/pvmouse-wl-reader /bin/pvmouse-session \
-    /desktop-init /newroot/opt/
+    /desktop-init /pvmouse-guest.deb /newroot/opt/
   for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
   exec switch_root /newroot /opt/desktop-init
 fi
@@ -538,12 +538,21 @@ poweroff -f
 
 /// The desktop image's init, after the busybox initramfs switched to it: udev (display
 /// servers find their devices through it), then the probe, which starts everything else; or,
-/// with `pvmouse.systemd=1` on the kernel command line, systemd.
+/// with `pvmouse.systemd=1` on the kernel command line, systemd (after installing the guest
+/// package, with `pvmouse.package=1`).
 const DESKTOP_INIT: &str = r#"#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/opt
 # Display servers that need a logind session (mutter) boot with systemd as init; the image
 # starts the probe as a service then.
 if grep -q 'pvmouse.systemd=1' /proc/cmdline; then
+  # With pvmouse.package=1, the guest package is installed first, as a user installs it:
+  # its udev rule, system unit and user unit then start the guest side, and nothing else does.
+  if grep -q 'pvmouse.package=1' /proc/cmdline; then
+    echo "pvmouse-boot: installing pvmouse-guest" > /dev/ttyS0
+    mount -t tmpfs tmpfs /tmp
+    dpkg -i /opt/pvmouse-guest.deb > /dev/ttyS0 2>&1 || echo "pvmouse-boot: dpkg failed" > /dev/ttyS0
+    umount /tmp
+  fi
   echo "pvmouse-boot: starting systemd" > /dev/ttyS0
   exec /lib/systemd/systemd
 fi
@@ -625,6 +634,10 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
         0o644,
         &read(&workspace_root().join("guest-uinput/packaging/70-pvmouse.rules"))?,
     );
+    // The guest package `make deb` built: a desktop guest booted with `pvmouse.package=1`
+    // installs it before systemd starts, so that its units are what start the guest side.
+    let packages = debian_packages()?;
+    img.file("pvmouse-guest.deb", 0o644, &read(&packages.guest)?);
     let order = module_load_order(&kernel.modules, GUEST_MODULES)?;
     let mut names = String::new();
     for (name, path) in &order {

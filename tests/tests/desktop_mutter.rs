@@ -99,11 +99,18 @@ fn steps() -> [Step; 3] {
 /// A desktop guest booted with systemd, running mutter in a PAM session of `pvm` on tty1, with
 /// fractional scaling on (GSettings from a key file: the image has no dconf).
 fn mutter(displays: u32) -> Guest {
+    mutter_with(displays, &[])
+}
+
+/// [`mutter`], with more kernel arguments.
+fn mutter_with(displays: u32, kernel_args: &[&str]) -> Guest {
+    let mut args = vec!["pvmouse.systemd=1".to_owned()];
+    args.extend(kernel_args.iter().map(|a| (*a).to_owned()));
     let guest = Guest::boot(
         VmConfig {
             desktop: true,
             displays,
-            kernel_args: vec!["pvmouse.systemd=1".into()],
+            kernel_args: args,
             ..VmConfig::default()
         },
         LOGS,
@@ -272,4 +279,76 @@ fn with_one_display_the_raw_device_is_a_pointer_in_mutter_without_the_bridge() {
     start_reader(&guest);
     let reader = guest.reader_ready();
     guest.check_raw_pointer("mutter", &reader);
+}
+
+/// A compositor's session target, as sway's and others' documentation has one: it binds
+/// `graphical-session.target`, which user units of the session (the agent's) are wanted by.
+const SESSION_TARGET: &str = "[Unit]\\nDescription=a compositor session (pvmouse test)\\n\
+                              BindsTo=graphical-session.target\\n\
+                              Wants=graphical-session-pre.target\\n\
+                              After=graphical-session-pre.target\\n";
+
+/// The pid of the one process named `name`, and its executable; fails if there are more.
+fn only_process(guest: &Guest, name: &str) -> (String, String) {
+    let pids = guest.sh(&format!("pgrep -x {name} || true"));
+    assert_eq!(
+        pids.len(),
+        1,
+        "one {name}, started by its unit: {pids:?}\n{}",
+        guest.logs()
+    );
+    let exe = guest.sh(&format!("readlink /proc/{}/exe", pids[0]));
+    (pids[0].clone(), exe.join(""))
+}
+
+/// The guest package, installed as a user installs it (`pvmouse.package=1`: dpkg, then
+/// systemd as init), starts the guest side on its own: its udev rule and system unit start
+/// `pvmouse-guestd`, and its user unit starts `pvmouse-session` when mutter's session starts
+/// `graphical-session.target`. No step of this test starts either, and it fails if any process
+/// of theirs is not the unit's, or runs from anywhere but the package's files.
+#[test]
+fn the_guest_package_starts_the_bridge_and_the_session_agent_in_a_real_session() {
+    let guest = mutter_with(2, &["pvmouse.package=1"]);
+    let status = guest.sh("dpkg-query -W -f '${Status} ${Version}' pvmouse-guest");
+    println!("in the guest: {}", status.join(""));
+    assert!(
+        status.join("").starts_with("install ok installed"),
+        "{status:?}"
+    );
+
+    // The bridge: started by systemd, from the package.
+    guest.until(
+        "systemctl is-active pvmouse-guestd && echo RUNNING",
+        "RUNNING",
+    );
+    let (pid, exe) = only_process(&guest, "pvmouse-guestd");
+    assert_eq!(exe, "/usr/bin/pvmouse-guestd");
+    let main = guest.sh("systemctl show -p MainPID --value pvmouse-guestd");
+    assert_eq!(main.join(""), pid, "the unit's own process");
+    let mut ctl = guest.control().unwrap_or_else(|e| guest.fail(e));
+    pvmouse_vmtest::desktop::wait_for_bridge(&mut ctl, WAIT).unwrap_or_else(|e| guest.fail(e));
+
+    // The session agent: the compositor's session starts graphical-session.target.
+    let user = format!("{AS_PVM} systemctl --user");
+    guest.sh(&format!(
+        "mkdir -p /etc/systemd/user && printf '{SESSION_TARGET}' \
+         >/etc/systemd/user/pvmouse-test-session.target && {user} daemon-reload && \
+         {user} set-environment WAYLAND_DISPLAY=wayland-0 XDG_SESSION_TYPE=wayland && \
+         {user} start pvmouse-test-session.target"
+    ));
+    guest.until(
+        "journalctl --no-pager -o cat _SYSTEMD_USER_UNIT=pvmouse-session.service",
+        "applied the layout",
+    );
+    let (agent, exe) = only_process(&guest, "pvmouse-session");
+    assert_eq!(exe, "/usr/bin/pvmouse-session");
+    let main = guest.sh(&format!("{user} show -p MainPID --value pvmouse-session"));
+    assert_eq!(main.join(""), agent, "the user unit's own process");
+    // mutter's layout is in force: the device maps, mutter reads it.
+    wait_for_coordinates(&mut ctl, "desktop", Duration::from_secs(20))
+        .unwrap_or_else(|e| guest.fail(e));
+    println!(
+        "pvmouse-guestd {pid} (pvmouse-guestd.service) and pvmouse-session {agent} \
+         (pvm's pvmouse-session.service), both from the package; mutter's layout applied"
+    );
 }
