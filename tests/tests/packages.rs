@@ -128,7 +128,10 @@ fn the_packages_install_verify_and_purge_leaving_nothing() {
         "pvmouse-guestd.service",
     ];
     let (ok, log) = run("systemd-analyze", &[&["verify"][..], &units].concat());
-    assert!(ok && log.trim().is_empty(), "systemd-analyze verify: {log}");
+    // Units of other packages it loads on the way (libvirtd's, from backports, uses a service
+    // type this systemd predates) may have their own complaints; ours may have none.
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("pvmouse")).collect();
+    assert!(ok && ours.is_empty(), "systemd-analyze verify: {log}");
     let runtime = tempfile::tempdir().unwrap();
     let out = Command::new("systemd-analyze")
         .args([
