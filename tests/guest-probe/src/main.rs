@@ -14,6 +14,8 @@
 //! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X; button transitions and `SYN_DROPPED` are only counted |
 //! | `tally NAME` | `TALLY NAME {json}`: frames, presses, releases and `SYN_DROPPED`s a `bench` reader has seen |
 //! | `flap NAME SECONDS` | writes bridge status messages into the device as fast as it can for SECONDS, alternating "present" (versions 1 to 6) and "gone", then one "present, version 7"; then `FLAP NAME count` |
+//! | `combo` | creates (once) a uinput pointer with both ABS_X/ABS_Y (0..65535) and REL_X/REL_Y, three buttons and the wheel, named `pvmouse combo probe`: what a pointer with a relative mode could look like, to see what the guest's consumers make of it; `COMBO /dev/input/eventN` |
+//! | `combo-emit abs X Y` / `combo-emit rel DX DY` | writes one frame of it; `EMITTED` |
 //!
 //! Events are read raw, so a kernel-side overflow shows up as `SYN_DROPPED` (type 0 code 3)
 //! rather than being resynchronised away.
@@ -394,8 +396,100 @@ fn main() {
                     ),
                 );
             }
+            "combo" => match combo::create() {
+                Ok(node) => say(&out, &format!("COMBO {node}\n")),
+                Err(e) => say(&out, &format!("ERR combo: {e}\n")),
+            },
+            "combo-emit" => match combo::emit(arg) {
+                Ok(()) => say(&out, "EMITTED\n"),
+                Err(e) => say(&out, &format!("ERR combo-emit: {e}\n")),
+            },
             "" => {}
             other => say(&out, &format!("ERR unknown command {other}\n")),
         }
+    }
+}
+
+/// A uinput pointer with absolute and relative axes both: the shape a pvmouse with a relative
+/// mode could take, made here so that what udev, libinput and the display servers do with it
+/// can be measured before the device takes that shape.
+mod combo {
+    use std::sync::Mutex;
+
+    use evdev::uinput::VirtualDevice;
+    use evdev::{
+        AbsInfo, AbsoluteAxisCode, AttributeSet, BusType, EventType, InputEvent, InputId, KeyCode,
+        RelativeAxisCode, UinputAbsSetup,
+    };
+    use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, REL_WHEEL};
+
+    /// REL_X and REL_Y (Linux's codes 0 and 1).
+    const REL_X: u16 = 0;
+    const REL_Y: u16 = 1;
+
+    static DEVICE: Mutex<Option<VirtualDevice>> = Mutex::new(None);
+
+    /// Creates the device once; its event node.
+    pub fn create() -> std::io::Result<String> {
+        let mut slot = DEVICE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            let keys: AttributeSet<KeyCode> = [BTN_LEFT, BTN_RIGHT, BTN_MIDDLE]
+                .into_iter()
+                .map(KeyCode)
+                .collect();
+            let rels: AttributeSet<RelativeAxisCode> = [REL_X, REL_Y, REL_WHEEL]
+                .into_iter()
+                .map(RelativeAxisCode)
+                .collect();
+            let axis = |code| {
+                UinputAbsSetup::new(AbsoluteAxisCode(code), AbsInfo::new(0, 0, 65535, 0, 0, 0))
+            };
+            let device = VirtualDevice::builder()?
+                .name("pvmouse combo probe")
+                // Not pvmouse's ids: the bridge's udev rule must not take it.
+                .input_id(InputId::new(BusType::BUS_VIRTUAL, 0x7076, 0x6370, 1))
+                .with_keys(&keys)?
+                .with_relative_axes(&rels)?
+                .with_absolute_axis(&axis(ABS_X))?
+                .with_absolute_axis(&axis(ABS_Y))?
+                .build()?;
+            *slot = Some(device);
+        }
+        let device = slot
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no device"))?;
+        let node = device
+            .enumerate_dev_nodes_blocking()?
+            .flatten()
+            .next()
+            .ok_or_else(|| std::io::Error::other("no event node"))?;
+        Ok(node.display().to_string())
+    }
+
+    /// `abs X Y` or `rel DX DY`: one frame (the SYN_REPORT is emit's own).
+    pub fn emit(arg: &str) -> std::io::Result<()> {
+        let bad = || std::io::Error::other(format!("want `abs X Y` or `rel DX DY`, got {arg:?}"));
+        let words: Vec<&str> = arg.split_whitespace().collect();
+        let [kind, a, b] = words[..] else {
+            return Err(bad());
+        };
+        let (a, b): (i32, i32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        let (ty, codes) = match kind {
+            "abs" => (EventType::ABSOLUTE, [ABS_X, ABS_Y]),
+            "rel" => (EventType::RELATIVE, [REL_X, REL_Y]),
+            _ => return Err(bad()),
+        };
+        let mut slot = DEVICE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let device = slot
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no combo device yet"))?;
+        device.emit(&[
+            InputEvent::new(ty.0, codes[0], a),
+            InputEvent::new(ty.0, codes[1], b),
+        ])
     }
 }
