@@ -1,9 +1,9 @@
 //! `pvmouse-rel-survey`: what a guest's consumers make of a pointer with absolute and relative
 //! axes both, the shape a pvmouse with a relative mode could take (issue: relative motion). It
 //! boots the desktop guest, has the probe create such a device with uinput (`combo`), and
-//! prints what udev's input_id and `libinput list-devices` say of it, then, in sway, where the
-//! pointer goes for an absolute position, for relative motion, and for the same absolute
-//! position again (which Linux's input core drops as unchanged). A measurement for a design
+//! prints what udev's input_id and `libinput list-devices` say of it, then, in sway and in
+//! X.Org, where the pointer goes for an absolute position, for relative motion, and for the
+//! same absolute position again (which Linux's input core drops as unchanged). A measurement for a design
 //! decision, run by hand: it asserts nothing.
 
 use std::time::Duration;
@@ -72,4 +72,37 @@ fn main() {
         println!("sway input: {}", line.trim());
     }
     let _ = Reader::position(&reader);
+
+    // The same in X.Org with xf86-input-libinput, the position read from the server itself.
+    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; true");
+    guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
+    guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
+    println!(
+        "X.Org: before any input: {}",
+        guest.sh("DISPLAY=:0 xdotool getmouselocation").join(" ")
+    );
+    let x_step = |what: &str, emit: &str| {
+        guest
+            .probe
+            .request(&format!("combo-emit {emit}"), "EMITTED", WAIT)
+            .unwrap_or_else(|e| guest.fail(e));
+        std::thread::sleep(Duration::from_millis(500));
+        let at = guest.sh("DISPLAY=:0 xdotool getmouselocation");
+        println!("X.Org: {what} ({emit}): {}", at.join(" "));
+    };
+    x_step("absolute, a quarter across and down", "abs 16384 16384");
+    for (dx, dy) in [(10, 0), (100, 0), (0, 100), (-100, -100)] {
+        x_step("relative", &format!("rel {dx} {dy}"));
+    }
+    x_step("the same absolute position again", "abs 16384 16384");
+    x_step("another absolute position", "abs 32768 32768");
+    for line in guest.sh("DISPLAY=:0 xinput list-props 'pvmouse combo probe' 2>&1 \
+         | grep -iE 'accel|calibration|absolute' || true")
+    {
+        println!("X.Org xinput: {}", line.trim());
+    }
+    println!(
+        "X.Org screen: {}",
+        guest.sh("DISPLAY=:0 xrandr | head -n 1").join(" ")
+    );
 }
