@@ -658,6 +658,41 @@ fn start_backend(bin: &Path, dir: &Path, config: &VmConfig) -> std::io::Result<C
     cmd.spawn()
 }
 
+/// A host command's success and its output, stdout then stderr; panics if it cannot run.
+pub fn output_of(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The processes whose executable is `exe`, from /proc.
+pub fn processes_of(exe: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// Waits until `pid` has exited (gone, or a zombie its parent has not reaped); how long that
+/// took, or an error after `limit`.
+pub fn wait_exited(pid: u32, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        if start.elapsed() > limit {
+            return Err(format!("process {pid} still runs after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(start.elapsed())
+}
+
 /// The processes whose parent is `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

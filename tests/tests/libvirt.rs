@@ -14,10 +14,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pvmouse_client::Connection;
+use pvmouse_vmtest::vm::{output_of as sh, processes_of};
 use pvmouse_vmtest::{PVMOUSE_NAME, ProbeLink, assets, round_to_i32};
 use serde_json::json;
 
@@ -25,28 +25,8 @@ const DOMAIN: &str = "pvmouse-libvirt-test";
 const WAIT: Duration = Duration::from_secs(60);
 const RUNTIME: &str = "/run/vhost-user-pvmouse";
 
-fn sh(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 fn virsh(args: &[&str]) -> (bool, String) {
     sh("virsh", &[&["-c", "qemu:///system"][..], args].concat())
-}
-
-/// Processes whose executable is `exe`.
-fn processes_of(exe: &Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect()
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {

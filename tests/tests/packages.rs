@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pvmouse_vmtest::assets::{Packages, debian_packages};
+use pvmouse_vmtest::vm::output_of as run;
 
 /// Lintian warnings kept on purpose, each with its reason (README.md, "Install", says them too).
 const ACCEPTED_WARNINGS: [(&str, &str); 2] = [
@@ -29,16 +30,6 @@ const ACCEPTED_WARNINGS: [(&str, &str); 2] = [
 
 fn packages() -> Packages {
     debian_packages().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 /// `systemd-analyze security --offline`'s overall exposure of a unit file, and its report.

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvmouse_client::Connection;
 use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
@@ -63,13 +63,9 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
     assert!(stopped.success());
     let stopping = vm.service_notices(WAIT);
     assert!(stopping.iter().any(|l| l == "STOPPING=1"), "{stopping:?}");
-    let start = Instant::now();
-    while std::fs::read_to_string(format!("/proc/{keeper}/stat")).is_ok_and(|s| !s.contains(") Z"))
-    {
-        assert!(start.elapsed() < WAIT, "SIGTERM did not end the backend");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    println!("stopped in {:?}; told {stopping:?}", start.elapsed());
+    let took = pvmouse_vmtest::vm::wait_exited(keeper, WAIT)
+        .unwrap_or_else(|e| panic!("SIGTERM did not end the backend: {e}"));
+    println!("stopped in {took:?}; told {stopping:?}");
     let released: Vec<i32> = vm
         .probe
         .events(PVMOUSE_NAME, mark)

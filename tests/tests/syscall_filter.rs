@@ -159,15 +159,8 @@ fn every_system_call_the_backend_makes_is_one_its_unit_allows() {
     // A clean stop: the keeper is the process strace runs.
     let keeper = vm.backend_pid().unwrap();
     kill("-TERM", keeper);
-    let start = Instant::now();
-    while std::path::Path::new(&format!("/proc/{keeper}/stat")).exists()
-        && !std::fs::read_to_string(format!("/proc/{keeper}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        assert!(start.elapsed() < WAIT, "SIGTERM did not end the backend");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pvmouse_vmtest::vm::wait_exited(keeper, WAIT)
+        .unwrap_or_else(|e| panic!("SIGTERM did not end the backend: {e}"));
     drop(vm);
 
     let text = std::fs::read_to_string(&trace).unwrap();
