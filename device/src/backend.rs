@@ -81,9 +81,19 @@ fn on_running_vring(
     out
 }
 
+/// Which of the backend's two virtio-input devices a vhost-user connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The pointer: absolute positions with a display, buttons, wheels, the guest bridge.
+    Absolute,
+    /// The relative device: relative motion in relative mode (`spec/pvmouse.md` §10).
+    Relative,
+}
+
 #[derive(Debug)]
 pub struct PvMouseBackend {
     device: Arc<PvMouse>,
+    port: Port,
     mem: Mutex<Option<Memory>>,
     timer: Mutex<TimerFd>,
     stop_worker: EventFd,
@@ -91,12 +101,18 @@ pub struct PvMouseBackend {
 
 impl PvMouseBackend {
     pub fn new(device: Arc<PvMouse>) -> io::Result<Self> {
+        Self::for_port(device, Port::Absolute)
+    }
+
+    /// The backend of one of the device's two ports.
+    pub fn for_port(device: Arc<PvMouse>, port: Port) -> io::Result<Self> {
         let timer = TimerFd::new()?;
         // The worker may see the timer reported and re-armed in one epoll batch; a blocking
         // read would then stall it until the new expiry.
         set_nonblocking(timer.as_raw_fd())?;
         Ok(Self {
             device,
+            port,
             mem: Mutex::new(None),
             timer: Mutex::new(timer),
             stop_worker: EventFd::new(EFD_NONBLOCK)?,
@@ -142,7 +158,37 @@ impl PvMouseBackend {
 
     /// A kick on the eventq, or the library starting it: the first one activates the driver,
     /// later ones bring buffers for frames still pending.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// The frontend connected to this port, or went away.
+    pub fn frontend(&self, connected: bool) {
+        match (self.port, connected) {
+            (Port::Absolute, true) => self.device.frontend_connected(),
+            (Port::Absolute, false) => self.device.frontend_disconnected(),
+            (Port::Relative, _) => self.device.relative_frontend_connected(connected),
+        }
+    }
+
+    fn process_relative_eventq(&self, vrings: &[VringRwLock]) {
+        if self.device.relative_driver_active() {
+            self.device.relative_refill();
+            return;
+        }
+        let (Some(vring), Some(mem)) = (vrings.get(usize::from(EVENTQ)), self.memory()) else {
+            return;
+        };
+        self.device.relative_activate(Arc::new(VringEventQueue {
+            vring: vring.clone(),
+            mem,
+        }));
+    }
+
     fn process_eventq(&self, vrings: &[VringRwLock]) {
+        if self.port == Port::Relative {
+            return self.process_relative_eventq(vrings);
+        }
         if self.device.driver_active() {
             self.device.refill();
             if self.device.pacing() {
@@ -164,6 +210,12 @@ impl PvMouseBackend {
         let (Some(vring), Some(mem)) = (vrings.get(usize::from(STATUSQ)), self.memory()) else {
             return;
         };
+        if self.port == Port::Relative {
+            on_running_vring(vring, &mem, "statusq", &mut |queue, mem| {
+                self.device.service_relative_statusq(queue, mem)
+            });
+            return;
+        }
         let out = on_running_vring(vring, &mem, "statusq", &mut |queue, mem| {
             self.device.service_statusq(queue, mem)
         });
@@ -221,7 +273,10 @@ impl VhostUserBackend for PvMouseBackend {
     }
 
     fn reset_device(&self) {
-        self.device.driver_reset();
+        match self.port {
+            Port::Absolute => self.device.driver_reset(),
+            Port::Relative => self.device.relative_driver_reset(),
+        }
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -229,11 +284,17 @@ impl VhostUserBackend for PvMouseBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        self.device.read_config(offset, size)
+        match self.port {
+            Port::Absolute => self.device.read_config(offset, size),
+            Port::Relative => self.device.read_relative_config(offset, size),
+        }
     }
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
-        self.device.write_config(offset, buf);
+        match self.port {
+            Port::Absolute => self.device.write_config(offset, buf),
+            Port::Relative => self.device.write_relative_config(offset, buf),
+        }
         Ok(())
     }
 
@@ -251,7 +312,10 @@ impl VhostUserBackend for PvMouseBackend {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         if queue_index == u32::from(EVENTQ) {
-            self.device.queue_stopped();
+            match self.port {
+                Port::Absolute => self.device.queue_stopped(),
+                Port::Relative => self.device.relative_queue_stopped(),
+            }
         }
         Ok(())
     }

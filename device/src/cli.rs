@@ -24,6 +24,16 @@ pub struct Cli {
     #[arg(long, value_name = "FDNUM")]
     pub fd: Option<RawFd>,
 
+    /// Also serve the relative device on this Unix socket path: a second vhost-user-input
+    /// device (attach it to the same VM as the first) that takes relative motion while the host
+    /// has the pointer in relative mode. With socket activation, the socket named `relative`.
+    #[arg(long, value_name = "PATH", conflicts_with = "relative_fd")]
+    pub relative_socket: Option<PathBuf>,
+
+    /// Use this inherited file descriptor as the relative device's listening socket.
+    #[arg(long, value_name = "FDNUM")]
+    pub relative_fd: Option<RawFd>,
+
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
@@ -96,6 +106,8 @@ pub struct Inherited {
     pub ledger: RawFd,
     /// The control socket's listener, when there is a control socket.
     pub control: Option<RawFd>,
+    /// The relative device's listener (the keeper's second private socket), when there is one.
+    pub relative: Option<RawFd>,
 }
 
 impl Inherited {
@@ -116,6 +128,9 @@ impl Inherited {
         ];
         if let Some(control) = self.control {
             args.extend(["--control-fd".to_owned(), control.to_string()]);
+        }
+        if let Some(relative) = self.relative {
+            args.extend(["--relative-fd".to_owned(), relative.to_string()]);
         }
         args
     }
@@ -138,6 +153,8 @@ pub enum ControlSocket {
 pub const VHOST_USER_FD_NAME: &str = "vhost-user";
 /// The `FileDescriptorName=` of the control socket.
 pub const CONTROL_FD_NAME: &str = "control";
+/// The `FileDescriptorName=` of the relative device's vhost-user socket (never taken unnamed).
+pub const RELATIVE_FD_NAME: &str = "relative";
 
 /// The listening sockets systemd handed over (socket activation: `LISTEN_FDS`, each named by
 /// its `FileDescriptorName=`). Unnamed ones are taken in order: vhost-user, then control.
@@ -145,6 +162,7 @@ pub const CONTROL_FD_NAME: &str = "control";
 pub struct Activated {
     pub vhost_user: Option<RawFd>,
     pub control: Option<RawFd>,
+    pub relative: Option<RawFd>,
 }
 
 impl Activated {
@@ -156,6 +174,7 @@ impl Activated {
             let slot = match name.as_str() {
                 VHOST_USER_FD_NAME => &mut activated.vhost_user,
                 CONTROL_FD_NAME => &mut activated.control,
+                RELATIVE_FD_NAME => &mut activated.relative,
                 // systemd's name for a socket given none.
                 "unknown" | "" => {
                     unnamed.push(fd);
@@ -184,6 +203,8 @@ impl Activated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub vhost_socket: VhostSocket,
+    /// The relative device's vhost-user socket, if the backend serves one.
+    pub relative_socket: Option<VhostSocket>,
     pub control_socket: Option<ControlSocket>,
     pub socket_access: SocketAccess,
     pub identity: Identity,
@@ -196,7 +217,10 @@ pub enum ConfigError {
     Identity(#[from] IdentityError),
     #[error("one of --socket-path or --fd is required (or a socket handed over by systemd)")]
     NoSocket,
-    #[error("systemd handed over a socket named {0:?}: the names are `vhost-user` and `control`")]
+    #[error(
+        "systemd handed over a socket named {0:?}: the names are `vhost-user`, `control` and \
+         `relative`"
+    )]
     ActivatedName(String),
     #[error("systemd handed over two sockets named {0:?}")]
     ActivatedTwice(String),
@@ -208,7 +232,7 @@ pub enum ConfigError {
     BadFd(RawFd),
     #[error("--socket-group {0}: no such group (not a number, and not in /etc/group)")]
     UnknownGroup(String),
-    #[error("--socket-path and --control-socket are both {0}: give each socket its own path")]
+    #[error("two sockets are both {0}: give each socket its own path")]
     SamePath(PathBuf),
 }
 
@@ -235,7 +259,23 @@ impl TryFrom<Cli> for Config {
 impl Config {
     /// The configuration from the command line and the sockets systemd handed over.
     pub fn new(cli: Cli, activated: Activated) -> Result<Self, ConfigError> {
-        let identity = Identity::new(&cli.name, &cli.serial, cli.displays)?;
+        let relative_socket = match (cli.relative_socket, cli.relative_fd, activated.relative) {
+            (Some(_), _, Some(_)) => {
+                return Err(ConfigError::ActivatedAndGiven(
+                    "relative",
+                    "--relative-socket",
+                ));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(ConfigError::ActivatedAndGiven("relative", "--relative-fd"));
+            }
+            (Some(p), _, None) => Some(VhostSocket::Path(p)),
+            (None, Some(fd), None) if fd >= 0 => Some(VhostSocket::Fd(fd)),
+            (None, Some(fd), None) => return Err(ConfigError::BadFd(fd)),
+            (None, None, fd) => fd.map(VhostSocket::Fd),
+        };
+        let identity = Identity::new(&cli.name, &cli.serial, cli.displays)?
+            .with_relative(relative_socket.is_some());
         let vhost_socket = match (cli.socket_path, cli.fd, activated.vhost_user) {
             (Some(_), _, Some(_)) => {
                 return Err(ConfigError::ActivatedAndGiven(
@@ -263,11 +303,26 @@ impl Config {
             (None, Some(fd)) => Some(ControlSocket::Fd(fd)),
             (None, None) => None,
         };
-        if let (VhostSocket::Path(vhost), Some(ControlSocket::Path(control))) =
-            (&vhost_socket, &control_socket)
-        {
-            if same_socket_path(vhost, control) {
-                return Err(ConfigError::SamePath(control.clone()));
+        let paths: Vec<&PathBuf> = [
+            match &vhost_socket {
+                VhostSocket::Path(p) => Some(p),
+                VhostSocket::Fd(_) => None,
+            },
+            match &control_socket {
+                Some(ControlSocket::Path(p)) => Some(p),
+                _ => None,
+            },
+            match &relative_socket {
+                Some(VhostSocket::Path(p)) => Some(p),
+                _ => None,
+            },
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (i, a) in paths.iter().enumerate() {
+            if let Some(b) = paths[i + 1..].iter().find(|b| same_socket_path(a, b)) {
+                return Err(ConfigError::SamePath((*b).clone()));
             }
         }
         let group = match cli.socket_group {
@@ -280,12 +335,14 @@ impl Config {
             Some(ledger) => Role::Worker(Inherited {
                 ledger,
                 control: cli.control_fd,
+                relative: cli.relative_fd,
             }),
             None if cli.single_process => Role::Standalone,
             None => Role::Keeper,
         };
         Ok(Config {
             vhost_socket,
+            relative_socket,
             control_socket,
             socket_access: SocketAccess { group },
             identity,
@@ -333,14 +390,21 @@ mod tests {
 
     #[test]
     fn a_worker_reads_back_the_command_line_its_keeper_writes() {
-        let identity = Identity::new("seat 1", "s-2", 3).unwrap();
-        for control in [None, Some(7)] {
-            let inherited = Inherited { ledger: 6, control };
+        for (control, relative) in [(None, None), (Some(7), None), (Some(7), Some(8))] {
+            let identity = Identity::new("seat 1", "s-2", 3)
+                .unwrap()
+                .with_relative(relative.is_some());
+            let inherited = Inherited {
+                ledger: 6,
+                control,
+                relative,
+            };
             let args = inherited.worker_args(5, &identity);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let c = parse(&args).unwrap();
             assert_eq!(c.role, Role::Worker(inherited));
             assert_eq!(c.vhost_socket, VhostSocket::Fd(5));
+            assert_eq!(c.relative_socket, relative.map(VhostSocket::Fd));
             assert_eq!(c.identity, identity);
             assert_eq!(c.control_socket, None);
         }
@@ -356,8 +420,12 @@ mod tests {
         let both = Activated {
             vhost_user: Some(3),
             control: Some(4),
+            relative: None,
         };
         assert_eq!(named(&[(3, "vhost-user"), (4, "control")]).unwrap(), both);
+        let three = named(&[(3, "unknown"), (5, "relative"), (4, "control")]).unwrap();
+        assert_eq!(three.relative, Some(5));
+        assert_eq!((three.vhost_user, three.control), (Some(3), Some(4)));
         assert_eq!(named(&[(4, "control"), (3, "vhost-user")]).unwrap(), both);
         assert_eq!(named(&[(3, "unknown"), (4, "unknown")]).unwrap(), both);
         assert_eq!(named(&[(4, "control"), (3, "unknown")]).unwrap(), both);
@@ -380,6 +448,9 @@ mod tests {
         assert_eq!(c.vhost_socket, VhostSocket::Fd(3));
         assert_eq!(c.control_socket, Some(ControlSocket::Fd(4)));
         assert_eq!(c.role, Role::Keeper);
+        let c = Config::new(cli(&[]), three).unwrap();
+        assert_eq!(c.relative_socket, Some(VhostSocket::Fd(5)));
+        assert!(c.identity.relative());
         for (args, want) in [
             (&["--socket-path", "a"][..], "--socket-path names another"),
             (&["--fd", "5"][..], "--fd names another"),
@@ -439,6 +510,14 @@ mod tests {
                     "/tmp/../tmp/s",
                 ][..],
                 "give each socket its own path",
+            ),
+            (
+                &["--socket-path", "/tmp/s", "--relative-socket", "/tmp/s"][..],
+                "both /tmp/s",
+            ),
+            (
+                &["--socket-path", "a", "--relative-fd=-2"][..],
+                "not a valid descriptor",
             ),
             (&["--socket-path", "a", "--name", ""][..], "name must be"),
             (

@@ -5,8 +5,9 @@
 
 use pvmouse_spec::evdev::{EV_ABS, EV_KEY, EV_MSC, EV_REL};
 use pvmouse_spec::profile::{
-    ABS_CODES, AXIS_MAX, AXIS_MIN, BUSTYPE, DISPLAY_AXIS, KEY_CODES, MSC_CODES, POSITION_CODES,
-    PRODUCT, REL_CODES, VENDOR, VERSION,
+    ABS_CODES, AXIS_MAX, AXIS_MIN, BUSTYPE, DISPLAY_AXIS, KEY_CODES, MAX_ID_STRING_LEN, MSC_CODES,
+    POSITION_CODES, PRODUCT, REL_CODES, RELATIVE_PRODUCT, RELATIVE_REL_CODES,
+    RELATIVE_SERIAL_SUFFIX, RELATIVE_SUFFIX, VENDOR, VERSION,
 };
 use virtio_bindings::virtio_input::{
     virtio_input_config_select_VIRTIO_INPUT_CFG_ABS_INFO as CFG_ABS_INFO,
@@ -41,7 +42,7 @@ pub struct AbsInfo {
 pub enum ConfigAnswer<'a> {
     Empty,
     String(&'a str),
-    DevIds,
+    DevIds(u16),
     Bitmap(&'static [u16]),
     AbsInfo(AbsInfo),
 }
@@ -57,8 +58,8 @@ impl ConfigAnswer<'_> {
                 union[..n].copy_from_slice(&s.as_bytes()[..n]);
                 n
             }
-            ConfigAnswer::DevIds => {
-                for (i, v) in [BUSTYPE, VENDOR, PRODUCT, VERSION].into_iter().enumerate() {
+            ConfigAnswer::DevIds(product) => {
+                for (i, v) in [BUSTYPE, VENDOR, product, VERSION].into_iter().enumerate() {
                     union[2 * i..2 * i + 2].copy_from_slice(&v.to_le_bytes());
                 }
                 8
@@ -99,14 +100,46 @@ pub struct OutOfBounds {
 #[derive(Debug, Clone)]
 pub struct ConfigSpace {
     identity: Identity,
+    /// The relative device's space rather than the pointer's.
+    relative: Option<RelativeIds>,
     select: u8,
     subsel: u8,
+}
+
+/// The relative device's name and serial: the pointer's, suffixed (cut to what Linux keeps).
+#[derive(Debug, Clone)]
+struct RelativeIds {
+    name: String,
+    serial: String,
+}
+
+fn suffixed(base: &str, suffix: &str) -> String {
+    let keep = MAX_ID_STRING_LEN
+        .saturating_sub(suffix.len())
+        .min(base.len());
+    // Identity strings are ASCII, so any byte index is a character boundary.
+    format!("{}{suffix}", &base[..keep])
 }
 
 impl ConfigSpace {
     pub fn new(identity: Identity) -> Self {
         Self {
             identity,
+            relative: None,
+            select: 0,
+            subsel: 0,
+        }
+    }
+
+    /// The relative device's config space (`spec/pvmouse.md` §10).
+    pub fn relative(identity: Identity) -> Self {
+        let relative = RelativeIds {
+            name: suffixed(identity.name(), RELATIVE_SUFFIX),
+            serial: suffixed(identity.serial(), RELATIVE_SERIAL_SUFFIX),
+        };
+        Self {
+            identity,
+            relative: Some(relative),
             select: 0,
             subsel: 0,
         }
@@ -119,10 +152,20 @@ impl ConfigSpace {
 
     pub fn answer(&self) -> ConfigAnswer<'_> {
         let (select, subsel) = (u32::from(self.select), u16::from(self.subsel));
+        if let Some(ids) = &self.relative {
+            return match (select, subsel) {
+                (CFG_ID_NAME, 0) => ConfigAnswer::String(&ids.name),
+                (CFG_ID_SERIAL, 0) => ConfigAnswer::String(&ids.serial),
+                (CFG_ID_DEVIDS, 0) => ConfigAnswer::DevIds(RELATIVE_PRODUCT),
+                (CFG_EV_BITS, EV_KEY) => ConfigAnswer::Bitmap(&KEY_CODES),
+                (CFG_EV_BITS, EV_REL) => ConfigAnswer::Bitmap(&RELATIVE_REL_CODES),
+                _ => ConfigAnswer::Empty,
+            };
+        }
         match (select, subsel) {
             (CFG_ID_NAME, 0) => ConfigAnswer::String(self.identity.name()),
             (CFG_ID_SERIAL, 0) => ConfigAnswer::String(self.identity.serial()),
-            (CFG_ID_DEVIDS, 0) => ConfigAnswer::DevIds,
+            (CFG_ID_DEVIDS, 0) => ConfigAnswer::DevIds(PRODUCT),
             (CFG_PROP_BITS, 0) => ConfigAnswer::Empty,
             (CFG_EV_BITS, EV_KEY) => ConfigAnswer::Bitmap(&KEY_CODES),
             (CFG_EV_BITS, EV_REL) => ConfigAnswer::Bitmap(&REL_CODES),
@@ -253,6 +296,37 @@ mod tests {
             }
         }
         assert_eq!(defined, 10);
+    }
+
+    #[test]
+    fn the_relative_device_has_relative_axes_and_buttons_only() {
+        let long = "n".repeat(MAX_ID_STRING_LEN);
+        let mut cs = ConfigSpace::relative(Identity::new(&long, "serial-7", 3).unwrap());
+        let mut key = vec![0u8; 35];
+        key[34] = 0b1_1111;
+        let mut defined = 0;
+        for sel in 0..=255u8 {
+            for sub in 0..=255u8 {
+                let got = select(&mut cs, sel, sub);
+                let want: Option<Vec<u8>> = match (sel, sub) {
+                    (1, 0) => Some(format!("{} relative", &long[..54]).into_bytes()),
+                    (2, 0) => Some(b"serial-7-rel".to_vec()),
+                    (3, 0) => Some(vec![0x06, 0, 0x76, 0x70, 0x65, 0x72, 0x01, 0]),
+                    (0x11, 1) => Some(key.clone()),
+                    (0x11, 2) => Some(vec![0b11]),
+                    _ => None,
+                };
+                match want {
+                    Some(want) => {
+                        defined += 1;
+                        assert_eq!(got, want, "select {sel:#x} subsel {sub:#x}");
+                    }
+                    None => assert!(got.is_empty(), "select {sel:#x} subsel {sub:#x}: {got:?}"),
+                }
+            }
+        }
+        assert_eq!(defined, 5);
+        assert_eq!(select(&mut cs, 1, 0).len(), MAX_ID_STRING_LEN);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::backend::PvMouseBackend;
+use crate::backend::{Port, PvMouseBackend};
 use crate::cli::{Config, ControlSocket, Inherited, Role, VhostSocket};
 use crate::control::{ControlHandle, ControlServer};
 use crate::device::PvMouse;
@@ -131,6 +131,8 @@ pub struct Listening {
     listener: Listener,
     /// Removed when the backend ends.
     file: Option<SocketFile>,
+    /// The relative device's socket, when the backend serves one.
+    relative: Option<(Listener, Option<SocketFile>)>,
 }
 
 impl std::fmt::Debug for Listening {
@@ -143,9 +145,20 @@ impl std::fmt::Debug for Listening {
 
 /// The first thing `main` does after parsing, before this process opens any descriptor of its
 /// own (a signal watcher's included): `--fd N` must name an inherited one, never one of ours.
+///
+/// The relative device's socket is bound first: a frontend (or a script) that waits for the
+/// pointer's socket to appear then finds both.
 pub fn listen(config: &Config) -> Result<Listening, DaemonError> {
+    let relative = match &config.relative_socket {
+        Some(socket) => Some(vhost_listener(socket, config.socket_access)?),
+        None => None,
+    };
     let (listener, file) = vhost_listener(&config.vhost_socket, config.socket_access)?;
-    Ok(Listening { listener, file })
+    Ok(Listening {
+        listener,
+        file,
+        relative,
+    })
 }
 
 /// One frontend connection's vhost-user daemon. However the connection ends, the vring worker
@@ -221,13 +234,14 @@ pub fn serve(
         }
         tracing::info!("waiting for a vhost-user frontend");
         connection.daemon().start(listener).map_err(vhost_error)?;
-        backend.device().frontend_connected();
-        tracing::info!("vhost-user frontend connected");
+        let port = backend.port();
+        backend.frontend(true);
+        tracing::info!(?port, "vhost-user frontend connected");
         match connection.daemon().wait() {
-            Ok(()) => tracing::info!("vhost-user frontend disconnected"),
-            Err(e) => tracing::info!("vhost-user frontend connection ended: {e}"),
+            Ok(()) => tracing::info!(?port, "vhost-user frontend disconnected"),
+            Err(e) => tracing::info!(?port, "vhost-user frontend connection ended: {e}"),
         }
-        backend.device().frontend_disconnected();
+        backend.frontend(false);
         connection.close()?;
     }
 }
@@ -240,34 +254,71 @@ pub fn run(config: Config, listening: Listening, stops: Stops) -> Result<Ending,
     let Listening {
         listener,
         file: _vhost_file,
+        relative,
     } = listening;
+    let (relative, _relative_file) = match relative {
+        Some((listener, file)) => (Some(listener), file),
+        None => (None, None),
+    };
+    let listeners = Listeners { listener, relative };
     match config.role {
-        Role::Keeper => keeper::run(&config, listener, stops),
-        Role::Standalone => standalone(&config, listener, stops),
-        Role::Worker(inherited) => worker(&config, inherited, listener, stops),
+        Role::Keeper => keeper::run(&config, listeners, stops),
+        Role::Standalone => standalone(&config, listeners, stops),
+        Role::Worker(inherited) => worker(&config, inherited, listeners, stops),
     }
 }
 
-/// Serves `backend` on a thread of its own, so that the caller can wait on `stops`: the
-/// vhost-user loop waits on the frontend and cannot be interrupted. Then acts on the first
-/// stop, having stopped the control thread.
-fn serve_until_stopped(
-    device: &PvMouse,
+/// The vhost-user listeners: the pointer's, and the relative device's if it is served.
+pub(crate) struct Listeners {
+    pub listener: Listener,
+    pub relative: Option<Listener>,
+}
+
+/// Serves one port's frontends on a thread of its own; a host error ends the backend.
+fn spawn_serving(
+    name: &str,
     mut listener: Listener,
     backend: Arc<PvMouseBackend>,
-    stops: Stops,
-    control: Option<ControlHandle>,
-) -> Result<Ending, DaemonError> {
-    let failed = stops.tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("pvmouse-vhost".into())
+    failed: mpsc::Sender<Stop>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
             let error = match serve(&mut listener, backend) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
             let _ = failed.send(Stop::Failed(error));
-        });
+        })
+        .map(drop)
+}
+
+/// Serves `backend` (and the relative device's, if any) on threads of their own, so that the
+/// caller can wait on `stops`: the vhost-user loop waits on the frontend and cannot be
+/// interrupted. Then acts on the first stop, having stopped the control thread.
+fn serve_until_stopped(
+    device: &Arc<PvMouse>,
+    listeners: Listeners,
+    backend: Arc<PvMouseBackend>,
+    stops: Stops,
+    control: Option<ControlHandle>,
+) -> Result<Ending, DaemonError> {
+    let relative = match listeners.relative {
+        Some(listener) => PvMouseBackend::for_port(device.clone(), Port::Relative)
+            .map(|backend| Some((listener, Arc::new(backend)))),
+        None => Ok(None),
+    };
+    let spawned = relative.and_then(|relative| {
+        if let Some((listener, backend)) = relative {
+            spawn_serving("pvmouse-vhost-rel", listener, backend, stops.tx.clone())?;
+        }
+        spawn_serving(
+            "pvmouse-vhost",
+            listeners.listener,
+            backend,
+            stops.tx.clone(),
+        )
+    });
     drop(stops.tx);
     let stop = match spawned {
         // Senders live in the vhost-user thread until it reports, in the control thread, and
@@ -298,7 +349,7 @@ fn serve_until_stopped(
 }
 
 /// The device on its own sockets, serving frontends until a host error or a stop.
-fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
+fn standalone(config: &Config, listener: Listeners, stops: Stops) -> Result<Ending, DaemonError> {
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
     let device = Arc::new(
         PvMouse::new(config.identity.clone(), notices.clone()).map_err(DaemonError::Setup)?,
@@ -335,7 +386,7 @@ fn standalone(config: &Config, listener: Listener, stops: Stops) -> Result<Endin
 fn worker(
     config: &Config,
     inherited: Inherited,
-    listener: Listener,
+    listener: Listeners,
     stops: Stops,
 ) -> Result<Ending, DaemonError> {
     let notices = Arc::new(NoticeBoard::new().map_err(DaemonError::Setup)?);
@@ -365,7 +416,7 @@ fn worker(
 fn serve_device(
     config: &Config,
     device: Arc<PvMouse>,
-    listener: Listener,
+    listener: Listeners,
     stops: Stops,
     control: Option<ControlServer>,
 ) -> Result<Ending, DaemonError> {

@@ -7,7 +7,7 @@ use pvmouse_spec::InputEvent;
 
 use pvmouse_spec::evdev::{
     ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_MSC, EV_REL, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL,
-    REL_WHEEL_HI_RES,
+    REL_WHEEL_HI_RES, REL_X, REL_Y,
 };
 use pvmouse_spec::profile::{Button, DISPLAY_AXIS, MAX_FRAME_EVENTS, REL_CODES, STATUS_MSC_CODE};
 use serde::{Deserialize, Serialize, Serializer};
@@ -39,6 +39,15 @@ pub struct Frame {
     /// An answer to the guest bridge (`pvmouse_spec::status::Acknowledgement`), sent last in
     /// the frame: it marks the point in the stream where the coordinates change.
     pub acknowledgement: Option<i32>,
+    /// Relative motion, for the relative device only: a frame never carries it with anything
+    /// else. Summed when frames coalesce, so no motion is lost.
+    pub dx: i32,
+    pub dy: i32,
+    /// The position is sent even if the guest's axes hold these values already: each axis
+    /// first one unit off, then the value, in the same frame. Linux's input core drops an
+    /// absolute value equal to the last one, and after relative motion the guest's pointer is
+    /// elsewhere, so the first position after a switch back to absolute must be renewed.
+    pub renew: bool,
 }
 
 /// The events of one frame, SYN_REPORT last, in a fixed-size buffer. In a snapshot, the events
@@ -104,7 +113,12 @@ impl Frame {
     }
 
     pub fn has_motion(&self) -> bool {
-        self.display.is_some() || self.x.is_some() || self.y.is_some()
+        self.display.is_some() || self.x.is_some() || self.y.is_some() || self.is_relative()
+    }
+
+    /// The frame is relative motion, the relative device's.
+    pub fn is_relative(&self) -> bool {
+        self.dx != 0 || self.dy != 0
     }
 
     pub fn has_wheel(&self) -> bool {
@@ -125,6 +139,9 @@ impl Frame {
             display: later.display.or(earlier.display),
             x: later.x.or(earlier.x),
             y: later.y.or(earlier.y),
+            dx: later.dx.saturating_add(earlier.dx),
+            dy: later.dy.saturating_add(earlier.dy),
+            renew: later.renew || earlier.renew,
             ..later
         }
     }
@@ -147,16 +164,23 @@ impl Frame {
         if let Some(d) = self.display {
             out.push(InputEvent::new(EV_ABS, DISPLAY_AXIS, i32::from(d)));
         }
-        if let Some(x) = self.x {
-            out.push(InputEvent::new(EV_ABS, ABS_X, i32::from(x)));
-        }
-        if let Some(y) = self.y {
-            out.push(InputEvent::new(EV_ABS, ABS_Y, i32::from(y)));
+        for (code, value) in [(ABS_X, self.x), (ABS_Y, self.y)] {
+            let Some(value) = value else { continue };
+            if self.renew {
+                // One unit off stays within 0..=65535 either way.
+                out.push(InputEvent::new(EV_ABS, code, i32::from(value ^ 1)));
+            }
+            out.push(InputEvent::new(EV_ABS, code, i32::from(value)));
         }
         for b in Button::ALL {
             if self.buttons_set & b.bit() != 0 {
                 let down = i32::from(self.buttons_down & b.bit() != 0);
                 out.push(InputEvent::new(EV_KEY, b.code(), down));
+            }
+        }
+        for (code, value) in [(REL_X, self.dx), (REL_Y, self.dy)] {
+            if value != 0 {
+                out.push(InputEvent::new(EV_REL, code, value));
             }
         }
         for code in REL_CODES {
@@ -199,21 +223,50 @@ mod tests {
                 hi_res: -150,
             },
             acknowledgement: Some(0x5056_8201),
+            renew: true,
+            ..Frame::default()
         };
         let evs = f.events();
         let evs = evs.as_slice();
         assert_eq!(evs.len(), MAX_FRAME_EVENTS);
         assert_eq!(evs[0], ev(EV_ABS, DISPLAY_AXIS, 3));
-        assert_eq!(evs[1], ev(EV_ABS, ABS_X, 1));
-        assert_eq!(evs[2], ev(EV_ABS, ABS_Y, 2));
-        assert_eq!(evs[3], ev(EV_KEY, BTN_LEFT, 1));
-        assert_eq!(evs[7], ev(EV_KEY, BTN_EXTRA, 1));
-        assert_eq!(evs[8], ev(EV_REL, REL_HWHEEL, -1));
-        assert_eq!(evs[9], ev(EV_REL, REL_WHEEL, 1));
-        assert_eq!(evs[10], ev(EV_REL, REL_WHEEL_HI_RES, 120));
-        assert_eq!(evs[11], ev(EV_REL, REL_HWHEEL_HI_RES, -150));
-        assert_eq!(evs[12], ev(EV_MSC, STATUS_MSC_CODE, 0x5056_8201));
-        assert!(evs[13].is_syn_report());
+        assert_eq!(evs[1], ev(EV_ABS, ABS_X, 0), "renewed: one unit off first");
+        assert_eq!(evs[2], ev(EV_ABS, ABS_X, 1));
+        assert_eq!(evs[3], ev(EV_ABS, ABS_Y, 3));
+        assert_eq!(evs[4], ev(EV_ABS, ABS_Y, 2));
+        assert_eq!(evs[5], ev(EV_KEY, BTN_LEFT, 1));
+        assert_eq!(evs[9], ev(EV_KEY, BTN_EXTRA, 1));
+        assert_eq!(evs[10], ev(EV_REL, REL_HWHEEL, -1));
+        assert_eq!(evs[11], ev(EV_REL, REL_WHEEL, 1));
+        assert_eq!(evs[12], ev(EV_REL, REL_WHEEL_HI_RES, 120));
+        assert_eq!(evs[13], ev(EV_REL, REL_HWHEEL_HI_RES, -150));
+        assert_eq!(evs[14], ev(EV_MSC, STATUS_MSC_CODE, 0x5056_8201));
+        assert!(evs[15].is_syn_report());
+    }
+
+    #[test]
+    fn relative_motion_is_its_own_frame_and_sums_when_coalesced() {
+        let a = Frame {
+            dx: 5,
+            dy: -3,
+            ..Frame::default()
+        };
+        let b = Frame {
+            dx: i32::MAX,
+            dy: 4,
+            ..Frame::default()
+        };
+        assert!(a.is_motion_only() && a.is_relative());
+        let merged = Frame::absorb_earlier_motion(b, &a);
+        assert_eq!((merged.dx, merged.dy), (i32::MAX, 1), "summed, saturating");
+        assert_eq!(
+            a.events().as_slice(),
+            &[
+                ev(EV_REL, REL_X, 5),
+                ev(EV_REL, REL_Y, -3),
+                InputEvent::syn_report()
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Identity {
     name: String,
     serial: String,
     displays: u8,
+    /// The backend serves the relative device too.
+    relative: bool,
 }
 
 impl Identity {
@@ -40,7 +42,18 @@ impl Identity {
             serial: check("serial", serial)?,
             // MAX_DISPLAYS is 16, so this always fits.
             displays: u8::try_from(displays).map_err(|_| IdentityError::BadDisplays(displays))?,
+            relative: false,
         })
+    }
+
+    /// This identity, with or without the relative device.
+    #[must_use]
+    pub fn with_relative(self, relative: bool) -> Self {
+        Self { relative, ..self }
+    }
+
+    pub fn relative(&self) -> bool {
+        self.relative
     }
 
     pub fn name(&self) -> &str {

@@ -17,6 +17,8 @@ pub enum Notice {
     Driver { active: bool },
     /// The guest bridge announced itself, said goodbye, or fell silent.
     Bridge { present: bool, version: u8 },
+    /// The host switched the pointer between absolute and relative mode.
+    Mode(pvmouse_spec::profile::PointerMode),
 }
 
 /// The kinds of notice, one slot each wherever notices are held.
@@ -25,10 +27,11 @@ pub enum NoticeKind {
     Frontend,
     Driver,
     Bridge,
+    Mode,
 }
 
 impl NoticeKind {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     pub const fn index(self) -> usize {
         self as usize
@@ -47,6 +50,7 @@ impl Notice {
             Notice::Frontend { .. } => NoticeKind::Frontend,
             Notice::Driver { .. } => NoticeKind::Driver,
             Notice::Bridge { .. } => NoticeKind::Bridge,
+            Notice::Mode(_) => NoticeKind::Mode,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The pointer's state and how actions on it become frames.
 
-use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
+use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT, PointerMode};
 
 use crate::coordinates::Coordinates;
 use crate::frame::{Frame, WheelStep};
@@ -30,6 +30,15 @@ pub enum PointerAction {
         axis: WheelAxis,
         hi_res: i32,
     },
+    /// Moves by this much, in device units (the guest's pointer acceleration applies), on the
+    /// relative device. Switches to relative mode first if the pointer is absolute.
+    Motion {
+        dx: i32,
+        dy: i32,
+    },
+    /// Switches what pointer input means. Back to absolute, the position last set (in either
+    /// mode) is sent again, renewed.
+    Mode(PointerMode),
 }
 
 /// The frames a command produces: all of them, and those that carry a button or wheel change
@@ -56,6 +65,10 @@ pub struct PointerState {
     /// What the guest's `ABS_X` and `ABS_Y` hold once every queued frame arrives. The position
     /// above is per display; these are in the [`Coordinates`] in force.
     pub(crate) wire: (Option<u16>, Option<u16>),
+    /// Whether positions reach the guest. Kept in the snapshot beside the pointer, not in it, so
+    /// that the pointer's encoding stays that of ledger format 3.
+    #[serde(skip)]
+    pub mode: PointerMode,
 }
 
 impl PointerState {
@@ -88,6 +101,10 @@ impl PointerState {
                     self.display = display.unwrap_or(self.display);
                     self.x = x.or(self.x);
                     self.y = y.or(self.y);
+                    if self.mode == PointerMode::Relative {
+                        // Remembered for the switch back; no position reaches the guest now.
+                        continue;
+                    }
                     let (wx, wy) = self.rewire(coordinates);
                     if display.is_none() && wx.is_none() && wy.is_none() {
                         continue;
@@ -102,6 +119,9 @@ impl PointerState {
                 PointerAction::Button { button, down } => {
                     if self.is_down(button) == down {
                         continue;
+                    }
+                    if frame.is_relative() {
+                        emit(std::mem::take(&mut frame));
                     }
                     let bit = button.bit();
                     if frame.buttons_set & bit != 0 {
@@ -124,7 +144,7 @@ impl PointerState {
                         WheelAxis::Vertical => frame.wheel_vertical,
                         WheelAxis::Horizontal => frame.wheel_horizontal,
                     };
-                    if pending.hi_res.signum() == -hi_res.signum() {
+                    if pending.hi_res.signum() == -hi_res.signum() || frame.is_relative() {
                         emit(std::mem::take(&mut frame));
                     }
                     let step = self.wheel_step(axis, hi_res);
@@ -134,6 +154,31 @@ impl PointerState {
                     };
                     slot.hi_res = slot.hi_res.saturating_add(step.hi_res);
                     slot.detents = slot.detents.saturating_add(step.detents);
+                }
+                PointerAction::Motion { dx, dy } => {
+                    if dx == 0 && dy == 0 {
+                        continue;
+                    }
+                    if self.mode == PointerMode::Absolute {
+                        self.mode = PointerMode::Relative;
+                    }
+                    if !frame.is_empty() && !frame.is_relative() {
+                        emit(std::mem::take(&mut frame));
+                    }
+                    frame.dx = frame.dx.saturating_add(dx);
+                    frame.dy = frame.dy.saturating_add(dy);
+                }
+                PointerAction::Mode(mode) => {
+                    if mode == self.mode {
+                        continue;
+                    }
+                    if !frame.is_empty() {
+                        emit(std::mem::take(&mut frame));
+                    }
+                    self.mode = mode;
+                    if mode == PointerMode::Absolute {
+                        frame = self.renewal(coordinates);
+                    }
                 }
             }
         }
@@ -157,13 +202,20 @@ impl PointerState {
 
     /// Everything a guest needs to match this state, whatever it saw before: the display, the
     /// position where known, and every button, released ones included, so none stays stuck.
+    /// In relative mode, no position: it reaches the guest at the switch back.
     pub fn full_state_frame(&mut self, coordinates: &Coordinates) -> Frame {
         let all = Button::ALL.iter().fold(0, |m, b| m | b.bit());
-        self.rewire(coordinates);
+        let (x, y) = match self.mode {
+            PointerMode::Absolute => {
+                self.rewire(coordinates);
+                self.wire
+            }
+            PointerMode::Relative => (None, None),
+        };
         Frame {
             display: Some(self.display),
-            x: self.wire.0,
-            y: self.wire.1,
+            x,
+            y,
             buttons_set: all,
             buttons_down: self.buttons,
             ..Frame::default()
@@ -172,11 +224,28 @@ impl PointerState {
 
     /// The frame that moves the guest's pointer to where it is, after the coordinates change:
     /// empty if the values happen to be the same.
+    /// Nothing in relative mode: the switch back renews the position in the coordinates then.
     pub fn recoordinate(&mut self, coordinates: &Coordinates) -> Frame {
+        if self.mode == PointerMode::Relative {
+            return Frame::default();
+        }
         let (x, y) = self.rewire(coordinates);
         Frame {
             x,
             y,
+            ..Frame::default()
+        }
+    }
+
+    /// The first frame after a switch back to absolute: the display and the whole position,
+    /// renewed, so that the guest's pointer lands there whatever relative motion did to it.
+    fn renewal(&mut self, coordinates: &Coordinates) -> Frame {
+        self.rewire(coordinates);
+        Frame {
+            display: Some(self.display),
+            x: self.wire.0,
+            y: self.wire.1,
+            renew: self.wire.0.is_some() || self.wire.1.is_some(),
             ..Frame::default()
         }
     }

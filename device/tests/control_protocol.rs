@@ -57,6 +57,8 @@ impl PointerDevice for MockDevice {
             coalesced_frames: 0,
             counters: Counters::default(),
             guest_faults: Vec::new(),
+            mode: pvmouse_spec::profile::PointerMode::Absolute,
+            relative: None,
         }
     }
 }
@@ -332,7 +334,12 @@ fn every_kind_of_bad_input_gets_a_clear_error_and_reaches_no_device() {
         (ise(json!([{"type": "abs", "data": {"axis": "x", "value": 1.5}}])).to_string().into_bytes(), "GenericError", "expected: integer"),
         (ise(json!([{"type": "btn", "data": {"down": true, "button": "touch"}}])).to_string().into_bytes(), "GenericError", "'touch'"),
         (ise(json!([{"type": "btn", "data": {"down": "yes", "button": "left"}}])).to_string().into_bytes(), "GenericError", "expected: boolean"),
-        (ise(json!([{"type": "rel", "data": {"axis": "x", "value": 1}}])).to_string().into_bytes(), "GenericError", "absolute pointer"),
+        (ise(json!([{"type": "rel", "data": {"axis": "x", "value": 1_048_577}}])).to_string().into_bytes(), "GenericError", "out of range"),
+        (ise(json!([{"type": "rel", "data": {"axis": "w", "value": 1}}])).to_string().into_bytes(), "GenericError", "'events[0].data.axis' does not accept value 'w'"),
+        (send(json!({"x": 0.5, "dx": 3})).to_string().into_bytes(), "GenericError", "not both"),
+        (send(json!({"dy": -1_048_577})).to_string().into_bytes(), "GenericError", "out of range"),
+        (json!({"execute": "pvmouse-set-mode", "arguments": {"mode": "tablet"}}).to_string().into_bytes(), "GenericError", "'tablet' (absolute or relative)"),
+        (json!({"execute": "pvmouse-set-mode", "arguments": {}}).to_string().into_bytes(), "GenericError", "'mode' is missing"),
         (ise(json!([{"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}}])).to_string().into_bytes(), "GenericError", "'key'"),
         (ise(json!([{"type": "warp", "data": {}}])).to_string().into_bytes(), "GenericError", "'warp'"),
         (ise(json!([7])).to_string().into_bytes(), "GenericError", "'events[0]', expected: object"),

@@ -32,6 +32,12 @@ pub struct PvmouseSend {
     pub x: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub y: Option<f64>,
+    /// Relative motion in device units (the guest's acceleration applies); sets the pointer
+    /// to relative mode. Not with a position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dx: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dy: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buttons: Option<Buttons>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +103,22 @@ pub enum InputEvent {
         down: bool,
         button: QemuButton,
     },
+    /// Relative motion on one axis, in device units.
+    Rel {
+        axis: Axis,
+        value: i32,
+    },
+}
+
+/// `pvmouse-set-mode`: absolute positions or relative motion, switched with no hot-plug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PvmouseSetMode {
+    pub mode: pvmouse_spec::profile::PointerMode,
+}
+
+impl Command for PvmouseSetMode {
+    const NAME: &'static str = name::PVMOUSE_SET_MODE;
+    type Reply = Empty;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

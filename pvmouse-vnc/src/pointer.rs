@@ -77,6 +77,7 @@ impl PointerRouter {
             wheel_vertical,
             wheel_horizontal,
             answer: buttons_set != 0 || wheel_vertical != 0 || wheel_horizontal != 0,
+            ..Record::default()
         }
     }
 

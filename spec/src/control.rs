@@ -6,6 +6,9 @@ pub const QEMU_ABS_MAX: i64 = 0x7fff;
 /// The largest wheel movement one command may carry, per axis, in hi-res units (1000 detents).
 pub const MAX_WHEEL_HI_RES: i64 = 120_000;
 
+/// The largest relative motion one command may carry, per axis, in device units.
+pub const MAX_REL_MOTION: i64 = 1 << 20;
+
 /// A command longer than this is refused and skipped up to the next newline.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
@@ -31,6 +34,8 @@ pub mod command {
     pub const QUERY_VERSION: &str = "query-version";
     pub const QUERY_COMMANDS: &str = "query-commands";
     pub const PVMOUSE_UPGRADE: &str = "pvmouse-upgrade";
+    /// Switches the pointer between absolute and relative mode (`{"mode": "relative"}`).
+    pub const PVMOUSE_SET_MODE: &str = "pvmouse-set-mode";
     /// Turns the rest of the connection's input into binary records (`crate::stream`).
     pub const PVMOUSE_STREAM: &str = "pvmouse-stream";
     /// A test hook: a worker panic, to show one is survived. Refused unless the backend runs
@@ -42,6 +47,8 @@ pub mod event {
     pub const FRONTEND_CHANGE: &str = "PVMOUSE_FRONTEND_CHANGE";
     pub const DRIVER_CHANGE: &str = "PVMOUSE_DRIVER_CHANGE";
     pub const BRIDGE_CHANGE: &str = "PVMOUSE_BRIDGE_CHANGE";
+    /// The pointer's mode changed: `{"mode": "absolute" | "relative"}`.
+    pub const MODE_CHANGE: &str = "PVMOUSE_MODE_CHANGE";
     /// Stream records refused that their client did not ask to have answered.
     pub const STREAM_REFUSED: &str = "PVMOUSE_STREAM_REFUSED";
 }
@@ -75,6 +82,22 @@ pub mod reply {
         pub counters: Counters,
         /// Malformed guest input by kind, e.g. `{"broken-chain": 2}`.
         pub guest_faults: BTreeMap<String, u64>,
+        /// What pointer input means now; absolute from a server that has no relative mode.
+        #[serde(default)]
+        pub mode: crate::profile::PointerMode,
+        /// The relative device, when the backend serves one (`--relative-socket`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub relative: Option<Relative>,
+    }
+
+    /// `query-pvmouse`'s view of the relative device.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Relative {
+        pub frontend_connected: bool,
+        pub driver_active: bool,
+        pub pending_frames: u64,
+        pub events_delivered: u64,
     }
 
     /// The pointer once every queued frame reaches the guest.

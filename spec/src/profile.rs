@@ -3,7 +3,7 @@
 
 use crate::evdev::{
     ABS_MISC, ABS_X, ABS_Y, BTN_EXTRA, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BTN_SIDE, BUS_VIRTUAL,
-    MSC_RAW, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES,
+    MSC_RAW, REL_HWHEEL, REL_HWHEEL_HI_RES, REL_WHEEL, REL_WHEEL_HI_RES, REL_X, REL_Y,
 };
 
 /// The virtio device ID the profile presents (virtio input).
@@ -63,9 +63,53 @@ pub const ABS_CODES: [u16; 3] = [POSITION_CODES[0], POSITION_CODES[1], DISPLAY_A
 pub const MSC_CODES: [u16; 1] = [STATUS_MSC_CODE];
 
 /// The most events one frame can hold, SYN_REPORT included: every absolute axis, every button,
-/// every relative code and the acknowledgement at most once.
-pub const MAX_FRAME_EVENTS: usize =
-    ABS_CODES.len() + KEY_CODES.len() + REL_CODES.len() + MSC_CODES.len() + 1;
+/// every relative code and the acknowledgement at most once, and the position twice more (the
+/// renewal after relative mode, see [`PointerMode`]), or relative motion on the relative device.
+pub const MAX_FRAME_EVENTS: usize = ABS_CODES.len()
+    + POSITION_CODES.len()
+    + KEY_CODES.len()
+    + REL_CODES.len()
+    + MSC_CODES.len()
+    + 1;
+
+/// The relative device: a second virtio-input device the same backend serves, for relative
+/// motion while the pointer is in [`PointerMode::Relative`]. It carries `REL_X`/`REL_Y` only;
+/// buttons and wheels stay on the absolute device in both modes, so no button is ever pressed
+/// on one device and released on the other. It advertises the buttons (and never sends them)
+/// because udev tags a pointer as a mouse only if it has buttons, and libinput takes only
+/// tagged devices.
+pub const RELATIVE_PRODUCT: u16 = 0x7265;
+pub const RELATIVE_REL_CODES: [u16; 2] = [REL_X, REL_Y];
+/// Appended to the device's name and serial for the relative device's.
+pub const RELATIVE_SUFFIX: &str = " relative";
+pub const RELATIVE_SERIAL_SUFFIX: &str = "-rel";
+
+/// What the host's pointer input means, switched by the host: absolute positions with a
+/// display (the default), or relative motion (games and programs that lock the pointer).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PointerMode {
+    #[default]
+    Absolute,
+    Relative,
+}
+
+impl PointerMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            PointerMode::Absolute => "absolute",
+            PointerMode::Relative => "relative",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PointerMode> {
+        [PointerMode::Absolute, PointerMode::Relative]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+}
 
 /// How many frames the device holds for a guest that is not draining its eventq. Only motion
 /// is coalesced, so this bounds button and wheel frames that are waiting.
@@ -149,8 +193,8 @@ mod tests {
     }
 
     #[test]
-    fn largest_frame_has_thirteen_events() {
-        assert_eq!(MAX_FRAME_EVENTS, 14);
+    fn largest_frame_has_sixteen_events() {
+        assert_eq!(MAX_FRAME_EVENTS, 16);
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::profile::{AXIS_MAX, Button};
 /// Every record's length in bytes.
 pub const RECORD_LEN: usize = 16;
 
-/// The only kind of record so far: pointer state and wheel movement for one frame.
+/// Pointer state and wheel movement for one frame.
 pub const KIND_POINTER: u8 = 1;
+/// Relative motion (and buttons) for one frame: switches the pointer to relative mode.
+pub const KIND_MOTION: u8 = 2;
 
 /// `flags` bits.
 pub mod flag {
@@ -44,12 +46,18 @@ pub struct Record {
     pub wheel_horizontal: i16,
     /// The client waits for a reply to this record.
     pub answer: bool,
+    /// Relative motion in device units. A record that moves is a [`KIND_MOTION`] record, which
+    /// carries buttons too but no position or wheel.
+    pub dx: i32,
+    pub dy: i32,
 }
 
 /// Why a record's bytes are not a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("unknown record kind {0} (only {KIND_POINTER}, pointer, is defined)")]
+    #[error(
+        "unknown record kind {0} ({KIND_POINTER}, pointer, and {KIND_MOTION}, motion, are defined)"
+    )]
     UnknownKind(u8),
     #[error("undefined flag bits {0:#04x}")]
     UndefinedFlags(u8),
@@ -79,7 +87,20 @@ impl Record {
     /// | 10 | 2 | vertical wheel, signed hi-res units |
     /// | 12 | 2 | horizontal wheel, signed hi-res units |
     /// | 14 | 2 | reserved, 0 |
+    ///
+    /// A motion record ([`KIND_MOTION`]) has kind 2, flags (`ANSWER` only), buttons at 3 and 4
+    /// as above, dx at 6 and dy at 10 (signed, 4 bytes each), and zeros elsewhere.
     pub fn encode(&self) -> [u8; RECORD_LEN] {
+        if self.dx != 0 || self.dy != 0 {
+            let mut b = [0u8; RECORD_LEN];
+            b[0] = KIND_MOTION;
+            b[1] = if self.answer { flag::ANSWER } else { 0 };
+            b[3] = self.buttons_set;
+            b[4] = self.buttons_down & self.buttons_set;
+            b[6..10].copy_from_slice(&self.dx.to_le_bytes());
+            b[10..14].copy_from_slice(&self.dy.to_le_bytes());
+            return b;
+        }
         let mut flags = 0;
         if self.display.is_some() {
             flags |= flag::DISPLAY;
@@ -109,12 +130,14 @@ impl Record {
     /// Checks every byte: what a record does not define must be zero, so that a later version
     /// can give it a meaning without an old device misreading it.
     pub fn decode(b: &[u8; RECORD_LEN]) -> Result<Self, RecordError> {
-        if b[0] != KIND_POINTER {
-            return Err(RecordError::UnknownKind(b[0]));
-        }
+        let defined = match b[0] {
+            KIND_POINTER => flag::ALL,
+            KIND_MOTION => flag::ANSWER,
+            kind => return Err(RecordError::UnknownKind(kind)),
+        };
         let flags = b[1];
-        if flags & !flag::ALL != 0 {
-            return Err(RecordError::UndefinedFlags(flags & !flag::ALL));
+        if flags & !defined != 0 {
+            return Err(RecordError::UndefinedFlags(flags & !defined));
         }
         let (set, down) = (b[3], b[4]);
         if set & !BUTTON_BITS != 0 {
@@ -122,6 +145,21 @@ impl Record {
         }
         if down & !set != 0 {
             return Err(RecordError::DownNotSet(down & !set));
+        }
+        if b[0] == KIND_MOTION {
+            let i32_at = |i: usize| i32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            let (dx, dy) = (i32_at(6), i32_at(10));
+            if b[2] != 0 || b[5] != 0 || b[14] != 0 || b[15] != 0 || (dx == 0 && dy == 0) {
+                return Err(RecordError::Reserved);
+            }
+            return Ok(Record {
+                buttons_set: set,
+                buttons_down: down,
+                answer: flags & flag::ANSWER != 0,
+                dx,
+                dy,
+                ..Record::default()
+            });
         }
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let i16_at = |i: usize| i16::from_le_bytes([b[i], b[i + 1]]);
@@ -140,6 +178,8 @@ impl Record {
             wheel_vertical: i16_at(10),
             wheel_horizontal: i16_at(12),
             answer: flags & flag::ANSWER != 0,
+            dx: 0,
+            dy: 0,
         })
     }
 }
@@ -181,6 +221,26 @@ mod tests {
                 wheel_vertical: v,
                 wheel_horizontal: h,
                 answer,
+                ..Record::default()
+            })
+    }
+
+    fn any_motion() -> impl Strategy<Value = Record> {
+        (
+            any::<i32>(),
+            any::<i32>(),
+            0..=BUTTON_BITS,
+            any::<u8>(),
+            any::<bool>(),
+        )
+            .prop_filter("moves", |(dx, dy, ..)| *dx != 0 || *dy != 0)
+            .prop_map(|(dx, dy, set, down, answer)| Record {
+                dx,
+                dy,
+                buttons_set: set,
+                buttons_down: down & set,
+                answer,
+                ..Record::default()
             })
     }
 
@@ -188,6 +248,13 @@ mod tests {
         #[test]
         fn every_record_survives_its_bytes(r in any_record()) {
             prop_assert_eq!(Record::decode(&r.encode()), Ok(r));
+        }
+
+        #[test]
+        fn every_motion_record_survives_its_bytes(r in any_motion()) {
+            let bytes = r.encode();
+            prop_assert_eq!(bytes[0], KIND_MOTION);
+            prop_assert_eq!(Record::decode(&bytes), Ok(r));
         }
 
         /// Uniformly random bytes almost never form a record, so the bytes are a record's with
@@ -231,7 +298,7 @@ mod tests {
             b[i] = v;
             Record::decode(&b)
         };
-        assert_eq!(with(0, 2), Err(RecordError::UnknownKind(2)));
+        assert_eq!(with(0, 3), Err(RecordError::UnknownKind(3)));
         assert_eq!(with(1, 0x12), Err(RecordError::UndefinedFlags(0x10)));
         assert_eq!(with(3, 0x20), Err(RecordError::UndefinedButtons(0x20)));
         assert_eq!(with(4, 1), Err(RecordError::DownNotSet(1)));
@@ -246,6 +313,36 @@ mod tests {
             with(8, 1),
             Err(RecordError::Reserved),
             "a y without its flag"
+        );
+    }
+
+    #[test]
+    fn a_motion_record_defines_less() {
+        let good = Record {
+            dx: -5,
+            dy: 9,
+            ..Record::default()
+        }
+        .encode();
+        let with = |i: usize, v: u8| {
+            let mut b = good;
+            b[i] = v;
+            Record::decode(&b)
+        };
+        assert_eq!(
+            with(1, flag::X),
+            Err(RecordError::UndefinedFlags(flag::X)),
+            "no position"
+        );
+        for reserved in [2, 5, 14, 15] {
+            assert_eq!(with(reserved, 1), Err(RecordError::Reserved), "{reserved}");
+        }
+        let mut still = good;
+        still[6..14].fill(0);
+        assert_eq!(
+            Record::decode(&still),
+            Err(RecordError::Reserved),
+            "motion of nothing"
         );
     }
 

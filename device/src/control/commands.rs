@@ -2,9 +2,10 @@
 //! the device's state. Everything is checked before anything reaches the device, so a bad
 //! command changes nothing.
 
+use pvmouse_spec::control::reply::Relative;
 use pvmouse_spec::control::reply::{GuestCoordinates, Pointer, Status};
-use pvmouse_spec::control::{MAX_WHEEL_HI_RES, QEMU_ABS_MAX, command};
-use pvmouse_spec::profile::{AXIS_MAX, Button, HI_RES_PER_DETENT};
+use pvmouse_spec::control::{MAX_REL_MOTION, MAX_WHEEL_HI_RES, QEMU_ABS_MAX, command};
+use pvmouse_spec::profile::{AXIS_MAX, Button, HI_RES_PER_DETENT, PointerMode};
 use serde_json::{Map, Value, json};
 
 use super::args::Args;
@@ -48,6 +49,20 @@ pub const COMMANDS: &[Command] = &[
         run: |device, session, args| {
             let actions = parse_pvmouse_send(args, device.identity())?;
             submit(device, &mut session.held, &actions)
+        },
+    },
+    Command {
+        name: command::PVMOUSE_SET_MODE,
+        run: |device, session, args| {
+            let mut a = Args::new(args, "");
+            let name = a.str("mode")?;
+            a.finish()?;
+            let mode = PointerMode::from_name(name).ok_or_else(|| {
+                QmpError::generic(format!(
+                    "Parameter 'mode' does not accept value '{name}' (absolute or relative)"
+                ))
+            })?;
+            submit(device, &mut session.held, &[PointerAction::Mode(mode)])
         },
     },
     Command {
@@ -183,7 +198,9 @@ pub fn submit(
             }
             Ok(json!({}))
         }
-        Err(e @ SubmitError::DisplayOutOfRange { .. }) => Err(QmpError::generic(e.to_string())),
+        Err(e @ (SubmitError::DisplayOutOfRange { .. } | SubmitError::NoRelativeDevice)) => {
+            Err(QmpError::generic(e.to_string()))
+        }
         Err(SubmitError::QueueFull(full)) => Err(QmpError::generic(format!(
             "input not accepted: the guest is not draining its event queue ({} frames pending); \
              nothing of this command was applied",
@@ -308,10 +325,35 @@ pub fn parse_input_send_event(
                 };
                 actions.push(PointerAction::Move { display, x, y });
             }
-            "rel" | "key" | "mtt" => {
+            "rel" => {
+                let axis = d.str("axis")?;
+                let value = d
+                    .int_in(
+                        "value",
+                        -MAX_REL_MOTION..=MAX_REL_MOTION,
+                        "pvmouse's relative range",
+                    )?
+                    .ok_or_else(|| {
+                        QmpError::generic(format!("Parameter '{path}.data.value' is missing"))
+                    })?;
+                d.finish()?;
+                // Within ±2^20, so always an i32.
+                let v = i32::try_from(value).unwrap_or(0);
+                let (dx, dy) = match axis {
+                    "x" => (v, 0),
+                    "y" => (0, v),
+                    _ => {
+                        return Err(QmpError::generic(format!(
+                            "Parameter '{path}.data.axis' does not accept value '{axis}'"
+                        )));
+                    }
+                };
+                actions.push(PointerAction::Motion { dx, dy });
+            }
+            "key" | "mtt" => {
                 return Err(QmpError::generic(format!(
-                    "Input event type '{kind}' ({path}) is not supported: pvmouse is an absolute \
-                     pointer with buttons and wheels; use 'abs' and 'btn'"
+                    "Input event type '{kind}' ({path}) is not supported: pvmouse is a pointer \
+                     with buttons and wheels; use 'abs', 'rel' and 'btn'"
                 )));
             }
             _ => {
@@ -346,16 +388,35 @@ pub fn parse_pvmouse_send(
     };
     let x = coord("x")?;
     let y = coord("y")?;
+    let rel = -MAX_REL_MOTION..=MAX_REL_MOTION;
+    let what = "relative motion in device units";
+    let dx = a.int_in("dx", rel.clone(), what)?;
+    let dy = a.int_in("dy", rel, what)?;
     let buttons = a.opt_object("buttons")?;
     let wheel = a.opt_object("wheel")?;
     a.finish()?;
+    let positioned = display.is_some() || x.is_some() || y.is_some();
+    let moved = dx.is_some() || dy.is_some();
+    if positioned && moved {
+        return Err(QmpError::generic(
+            "Give a position (display, x, y) or relative motion (dx, dy), not both",
+        ));
+    }
 
     let mut actions = Vec::new();
-    if display.is_some() || x.is_some() || y.is_some() {
+    if positioned {
         actions.push(PointerAction::Move {
             display: display.and_then(|d| u8::try_from(d).ok()),
             x,
             y,
+        });
+    }
+    if moved {
+        // Within ±2^20, so always an i32.
+        let delta = |v: Option<i64>| v.and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        actions.push(PointerAction::Motion {
+            dx: delta(dx),
+            dy: delta(dy),
         });
     }
     if let Some(buttons) = buttons {
@@ -419,6 +480,13 @@ pub fn status_json(identity: &Identity, s: &DeviceStatus) -> Value {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect(),
+        mode: s.mode,
+        relative: s.relative.map(|r| Relative {
+            frontend_connected: r.frontend_connected,
+            driver_active: r.driver_active,
+            pending_frames: u64::try_from(r.pending_frames).unwrap_or(u64::MAX),
+            events_delivered: r.events_delivered,
+        }),
     };
     // A struct of strings, numbers and maps with string keys always serialises.
     serde_json::to_value(reply).unwrap_or(Value::Null)

@@ -25,6 +25,7 @@ pub fn notice_event(notice: Notice) -> Value {
         Notice::Bridge { present: false, .. } => {
             qmp::event(event::BRIDGE_CHANGE, json!({ "present": false }))
         }
+        Notice::Mode(mode) => qmp::event(event::MODE_CHANGE, json!({ "mode": mode.name() })),
     }
 }
 

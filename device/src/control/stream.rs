@@ -151,6 +151,9 @@ fn actions_of(r: &Record, actions: &mut [PointerAction; MAX_ACTIONS]) -> usize {
             y: r.y,
         });
     }
+    if r.dx != 0 || r.dy != 0 {
+        push(PointerAction::Motion { dx: r.dx, dy: r.dy });
+    }
     for button in Button::ALL {
         if r.buttons_set & button.bit() != 0 {
             push(PointerAction::Button {

@@ -17,6 +17,7 @@ mod config;
 mod layout;
 mod link;
 mod pacing;
+mod relative;
 mod snapshot;
 #[cfg(test)]
 mod test_support;
@@ -24,7 +25,7 @@ mod test_support;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use pvmouse_spec::profile::MAX_PENDING_FRAMES;
+use pvmouse_spec::profile::{MAX_PENDING_FRAMES, PointerMode};
 use pvmouse_spec::status::LayoutReceiver;
 
 use crate::config_space::ConfigSpace;
@@ -39,6 +40,8 @@ use crate::presence::{BridgePresence, PresenceChange};
 use crate::virtqueue::{EventQueue, QueueOutcome};
 
 use link::DriverLink;
+use relative::RelativePort;
+pub use relative::RelativeStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -46,6 +49,11 @@ pub enum SubmitError {
     DisplayOutOfRange { display: u8, displays: u8 },
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
+    #[error(
+        "this backend serves no relative device: start it with --relative-socket and attach \
+         that socket as a second vhost-user-input device"
+    )]
+    NoRelativeDevice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,8 @@ pub struct DeviceStatus {
     pub coalesced_frames: u64,
     pub counters: Counters,
     pub guest_faults: Vec<(&'static str, u64)>,
+    pub mode: PointerMode,
+    pub relative: Option<RelativeStatus>,
 }
 
 /// What the control server needs from a device; tests substitute a mock.
@@ -107,6 +117,8 @@ struct Core {
     paced_until: Option<Instant>,
     /// Where the state is kept for a worker that replaces this one (`--restartable`).
     ledger: Option<Ledger>,
+    /// The relative device, when the backend serves one.
+    relative: Option<RelativePort>,
 }
 
 #[derive(Debug)]
@@ -133,6 +145,9 @@ impl PvMouse {
                 hold_until: None,
                 paced_until: None,
                 ledger: None,
+                relative: identity
+                    .relative()
+                    .then(|| RelativePort::new(identity.clone())),
             }),
             identity,
             notices,
@@ -232,6 +247,7 @@ impl PvMouse {
         }
         core.driver = DriverLink::Active(eventq);
         let out = core.deliver();
+        core.deliver_relative();
         core.persist();
         drop(core);
         if activated {
@@ -245,6 +261,8 @@ impl PvMouse {
         let mut core = self.core();
         let out = core.deliver();
         if out.events > 0 {
+            // Relative motion waits for the absolute queue to drain.
+            core.deliver_relative();
             core.persist();
         }
         out
@@ -287,33 +305,28 @@ impl PointerDevice for PvMouse {
     fn submit(&self, actions: &[PointerAction]) -> Result<Submitted, SubmitError> {
         let displays = self.identity.displays();
         for action in actions {
-            if let PointerAction::Move {
-                display: Some(display),
-                ..
-            } = *action
-            {
-                if display >= displays {
+            match *action {
+                PointerAction::Move {
+                    display: Some(display),
+                    ..
+                } if display >= displays => {
                     return Err(SubmitError::DisplayOutOfRange { display, displays });
                 }
+                PointerAction::Motion { .. } | PointerAction::Mode(PointerMode::Relative)
+                    if !self.identity.relative() =>
+                {
+                    return Err(SubmitError::NoRelativeDevice);
+                }
+                _ => {}
             }
         }
         let mut core = self.core();
         core.counters.commands += 1;
-        if matches!(core.driver, DriverLink::Inactive) {
-            let needed = core.state.count_frames(actions, &core.coordinates);
-            let Core {
-                state, coordinates, ..
-            } = &mut *core;
-            state.apply(actions, coordinates, |_| {});
-            core.persist();
-            return Ok(Submitted {
-                frames: needed.total,
-                queued: false,
-            });
-        }
+        let mode = core.state.mode;
+        let active = !matches!(core.driver, DriverLink::Inactive);
         // Only button and wheel frames take a slot (motion folds into the tail), and a command
         // has at most one per action, so counting ahead is needed only when room is short.
-        if actions.len() > core.pending.free() {
+        if active && actions.len() > core.pending.free() {
             let needed = core.state.count_frames(actions, &core.coordinates);
             if needed.held > core.pending.free() {
                 core.counters.rejected_queue_full += 1;
@@ -328,20 +341,37 @@ impl PointerDevice for PvMouse {
             state,
             pending,
             coordinates,
+            relative,
             ..
         } = &mut *core;
         state.apply(actions, coordinates, |frame| {
             frames += 1;
-            // Capacity was checked above for every held frame of the command.
-            let _ = pending.push(frame);
+            if frame.is_relative() {
+                if let Some(port) = relative {
+                    port.queue(frame);
+                }
+            } else if active {
+                // Capacity was checked above for every held frame of the command.
+                let _ = pending.push(frame);
+            }
+            // With no driver, the state changed; the next one gets it in full.
         });
-        core.counters.frames += frames as u64;
-        core.deliver();
+        let changed = core.state.mode != mode;
+        if active {
+            core.counters.frames += frames as u64;
+            core.deliver();
+        }
+        core.deliver_relative();
         // On record before the client hears "done": a worker that replaces this one delivers it.
         core.persist();
+        let mode = core.state.mode;
+        drop(core);
+        if changed {
+            self.post_mode(mode);
+        }
         Ok(Submitted {
             frames,
-            queued: true,
+            queued: active,
         })
     }
 
@@ -362,6 +392,13 @@ impl PointerDevice for PvMouse {
             coalesced_frames: core.pending.coalesced(),
             counters: core.counters,
             guest_faults: core.faults.counts().collect(),
+            mode: core.state.mode,
+            relative: core.relative.as_ref().map(|port| RelativeStatus {
+                frontend_connected: port.frontend_connected,
+                driver_active: port.driver.is_active(),
+                pending_frames: port.pending.len(),
+                events_delivered: port.events_delivered,
+            }),
         }
     }
 }

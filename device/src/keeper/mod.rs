@@ -470,10 +470,46 @@ fn serve_frontend(
     }
 }
 
+/// Accepts frontends on `listener` one after another, relaying each to whichever worker runs
+/// (through the private socket at `socket`), on a thread of its own; a host error ends the
+/// keeper.
+fn relay_frontends(
+    name: &str,
+    listener: Listener,
+    socket: PathBuf,
+    current: &Arc<Current>,
+    stops: &Stops,
+) -> io::Result<()> {
+    let (failed, serving) = (stops.tx.clone(), current.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let error = loop {
+                let frontend = match listener.accept() {
+                    Ok(Some(frontend)) => frontend,
+                    // A frontend that left before it was accepted (the listener blocks).
+                    Ok(None) => continue,
+                    Err(e) => break DaemonError::VhostUser(e.to_string()),
+                };
+                tracing::info!("vhost-user frontend connected to the keeper");
+                match serve_frontend(&frontend, &socket, &serving) {
+                    Ok(()) => tracing::info!("vhost-user frontend disconnected"),
+                    Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
+                }
+            };
+            let _ = failed.send(Stop::Failed(error));
+        })
+        .map(drop)
+}
+
 /// Runs the keeper on the vhost-user `listener`: binds the control socket, starts the workers,
 /// and serves frontends one after another, as the backend itself does, until a host error or
 /// until `stops` is told to stop; then stops its worker and removes what it made.
-pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, DaemonError> {
+pub(crate) fn run(
+    config: &Config,
+    listeners: crate::daemon::Listeners,
+    stops: Stops,
+) -> Result<Ending, DaemonError> {
     let setup = DaemonError::Setup;
     let control = match &config.control_socket {
         Some(ControlSocket::Path(path)) => {
@@ -489,15 +525,22 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
         .map_err(setup)?;
     let private_socket = PrivateSocket::new().map_err(setup)?;
     let private = &private_socket.listener;
+    // The relative device's frontend is relayed to the worker over a socket of its own.
+    let relative_private = match &listeners.relative {
+        Some(_) => Some(PrivateSocket::new().map_err(setup)?),
+        None => None,
+    };
 
     let inherited = Inherited {
         ledger: ledger.as_raw_fd(),
         control: control.as_ref().map(|(l, _)| l.as_raw_fd()),
+        relative: relative_private.as_ref().map(|p| p.listener.as_raw_fd()),
     };
     for fd in [
         Some(private.as_raw_fd()),
         Some(inherited.ledger),
         inherited.control,
+        inherited.relative,
     ]
     .into_iter()
     .flatten()
@@ -524,27 +567,25 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
     tracing::info!("keeper ready: workers may come and go, the frontend stays");
     // Both sockets listen (a client that comes before the first worker waits in the backlog).
     crate::daemon::tell_service_manager(&[sd_notify::NotifyState::Ready]);
-    // Frontends on a thread of their own, so that this one can wait for a stop.
-    let (socket, failed, serving) = (private_socket.address(), stops.tx.clone(), current.clone());
-    std::thread::Builder::new()
-        .name("pvmouse-keeper-frontends".into())
-        .spawn(move || {
-            let error = loop {
-                let frontend = match listener.accept() {
-                    Ok(Some(frontend)) => frontend,
-                    // A frontend that left before it was accepted (the listener blocks).
-                    Ok(None) => continue,
-                    Err(e) => break DaemonError::VhostUser(e.to_string()),
-                };
-                tracing::info!("vhost-user frontend connected to the keeper");
-                match serve_frontend(&frontend, &socket, &serving) {
-                    Ok(()) => tracing::info!("vhost-user frontend disconnected"),
-                    Err(e) => tracing::warn!("vhost-user frontend connection ended: {e}"),
-                }
-            };
-            let _ = failed.send(Stop::Failed(error));
-        })
+    // Frontends on threads of their own, so that this one can wait for a stop.
+    relay_frontends(
+        "pvmouse-keeper-frontends",
+        listeners.listener,
+        private_socket.address(),
+        &current,
+        &stops,
+    )
+    .map_err(setup)?;
+    if let (Some(listener), Some(socket)) = (listeners.relative, &relative_private) {
+        relay_frontends(
+            "pvmouse-keeper-rel",
+            listener,
+            socket.address(),
+            &current,
+            &stops,
+        )
         .map_err(setup)?;
+    }
     drop(stops.tx);
     let stop = stops.rx.recv().map_err(|_| {
         setup(io::Error::other(
@@ -559,7 +600,7 @@ pub fn run(config: &Config, listener: Listener, stops: Stops) -> Result<Ending, 
     // returns.
     current.stopping.store(true, Ordering::Release);
     stop_worker(&current);
-    drop((control, private_socket));
+    drop((control, private_socket, relative_private));
     match stop {
         Stop::Failed(e) => Err(e),
         Stop::Terminate | Stop::Upgrade => Ok(Ending::Terminated),

@@ -47,6 +47,8 @@ pub(super) fn read(bytes: &[u8]) -> Option<Snapshot<'static>> {
         driver,
         counters: Cow::Owned(c),
         pending: Cow::Owned(pending),
+        mode: pvmouse_spec::profile::PointerMode::Absolute,
+        relative: None,
     })
 }
 
@@ -58,6 +60,7 @@ fn pointer(r: &mut Reader<'_>) -> Option<PointerState> {
         buttons: r.u8()?,
         wheel_remainder: [r.i32()?, r.i32()?],
         wire: (r.opt_u16()?, r.opt_u16()?),
+        mode: pvmouse_spec::profile::PointerMode::Absolute,
     })
 }
 
@@ -164,6 +167,7 @@ fn frame(r: &mut Reader<'_>) -> Option<Frame> {
         wheel_vertical,
         wheel_horizontal,
         acknowledgement: has(3).then_some(ack),
+        ..Frame::default()
     })
 }
 

@@ -9,9 +9,11 @@ use pvmouse_spec::control::reply::Counters;
 use pvmouse_spec::layout::{Display, Layout, Rect, Transform};
 use serde::Deserialize;
 
+use pvmouse_spec::profile::PointerMode;
+
+use super::format3::Pending3;
 use super::{Link, Snapshot};
 use crate::coordinates::Coordinates;
-use crate::pending::PendingFrames;
 use crate::pointer::PointerState;
 
 /// [`Snapshot`] as format 2 has it: field for field, but for the displays.
@@ -21,7 +23,7 @@ struct Format2 {
     coordinates: Coordinates2,
     driver: Link,
     counters: Counters,
-    pending: PendingFrames,
+    pending: Pending3,
 }
 
 /// [`Coordinates`], variant for variant.
@@ -71,6 +73,8 @@ pub(super) fn read(bytes: &[u8]) -> Option<Snapshot<'static>> {
         coordinates: Cow::Owned(coordinates),
         driver: old.driver,
         counters: Cow::Owned(old.counters),
-        pending: Cow::Owned(old.pending),
+        pending: Cow::Owned(old.pending.into()),
+        mode: PointerMode::Absolute,
+        relative: None,
     })
 }

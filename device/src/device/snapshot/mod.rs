@@ -9,16 +9,17 @@
 //! `tests/fixtures/` pins each format's bytes, so a change that forgets this fails a test.
 //!
 //! Format 1 was a hand-written codec; [`format1`] reads it. Format 2 had no exact scale per
-//! display; [`format2`] reads it.
+//! display; [`format2`] reads it. Format 3 had no relative mode; [`format3`] reads it.
 
 mod format1;
 mod format2;
+mod format3;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use pvmouse_spec::control::reply::Counters;
-use pvmouse_spec::profile::MAX_PENDING_FRAMES;
+use pvmouse_spec::profile::{MAX_PENDING_FRAMES, PointerMode};
 use serde::{Deserialize, Serialize};
 
 use super::link::DriverLink;
@@ -32,7 +33,7 @@ use crate::pointer::PointerState;
 use crate::virtqueue::RingPosition;
 
 /// The format this build writes.
-pub(crate) const FORMAT: u16 = 3;
+pub(crate) const FORMAT: u16 = 4;
 
 /// Everything a replacement worker carries on from: the pointer, the coordinates in force,
 /// where the driver stands, the counters and every frame still waiting for the guest. The
@@ -44,6 +45,16 @@ pub(crate) struct Snapshot<'a> {
     pub coordinates: Cow<'a, Coordinates>,
     pub driver: Link,
     pub counters: Cow<'a, Counters>,
+    pub pending: Cow<'a, PendingFrames>,
+    pub mode: PointerMode,
+    /// The relative device, if the worker that wrote this served one.
+    pub relative: Option<RelativeSnapshot<'a>>,
+}
+
+/// Where the relative device's driver stood, and its motion not yet delivered.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RelativeSnapshot<'a> {
+    pub driver: Link,
     pub pending: Cow<'a, PendingFrames>,
 }
 
@@ -85,6 +96,7 @@ impl Snapshot<'static> {
         match written.format {
             1 => format1::read(&written.bytes),
             2 => format2::read(&written.bytes),
+            3 => format3::read(&written.bytes),
             FORMAT => match postcard::take_from_bytes::<Snapshot<'static>>(&written.bytes) {
                 Ok((snapshot, [])) => Some(snapshot),
                 Ok(_) | Err(_) => None,
@@ -107,6 +119,11 @@ impl Core {
             driver: Link::from(&self.driver),
             counters: Cow::Borrowed(&self.counters),
             pending: Cow::Borrowed(&self.pending),
+            mode: self.state.mode,
+            relative: self.relative.as_ref().map(|port| RelativeSnapshot {
+                driver: Link::from(&port.driver),
+                pending: Cow::Borrowed(&port.pending),
+            }),
         };
         if let Err(e) = ledger.write(FORMAT, &snapshot) {
             tracing::error!("cannot keep the device state for a restart: {e}");
@@ -116,9 +133,25 @@ impl Core {
     /// Takes over a snapshot; `None`, and nothing changed, if its pending frames do not fit.
     fn restore(&mut self, snapshot: Snapshot<'static>) -> Option<()> {
         let pending = snapshot.pending.into_owned().checked(MAX_PENDING_FRAMES)?;
+        let relative = match snapshot.relative {
+            Some(r) => Some((r.driver, r.pending.into_owned().checked(1)?)),
+            None => None,
+        };
+        // A worker without the relative device takes over none (the keeper's command line
+        // decides, so it is the same for every worker); one with it starts its link fresh if
+        // the last worker had none.
+        if let (Some(port), Some((driver, pending))) = (&mut self.relative, relative) {
+            port.driver = driver.into();
+            port.pending = pending;
+        }
         // The bridge is heard again at its next heartbeat; until then the coordinates stay, and
         // its silence is timed from now.
         self.state = snapshot.pointer.into_owned();
+        self.state.mode = if self.relative.is_some() {
+            snapshot.mode
+        } else {
+            PointerMode::Absolute
+        };
         self.coordinates = snapshot.coordinates.into_owned();
         self.driver = snapshot.driver.into();
         self.counters = snapshot.counters.into_owned();
