@@ -59,6 +59,9 @@ pub struct VmConfig {
     /// first connects, and the backend tells `NOTIFY_SOCKET` (the VM's own, see
     /// [`Vm::service_notices`]) when it is ready.
     pub socket_activated: bool,
+    /// Serve the relative device too (`--relative-socket`), attached as a second
+    /// `vhost-user-input-pci` (`pvmouse1`).
+    pub relative: bool,
 }
 
 impl Default for VmConfig {
@@ -78,6 +81,7 @@ impl Default for VmConfig {
             restartable: false,
             backend_bin: None,
             socket_activated: false,
+            relative: false,
         }
     }
 }
@@ -444,6 +448,14 @@ impl QemuLaunch {
                     }
                     None => "vhost-user-input-pci,chardev=pvm,id=pvmouse0".to_owned(),
                 });
+            if self.config.relative {
+                qemu.arg("-chardev")
+                    .arg(format!(
+                        "socket,id=pvmrel,path={}",
+                        dir.join("relative.sock").display()
+                    ))
+                    .args(["-device", "vhost-user-input-pci,chardev=pvmrel,id=pvmouse1"]);
+            }
         }
         if let Some(image) = &self.desktop {
             // snapshot=on: every boot starts from the pristine image.
@@ -647,6 +659,9 @@ fn start_backend(bin: &Path, dir: &Path, config: &VmConfig) -> std::io::Result<C
             .arg(&vhost)
             .arg("--control-socket")
             .arg(&control);
+    }
+    if config.relative {
+        cmd.arg("--relative-socket").arg(dir.join("relative.sock"));
     }
     cmd.arg("--displays")
         .arg(config.displays.to_string())

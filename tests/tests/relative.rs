@@ -1,0 +1,236 @@
+//! Relative mode in a real guest: the backend serves its relative device as a second
+//! `vhost-user-input-pci`, and the host switches between absolute positions and relative motion
+//! with no hot-plug. One boot of the desktop guest; sway first, then X.Org (xf86-input-libinput)
+//! on the same devices. In each, with the flat acceleration profile (the profile asks for no
+//! acceleration: spec/pvmouse.md §10): relative motion moves the pointer by exactly what was
+//! sent, a position sent in relative mode moves nothing, a button held across both switches
+//! stays held, and the switch back puts the pointer exactly where the host last said, even at
+//! the very position the guest's absolute axes already hold. The backend runs as the product
+//! does by default (a keeper and a worker), and a worker killed in relative mode is survived.
+
+#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+use std::time::Duration;
+
+use pvmouse_vmtest::desktop::{READER_LOG, Sway};
+use pvmouse_vmtest::guest::Guest;
+use pvmouse_vmtest::qmp::Qmp;
+use pvmouse_vmtest::vm::VmConfig;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const LOGS: &str = "tail -n 15 /tmp/sway.log /tmp/reader.log /tmp/xorg.log 2>&1; \
+                    grep -iE 'pvmouse|relative' /proc/bus/input/devices";
+
+fn send(ctl: &mut Qmp, args: Value) {
+    ctl.execute("pvmouse-send", args).unwrap();
+}
+
+fn mode(ctl: &mut Qmp) -> String {
+    let status = ctl.execute("query-pvmouse", json!({})).unwrap();
+    status["mode"].as_str().unwrap().to_owned()
+}
+
+/// Polls `read` until it gives `want` (the guest's input path is asynchronous), or fails with
+/// what it last gave.
+fn until<T: PartialEq + std::fmt::Debug>(guest: &Guest, what: &str, want: T, read: impl Fn() -> T) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read();
+        if got == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            guest.fail(format!("{what}: want {want:?}, got {got:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
+    let guest = Guest::boot(
+        VmConfig {
+            desktop: true,
+            displays: 1,
+            relative: true,
+            // The product's default: a keeper holds both of QEMU's connections.
+            restartable: true,
+            ..VmConfig::default()
+        },
+        LOGS,
+        WAIT,
+    );
+    let mut ctl = guest.control().unwrap_or_else(|e| guest.fail(e));
+    // A second client, that only listens: it hears of the switch.
+    let mut events = guest.control().unwrap_or_else(|e| guest.fail(e));
+
+    // The guest sees two devices from the start: udev tags the relative one a mouse (so
+    // libinput takes it), the other stays the absolute pointer.
+    guest.sh("udevadm settle");
+    let node = guest.sh(
+        "for d in /sys/class/input/event*; do \
+         [ \"$(cat $d/device/name)\" = 'pvmouse relative' ] && echo /dev/input/${d##*/}; done; true",
+    );
+    let node = node
+        .first()
+        .unwrap_or_else(|| guest.fail("no relative device in the guest"))
+        .clone();
+    let props = guest
+        .sh(&format!("udevadm info -q property -n {node}"))
+        .join(" ");
+    assert!(props.contains("ID_INPUT_MOUSE=1"), "{props}");
+    assert!(!props.contains("ID_INPUT_TABLET=1"), "{props}");
+    let status = ctl.execute("query-pvmouse", json!({})).unwrap();
+    assert_eq!(status["relative"]["driver-active"], json!(true), "{status}");
+    assert_eq!(status["mode"], json!("absolute"));
+
+    // sway, every pointer with the flat profile.
+    Sway::start(
+        &guest,
+        "output Virtual-1 mode 1024x768 position 0 0\\noutput Virtual-2 disable\\n\
+         input type:pointer accel_profile flat\\n",
+    )
+    .unwrap_or_else(|e| guest.fail(e));
+    Sway::in_session(
+        &guest,
+        &format!("/opt/pvmouse-wl-reader >{READER_LOG} 2>&1 &"),
+    )
+    .unwrap_or_else(|e| guest.fail(e));
+    let reader = guest.reader_ready();
+    let at = || reader.position().map(|(_, x, y)| (x.round(), y.round()));
+    // 0.5 of 1024x768 aims at the centre of pixel (512, 384).
+    send(&mut ctl, json!({"x": 0.5, "y": 0.5}));
+    until(&guest, "sway, absolute", Some((512.0, 384.0)), at);
+    send(&mut ctl, json!({"buttons": {"left": true}}));
+    until(&guest, "sway, press", Some(true), || {
+        reader.button().map(|(_, _, down)| down)
+    });
+
+    // Relative motion switches the mode, and moves by exactly what was sent.
+    send(&mut ctl, json!({"dx": 100, "dy": 50}));
+    until(&guest, "sway, relative", Some((612.0, 434.0)), at);
+    let event = events
+        .wait_event("PVMOUSE_MODE_CHANGE", WAIT)
+        .unwrap_or_else(|e| guest.fail(e));
+    assert_eq!(event["data"]["mode"], json!("relative"), "{event}");
+    assert_eq!(mode(&mut ctl), "relative");
+    // A worker killed in relative mode: the next one carries the mode on, and the keeper
+    // hands it the relative device's ring as well as the pointer's.
+    let (worker, _) = guest
+        .next_worker(None, WAIT)
+        .unwrap_or_else(|e| guest.fail(e));
+    // SAFETY: a signal to the backend's worker process, which this test started.
+    unsafe { libc::kill(libc::pid_t::try_from(worker).unwrap(), libc::SIGKILL) };
+    guest
+        .next_worker(Some(worker), WAIT)
+        .unwrap_or_else(|e| guest.fail(e));
+    ctl = guest.control().unwrap_or_else(|e| guest.fail(e));
+    assert_eq!(mode(&mut ctl), "relative", "the mode survives a worker");
+    // QEMU's own relative events, as any QMP tool sends them.
+    ctl.execute(
+        "input-send-event",
+        json!({"events": [
+            {"type": "rel", "data": {"axis": "x", "value": -30}},
+            {"type": "rel", "data": {"axis": "y", "value": 7}}
+        ]}),
+    )
+    .unwrap();
+    until(
+        &guest,
+        "sway, input-send-event rel",
+        Some((582.0, 441.0)),
+        at,
+    );
+    // A position in relative mode moves nothing; it is where the switch back goes.
+    send(&mut ctl, json!({"x": 0.25, "y": 0.25}));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        at(),
+        Some((582.0, 441.0)),
+        "no absolute input in relative mode"
+    );
+    assert_eq!(
+        reader.button().map(|(_, _, down)| down),
+        Some(true),
+        "held across the switch"
+    );
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    until(&guest, "sway, back to absolute", Some((256.0, 192.0)), at);
+    // Relative again, then back to the very position the guest's axes already hold: the
+    // renewal makes it land all the same.
+    send(&mut ctl, json!({"dx": 40, "dy": 40}));
+    until(&guest, "sway, relative again", Some((296.0, 232.0)), at);
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    until(
+        &guest,
+        "sway, the same position renewed",
+        Some((256.0, 192.0)),
+        at,
+    );
+    send(&mut ctl, json!({"buttons": {"left": false}}));
+    until(&guest, "sway, release", Some(false), || {
+        reader.button().map(|(_, _, down)| down)
+    });
+
+    // X.Org on the same two devices, the position read from the server.
+    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; true");
+    guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
+    guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
+    guest.sh("DISPLAY=:0 xinput set-prop 'pvmouse relative' 'libinput Accel Profile Enabled' 0 1");
+    let screen = guest.sh("DISPLAY=:0 xrandr | head -n 1").join(" ");
+    let size = |after: &str| -> Option<f64> {
+        let rest = screen.split_once("current ")?.1;
+        let field = if after == "w" {
+            rest.split(" x ").next()?
+        } else {
+            rest.split(" x ").nth(1)?.split(',').next()?
+        };
+        field.trim().parse().ok()
+    };
+    let (w, h) = size("w")
+        .zip(size("h"))
+        .unwrap_or_else(|| guest.fail(format!("X screen size: {screen}")));
+    let x_at = || {
+        let line = guest.sh("DISPLAY=:0 xdotool getmouselocation").join(" ");
+        let field = |name: &str| -> Option<f64> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+        };
+        field("x:").zip(field("y:"))
+    };
+    // Not sway's last position, which the device would not send again.
+    let before = x_at();
+    send(&mut ctl, json!({"x": 0.75, "y": 0.75}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let start = loop {
+        let now = x_at();
+        if now != before {
+            break now.unwrap_or_else(|| guest.fail("no X pointer position"));
+        }
+        if std::time::Instant::now() > deadline {
+            guest.fail(format!(
+                "X.Org: an absolute position did not move the pointer ({before:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        (start.0 - w * 0.75).abs() <= 1.0 && (start.1 - h * 0.75).abs() <= 1.0,
+        "X.Org: 0.75 of {w}x{h} at {start:?}"
+    );
+    send(&mut ctl, json!({"dx": -100, "dy": 60}));
+    until(
+        &guest,
+        "X.Org, relative",
+        Some((start.0 - 100.0, start.1 + 60.0)),
+        x_at,
+    );
+    assert_eq!(mode(&mut ctl), "relative");
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    until(&guest, "X.Org, renewed", Some(start), x_at);
+}
