@@ -129,15 +129,15 @@ impl Session {
         push(&mut out, &self.mem_table)?;
         push(&mut out, &self.backend_req)?;
         for (index, ring) in self.rings.iter().enumerate() {
-            if ring.kick.is_none() {
-                // Never started, or stopped: nothing to resume.
-                continue;
-            }
+            // A ring stopped (or never set up) has nothing recorded. One being set up when the
+            // worker came (its kick not yet sent) is told what it was told so far, as it was:
+            // those messages were recorded for this replay, never passed.
             push(&mut out, &ring.num)?;
             push(&mut out, &ring.addr)?;
             if let Some(base) = &ring.base {
                 let mut base = quiet(base)?;
-                match self.used_index(ring) {
+                let running = ring.kick.is_some();
+                match self.used_index(ring).filter(|_| running) {
                     Some(used) => {
                         if let Some(state) = base
                             .payload
@@ -147,10 +147,11 @@ impl Session {
                             state.num = u32::from(used);
                         }
                     }
-                    None => tracing::warn!(
+                    None if running => tracing::warn!(
                         ring = index,
                         "cannot read where the ring stands; replaying its base as set"
                     ),
+                    None => {}
                 }
                 out.push(base);
             }
@@ -440,6 +441,33 @@ pub(crate) mod tests {
             .collect();
         // Ring 1's used ring is in no region the keeper has: its base is replayed as set.
         assert_eq!(bases, [(0, u32::from(RING0_USED)), (1, 0)]);
+    }
+
+    /// A frontend that restarts a ring while a new worker is probed: what it sent so far was
+    /// only recorded, so the replay must tell it, base as set (the ring is not running, so
+    /// guest memory does not say where it stands). Found by keeper_never_stalls, where the
+    /// worker otherwise started the ring at 0 and overwrote events the guest had.
+    #[test]
+    fn a_ring_being_set_up_is_replayed_as_set_so_far() {
+        let mut session = recorded(&qemu_session());
+        session
+            .record(&msg(R::GET_VRING_BASE, 0x1, &state(0, 0), vec![]))
+            .unwrap();
+        for m in [
+            msg(R::SET_VRING_NUM, 0x1, &state(0, 4), vec![]),
+            msg(R::SET_VRING_BASE, 0x1, &state(0, 31), vec![]),
+            msg(R::SET_VRING_ADDR, 0x1, &vring_addr(0), vec![]),
+        ] {
+            session.record(&m).unwrap();
+        }
+        let replay = session.replay().unwrap();
+        let ring0: Vec<&Message> = replay[6..].iter().filter(|m| m.payload[0] == 0).collect();
+        assert_eq!(
+            ring0.iter().map(|m| m.request).collect::<Vec<_>>(),
+            want(&[R::SET_VRING_NUM, R::SET_VRING_ADDR, R::SET_VRING_BASE])
+        );
+        let base = VhostUserVringState::from_slice(&ring0[2].payload).unwrap();
+        assert_eq!((base.index, base.num), (0, 31), "as the frontend set it");
     }
 
     #[test]
