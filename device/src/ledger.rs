@@ -15,9 +15,9 @@
 //! ledger keeps, so a steady stream allocates nothing. A worker reads the formats earlier
 //! workers wrote, so an upgrade carries the state across a change of format.
 //!
-//! What can still be lost or repeated at a kill: an event the dead worker had written into a
-//! guest buffer but not yet recorded as sent is sent again (the input core drops a repeated
-//! absolute value or button state; a repeated wheel event scrolls once more).
+//! An event the dead worker had written into a guest buffer but not yet recorded as sent is not
+//! sent again: the next worker resumes the ring where guest memory shows it, and drops from
+//! what is pending as many events as the ring advanced past the record (`device/link.rs`).
 
 use std::fs::File;
 use std::io;

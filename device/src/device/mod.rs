@@ -232,9 +232,14 @@ impl PvMouse {
         let activated = !core.driver.is_active();
         if activated {
             core.counters.activations += 1;
-            let resumed = core.driver.resumes_at(eventq.position());
+            let at = eventq.position();
+            let resumed = core.driver.resumes_at(at);
             if resumed {
                 core.counters.resumes += 1;
+                let Core {
+                    driver, pending, ..
+                } = &mut *core;
+                link::skip_delivered(driver, pending, at);
             } else {
                 // A new driver: whatever bridge told us its layout is not running on it.
                 core.pending.clear();

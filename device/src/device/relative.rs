@@ -152,8 +152,13 @@ impl PvMouse {
             let Some(port) = &mut core.relative else {
                 return QueueOutcome::default();
             };
-            if !port.driver.is_active() && !port.driver.resumes_at(eventq.position()) {
-                port.pending.clear();
+            if !port.driver.is_active() {
+                let at = eventq.position();
+                if port.driver.resumes_at(at) {
+                    super::link::skip_delivered(&port.driver, &mut port.pending, at);
+                } else {
+                    port.pending.clear();
+                }
             }
             port.driver = DriverLink::Active(eventq);
             let out = core.deliver_relative();
