@@ -175,6 +175,8 @@ pub struct Binaries {
     pub guestd: PathBuf,
     /// The Wayland pointer reader for desktop guests.
     pub wl_reader: PathBuf,
+    /// An X11 game's pointer lock (`tests/x11-grab`).
+    pub x11_grab: PathBuf,
     /// The session agent, for desktop guests.
     pub session: PathBuf,
 }
@@ -197,6 +199,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                     .args(["build", "--release", "--target", triple])
                     .args(["-p", "vhost-user-pvmouse", "-p", "pvmouse-guest-probe"])
                     .args(["-p", "pvmouse-guestd", "-p", "pvmouse-wl-reader"])
+                    .args(["-p", "pvmouse-x11-grab"])
                     .args(["-p", "pvmouse-session", "-p", "pvmouse-vnc"])
                     .env("CARGO_TARGET_DIR", &target_dir)
                     // Debug info would make the initramfs too large for a 256 MiB guest to
@@ -214,6 +217,7 @@ pub fn build_binaries() -> Result<Binaries, AssetError> {
                 probe: bin.join("pvmouse-guest-probe"),
                 guestd: bin.join("pvmouse-guestd"),
                 wl_reader: bin.join("pvmouse-wl-reader"),
+                x11_grab: bin.join("pvmouse-x11-grab"),
                 session: bin.join("pvmouse-session"),
             })
         })
@@ -526,7 +530,7 @@ if [ -n "$root" ]; then
   mount -t ext4 "$root" /newroot || step "cannot mount $root"
   mount -t tmpfs tmpfs /newroot/opt
   cp /bin/pvmouse-guest-probe /bin/pvmouse-guestd /bin/pvmouse-wl-reader /bin/pvmouse-session \
-    /desktop-init /pvmouse-guest.deb /newroot/opt/
+    /bin/pvmouse-x11-grab /desktop-init /pvmouse-guest.deb /newroot/opt/
   for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
   exec switch_root /newroot /opt/desktop-init
 fi
@@ -628,6 +632,7 @@ fn assemble_initramfs() -> Result<PathBuf, AssetError> {
     img.file("bin/pvmouse-guest-probe", 0o755, &read(&bins.probe)?);
     img.file("bin/pvmouse-guestd", 0o755, &read(&bins.guestd)?);
     img.file("bin/pvmouse-wl-reader", 0o755, &read(&bins.wl_reader)?);
+    img.file("bin/pvmouse-x11-grab", 0o755, &read(&bins.x11_grab)?);
     img.file("bin/pvmouse-session", 0o755, &read(&bins.session)?);
     img.file(
         "etc/udev/rules.d/70-pvmouse.rules",

@@ -19,7 +19,10 @@ use pvmouse_vmtest::vm::VmConfig;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-const LOGS: &str = "tail -n 15 /tmp/sway.log /tmp/reader.log /tmp/xorg.log 2>&1; \
+const WESTON_RUNTIME: &str = "/run/user/0";
+const WESTON_SESSION: &str = "XDG_RUNTIME_DIR=/run/user/0 WAYLAND_DISPLAY=wayland-0";
+const LOGS: &str = "tail -n 15 /tmp/sway.log /tmp/reader.log /tmp/xorg.log /tmp/grab.log 2>&1; \
+                    grep -iE 'input|device|pointer' /tmp/weston.log | tail -n 20; \
                     grep -iE 'pvmouse|relative' /proc/bus/input/devices";
 
 fn send(ctl: &mut Qmp, args: Value) {
@@ -29,6 +32,84 @@ fn send(ctl: &mut Qmp, args: Value) {
 fn mode(ctl: &mut Qmp) -> String {
     let status = ctl.execute("query-pvmouse", json!({})).unwrap();
     status["mode"].as_str().unwrap().to_owned()
+}
+
+/// The reader's log lines that start with `kind`.
+fn reader_lines(guest: &Guest, kind: &str) -> Vec<Vec<f64>> {
+    guest
+        .sh(&format!("grep '^{kind}' {READER_LOG} || true"))
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// A game in a Wayland compositor: `pvmouse-wl-reader --lock`, started by `run` in the
+/// compositor's session, locks the pointer when it enters its surface. Relative motion must
+/// reach it as deltas, exact (the flat profile: accelerated and unaccelerated agree), while
+/// the compositor moves the pointer nowhere (no motion events once locked). Ends back in
+/// absolute mode with the reader gone.
+fn a_locked_pointer_gets_the_deltas(
+    guest: &Guest,
+    ctl: &mut Qmp,
+    server: &str,
+    entry: (f64, f64),
+    run: &dyn Fn(&str),
+) {
+    guest.sh(&format!(
+        "pkill -f ^/opt/pvmouse-wl-reader; rm -f {READER_LOG}; true"
+    ));
+    run(&format!(
+        "/opt/pvmouse-wl-reader --lock >{READER_LOG} 2>&1 &"
+    ));
+    // The pointer moves onto the game's fullscreen surface, so the game locks it; what relative
+    // motion the compositor derives from that move settles first. (Two moves: the device sends
+    // nothing for the position it is at, where the last call may have left it.)
+    guest.until(&format!("cat {READER_LOG}"), "READY");
+    send(ctl, json!({"x": entry.0 - 0.05, "y": entry.1}));
+    send(ctl, json!({"x": entry.0, "y": entry.1}));
+    // Weston locks only for the surface last clicked, as a game's window is.
+    guest.until(&format!("cat {READER_LOG}"), "ENTER");
+    send(ctl, json!({"buttons": {"left": true}}));
+    send(ctl, json!({"buttons": {"left": false}}));
+    guest.until(&format!("cat {READER_LOG}"), "LOCKED");
+    std::thread::sleep(Duration::from_millis(500));
+    let motions = reader_lines(guest, "MOTION").len();
+    let sum = || {
+        reader_lines(guest, "RELATIVE")
+            .iter()
+            .fold((0.0, 0.0, 0.0, 0.0), |s, l| {
+                (s.0 + l[0], s.1 + l[1], s.2 + l[2], s.3 + l[3])
+            })
+    };
+    let before = sum();
+    for _ in 0..4 {
+        send(ctl, json!({"dx": 25, "dy": -15}));
+    }
+    let want = (
+        before.0 + 100.0,
+        before.1 - 60.0,
+        before.2 + 100.0,
+        before.3 - 60.0,
+    );
+    until(
+        guest,
+        &format!("{server}: deltas to the locked pointer"),
+        want,
+        sum,
+    );
+    assert_eq!(
+        reader_lines(guest, "MOTION").len(),
+        motions,
+        "{server}: the locked pointer stays put"
+    );
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    guest.sh("pkill -f ^/opt/pvmouse-wl-reader; true");
 }
 
 /// Polls `read` until it gives `want` (the guest's input path is asynchronous), or fails with
@@ -174,9 +255,31 @@ fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
     until(&guest, "sway, release", Some(false), || {
         reader.button().map(|(_, _, down)| down)
     });
+    a_locked_pointer_gets_the_deltas(&guest, &mut ctl, "sway", (0.4, 0.6), &|command| {
+        Sway::in_session(&guest, command).unwrap_or_else(|e| guest.fail(e));
+    });
+
+    // Weston, on the same devices, the flat profile from its own configuration.
+    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; true");
+    guest.sh(&format!(
+        "mkdir -p {WESTON_RUNTIME} && chmod 700 {WESTON_RUNTIME}"
+    ));
+    guest.sh(
+        "printf '[core]\\nrequire-input=false\\nidle-time=0\\n[libinput]\\n\
+         accel-profile=flat\\n[output]\\nname=Virtual-1\\nmode=1024x768\\n[output]\\n\
+         name=Virtual-2\\nmode=off\\n' >/tmp/weston.ini",
+    );
+    guest.sh(&format!(
+        "{WESTON_SESSION} weston --tty=2 --backend=drm-backend.so --socket=wayland-0 \
+         --config=/tmp/weston.ini >/tmp/weston.log 2>&1 &"
+    ));
+    guest.until(&format!("ls {WESTON_RUNTIME}"), "wayland-0");
+    a_locked_pointer_gets_the_deltas(&guest, &mut ctl, "Weston", (0.4, 0.6), &|command| {
+        guest.sh(&format!("{WESTON_SESSION} {command}"));
+    });
 
     // X.Org on the same two devices, the position read from the server.
-    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; true");
+    guest.sh("pkill -x weston; sleep 1; true");
     guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
     guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
     guest.sh("DISPLAY=:0 xinput set-prop 'pvmouse relative' 'libinput Accel Profile Enabled' 0 1");
@@ -233,4 +336,122 @@ fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
     ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
         .unwrap();
     until(&guest, "X.Org, renewed", Some(start), x_at);
+
+    // An X11 game: a grab, XI2 raw motion, the pointer warped back to the centre each time.
+    guest.sh("DISPLAY=:0 /opt/pvmouse-x11-grab >/tmp/grab.log 2>&1 &");
+    guest.until("cat /tmp/grab.log", "GRABBED");
+    let id = guest
+        .sh("DISPLAY=:0 xinput list --id-only 'pvmouse relative'")
+        .join("");
+    let raw = || -> (f64, f64, f64, f64) {
+        guest
+            .sh(&format!("grep '^RAW {id} ' /tmp/grab.log || true"))
+            .iter()
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(2)
+                    .filter_map(|f| f.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .fold((0.0, 0.0, 0.0, 0.0), |s, v| {
+                (s.0 + v[0], s.1 + v[1], s.2 + v[2], s.3 + v[3])
+            })
+    };
+    let before = raw();
+    for _ in 0..4 {
+        send(&mut ctl, json!({"dx": 25, "dy": -15}));
+    }
+    until(
+        &guest,
+        "X.Org: raw motion to the grabbing game",
+        (
+            before.0 + 100.0,
+            before.1 - 60.0,
+            before.2 + 100.0,
+            before.3 - 60.0,
+        ),
+        raw,
+    );
+    let centre = ((w / 2.0).floor(), (h / 2.0).floor());
+    until(
+        &guest,
+        "X.Org: the game keeps the pointer at the centre",
+        Some(centre),
+        x_at,
+    );
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+}
+
+/// mutter runs only in a logind session, so it has a boot of its own (systemd as init), as in
+/// desktop_mutter: relative motion exact with GNOME's flat profile, the switch back renewed,
+/// and a game's pointer lock.
+#[test]
+fn mutter_takes_relative_motion_and_locks_the_pointer() {
+    const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
+                          XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
+    let guest = Guest::boot(
+        VmConfig {
+            desktop: true,
+            displays: 1,
+            relative: true,
+            restartable: true,
+            kernel_args: vec!["pvmouse.systemd=1".to_owned()],
+            ..VmConfig::default()
+        },
+        "journalctl -u pvmouse-mutter --no-pager | tail -n 25; tail -n 12 /tmp/reader.log",
+        WAIT,
+    );
+    let mut ctl = guest.control().unwrap_or_else(|e| guest.fail(e));
+    // GSettings from a key file (the image has no dconf): the flat profile for mice.
+    guest.sh("mkdir -p /home/pvm/.config/glib-2.0/settings && printf \
+         '[org/gnome/desktop/peripherals/mouse]\\naccel-profile=\\047flat\\047\\n' \
+         >/home/pvm/.config/glib-2.0/settings/keyfile && chown -R pvm /home/pvm/.config");
+    guest.sh(
+        "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
+         -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
+         -p Environment=XDG_SESSION_TYPE=wayland -p Environment=GSETTINGS_BACKEND=keyfile \
+         /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
+    );
+    guest.until("ls /run/user/1000/ 2>&1", "wayland-0");
+    guest.sh(&format!(
+        "{AS_PVM} sh -c '/opt/pvmouse-wl-reader >{READER_LOG} 2>&1 &'"
+    ));
+    let reader = guest.reader_ready();
+    let at = || reader.position().map(|(i, x, y)| (i, x.round(), y.round()));
+    // mutter lays out Virtual-2 (5120x2160 at scale 2) at 0,0 and Virtual-1 (1280x800) to its
+    // right, and maps the device onto the whole box: this is on Virtual-1, whose scale is 1.
+    // (On a scale-2 monitor mutter doubles relative motion, in its physical layout mode.)
+    send(&mut ctl, json!({"x": 0.9, "y": 0.1}));
+    let deadline = std::time::Instant::now() + WAIT;
+    let start = loop {
+        if let Some(p) = at() {
+            break p;
+        }
+        if std::time::Instant::now() > deadline {
+            guest.fail("mutter: the pointer never entered a surface");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let scale = guest
+        .sh(&format!("grep '^OUTPUT {} ' {READER_LOG}", start.0))
+        .join("");
+    assert!(
+        scale.ends_with(" 1"),
+        "mutter: the pointer is on a scale-1 output: {scale}"
+    );
+    send(&mut ctl, json!({"dx": 40, "dy": 30}));
+    until(
+        &guest,
+        "mutter, relative",
+        Some((start.0, start.1 + 40.0, start.2 + 30.0)),
+        at,
+    );
+    assert_eq!(mode(&mut ctl), "relative");
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    until(&guest, "mutter, renewed", Some(start), at);
+    a_locked_pointer_gets_the_deltas(&guest, &mut ctl, "mutter", (0.9, 0.1), &|command| {
+        guest.sh(&format!("{AS_PVM} sh -c '{command}'"));
+    });
 }

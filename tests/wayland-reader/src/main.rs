@@ -7,10 +7,15 @@
 //! compositor drew each output's logical origin. With `--trail` it also draws where the pointer
 //! goes (small dark dots) and where it clicks (orange squares), for the demo's screenshot.
 //!
+//! With `--lock` it is a game that locks the pointer: when the pointer first enters one of its
+//! surfaces it locks it there (`zwp_pointer_constraints_v1`, persistently) and prints the
+//! relative motion it gets (`zwp_relative_pointer_v1`), accelerated and not.
+//!
 //! ```text
 //! OUTPUT index name x y width height scale     (wl_output: position, current mode, scale)
 //! READY
 //! ENTER index x y | MOTION index x y | BUTTON index code pressed|released | LEAVE index
+//! LOCKED | UNLOCKED | RELATIVE dx dy dx_unaccel dy_unaccel       (with --lock)
 //! ```
 
 use std::fs::File;
@@ -23,6 +28,12 @@ use wayland_client::protocol::{
     wl_surface,
 };
 use wayland_client::{Connection, Dispatch, QueueHandle, WEnum, delegate_noop};
+use wayland_protocols::wp::pointer_constraints::zv1::client::{
+    zwp_locked_pointer_v1, zwp_pointer_constraints_v1,
+};
+use wayland_protocols::wp::relative_pointer::zv1::client::{
+    zwp_relative_pointer_manager_v1, zwp_relative_pointer_v1,
+};
 use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
 #[derive(Debug, Default)]
@@ -81,6 +92,11 @@ impl Canvas {
 struct Reader {
     /// `--trail`: draw where the pointer goes, and its clicks.
     trail: bool,
+    /// `--lock`: lock the pointer on first entry and report relative motion.
+    lock: bool,
+    constraints: Option<zwp_pointer_constraints_v1::ZwpPointerConstraintsV1>,
+    relative: Option<zwp_relative_pointer_manager_v1::ZwpRelativePointerManagerV1>,
+    locked: Option<zwp_locked_pointer_v1::ZwpLockedPointerV1>,
     compositor: Option<wl_compositor::WlCompositor>,
     shm: Option<wl_shm::WlShm>,
     wm_base: Option<xdg_wm_base::XdgWmBase>,
@@ -133,6 +149,12 @@ impl Dispatch<wl_registry::WlRegistry, ()> for Reader {
             "wl_seat" => {
                 registry.bind::<wl_seat::WlSeat, _, _>(name, 1, qh, ());
             }
+            "zwp_pointer_constraints_v1" if state.lock => {
+                state.constraints = Some(registry.bind(name, 1, qh, ()));
+            }
+            "zwp_relative_pointer_manager_v1" if state.lock => {
+                state.relative = Some(registry.bind(name, 1, qh, ()));
+            }
             "wl_output" => {
                 let index = state.outputs.len();
                 let wl = registry.bind(name, version.min(4), qh, index);
@@ -177,7 +199,7 @@ impl Dispatch<wl_output::WlOutput, usize> for Reader {
 
 impl Dispatch<wl_seat::WlSeat, ()> for Reader {
     fn event(
-        _: &mut Self,
+        state: &mut Self,
         seat: &wl_seat::WlSeat,
         event: wl_seat::Event,
         _: &(),
@@ -189,7 +211,10 @@ impl Dispatch<wl_seat::WlSeat, ()> for Reader {
         } = event
         {
             if caps.contains(wl_seat::Capability::Pointer) {
-                seat.get_pointer(qh, ());
+                let pointer = seat.get_pointer(qh, ());
+                if let Some(manager) = &state.relative {
+                    manager.get_relative_pointer(&pointer, qh, ());
+                }
             }
         }
     }
@@ -198,11 +223,11 @@ impl Dispatch<wl_seat::WlSeat, ()> for Reader {
 impl Dispatch<wl_pointer::WlPointer, ()> for Reader {
     fn event(
         state: &mut Self,
-        _: &wl_pointer::WlPointer,
+        pointer: &wl_pointer::WlPointer,
         event: wl_pointer::Event,
         _: &(),
         _: &Connection,
-        _: &QueueHandle<Self>,
+        qh: &QueueHandle<Self>,
     ) {
         match event {
             wl_pointer::Event::Enter {
@@ -218,6 +243,16 @@ impl Dispatch<wl_pointer::WlPointer, ()> for Reader {
                 state.position = (surface_x, surface_y);
                 if let Some(i) = state.focus {
                     say(&format!("ENTER {i} {surface_x} {surface_y}"));
+                }
+                if let (Some(constraints), None) = (&state.constraints, &state.locked) {
+                    state.locked = Some(constraints.lock_pointer(
+                        &surface,
+                        pointer,
+                        None,
+                        zwp_pointer_constraints_v1::Lifetime::Persistent,
+                        qh,
+                        (),
+                    ));
                 }
             }
             wl_pointer::Event::Leave { .. } => {
@@ -377,6 +412,47 @@ fn buffer(
 
 delegate_noop!(Reader: ignore wl_compositor::WlCompositor);
 delegate_noop!(Reader: ignore wl_surface::WlSurface);
+impl Dispatch<zwp_locked_pointer_v1::ZwpLockedPointerV1, ()> for Reader {
+    fn event(
+        _: &mut Self,
+        _: &zwp_locked_pointer_v1::ZwpLockedPointerV1,
+        event: zwp_locked_pointer_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match event {
+            zwp_locked_pointer_v1::Event::Locked => say("LOCKED"),
+            zwp_locked_pointer_v1::Event::Unlocked => say("UNLOCKED"),
+            _ => {}
+        }
+    }
+}
+
+impl Dispatch<zwp_relative_pointer_v1::ZwpRelativePointerV1, ()> for Reader {
+    fn event(
+        _: &mut Self,
+        _: &zwp_relative_pointer_v1::ZwpRelativePointerV1,
+        event: zwp_relative_pointer_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let zwp_relative_pointer_v1::Event::RelativeMotion {
+            dx,
+            dy,
+            dx_unaccel,
+            dy_unaccel,
+            ..
+        } = event
+        {
+            say(&format!("RELATIVE {dx} {dy} {dx_unaccel} {dy_unaccel}"));
+        }
+    }
+}
+
+delegate_noop!(Reader: ignore zwp_pointer_constraints_v1::ZwpPointerConstraintsV1);
+delegate_noop!(Reader: ignore zwp_relative_pointer_manager_v1::ZwpRelativePointerManagerV1);
 delegate_noop!(Reader: ignore wl_shm::WlShm);
 delegate_noop!(Reader: ignore wl_shm_pool::WlShmPool);
 delegate_noop!(Reader: ignore wl_buffer::WlBuffer);
@@ -398,6 +474,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     conn.display().get_registry(&qh, ());
     let mut reader = Reader {
         trail: std::env::args().any(|a| a == "--trail"),
+        lock: std::env::args().any(|a| a == "--lock"),
         ..Reader::default()
     };
     // The globals, then what each output says about itself.
@@ -407,6 +484,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     else {
         return Err("the compositor offers no wl_compositor or xdg_wm_base".into());
     };
+    if reader.lock && (reader.constraints.is_none() || reader.relative.is_none()) {
+        return Err(
+            "--lock: the compositor offers no pointer constraints or relative pointer".into(),
+        );
+    }
     for (i, output) in reader.outputs.iter_mut().enumerate() {
         say(&format!(
             "OUTPUT {i} {} {} {} {} {} {}",
