@@ -8,6 +8,10 @@
 //! The queue can also *hold*: frames queued after a point wait, still coalescing, until the hold
 //! ends. The device holds after telling the guest bridge its layout is in force, so that nothing
 //! reaches the bridge in the new coordinates before it has let go of the device.
+//!
+//! The pointer's frames and the relative device's share the queue, so that the guest gets them
+//! in the order they were made; each device's queue takes from the head only the frames that
+//! are its own ([`PendingFrames::for_port`]), and motion folds only into motion of its kind.
 
 use std::collections::VecDeque;
 
@@ -32,6 +36,8 @@ pub struct PendingFrames {
     #[serde(skip)]
     capacity: usize,
     pub(crate) streaming: FrameEvents,
+    /// The frame in flight is the relative device's.
+    pub(crate) streaming_relative: bool,
     pub(crate) streamed: usize,
     pub(crate) coalesced: u64,
     /// While holding: how many of the queued frames may still go out.
@@ -39,6 +45,10 @@ pub struct PendingFrames {
     /// While pacing: how many more events may go out in this batch.
     #[serde(skip)]
     budget: Option<usize>,
+    /// Whose frames `peek` takes from the head: the relative device's (`Some(true)`), the
+    /// pointer's (`Some(false)`), or any.
+    #[serde(skip)]
+    port: Option<bool>,
 }
 
 impl PendingFrames {
@@ -48,10 +58,12 @@ impl PendingFrames {
             frames: VecDeque::with_capacity(capacity + 1),
             capacity,
             streaming: FrameEvents::empty(),
+            streaming_relative: false,
             streamed: 0,
             coalesced: 0,
             deliverable: None,
             budget: None,
+            port: None,
         }
     }
 
@@ -92,7 +104,7 @@ impl PendingFrames {
         // Never fold across the start of a hold: what was released stays as it was.
         let last_released = self.deliverable == Some(self.frames.len());
         if let Some(last) = self.frames.back_mut().filter(|_| !last_released) {
-            if last.is_motion_only() {
+            if last.is_motion_only() && last.is_relative() == frame.is_relative() {
                 *last = Frame::absorb_earlier_motion(frame, last);
                 self.coalesced += 1;
                 return Ok(());
@@ -123,6 +135,13 @@ impl PendingFrames {
         self.budget = events;
     }
 
+    /// From now on `peek` takes only the relative device's frames (`Some(true)`), only the
+    /// pointer's (`Some(false)`), or any (`None`); at the head of the queue, a frame of the
+    /// other device stops it, so neither overtakes the other.
+    pub fn for_port(&mut self, relative: Option<bool>) {
+        self.port = relative;
+    }
+
     /// The next event to deliver, without consuming it.
     pub fn peek(&mut self) -> Option<InputEvent> {
         if self.budget == Some(0) {
@@ -132,12 +151,24 @@ impl PendingFrames {
             if self.deliverable == Some(0) {
                 return None;
             }
+            if let (Some(relative), Some(next)) = (self.port, self.frames.front()) {
+                if next.is_relative() != relative {
+                    return None;
+                }
+            }
             let frame = self.frames.pop_front()?;
             if let Some(n) = &mut self.deliverable {
                 *n -= 1;
             }
             self.streaming = frame.events();
+            self.streaming_relative = frame.is_relative();
             self.streamed = 0;
+        }
+        if self
+            .port
+            .is_some_and(|relative| relative != self.streaming_relative)
+        {
+            return None;
         }
         self.streaming.as_slice().get(self.streamed).copied()
     }
@@ -179,11 +210,32 @@ impl PendingFrames {
         Some(self)
     }
 
+    /// Drops the relative device's frames (its driver went away), the rest of one in flight
+    /// included.
+    pub fn drop_relative(&mut self) {
+        self.frames.retain(|f| !f.is_relative());
+        if self.streaming_relative {
+            self.streaming = FrameEvents::empty();
+            self.streamed = 0;
+            self.streaming_relative = false;
+        }
+        if let Some(d) = &mut self.deliverable {
+            *d = (*d).min(self.frames.len());
+        }
+    }
+
+    /// The relative device's frames waiting, the one in flight included.
+    pub fn relative_len(&self) -> usize {
+        let in_flight = self.streaming_relative && self.streamed < self.streaming.as_slice().len();
+        self.frames.iter().filter(|f| f.is_relative()).count() + usize::from(in_flight)
+    }
+
     /// Drops everything, including the rest of a frame in flight. Used when the driver goes
     /// away: the next activation sends a full-state frame instead.
     pub fn clear(&mut self) {
         self.frames.clear();
         self.streaming = FrameEvents::empty();
+        self.streaming_relative = false;
         self.streamed = 0;
         self.deliverable = None;
     }

@@ -69,6 +69,10 @@ pub struct PointerState {
     /// that the pointer's encoding stays that of ledger format 3.
     #[serde(skip)]
     pub mode: PointerMode,
+    /// Axes (X, Y) whose next value must be renewed: the switch back to absolute had no value
+    /// for them yet, and the guest's axis may hold the one that comes (0 at first).
+    #[serde(skip)]
+    pub(crate) renew_pending: [bool; 2],
 }
 
 impl PointerState {
@@ -112,6 +116,9 @@ impl PointerState {
                     if !frame.is_motion_only() {
                         emit(std::mem::take(&mut frame));
                     }
+                    let [renew_x, renew_y] = self.renew_pending;
+                    frame.renew |= (renew_x && wx.is_some()) || (renew_y && wy.is_some());
+                    self.renew_pending = [renew_x && wx.is_none(), renew_y && wy.is_none()];
                     frame.display = display.or(frame.display);
                     frame.x = wx.or(frame.x);
                     frame.y = wy.or(frame.y);
@@ -193,7 +200,9 @@ impl PointerState {
         let mut count = FrameCount::default();
         scratch.apply(actions, coordinates, |frame| {
             count.total += 1;
-            if !frame.is_motion_only() {
+            // Relative motion and a renewal may not fold into what is queued before them (the
+            // other device's motion), so they may take a slot of their own.
+            if !frame.is_motion_only() || frame.is_relative() || frame.renew {
                 count.held += 1;
             }
         });
@@ -239,8 +248,10 @@ impl PointerState {
 
     /// The first frame after a switch back to absolute: the display and the whole position,
     /// renewed, so that the guest's pointer lands there whatever relative motion did to it.
+    /// An axis with no value yet is renewed when its first value comes.
     fn renewal(&mut self, coordinates: &Coordinates) -> Frame {
         self.rewire(coordinates);
+        self.renew_pending = [self.wire.0.is_none(), self.wire.1.is_none()];
         Frame {
             display: Some(self.display),
             x: self.wire.0,

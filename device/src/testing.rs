@@ -187,11 +187,16 @@ impl<'a> MockRing<'a> {
 }
 
 /// The device's view of a [`MockRing`]'s queue: what `PvMouse::activate` takes in tests.
+/// Which queue took how many events, one entry per delivery, in the order they happened: how
+/// a test that drives two queues sees the order across them.
+pub type DeliveryLog = std::sync::Arc<std::sync::Mutex<Vec<(u8, usize)>>>;
+
 #[derive(Debug)]
 pub struct MockEventQueue {
     mem: GuestMemoryMmap,
     queue: std::sync::Mutex<Queue>,
     interrupts: std::sync::atomic::AtomicUsize,
+    log: Option<(DeliveryLog, u8)>,
 }
 
 impl MockEventQueue {
@@ -201,6 +206,22 @@ impl MockEventQueue {
             mem: mem.clone(),
             queue: std::sync::Mutex::new(ring.queue()),
             interrupts: std::sync::atomic::AtomicUsize::new(0),
+            log: None,
+        })
+    }
+
+    /// A queue that notes each delivery into it in `log`, as `tag`.
+    pub fn logged(
+        mem: &GuestMemoryMmap,
+        ring: &MockRing,
+        log: &DeliveryLog,
+        tag: u8,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            mem: mem.clone(),
+            queue: std::sync::Mutex::new(ring.queue()),
+            interrupts: std::sync::atomic::AtomicUsize::new(0),
+            log: Some((log.clone(), tag)),
         })
     }
 
@@ -213,6 +234,7 @@ impl MockEventQueue {
             mem: mem.clone(),
             queue: std::sync::Mutex::new(queue),
             interrupts: std::sync::atomic::AtomicUsize::new(0),
+            log: None,
         })
     }
 
@@ -233,6 +255,13 @@ impl crate::virtqueue::EventQueue for MockEventQueue {
     ) -> crate::virtqueue::QueueOutcome {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let out = fill(&mut q, &self.mem);
+        if let Some((log, tag)) = &self.log {
+            if out.events > 0 {
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((*tag, out.events));
+            }
+        }
         if out.notify {
             self.interrupts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

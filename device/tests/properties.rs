@@ -6,7 +6,12 @@
 //!   position;
 //! - every frame ends in SYN_REPORT;
 //! - the queue never holds more than MAX_PENDING_FRAMES button or wheel frames plus one
-//!   motion frame, and a command is refused only when its held frames would not fit.
+//!   motion frame, and a command is refused only when its held frames would not fit;
+//! - with the relative device, under any mix of positions, motion, switches, buttons and
+//!   wheels: no button transition is lost or reordered, all relative motion arrives on the
+//!   relative device and nothing else does, and in the order the guest sees, no position
+//!   follows relative motion unless it is a switch back (renewed), which lands where the host
+//!   last said.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
@@ -16,12 +21,14 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use pvmouse_spec::evdev::{
     ABS_MISC, ABS_X, ABS_Y, EV_ABS, EV_KEY, EV_REL, EV_SYN, REL_HWHEEL_HI_RES, REL_WHEEL_HI_RES,
-    SYN_REPORT,
+    REL_X, REL_Y, SYN_REPORT,
 };
-use pvmouse_spec::profile::{Button, MAX_PENDING_FRAMES};
+use pvmouse_spec::profile::{Button, MAX_PENDING_FRAMES, PointerMode};
 use vhost_user_pvmouse::Identity;
 use vhost_user_pvmouse::NoticeBoard;
-use vhost_user_pvmouse::testing::{MockEventQueue, MockRing, descriptor_index, guest_memory};
+use vhost_user_pvmouse::testing::{
+    DeliveryLog, MockEventQueue, MockRing, descriptor_index, guest_memory,
+};
 use vhost_user_pvmouse::{PointerAction, WheelAxis};
 use vhost_user_pvmouse::{PointerDevice, PvMouse};
 
@@ -281,6 +288,183 @@ proptest! {
     #[test]
     fn linux_sized_queue(steps in proptest::collection::vec(step(), 1..120)) {
         check(64, steps)?;
+    }
+}
+
+fn mixed_action() -> impl Strategy<Value = PointerAction> {
+    prop_oneof![
+        2 => action(),
+        2 => (-50i32..50, -50i32..50).prop_map(|(dx, dy)| PointerAction::Motion { dx, dy }),
+        1 => any::<bool>().prop_map(|r| PointerAction::Mode(if r {
+            PointerMode::Relative
+        } else {
+            PointerMode::Absolute
+        })),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum MixedStep {
+    Act(PointerAction),
+    /// The guest posts up to this many buffers on the pointer's queue (the relative device's
+    /// always has room).
+    Drain(u16),
+}
+
+fn mixed_step() -> impl Strategy<Value = MixedStep> {
+    prop_oneof![
+        4 => mixed_action().prop_map(MixedStep::Act),
+        1 => (0u16..40).prop_map(MixedStep::Drain),
+    ]
+}
+
+fn guest_of(ring: MockRing<'_>, size: u16) -> Guest<'_> {
+    Guest {
+        ring,
+        free: (0..size).collect(),
+        seen_used: 0,
+        events: Vec::new(),
+    }
+}
+
+fn check_switches(size: u16, steps: Vec<MixedStep>) -> Result<(), TestCaseError> {
+    let mem = guest_memory();
+    let identity = Identity::new("pvmouse", "prop", 1)
+        .unwrap()
+        .with_relative(true);
+    let device = PvMouse::new(identity, Arc::new(NoticeBoard::new().unwrap())).unwrap();
+    let mut pointer = guest_of(MockRing::new(&mem, size), size);
+    let mut relative = guest_of(MockRing::at(&mem, 0x4_0000, 64), 64);
+    // The order across the two queues: which one took how many events, delivery by delivery.
+    let log = DeliveryLog::default();
+    device.activate(MockEventQueue::logged(&mem, &pointer.ring, &log, 0));
+    device.relative_activate(MockEventQueue::logged(&mem, &relative.ring, &log, 1));
+    relative.post(64);
+    drain(&device, &mut pointer, size);
+    pointer.events.clear();
+    log.lock().unwrap().clear();
+
+    // What the guest sees, in its order.
+    let mut seen: Vec<(u16, u16, i32)> = Vec::new();
+    let (mut from_pointer, mut from_relative) = (0, 0);
+    let mut read = |pointer: &mut Guest<'_>, relative: &mut Guest<'_>| {
+        pointer.collect();
+        relative.collect();
+        for (tag, n) in log.lock().unwrap().drain(..) {
+            let (events, from) = if tag == 0 {
+                (&pointer.events, &mut from_pointer)
+            } else {
+                (&relative.events, &mut from_relative)
+            };
+            seen.extend_from_slice(&events[*from..*from + n]);
+            *from += n;
+        }
+        relative.post(64);
+        device.relative_refill();
+    };
+    let (mut mode, mut transitions, mut buttons) = (PointerMode::Absolute, Vec::new(), 0u8);
+    let (mut x, mut y, mut moved) = (None, None, (0i64, 0i64));
+    for step in steps {
+        match step {
+            MixedStep::Act(action) => {
+                // Refused only for lack of room, with nothing applied.
+                if device.submit(&[action]).is_err() {
+                    continue;
+                }
+                match action {
+                    PointerAction::Move { x: nx, y: ny, .. } => {
+                        x = nx.or(x);
+                        y = ny.or(y);
+                    }
+                    PointerAction::Button { button, down } => {
+                        if (buttons & button.bit() != 0) != down {
+                            buttons ^= button.bit();
+                            transitions.push((button.code(), i32::from(down)));
+                        }
+                    }
+                    // Motion of nothing is no motion: it switches nothing.
+                    PointerAction::Motion { dx, dy } if dx != 0 || dy != 0 => {
+                        mode = PointerMode::Relative;
+                        moved = (moved.0 + i64::from(dx), moved.1 + i64::from(dy));
+                    }
+                    PointerAction::Mode(m) => mode = m,
+                    PointerAction::Wheel { .. } | PointerAction::Motion { .. } => {}
+                }
+                prop_assert_eq!(device.status().mode, mode);
+            }
+            MixedStep::Drain(n) => {
+                pointer.post(n);
+                device.refill();
+            }
+        }
+        read(&mut pointer, &mut relative);
+    }
+    drain(&device, &mut pointer, size);
+    read(&mut pointer, &mut relative);
+    prop_assert_eq!(device.status().relative.unwrap().pending_frames, 0);
+
+    let keys: Vec<(u16, i32)> = seen
+        .iter()
+        .filter(|e| e.0 == EV_KEY)
+        .map(|e| (e.1, e.2))
+        .collect();
+    prop_assert_eq!(keys, transitions, "every button transition, in order");
+    let sum = |code: u16| -> i64 {
+        seen.iter()
+            .filter(|e| e.0 == EV_REL && e.1 == code)
+            .map(|e| i64::from(e.2))
+            .sum()
+    };
+    prop_assert_eq!((sum(REL_X), sum(REL_Y)), moved, "all relative motion");
+    // After relative motion, the next position is a renewal: the value one off, then the value.
+    let mut after_motion = false;
+    let mut i = 0;
+    while i < seen.len() {
+        let (kind, code, value) = seen[i];
+        if kind == EV_REL && (code == REL_X || code == REL_Y) {
+            after_motion = true;
+        } else if kind == EV_ABS && (code == ABS_X || code == ABS_Y) && after_motion {
+            let renewed = seen
+                .get(i + 1)
+                .is_some_and(|n| (n.0, n.1) == (kind, code) && n.2 == value ^ 1);
+            prop_assert!(
+                renewed,
+                "a position after relative motion, not renewed: {:?}",
+                &seen[i..]
+            );
+            after_motion = false;
+            i += 1;
+        }
+        i += 1;
+    }
+    if mode == PointerMode::Absolute {
+        let last = |code: u16| {
+            seen.iter()
+                .rev()
+                .find(|e| e.0 == EV_ABS && e.1 == code)
+                .map(|e| e.2)
+        };
+        prop_assert_eq!(last(ABS_X), x.map(i32::from), "where the host last said");
+        prop_assert_eq!(last(ABS_Y), y.map(i32::from));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn switches_under_a_mixed_stream_on_qemus_queue(
+        steps in proptest::collection::vec(mixed_step(), 1..120)
+    ) {
+        check_switches(4, steps)?;
+    }
+
+    #[test]
+    fn switches_under_a_mixed_stream_on_a_linux_sized_queue(
+        steps in proptest::collection::vec(mixed_step(), 1..120)
+    ) {
+        check_switches(64, steps)?;
     }
 }
 

@@ -107,8 +107,11 @@ fn drives_the_daemon_like_qemu_and_survives_a_frontend_reconnect() {
         json!({"events": [{"type": "rel", "data": {"axis": "x", "value": 1}}]}),
     );
     assert!(
-        r["error"]["desc"].as_str().unwrap().contains("absolute"),
-        "{r}"
+        r["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("serves no relative device"),
+        "relative motion without the relative device: {r}"
     );
 
     // The guest bridge's heartbeat on the status queue.

@@ -239,7 +239,9 @@ impl PvMouse {
                 let Core {
                     driver, pending, ..
                 } = &mut *core;
+                pending.for_port(Some(false));
                 link::skip_delivered(driver, pending, at);
+                pending.for_port(None);
             } else {
                 // A new driver: whatever bridge told us its layout is not running on it.
                 core.pending.clear();
@@ -252,7 +254,6 @@ impl PvMouse {
         }
         core.driver = DriverLink::Active(eventq);
         let out = core.deliver();
-        core.deliver_relative();
         core.persist();
         drop(core);
         if activated {
@@ -266,8 +267,6 @@ impl PvMouse {
         let mut core = self.core();
         let out = core.deliver();
         if out.events > 0 {
-            // Relative motion waits for the absolute queue to drain.
-            core.deliver_relative();
             core.persist();
         }
         out
@@ -349,24 +348,21 @@ impl PointerDevice for PvMouse {
             relative,
             ..
         } = &mut *core;
+        let takes_motion = relative.as_ref().is_some_and(|port| port.takes_motion());
         state.apply(actions, coordinates, |frame| {
             frames += 1;
-            if frame.is_relative() {
-                if let Some(port) = relative {
-                    port.queue(frame);
-                }
-            } else if active {
-                // Capacity was checked above for every held frame of the command.
+            // Capacity was checked above for every held frame of the command. With no driver
+            // the pointer's state changed, and the next driver gets it in full; relative motion
+            // with no driver goes nowhere.
+            if (frame.is_relative() && takes_motion) || (!frame.is_relative() && active) {
                 let _ = pending.push(frame);
             }
-            // With no driver, the state changed; the next one gets it in full.
         });
         let changed = core.state.mode != mode;
         if active {
             core.counters.frames += frames as u64;
-            core.deliver();
         }
-        core.deliver_relative();
+        core.deliver();
         // On record before the client hears "done": a worker that replaces this one delivers it.
         core.persist();
         let mode = core.state.mode;
@@ -401,7 +397,7 @@ impl PointerDevice for PvMouse {
             relative: core.relative.as_ref().map(|port| RelativeStatus {
                 frontend_connected: port.frontend_connected,
                 driver_active: port.driver.is_active(),
-                pending_frames: port.pending.len(),
+                pending_frames: core.pending.relative_len(),
                 events_delivered: port.events_delivered,
             }),
         }

@@ -21,9 +21,34 @@ const PACE_BATCH_EVENTS: usize = 64;
 const PACE_PER_EVENT: Duration = Duration::from_micros(100);
 
 impl Core {
-    /// Streams what is pending into the event queue, if there is one. A large backlog goes in
-    /// paced batches; the timer ([`PvMouse::next_deadline`]) brings the next one.
+    /// Streams what is pending into the event queues there are, each its own frames, in the
+    /// order they were made: the pointer's, then the relative device's, in turn, until neither
+    /// can take more.
     pub(super) fn deliver(&mut self) -> QueueOutcome {
+        if self.relative.is_none() {
+            return self.deliver_pointer();
+        }
+        let mut total = QueueOutcome::default();
+        loop {
+            self.pending.for_port(Some(false));
+            let pointer = self.deliver_pointer();
+            self.pending.for_port(Some(true));
+            let relative = self.deliver_relative();
+            self.pending.for_port(None);
+            let events = pointer.events + relative.events;
+            total.events += events;
+            total.completed += pointer.completed + relative.completed;
+            total.notify |= pointer.notify || relative.notify;
+            total.starved = pointer.starved || relative.starved;
+            if events == 0 {
+                return total;
+            }
+        }
+    }
+
+    /// Streams what is pending into the pointer's event queue, if there is one. A large backlog
+    /// goes in paced batches; the timer ([`PvMouse::next_deadline`]) brings the next one.
+    fn deliver_pointer(&mut self) -> QueueOutcome {
         let Core {
             driver,
             pending,

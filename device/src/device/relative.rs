@@ -1,27 +1,23 @@
 //! The relative device: the second virtio-input device this backend serves, for relative motion
 //! while the host has the pointer in relative mode (`spec/pvmouse.md` §10).
 //!
-//! It shares the device lock and the pointer with the absolute device; it has its own config
-//! space, driver link and frames. Relative motion is not state: while no driver uses its queue,
-//! motion goes nowhere, as it would from a mouse nobody reads. What is queued coalesces into one
-//! frame (deltas summed), so nothing is lost under backpressure and nothing grows.
+//! It shares the device lock, the pointer and the queue of pending frames with the absolute
+//! device; it has its own config space and driver link. Relative motion is not state: while no
+//! driver uses its queue, motion goes nowhere, as it would from a mouse nobody reads. Motion
+//! queued in a row coalesces (deltas summed), so nothing is lost under backpressure.
 //!
-//! Order across the two devices: relative frames wait until the absolute device has nothing
-//! queued, so a position sent before a switch to relative reaches the guest first, and motion
-//! after a click in relative mode follows the click.
+//! Order across the two devices: both take their frames from the head of the one queue, in
+//! turn, and neither passes a frame of the other (`pending.rs`), so the guest gets positions,
+//! clicks, motion and the renewal after a switch in the order the host made them.
 
 use std::sync::Arc;
-
-use pvmouse_spec::profile::MAX_PENDING_FRAMES;
 
 use super::link::DriverLink;
 use super::{Core, PvMouse};
 use crate::config_space::ConfigSpace;
-use crate::frame::Frame;
 use crate::guest_fault::GuestFault;
 use crate::identity::Identity;
 use crate::notice::Notice;
-use crate::pending::PendingFrames;
 use crate::virtqueue::{self, EventQueue, QueueOutcome};
 
 #[derive(Debug)]
@@ -29,7 +25,6 @@ pub(super) struct RelativePort {
     pub(super) config: ConfigSpace,
     pub(super) frontend_connected: bool,
     pub(super) driver: DriverLink,
-    pub(super) pending: PendingFrames,
     /// Events delivered into its queue, since start.
     pub(super) events_delivered: u64,
 }
@@ -40,23 +35,19 @@ impl RelativePort {
             config: ConfigSpace::relative(identity),
             frontend_connected: false,
             driver: DriverLink::Inactive,
-            // Only motion is ever queued here, and motion folds into one frame.
-            pending: PendingFrames::with_capacity(MAX_PENDING_FRAMES.min(1)),
             events_delivered: 0,
         }
     }
 
-    /// Queues relative motion for a driver that uses (or will resume) the queue.
-    pub(super) fn queue(&mut self, frame: Frame) {
-        if !matches!(self.driver, DriverLink::Inactive) {
-            // Motion-only, so never refused.
-            let _ = self.pending.push(frame);
-        }
+    /// Whether relative motion is queued for a driver: one uses the queue, or will resume it.
+    pub(super) fn takes_motion(&self) -> bool {
+        !matches!(self.driver, DriverLink::Inactive)
     }
 }
 
 impl Core {
-    /// Delivers the relative device's frames, once the absolute device has nothing queued.
+    /// Delivers the relative device's frames from the head of the queue (the caller has set
+    /// the queue to give only those: [`Core::deliver`]).
     pub(super) fn deliver_relative(&mut self) -> QueueOutcome {
         let Core {
             relative: Some(port),
@@ -67,14 +58,14 @@ impl Core {
         else {
             return QueueOutcome::default();
         };
-        if !pending.is_empty() || port.pending.is_empty() {
-            return QueueOutcome::default();
-        }
         let DriverLink::Active(eventq) = &port.driver else {
             return QueueOutcome::default();
         };
-        let out = eventq
-            .fill(&mut |queue, mem| virtqueue::fill_eventq(queue, mem, &mut port.pending, faults));
+        if pending.is_empty() {
+            return QueueOutcome::default();
+        }
+        let out =
+            eventq.fill(&mut |queue, mem| virtqueue::fill_eventq(queue, mem, pending, faults));
         port.events_delivered += out.events as u64;
         out
     }
@@ -114,9 +105,9 @@ impl PvMouse {
     pub fn relative_driver_reset(&self) {
         self.with_port(|core| {
             if let Some(port) = &mut core.relative {
-                port.pending.clear();
                 port.driver = DriverLink::Inactive;
             }
+            core.pending.drop_relative();
             core.persist();
         });
     }
@@ -134,7 +125,7 @@ impl PvMouse {
             port.driver = if position.next_avail != 0 {
                 DriverLink::Paused(position)
             } else {
-                port.pending.clear();
+                core.pending.drop_relative();
                 DriverLink::Inactive
             };
             core.persist();
@@ -155,13 +146,15 @@ impl PvMouse {
             if !port.driver.is_active() {
                 let at = eventq.position();
                 if port.driver.resumes_at(at) {
-                    super::link::skip_delivered(&port.driver, &mut port.pending, at);
+                    core.pending.for_port(Some(true));
+                    super::link::skip_delivered(&port.driver, &mut core.pending, at);
+                    core.pending.for_port(None);
                 } else {
-                    port.pending.clear();
+                    core.pending.drop_relative();
                 }
             }
             port.driver = DriverLink::Active(eventq);
-            let out = core.deliver_relative();
+            let out = core.deliver();
             core.persist();
             out
         })
@@ -170,7 +163,7 @@ impl PvMouse {
     /// The guest posted buffers to the relative device's queue.
     pub fn relative_refill(&self) -> QueueOutcome {
         self.with_port(|core| {
-            let out = core.deliver_relative();
+            let out = core.deliver();
             if out.events > 0 {
                 core.persist();
             }

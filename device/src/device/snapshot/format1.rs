@@ -61,6 +61,7 @@ fn pointer(r: &mut Reader<'_>) -> Option<PointerState> {
         wheel_remainder: [r.i32()?, r.i32()?],
         wire: (r.opt_u16()?, r.opt_u16()?),
         mode: pvmouse_spec::profile::PointerMode::Absolute,
+        renew_pending: [false; 2],
     })
 }
 

@@ -48,14 +48,13 @@ pub(crate) struct Snapshot<'a> {
     pub pending: Cow<'a, PendingFrames>,
     pub mode: PointerMode,
     /// The relative device, if the worker that wrote this served one.
-    pub relative: Option<RelativeSnapshot<'a>>,
+    pub relative: Option<RelativeSnapshot>,
 }
 
-/// Where the relative device's driver stood, and its motion not yet delivered.
+/// Where the relative device's driver stood (its motion not yet delivered is in `pending`).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RelativeSnapshot<'a> {
+pub(crate) struct RelativeSnapshot {
     pub driver: Link,
-    pub pending: Cow<'a, PendingFrames>,
 }
 
 /// Where the driver stood: its queue object dies with the worker, its rings do not.
@@ -122,7 +121,6 @@ impl Core {
             mode: self.state.mode,
             relative: self.relative.as_ref().map(|port| RelativeSnapshot {
                 driver: Link::from(&port.driver),
-                pending: Cow::Borrowed(&port.pending),
             }),
         };
         if let Err(e) = ledger.write(FORMAT, &snapshot) {
@@ -132,17 +130,14 @@ impl Core {
 
     /// Takes over a snapshot; `None`, and nothing changed, if its pending frames do not fit.
     fn restore(&mut self, snapshot: Snapshot<'static>) -> Option<()> {
-        let pending = snapshot.pending.into_owned().checked(MAX_PENDING_FRAMES)?;
-        let relative = match snapshot.relative {
-            Some(r) => Some((r.driver, r.pending.into_owned().checked(1)?)),
-            None => None,
-        };
-        // A worker without the relative device takes over none (the keeper's command line
-        // decides, so it is the same for every worker); one with it starts its link fresh if
-        // the last worker had none.
-        if let (Some(port), Some((driver, pending))) = (&mut self.relative, relative) {
-            port.driver = driver.into();
-            port.pending = pending;
+        let mut pending = snapshot.pending.into_owned().checked(MAX_PENDING_FRAMES)?;
+        // A worker without the relative device takes over none of its link or motion (the
+        // keeper's command line decides, so it is the same for every worker); one with it
+        // starts its link fresh if the last worker had none.
+        match (&mut self.relative, snapshot.relative) {
+            (Some(port), Some(r)) => port.driver = r.driver.into(),
+            (None, _) => pending.drop_relative(),
+            (Some(_), None) => {}
         }
         // The bridge is heard again at its next heartbeat; until then the coordinates stay, and
         // its silence is timed from now.
