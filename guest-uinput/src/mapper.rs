@@ -11,9 +11,9 @@ use crate::layout::Layout;
 
 pub use pvmouse_spec::session::PointerMode;
 
-/// One of each event the desktop pointer advertises: a pvmouse frame without its display axis
-/// (SYN_REPORT is not stored).
-pub const MAX_OUTPUT_EVENTS: usize = POSITION_CODES.len() + KEY_CODES.len() + REL_CODES.len();
+/// One of each event the desktop pointer advertises, the position twice (a renewal): a pvmouse
+/// frame without its display axis (SYN_REPORT is not stored).
+pub const MAX_OUTPUT_EVENTS: usize = 2 * POSITION_CODES.len() + KEY_CODES.len() + REL_CODES.len();
 
 /// One output frame, SYN_REPORT not included (uinput's emit adds it). Each event names the
 /// display whose pointer it is for; with one desktop pointer that is always 0.
@@ -69,6 +69,10 @@ pub struct Mapper {
     x: i32,
     y: i32,
     moved: bool,
+    /// Axes (X, Y) seen in the frame being read: one seen twice is the device's renewal after
+    /// relative mode, and the output pointer's position is renewed the same way.
+    seen: [bool; 2],
+    renew: bool,
     /// Buttons the desktop pointer holds down, as `Button::bit`s.
     held: u8,
     /// In per-display mode, the display whose pointer pressed the held buttons: they are
@@ -92,6 +96,8 @@ impl Mapper {
             x: 0,
             y: 0,
             moved: false,
+            seen: [false; 2],
+            renew: false,
             held: 0,
             button_owner: 0,
             frame: OutputFrame::new(),
@@ -104,7 +110,7 @@ impl Mapper {
     pub fn set_layout(&mut self, layout: Layout) -> OutputFrame {
         self.layout = layout;
         let mut out = OutputFrame::new();
-        self.place(&mut out);
+        self.place(&mut out, false);
         out
     }
 
@@ -137,7 +143,7 @@ impl Mapper {
     /// A frame that puts the pointer where the device is, as it is.
     pub fn place_now(&mut self) -> OutputFrame {
         let mut out = OutputFrame::new();
-        self.place(&mut out);
+        self.place(&mut out, false);
         out
     }
 
@@ -147,7 +153,7 @@ impl Mapper {
     pub fn sync(&mut self, display: u8, x: i32, y: i32, keys_down: &[u16]) -> OutputFrame {
         (self.display, self.x, self.y) = (display, x, y);
         let mut out = OutputFrame::new();
-        self.place(&mut out);
+        self.place(&mut out, false);
         for b in Button::ALL {
             let down = keys_down.contains(&b.code());
             if down != (self.held & b.bit() != 0) {
@@ -187,7 +193,8 @@ impl Mapper {
         out
     }
 
-    fn place(&mut self, out: &mut OutputFrame) {
+    /// Puts the pointer where the device says; `renew`ed (as the device renews) if asked.
+    fn place(&mut self, out: &mut OutputFrame, renew: bool) {
         let mapped = match self.mode {
             PointerMode::Desktop => self.layout.map(self.display, self.x, self.y),
             PointerMode::PerDisplay => self.layout.map_on_display(self.display, self.x, self.y),
@@ -195,8 +202,15 @@ impl Mapper {
         match mapped {
             Some((u, v)) => {
                 let target = self.target(self.display);
-                out.push_to(target, InputEvent::new(EV_ABS, ABS_X, u));
-                out.push_to(target, InputEvent::new(EV_ABS, ABS_Y, v));
+                for (code, value) in [(ABS_X, u), (ABS_Y, v)] {
+                    if renew {
+                        // One unit off first, within the range either way: the input core
+                        // drops a value equal to the axis's, which relative motion made stale.
+                        let off = if value > 0 { value - 1 } else { value + 1 };
+                        out.push_to(target, InputEvent::new(EV_ABS, code, off));
+                    }
+                    out.push_to(target, InputEvent::new(EV_ABS, code, value));
+                }
             }
             None => self.warn_unknown_display(),
         }
@@ -228,10 +242,12 @@ impl Mapper {
             (EV_ABS, ABS_X) => {
                 self.x = ev.value;
                 self.moved = true;
+                self.renew |= std::mem::replace(&mut self.seen[0], true);
             }
             (EV_ABS, ABS_Y) => {
                 self.y = ev.value;
                 self.moved = true;
+                self.renew |= std::mem::replace(&mut self.seen[1], true);
             }
             (EV_KEY, code) => {
                 if let Some((target, e)) = self.button(code, ev.value != 0) {
@@ -246,8 +262,10 @@ impl Mapper {
             }
             (EV_SYN, SYN_REPORT) => {
                 let mut out = OutputFrame::new();
+                let renew = std::mem::take(&mut self.renew);
+                self.seen = [false; 2];
                 if std::mem::take(&mut self.moved) {
-                    self.place(&mut out);
+                    self.place(&mut out, renew);
                 }
                 for (target, e) in std::mem::replace(&mut self.frame, OutputFrame::new()).targeted()
                 {
@@ -319,6 +337,41 @@ mod tests {
             out[1],
             [ev(EV_REL, REL_WHEEL, 1), ev(EV_REL, REL_WHEEL_HI_RES, 120)]
         );
+    }
+
+    /// The device renews the position after relative mode (each axis one unit off, then the
+    /// value, in one frame); the pointer the bridge drives must be renewed too, or its input
+    /// core drops a value it already holds and the pointer stays where relative motion left it.
+    #[test]
+    fn a_renewed_position_is_renewed_on_the_output_pointer() {
+        let mut m = mapper();
+        let syn = InputEvent::syn_report();
+        let place = [ev(EV_ABS, ABS_X, 100), ev(EV_ABS, ABS_Y, 200), syn];
+        let first = run(&mut m, &place);
+        let renewed = run(
+            &mut m,
+            &[
+                ev(EV_ABS, ABS_X, 101),
+                ev(EV_ABS, ABS_X, 100),
+                ev(EV_ABS, ABS_Y, 201),
+                ev(EV_ABS, ABS_Y, 200),
+                syn,
+            ],
+        );
+        let [x, y] = [first[0][0].value, first[0][1].value];
+        let off = |v: i32| if v > 0 { v - 1 } else { v + 1 };
+        assert_eq!(
+            renewed[0],
+            [
+                ev(EV_ABS, ABS_X, off(x)),
+                ev(EV_ABS, ABS_X, x),
+                ev(EV_ABS, ABS_Y, off(y)),
+                ev(EV_ABS, ABS_Y, y)
+            ]
+        );
+        // The next frame is plain again.
+        let plain = run(&mut m, &[ev(EV_ABS, ABS_X, 0), syn]);
+        assert_eq!(plain[0].len(), 2, "{plain:?}");
     }
 
     #[test]
