@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 const WESTON_RUNTIME: &str = "/run/user/0";
 const WESTON_SESSION: &str = "XDG_RUNTIME_DIR=/run/user/0 WAYLAND_DISPLAY=wayland-0";
-const LOGS: &str = "tail -n 15 /tmp/sway.log /tmp/reader.log /tmp/xorg.log /tmp/grab.log 2>&1; \
+const LOGS: &str = "tail -n 15 /tmp/sway.log /tmp/reader.log /tmp/xorg.log /tmp/grab.log \
+                    /tmp/guestd.log /tmp/session.log 2>&1; \
                     grep -iE 'input|device|pointer' /tmp/weston.log | tail -n 20; \
                     grep -iE 'pvmouse|relative' /proc/bus/input/devices";
 
@@ -259,8 +260,11 @@ fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
         Sway::in_session(&guest, command).unwrap_or_else(|e| guest.fail(e));
     });
 
-    // Weston, on the same devices, the flat profile from its own configuration.
-    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; true");
+    // Weston, with the bridge in per-display mode (its session agent reports Weston): the
+    // bridge drives the absolute pointer through uinput, while relative motion reaches Weston
+    // straight from the relative device. The flat profile from Weston's own configuration.
+    guest.sh("pkill -x sway; pkill -x seatd; sleep 1; modprobe uinput || true");
+    let _bridge = guest.start_bridge("");
     guest.sh(&format!(
         "mkdir -p {WESTON_RUNTIME} && chmod 700 {WESTON_RUNTIME}"
     ));
@@ -274,12 +278,34 @@ fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
          --config=/tmp/weston.ini >/tmp/weston.log 2>&1 &"
     ));
     guest.until(&format!("ls {WESTON_RUNTIME}"), "wayland-0");
+    guest.sh(&format!(
+        "{WESTON_SESSION} /opt/pvmouse-session >/tmp/session.log 2>&1 &"
+    ));
+    guest.session_agent_applied();
+    guest.until("cat /tmp/guestd.log", "mode=PerDisplay");
+    guest.sh(&format!(
+        "{WESTON_SESSION} /opt/pvmouse-wl-reader >{READER_LOG} 2>&1 &"
+    ));
+    let reader = guest.reader_ready();
+    let at = || reader.position().map(|(_, x, y)| (x.round(), y.round()));
+    send(&mut ctl, json!({"x": 0.5, "y": 0.5}));
+    until(&guest, "Weston, absolute", Some((512.0, 384.0)), at);
+    send(&mut ctl, json!({"dx": 30, "dy": 20}));
+    until(&guest, "Weston, relative", Some((542.0, 404.0)), at);
+    ctl.execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
+    until(
+        &guest,
+        "Weston, renewed through the bridge",
+        Some((512.0, 384.0)),
+        at,
+    );
     a_locked_pointer_gets_the_deltas(&guest, &mut ctl, "Weston", (0.4, 0.6), &|command| {
         guest.sh(&format!("{WESTON_SESSION} {command}"));
     });
+    guest.sh("pkill -x pvmouse-session; pkill -x pvmouse-guestd; pkill -x weston; sleep 1; true");
 
     // X.Org on the same two devices, the position read from the server.
-    guest.sh("pkill -x weston; sleep 1; true");
     guest.sh("Xorg :0 vt1 -nolisten tcp -noreset >/tmp/xorg.log 2>&1 &");
     guest.until("DISPLAY=:0 xrandr --listmonitors", "Monitors:");
     guest.sh("DISPLAY=:0 xinput set-prop 'pvmouse relative' 'libinput Accel Profile Enabled' 0 1");
