@@ -9,6 +9,9 @@ use pvmouse_spec::control::QEMU_ABS_MAX;
 use pvmouse_spec::profile::AXIS_MAX;
 use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig};
 
+/// The relative device's name in the guest: pvmouse's, suffixed.
+pub const PVMOUSE_RELATIVE: &str = "pvmouse relative";
+
 /// The bridged kind's desktop: one 1920x1080 display, so x keeps its meaning end to end.
 pub const BRIDGE_LAYOUT: &str = "0=1920x1080@0,0";
 
@@ -28,10 +31,15 @@ pub enum Kind {
     UsbTabletXhci,
     /// (e) QEMU's usb-tablet on a UHCI controller.
     UsbTabletUhci,
+    /// (f) pvmouse in relative mode: motion through its relative device, read from that
+    /// device's evdev node.
+    PvmouseRelative,
+    /// (g) QEMU's in-process virtio-mouse-pci, the relative device it compares with.
+    VirtioMouse,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Floor,
         Kind::PvmouseBridged,
         Kind::PvmouseRaw,
@@ -39,6 +47,8 @@ impl Kind {
         Kind::VirtioTablet,
         Kind::UsbTabletXhci,
         Kind::UsbTabletUhci,
+        Kind::PvmouseRelative,
+        Kind::VirtioMouse,
     ];
 
     /// The short name used on the command line and in reports.
@@ -51,6 +61,8 @@ impl Kind {
             Kind::VirtioTablet => "virtio-tablet",
             Kind::UsbTabletXhci => "usb-tablet-xhci",
             Kind::UsbTabletUhci => "usb-tablet-uhci",
+            Kind::PvmouseRelative => "pvmouse-relative",
+            Kind::VirtioMouse => "virtio-mouse",
         }
     }
 
@@ -71,20 +83,37 @@ impl Kind {
             Kind::VirtioTablet => "virtio-tablet-pci (in QEMU)",
             Kind::UsbTabletXhci => "usb-tablet on qemu-xhci",
             Kind::UsbTabletUhci => "usb-tablet on piix3-usb-uhci",
+            Kind::PvmouseRelative => {
+                "pvmouse in relative mode, read from its relative device's evdev node"
+            }
+            Kind::VirtioMouse => "virtio-mouse-pci (in QEMU), relative",
         }
+    }
+
+    /// Driven with relative motion (`input-send-event` `rel`) rather than positions.
+    pub fn is_relative(self) -> bool {
+        matches!(self, Kind::PvmouseRelative | Kind::VirtioMouse)
     }
 
     pub fn is_pvmouse(self) -> bool {
         matches!(
             self,
-            Kind::PvmouseBridged | Kind::PvmouseRaw | Kind::PvmouseRestartable
+            Kind::PvmouseBridged
+                | Kind::PvmouseRaw
+                | Kind::PvmouseRestartable
+                | Kind::PvmouseRelative
         )
     }
 
     pub fn vm_config(self) -> VmConfig {
         let extra: &[&str] = match self {
-            Kind::Floor | Kind::PvmouseBridged | Kind::PvmouseRaw | Kind::PvmouseRestartable => &[],
+            Kind::Floor
+            | Kind::PvmouseBridged
+            | Kind::PvmouseRaw
+            | Kind::PvmouseRestartable
+            | Kind::PvmouseRelative => &[],
             Kind::VirtioTablet => &["-device", "virtio-tablet-pci"],
+            Kind::VirtioMouse => &["-device", "virtio-mouse-pci"],
             Kind::UsbTabletXhci => &[
                 "-device",
                 "qemu-xhci,id=xhci",
@@ -107,6 +136,7 @@ impl Kind {
             displays: 1,
             extra_qemu_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             restartable: self == Kind::PvmouseRestartable,
+            relative: self == Kind::PvmouseRelative,
             ..VmConfig::default()
         }
     }
@@ -119,12 +149,24 @@ impl Kind {
             Kind::PvmouseRaw | Kind::PvmouseRestartable => Some(PVMOUSE_NAME),
             Kind::VirtioTablet => Some("QEMU Virtio Tablet"),
             Kind::UsbTabletXhci | Kind::UsbTabletUhci => Some("QEMU QEMU USB Tablet"),
+            Kind::PvmouseRelative => Some(PVMOUSE_RELATIVE),
+            Kind::VirtioMouse => Some("QEMU Virtio Mouse"),
+        }
+    }
+
+    /// The evdev device whose buttons the burst counts: pvmouse's buttons stay on its pointer
+    /// in relative mode.
+    pub fn button_device(self) -> Option<&'static str> {
+        match self {
+            Kind::PvmouseRelative => Some(PVMOUSE_NAME),
+            _ => self.guest_device(),
         }
     }
 
     /// The guest's ABS_X maximum, to turn what the guest read back into a fraction.
+    /// (Relative kinds send the sample's QEMU-scale value as the motion, read back as is.)
     pub fn guest_axis_max(self) -> f64 {
-        if self.is_pvmouse() {
+        if self.is_pvmouse() && !self.is_relative() {
             f64::from(AXIS_MAX)
         } else {
             QEMU_ABS_MAX as f64

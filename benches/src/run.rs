@@ -10,7 +10,7 @@ use pvmouse_vmtest::{QmpStream, Replies, Vm};
 use serde_json::Value;
 
 use crate::host_cpu::{CpuMeter, CpuUse};
-use crate::input_commands::{button_command, move_command};
+use crate::input_commands::{button_command, move_command, rel_command};
 use crate::kinds::Kind;
 use crate::latency::{Distribution, FRACTION_TOLERANCE, backlog_grew, match_replies, position};
 
@@ -224,6 +224,16 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
                 kind.id()
             )
         })?;
+    // The burst's buttons, when another device than the motion's carries them.
+    if let Some(buttons) = kind.button_device().filter(|b| *b != device) {
+        let mark = vm.probe.mark();
+        vm.probe
+            .send(&format!("bench {buttons}"))
+            .map_err(|e| e.to_string())?;
+        vm.probe
+            .wait_for(mark, WAIT, |l| l.starts_with(&format!("BENCH {buttons} ")))
+            .map_err(|e| format!("{}: the guest never showed {buttons:?}: {e}", kind.id()))?;
+    }
     let socket = if kind.is_pvmouse() {
         vm.control_socket()
     } else {
@@ -293,7 +303,7 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
     ));
     let burst = button_burst(
         &vm,
-        device,
+        kind.button_device().unwrap_or(device),
         &mut qmp,
         plan.burst_rate_hz,
         plan.burst_transitions,
@@ -307,7 +317,8 @@ pub fn measure(kind: Kind, plan: &Plan, log: &dyn Fn(&str)) -> Result<(KindResul
         .map(|m| m.iter().fold((0, 0), |(r, h), (a, b)| (r + a, h + b)));
     let backend_pss = backend.iter().map(|p| pss_kib(*p)).sum::<Option<u64>>();
     let mut idle = idle;
-    if kind.is_pvmouse() {
+    // (With the relative device attached too, unplugging the pointer is no baseline.)
+    if kind.is_pvmouse() && !kind.is_relative() {
         log(&format!(
             "{}: idle for {:?} with pvmouse unplugged",
             kind.id(),
@@ -475,7 +486,12 @@ fn move_series(
     let commands: Vec<String> = (first..first + n)
         .map(|i| {
             let (x, y) = position(i);
-            move_command(x, y)
+            // Relative kinds move by the sample's X value: what the guest reads back is it.
+            if kind.is_relative() {
+                rel_command(x)
+            } else {
+                move_command(x, y)
+            }
         })
         .collect();
     let prefix = format!("FR {device} ");

@@ -11,7 +11,7 @@
 //! | `run SHELL-COMMAND` | `OUT line`… then `RC code` |
 //! | `spawn SHELL-COMMAND` | `SPAWNED pid`, then `SP line` for each line it prints, as it prints it (stderr is dropped), and `SPEXIT code` when it ends |
 //! | `echo TEXT` | `ECHO TEXT` |
-//! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X; button transitions and `SYN_DROPPED` are only counted |
+//! | `bench NAME` | `BENCH NAME /dev/input/eventN`, then `FR NAME x` for each frame that moves ABS_X (or has REL_X: `x` is the motion); button transitions and `SYN_DROPPED` are only counted |
 //! | `tally NAME` | `TALLY NAME {json}`: frames, presses, releases and `SYN_DROPPED`s a `bench` reader has seen |
 //! | `flap NAME SECONDS` | writes bridge status messages into the device as fast as it can for SECONDS, alternating "present" (versions 1 to 6) and "gone", then one "present, version 7"; then `FLAP NAME count` |
 //! | `combo` | creates (once) a uinput pointer with both ABS_X/ABS_Y (0..65535) and REL_X/REL_Y, three buttons and the wheel, named `pvmouse combo probe`: what a pointer with a relative mode could look like, to see what the guest's consumers make of it; `COMBO /dev/input/eventN` |
@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use evdev::raw_stream::RawDevice;
-use pvmouse_spec::evdev::{ABS_X, EV_ABS, EV_KEY, EV_MSC, EV_SYN, SYN_DROPPED, SYN_REPORT};
+use pvmouse_spec::evdev::{
+    ABS_X, EV_ABS, EV_KEY, EV_MSC, EV_REL, EV_SYN, REL_X, SYN_DROPPED, SYN_REPORT,
+};
 use pvmouse_spec::profile::STATUS_MSC_CODE;
 use pvmouse_spec::status::StatusMessage;
 use serde_json::{Map, Value, json};
@@ -270,6 +272,8 @@ fn bench(name: String, out: Out) {
                     }
                     (EV_SYN, SYN_DROPPED, _) => seen.dropped += 1,
                     (EV_ABS, ABS_X, x) => frame_x = Some(x),
+                    // A relative pointer's sample is its motion on X.
+                    (EV_REL, REL_X, dx) => frame_x = Some(dx),
                     (EV_KEY, _, 1) => seen.presses += 1,
                     (EV_KEY, _, 0) => seen.releases += 1,
                     _ => {}
