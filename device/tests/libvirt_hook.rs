@@ -195,6 +195,50 @@ fn a_pvmouse_domain_gets_its_backend_before_qemu_and_loses_it_after() {
     );
 }
 
+/// A domain that attaches the relative device too (a second chardev on `relative.sock`) gets
+/// a backend that serves it; one that does not, none.
+#[test]
+fn a_domain_with_the_relative_device_gets_it_served() {
+    let s = setup();
+    let relative = s.runtime.join("vm-2").join("relative.sock");
+    let xml = s.xml("vm-2").replace(
+        "</qemu:commandline>",
+        &format!(
+            "<qemu:arg value='-chardev'/><qemu:arg value='socket,id=pvmrel,path={}'/>\
+             </qemu:commandline>",
+            relative.display()
+        ),
+    );
+    let (ok, log) = s.hook("vm-2", "prepare", &xml);
+    assert!(ok, "{log}");
+    assert!(
+        relative.exists(),
+        "the relative socket is there for QEMU: {log}"
+    );
+    let mut control =
+        pvmouse_client::Connection::connect(&s.runtime.join("vm-2/control.sock")).unwrap();
+    assert!(control.status().unwrap().relative.is_some(), "served");
+    control
+        .execute("pvmouse-send", serde_json::json!({"dx": 5}))
+        .unwrap();
+    assert_eq!(
+        control.status().unwrap().mode,
+        pvmouse_spec::profile::PointerMode::Relative
+    );
+    assert!(s.hook("vm-2", "release", &xml).0);
+    wait_gone(&s, &s.runtime.join("vm-2"));
+
+    let (ok, log) = s.hook("vm-3", "prepare", &s.xml("vm-3"));
+    assert!(ok, "{log}");
+    let status = pvmouse_client::Connection::connect(&s.runtime.join("vm-3/control.sock"))
+        .unwrap()
+        .status()
+        .unwrap();
+    assert!(status.relative.is_none(), "a domain without it: none");
+    assert!(s.hook("vm-3", "release", &s.xml("vm-3")).0);
+    wait_gone(&s, &s.runtime.join("vm-3"));
+}
+
 #[test]
 fn a_backend_that_cannot_start_fails_the_hook_and_leaves_nothing() {
     let s = setup();
