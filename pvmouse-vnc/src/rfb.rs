@@ -17,6 +17,12 @@ pub const DESKTOP_SIZE: i32 = -223;
 pub const LAST_RECT: i32 = -224;
 pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
 pub const WATCHED: [i32; 4] = [RAW, DESKTOP_SIZE, LAST_RECT, EXTENDED_DESKTOP_SIZE];
+/// QEMU's pointer type change (`QEMU_POINTER_MOTION_CHANGE`): a viewer that asks for it is told
+/// by QEMU whether QEMU's own active mouse is absolute, and sends relative motion when it is not.
+/// pvmouse is not QEMU's mouse (a VM with pvmouse may have no absolute QEMU device at all), so
+/// QEMU's answer says nothing about pvmouse; the proxy takes the encoding out of the viewer's
+/// `SetEncodings`, and its viewers keep sending positions.
+pub const POINTER_TYPE_CHANGE: i32 = -257;
 
 /// The version the proxy offers viewers, before it has connected upstream.
 pub const VERSION: &[u8; 12] = b"RFB 003.008\n";
@@ -283,8 +289,8 @@ fn head_of<const N: usize>(r: &mut impl Read, kind: u8) -> Result<Vec<u8>, RfbEr
 }
 
 /// Reads one viewer message: every message RFC 6143 and QEMU's VNC server define. The viewer's
-/// `SetEncodings` passes unchanged: the server's stream is not framed, so the viewer may ask for
-/// any encoding the server has.
+/// `SetEncodings` passes unchanged but for [`POINTER_TYPE_CHANGE`]: the server's stream is not
+/// framed, so the viewer may ask for any encoding the server has.
 pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage, RfbError> {
     let [kind] = read_n::<1>(r)?;
     let whole = |head: Vec<u8>| Ok(ClientMessage::Forward { head, body: 0 });
@@ -298,9 +304,23 @@ pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage, RfbError>
             if n > MAX_ENCODINGS {
                 return bad(format!("SetEncodings with {n} encodings"));
             }
+            // At most 4 KiB, read whole to take one encoding out.
+            let mut encodings = vec![0u8; usize::from(n) * 4];
+            r.read_exact(&mut encodings)?;
+            let kept: Vec<u8> = encodings
+                .chunks_exact(4)
+                .filter(|e| i32::from_be_bytes([e[0], e[1], e[2], e[3]]) != POINTER_TYPE_CHANGE)
+                .flatten()
+                .copied()
+                .collect();
+            // Fewer than MAX_ENCODINGS, so the count fits.
+            let count = u16::try_from(kept.len() / 4).unwrap_or(n);
+            let mut message = vec![kind, head[1]];
+            message.extend_from_slice(&count.to_be_bytes());
+            message.extend_from_slice(&kept);
             Ok(ClientMessage::Forward {
-                head,
-                body: u64::from(n) * 4,
+                head: message,
+                body: 0,
             })
         }
         // FramebufferUpdateRequest, KeyEvent.
@@ -573,6 +593,21 @@ mod tests {
         for e in [7, RAW, -258, DESKTOP_SIZE] {
             msg.extend_from_slice(&i32::to_be_bytes(e));
         }
+        // QEMU's pointer type change is taken out, and the count with it.
+        let mut asked = vec![2, 0, 0, 3];
+        for e in [RAW, POINTER_TYPE_CHANGE, -258] {
+            asked.extend_from_slice(&i32::to_be_bytes(e));
+        }
+        let ClientMessage::Forward { head, body: 0 } =
+            read_client_message(&mut asked.as_slice()).unwrap()
+        else {
+            panic!("SetEncodings is forwarded whole");
+        };
+        let mut want = vec![2, 0, 0, 2];
+        for e in [RAW, -258] {
+            want.extend_from_slice(&i32::to_be_bytes(e));
+        }
+        assert_eq!(head, want);
         msg.extend_from_slice(&[5, 1, 0, 10, 0, 20]);
         // Extended clipboard: a negative length.
         msg.extend_from_slice(&[6, 0, 0, 0]);
