@@ -15,9 +15,12 @@
 //! ledger keeps, so a steady stream allocates nothing. A worker reads the formats earlier
 //! workers wrote, so an upgrade carries the state across a change of format.
 //!
-//! An event the dead worker had written into a guest buffer but not yet recorded as sent is not
-//! sent again: the next worker resumes the ring where guest memory shows it, and drops from
-//! what is pending as many events as the ring advanced past the record (`device/link.rs`).
+//! What can still be lost or repeated at a kill: an event the dead worker had written into a
+//! guest buffer but not yet recorded as sent is sent again (the input core drops a repeated
+//! absolute value or button state; a repeated wheel event scrolls once more). Telling those
+//! events apart from ones the next worker queues itself before the ring restarts would need the
+//! record to say which of its frames the ring's advance may cover; dropping by the advance alone
+//! lost a click in `restart.rs`.
 
 use std::fs::File;
 use std::io;

@@ -181,19 +181,6 @@ impl PendingFrames {
         }
     }
 
-    /// Drops the next `n` events as if delivered (a hold still stops it): a dead worker had
-    /// delivered them after its last record. Returns how many were dropped.
-    pub fn skip(&mut self, n: usize) -> usize {
-        let budget = self.budget.take();
-        let mut skipped = 0;
-        while skipped < n && self.peek().is_some() {
-            self.consume();
-            skipped += 1;
-        }
-        self.budget = budget;
-        skipped
-    }
-
     /// A restored queue, made whole for `capacity`: `None` if it holds more frames than the
     /// device can (the one in flight and trailing motion aside); the position within the frame
     /// in flight and the hold are bounded by what there is.

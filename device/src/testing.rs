@@ -225,19 +225,6 @@ impl MockEventQueue {
         })
     }
 
-    /// The queue as a frontend restarts it at ring index `base` (vhost-user `SET_VRING_BASE`).
-    pub fn at(mem: &GuestMemoryMmap, ring: &MockRing, base: u16) -> std::sync::Arc<Self> {
-        let mut queue = ring.queue();
-        queue.set_next_avail(base);
-        queue.set_next_used(base);
-        std::sync::Arc::new(Self {
-            mem: mem.clone(),
-            queue: std::sync::Mutex::new(queue),
-            interrupts: std::sync::atomic::AtomicUsize::new(0),
-            log: None,
-        })
-    }
-
     /// Guest interrupts the device asked for.
     pub fn interrupts(&self) -> usize {
         self.interrupts.load(std::sync::atomic::Ordering::Relaxed)

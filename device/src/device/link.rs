@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::pending::PendingFrames;
 use crate::virtqueue::{EventQueue, RingPosition};
 
 /// Where the guest driver stands with the event queue. One value, so that an active driver
@@ -38,23 +37,6 @@ impl DriverLink {
                     == (at.desc_table, at.avail_ring, at.used_ring)
             }
             DriverLink::Inactive | DriverLink::Active(_) => false,
-        }
-    }
-}
-
-/// A worker that took over from a dead one resumes the event queue where guest memory shows
-/// it (the keeper replays the ring from the used index there). Events the dead worker put
-/// there after its last record are in the guest already: they are dropped from what is
-/// pending, so each event arrives once. (Each event fills one buffer; a malformed buffer the
-/// dead worker skipped would count as an event here, which only a guest that both feeds bad
-/// buffers and sees a worker die can cause.)
-pub(super) fn skip_delivered(driver: &DriverLink, pending: &mut PendingFrames, at: RingPosition) {
-    if let DriverLink::Restored(recorded) = driver {
-        let ahead = at.next_avail.wrapping_sub(recorded.next_avail);
-        // A ring runs forward; a position behind the record is not one this worker wrote.
-        if ahead != 0 && ahead < 0x8000 {
-            let skipped = pending.skip(usize::from(ahead));
-            tracing::info!(skipped, "events the last worker delivered unrecorded");
         }
     }
 }

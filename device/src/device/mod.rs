@@ -232,16 +232,9 @@ impl PvMouse {
         let activated = !core.driver.is_active();
         if activated {
             core.counters.activations += 1;
-            let at = eventq.position();
-            let resumed = core.driver.resumes_at(at);
+            let resumed = core.driver.resumes_at(eventq.position());
             if resumed {
                 core.counters.resumes += 1;
-                let Core {
-                    driver, pending, ..
-                } = &mut *core;
-                pending.for_port(Some(false));
-                link::skip_delivered(driver, pending, at);
-                pending.for_port(None);
             } else {
                 // A new driver: whatever bridge told us its layout is not running on it.
                 core.pending.clear();

@@ -143,15 +143,8 @@ impl PvMouse {
             let Some(port) = &mut core.relative else {
                 return QueueOutcome::default();
             };
-            if !port.driver.is_active() {
-                let at = eventq.position();
-                if port.driver.resumes_at(at) {
-                    core.pending.for_port(Some(true));
-                    super::link::skip_delivered(&port.driver, &mut core.pending, at);
-                    core.pending.for_port(None);
-                } else {
-                    core.pending.drop_relative();
-                }
+            if !port.driver.is_active() && !port.driver.resumes_at(eventq.position()) {
+                core.pending.drop_relative();
             }
             port.driver = DriverLink::Active(eventq);
             let out = core.deliver();

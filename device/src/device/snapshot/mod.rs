@@ -251,66 +251,6 @@ mod tests {
             .collect();
         assert_eq!(left, want);
     }
-    /// A worker killed after it put events into the guest's ring but before it recorded that:
-    /// the next one, restarted where guest memory shows the ring, sends each event once.
-    #[test]
-    fn events_delivered_but_not_recorded_are_not_sent_again() {
-        use crate::ledger::Ledger;
-        use std::io::Read;
-        let file = tempfile::tempfile().unwrap();
-        let identity = Identity::new("pvmouse", "s", 2).unwrap();
-        let open = |file: &std::fs::File| {
-            let ledger = Ledger::open(file.try_clone().unwrap()).unwrap();
-            PvMouse::with_ledger(
-                identity.clone(),
-                Arc::new(NoticeBoard::new().unwrap()),
-                ledger,
-            )
-            .unwrap()
-        };
-        let (dev, _) = open(&file);
-        let mem = guest_memory();
-        let mut ring = MockRing::new(&mem, 64);
-        // Room for the full-state frame only.
-        for i in 0..7 {
-            ring.offer_event_buffer(i);
-        }
-        dev.activate(MockEventQueue::new(&mem, &ring));
-        let sent = ring.used_idx();
-        assert_eq!(sent, 7);
-        for i in 0..4 {
-            dev.submit(&press(i % 2 == 0)).unwrap();
-        }
-        // What the ledger holds with four clicks waiting...
-        let mut recorded = Vec::new();
-        file.try_clone()
-            .unwrap()
-            .read_to_end(&mut recorded)
-            .unwrap();
-        // ...then the worker delivers the first two, and dies before it records that.
-        for i in 7..11 {
-            ring.offer_event_buffer(i);
-        }
-        dev.refill();
-        let delivered = ring.used_idx();
-        assert_eq!(delivered - sent, 4, "two clicks, two events each");
-        drop(dev);
-        file.write_all_at(&recorded, 0).unwrap();
-
-        let (dev, restored) = open(&file);
-        assert!(restored);
-        for i in 11..64 {
-            ring.offer_event_buffer(i);
-        }
-        dev.activate(MockEventQueue::at(&mem, &ring, delivered));
-        let clicks: Vec<i32> = events(&ring, sent)
-            .iter()
-            .filter(|e| e.kind == EV_KEY)
-            .map(|e| e.value)
-            .collect();
-        assert_eq!(clicks, [1, 0, 1, 0], "each click once");
-    }
-
     /// The scenario of the ledger fixtures in `tests/fixtures/`: a worker on a fresh ledger, a
     /// driver active on a 64-entry ring with one buffer, a bridge's desktop layout in force, and
     /// moves, clicks and scrolls waiting for buffers, one frame half sent.
