@@ -30,6 +30,41 @@ pub const POINTS: [(f64, f64); 6] = [
     (1.5 / 1280.0, 2.5 / 1024.0),
 ];
 
+/// GNOME's mutter in the desktop guest, bare (`mutter --wayland --display-server`: GNOME's
+/// input mapping without GNOME Shell). It needs a logind session, so the guest boots systemd
+/// (`pvmouse.systemd=1`) and mutter runs in a PAM session of `pvm` on tty1.
+#[derive(Debug, Clone, Copy)]
+pub struct Mutter;
+
+impl Mutter {
+    /// A command as `pvm`, in mutter's session.
+    pub const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
+                              XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
+
+    /// Writes `settings` as `pvm`'s GSettings key file (the image has no dconf; a key file's
+    /// lines, each ended by a backslash and `n`), starts mutter, and waits for its socket.
+    pub fn start(vm: &Vm, settings: &str) -> Result<(), String> {
+        let wait = Duration::from_secs(60);
+        vm.probe.sh(
+            &format!(
+                "mkdir -p /home/pvm/.config/glib-2.0/settings && printf '{settings}' \
+                 >/home/pvm/.config/glib-2.0/settings/keyfile && chown -R pvm /home/pvm/.config"
+            ),
+            wait,
+        )?;
+        vm.probe.sh(
+            "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
+             -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
+             -p Environment=XDG_SESSION_TYPE=wayland -p Environment=GSETTINGS_BACKEND=keyfile \
+             /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
+            wait,
+        )?;
+        vm.probe
+            .sh_until("ls /run/user/1000/ 2>&1", "wayland-0", wait)
+            .map(|_| ())
+    }
+}
+
 /// sway in the desktop guest. It refuses to run as root, so it runs as the image's user `pvm`,
 /// with seatd handing it the devices; `setpriv` rather than `su`, so that no PAM session ends
 /// under it.

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::desktop::{Head, ScaledHead, Tour, VIRTUAL_1, virtual_2, wait_for_coordinates};
+use pvmouse_vmtest::desktop::{
+    Head, Mutter, ScaledHead, Tour, VIRTUAL_1, virtual_2, wait_for_coordinates,
+};
 use pvmouse_vmtest::guest::Guest;
 use pvmouse_vmtest::{VmConfig, wait};
 
 const WAIT: Duration = Duration::from_secs(90);
-const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
-                      XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
+const AS_PVM: &str = Mutter::AS_PVM;
 
 /// What a failed step shows.
 const LOGS: &str = "journalctl -u pvmouse-mutter --no-pager | tail -n 25; \
@@ -116,18 +117,11 @@ fn mutter_with(displays: u32, kernel_args: &[&str]) -> Guest {
         LOGS,
         WAIT,
     );
-    guest.sh(
-        "mkdir -p /home/pvm/.config/glib-2.0/settings && printf '[org/gnome/mutter]\\n\
-         experimental-features=[\\047scale-monitor-framebuffer\\047]\\n' \
-         >/home/pvm/.config/glib-2.0/settings/keyfile && chown -R pvm /home/pvm/.config",
-    );
-    guest.sh(
-        "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
-         -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
-         -p Environment=XDG_SESSION_TYPE=wayland -p Environment=GSETTINGS_BACKEND=keyfile \
-         /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
-    );
-    guest.until("ls /run/user/1000/ 2>&1", "wayland-0");
+    Mutter::start(
+        &guest,
+        "[org/gnome/mutter]\\nexperimental-features=[\\047scale-monitor-framebuffer\\047]\\n",
+    )
+    .unwrap_or_else(|e| guest.fail(e));
     guest
 }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use pvmouse_vmtest::desktop::{READER_LOG, Sway};
+use pvmouse_vmtest::desktop::{Mutter, READER_LOG, Sway};
 use pvmouse_vmtest::guest::Guest;
 use pvmouse_vmtest::qmp::Qmp;
 use pvmouse_vmtest::vm::VmConfig;
@@ -414,8 +414,7 @@ fn the_host_switches_between_absolute_and_relative_with_no_hot_plug() {
 /// and a game's pointer lock.
 #[test]
 fn mutter_takes_relative_motion_and_locks_the_pointer() {
-    const AS_PVM: &str = "setpriv --reuid=pvm --regid=pvm --init-groups env HOME=/home/pvm \
-                          XDG_RUNTIME_DIR=/run/user/1000 WAYLAND_DISPLAY=wayland-0";
+    const AS_PVM: &str = Mutter::AS_PVM;
     let guest = Guest::boot(
         VmConfig {
             desktop: true,
@@ -429,17 +428,12 @@ fn mutter_takes_relative_motion_and_locks_the_pointer() {
         WAIT,
     );
     let mut ctl = guest.control().unwrap_or_else(|e| guest.fail(e));
-    // GSettings from a key file (the image has no dconf): the flat profile for mice.
-    guest.sh("mkdir -p /home/pvm/.config/glib-2.0/settings && printf \
-         '[org/gnome/desktop/peripherals/mouse]\\naccel-profile=\\047flat\\047\\n' \
-         >/home/pvm/.config/glib-2.0/settings/keyfile && chown -R pvm /home/pvm/.config");
-    guest.sh(
-        "systemd-run --unit=pvmouse-mutter -p PAMName=login -p User=pvm -p TTYPath=/dev/tty1 \
-         -p StandardInput=tty -p UtmpIdentifier=tty1 -p UtmpMode=user \
-         -p Environment=XDG_SESSION_TYPE=wayland -p Environment=GSETTINGS_BACKEND=keyfile \
-         /usr/bin/dbus-run-session -- mutter --wayland --display-server --no-x11",
-    );
-    guest.until("ls /run/user/1000/ 2>&1", "wayland-0");
+    // The flat profile for mice.
+    Mutter::start(
+        &guest,
+        "[org/gnome/desktop/peripherals/mouse]\\naccel-profile=\\047flat\\047\\n",
+    )
+    .unwrap_or_else(|e| guest.fail(e));
     guest.sh(&format!(
         "{AS_PVM} sh -c '/opt/pvmouse-wl-reader >{READER_LOG} 2>&1 &'"
     ));
