@@ -228,6 +228,38 @@ mod tests {
         [PointerAction::Motion { dx, dy }]
     }
 
+    /// A guest that writes to the relative device's status queue (any root process can, through
+    /// its evdev node), bridge messages and layouts included: the buffers come back, and
+    /// nothing reaches the bridge's state, the coordinates or the pointer.
+    #[test]
+    fn the_relative_devices_status_queue_is_drained_and_ignored() {
+        use pvmouse_spec::evdev::EV_MSC;
+        use pvmouse_spec::profile::STATUS_MSC_CODE;
+        use pvmouse_spec::status::encode_layout;
+        let dev = two_devices();
+        let mem = guest_memory();
+        let mut ring = MockRing::at(&mem, 0x4_0000, 16);
+        let mut queue = ring.queue();
+        let before = dev.status();
+        let mut values = vec![heartbeat()];
+        values.extend(encode_layout(&side_by_side(), 9).unwrap());
+        for (i, v) in values.iter().enumerate() {
+            let event = InputEvent::new(EV_MSC, STATUS_MSC_CODE, *v);
+            ring.offer_status_buffer(u16::try_from(i % 16).unwrap(), event.to_le_bytes());
+            dev.service_relative_statusq(&mut queue, &mem);
+        }
+        assert_eq!(
+            usize::from(ring.used_idx()),
+            values.len(),
+            "every buffer back"
+        );
+        let after = dev.status();
+        assert_eq!(after.bridge_version, None, "no bridge heard");
+        assert!(!after.desktop_coordinates, "no layout taken");
+        assert_eq!(after.pointer, before.pointer);
+        assert!(dev.notices().drain().is_empty());
+    }
+
     #[test]
     fn relative_motion_needs_the_relative_device() {
         let dev = device();
