@@ -119,10 +119,6 @@ impl PvMouseBackend {
         })
     }
 
-    pub fn device(&self) -> &Arc<PvMouse> {
-        &self.device
-    }
-
     /// The descriptors the worker must watch besides the queues, with their event ids.
     pub fn listeners(&self) -> [(RawFd, u16); 2] {
         [
