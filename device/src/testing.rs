@@ -258,7 +258,7 @@ impl crate::virtqueue::EventQueue for MockEventQueue {
 }
 
 /// A real control server on a real Unix socket, in front of a real two-display [`PvMouse`]
-/// with no guest: input only changes its state. What a control client meets, for the tests of
+/// with its relative device and no guest: input only changes its state. What a control client meets, for the tests of
 /// the clients that live outside this crate (`pvmouse-client`, `pvmouse-vnc`).
 ///
 /// [`PvMouse`]: crate::device::PvMouse
@@ -275,7 +275,8 @@ impl ControlBackend {
         use std::sync::Arc;
         let notices = Arc::new(crate::notice::NoticeBoard::new()?);
         let identity = crate::identity::Identity::new("pvmouse", "s", 2)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .with_relative(true);
         let device = Arc::new(crate::device::PvMouse::new(identity, notices.clone())?);
         let handle = crate::control::ControlServer::bind(path, device.clone(), notices.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?
