@@ -3,8 +3,8 @@
 //! control socket: while the backend restarts, hangs or is stopped, the picture goes on.
 //!
 //! Records wait in a bounded queue. Motion is folded into the newest motion still waiting (a
-//! newer position replaces an older one anyway); presses, releases and scrolls keep their
-//! order. When the queue is full a record is dropped and counted, and the next record that gets
+//! newer position replaces an older one anyway; relative motion adds up); presses, releases
+//! and scrolls keep their order. When the queue is full a record is dropped and counted, and the next record that gets
 //! through is preceded by the viewer's whole state (`pvmouse_client::Reconnecting`), so no
 //! button stays down that the viewer let go.
 
@@ -50,6 +50,34 @@ fn is_motion(r: &Record) -> bool {
     r.buttons_set == 0 && r.wheel_vertical == 0 && r.wheel_horizontal == 0
 }
 
+/// Folds `next` into `last` if both are motion of one kind: a newer position replaces an older
+/// one; relative motion adds up, while the sum is motion the device takes in one record.
+fn fold(last: &mut (Record, Record), next: &(Record, Record)) -> bool {
+    let (a, b) = (&last.0, &next.0);
+    if !is_motion(a) || !is_motion(b) {
+        return false;
+    }
+    let relative = |r: &Record| r.dx != 0 || r.dy != 0;
+    match (relative(a), relative(b)) {
+        (false, false) => {
+            *last = *next;
+            true
+        }
+        (true, true) => {
+            let (dx, dy) = (a.dx.saturating_add(b.dx), a.dy.saturating_add(b.dy));
+            let limit = pvmouse_spec::control::MAX_REL_MOTION;
+            if i64::from(dx).abs() > limit || i64::from(dy).abs() > limit {
+                return false;
+            }
+            last.0.dx = dx;
+            last.0.dy = dy;
+            last.1 = next.1;
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Delivery {
     /// Starts the thread that sends through `control`.
     pub fn start(mut control: Control) -> std::io::Result<Self> {
@@ -81,13 +109,11 @@ impl Delivery {
     /// Queues a record; `state` is the viewer's whole state after it.
     pub fn send(&self, record: Record, state: Record) {
         let mut q = self.shared.lock();
-        if is_motion(&record)
-            && let Some(last) = q.records.back_mut()
-            && is_motion(&last.0)
-        {
-            *last = (record, state);
+        let next = (record, state);
+        if q.records.back_mut().is_some_and(|last| fold(last, &next)) {
+            // Folded into the newest record.
         } else if q.records.len() < MAX_WAITING {
-            q.records.push_back((record, state));
+            q.records.push_back(next);
         } else {
             q.dropped += 1;
             return;
@@ -140,5 +166,42 @@ mod tests {
         assert!(took < Duration::from_millis(500), "{took:?}");
         assert!(delivery.waiting() <= MAX_WAITING, "bounded");
         drop(delivery);
+    }
+
+    #[test]
+    fn relative_motion_folds_by_adding_up_and_never_into_a_position() {
+        let motion = |dx, dy| {
+            (
+                Record {
+                    dx,
+                    dy,
+                    ..Record::default()
+                },
+                Record::default(),
+            )
+        };
+        let position = (
+            Record {
+                x: Some(5),
+                y: Some(5),
+                ..Record::default()
+            },
+            Record::default(),
+        );
+        let mut last = motion(3, -2);
+        assert!(fold(&mut last, &motion(4, 1)));
+        assert_eq!((last.0.dx, last.0.dy), (7, -1));
+        assert!(!fold(&mut last, &position), "not motion of one kind");
+        let mut last = position;
+        assert!(!fold(&mut last, &motion(1, 1)));
+        // A sum past what one record may carry is queued apart.
+        let big = i32::try_from(pvmouse_spec::control::MAX_REL_MOTION).unwrap();
+        let mut last = motion(big, 0);
+        assert!(!fold(&mut last, &motion(1, 0)));
+        // A press is never folded.
+        let mut press = motion(1, 0);
+        press.0.buttons_set = 1;
+        let mut last = motion(1, 0);
+        assert!(!fold(&mut last, &press));
     }
 }

@@ -1,11 +1,11 @@
 //! The fuzz target's body, shared by cargo-fuzz (`fuzz/`) and the corpus replay in `cargo test`.
 
 /// What a viewer or a VNC server can send `pvmouse-vnc` once connected: any bytes, framed as
-/// viewer messages (first byte even) or as server messages on the head watcher's connection
-/// (odd, in one of the three pixel sizes), until the framing refuses them. The framing never
-/// reads past its input, and forwards every byte it takes but a pointer event's.
+/// viewer messages (first byte even) or as server messages (odd, in one of the three pixel
+/// sizes), until the framing refuses them. The framing never reads past its input, forwards
+/// every byte it takes but a pointer event's, and copies a server's bytes exactly.
 pub fn vnc_messages(data: &[u8]) {
-    use crate::rfb::{self, ClientMessage, PixelFormat};
+    use crate::rfb::{self, ClientMessage, PixelFormat, ServerFramer, ServerInit};
     let Some((&side, rest)) = data.split_first() else {
         return;
     };
@@ -29,14 +29,30 @@ pub fn vnc_messages(data: &[u8]) {
                     taken += head.len() + body;
                 }
                 ClientMessage::Pointer { .. } => taken += 6,
+                ClientMessage::SetEncodings { encodings, .. } => taken += 4 + encodings.len() * 4,
             }
             assert!(input.len() < before, "a message took no bytes");
         }
         assert!(taken <= rest.len(), "the framing made up bytes");
     } else {
-        let format = PixelFormat {
-            bits_per_pixel: [8, 16, 32][usize::from(side / 2 % 3)],
-        };
-        while rfb::read_server_message(&mut input, format).is_ok() {}
+        let mut framer = ServerFramer::new(&ServerInit {
+            width: 640,
+            height: 480,
+            format: PixelFormat {
+                bits_per_pixel: [8, 16, 32][usize::from(side / 2 % 3)],
+            },
+        });
+        let mut copied = Vec::new();
+        while let Some((&kind, rest)) = input.split_first() {
+            input = rest;
+            let before = copied.len();
+            if framer.copy_message(kind, &mut input, &mut copied).is_err() {
+                break;
+            }
+            assert!(copied.len() > before, "a message copied no bytes");
+        }
+        let taken = rest.len() - input.len();
+        assert_eq!(copied, rest[..copied.len()], "copied what it read");
+        assert!(copied.len() <= taken, "the framing made up bytes");
     }
 }

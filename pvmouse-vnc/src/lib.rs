@@ -5,8 +5,10 @@
 
 pub mod cli;
 pub mod delivery;
+pub mod downstream;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
+pub mod mode;
 pub mod pointer;
 pub mod proxy;
 pub mod rfb;

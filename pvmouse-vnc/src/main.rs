@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pvmouse_vnc::cli::Cli;
+use pvmouse_vnc::mode::ModeWatch;
 use pvmouse_vnc::proxy::{Address, Head, listen};
 
 /// How long the check of the heads against the backend waits for it at start.
@@ -107,6 +108,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // pvmouse's pointer mode, followed once for all heads.
+    let mode = match ModeWatch::start(cli.control.clone()) {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("pvmouse-vnc: cannot follow pvmouse's pointer mode: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut sockets = Vec::new();
     for head in heads {
         let shown = format!("display {} on {}", head.display, head.listen);
@@ -114,7 +123,12 @@ fn main() -> ExitCode {
             Address::Unix(path) => Some(path.clone()),
             Address::Tcp(_) => None,
         };
-        if let Err(e) = listen(head, cli.control.clone(), usize::from(cli.max_viewers)) {
+        if let Err(e) = listen(
+            head,
+            cli.control.clone(),
+            usize::from(cli.max_viewers),
+            mode.clone(),
+        ) {
             eprintln!("pvmouse-vnc: cannot listen for {shown}: {e}");
             remove(&sockets);
             return ExitCode::FAILURE;

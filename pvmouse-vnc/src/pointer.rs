@@ -1,10 +1,12 @@
 //! A viewer's `PointerEvent`s as pvmouse input: the position normalised by the head's current
 //! framebuffer size, aimed at the pixel's centre (spec/pvmouse.md §3.1, so the guest gets the
-//! exact pixel the viewer pointed at), the button mask as the buttons' states, and buttons 4 to 7
-//! as wheel detents.
+//! exact pixel the viewer pointed at), or relative motion from a viewer told the pointer is
+//! relative; the button mask as the buttons' states, and buttons 4 to 7 as wheel detents.
 
 use pvmouse_spec::profile::{Button, HI_RES_PER_DETENT};
 use pvmouse_spec::stream::{Record, pixel_centre};
+
+use crate::rfb::RELATIVE_ORIGIN;
 
 /// RFB button-mask bits that are buttons, and pvmouse's buttons for them. Bit 7 is X's button
 /// 8, "back", which Linux reports as BTN_SIDE.
@@ -48,6 +50,50 @@ impl PointerRouter {
     /// scrolls is, so that none is lost unseen.
     pub fn record(&mut self, mask: u8, x: u16, y: u16, size: (u16, u16)) -> Record {
         let position = (pixel_centre(x, size.0), pixel_centre(y, size.1));
+        self.position = Some(position);
+        Record {
+            display: Some(self.display),
+            x: Some(position.0),
+            y: Some(position.1),
+            ..self.changes(mask)
+        }
+    }
+
+    /// The records for one `PointerEvent` from a viewer told the pointer is relative: its
+    /// position is motion from [`RELATIVE_ORIGIN`], as QEMU reads it. A motion record carries
+    /// buttons but no wheel, so a scroll is a record of its own, after it. Empty records are
+    /// `None`.
+    pub fn motion(&mut self, mask: u8, x: u16, y: u16) -> [Option<Record>; 2] {
+        let changes = self.changes(mask);
+        let (dx, dy) = (
+            i32::from(x) - RELATIVE_ORIGIN,
+            i32::from(y) - RELATIVE_ORIGIN,
+        );
+        let wheel = Record {
+            display: Some(self.display),
+            wheel_vertical: changes.wheel_vertical,
+            wheel_horizontal: changes.wheel_horizontal,
+            answer: true,
+            ..Record::default()
+        };
+        let first = Record {
+            // Motion has no display; buttons without motion go to this head's.
+            display: (dx == 0 && dy == 0).then_some(self.display),
+            buttons_set: changes.buttons_set,
+            buttons_down: changes.buttons_down,
+            answer: changes.buttons_set != 0,
+            dx,
+            dy,
+            ..Record::default()
+        };
+        let moves = dx != 0 || dy != 0 || first.buttons_set != 0;
+        let scrolls = wheel.wheel_vertical != 0 || wheel.wheel_horizontal != 0;
+        [moves.then_some(first), scrolls.then_some(wheel)]
+    }
+
+    /// What the button mask `mask` changes since the last: button transitions and wheel
+    /// detents, answered if there are any.
+    fn changes(&mut self, mask: u8) -> Record {
         let changed = mask ^ self.mask;
         let pressed = mask & !self.mask;
         let (mut buttons_set, mut buttons_down) = (0, 0);
@@ -67,11 +113,7 @@ impl PointerRouter {
             }
         }
         self.mask = mask;
-        self.position = Some(position);
         Record {
-            display: Some(self.display),
-            x: Some(position.0),
-            y: Some(position.1),
             buttons_set,
             buttons_down,
             wheel_vertical,
@@ -165,7 +207,8 @@ impl HeadPointer {
         let changes =
             record.buttons_set != 0 || record.wheel_vertical != 0 || record.wheel_horizontal != 0;
         record.answer &= changes;
-        if !changes && record.x.is_none() && record.y.is_none() {
+        let moves = record.x.is_some() || record.y.is_some() || record.dx != 0 || record.dy != 0;
+        if !changes && !moves {
             return None;
         }
         Some((record, self.state()))
@@ -288,5 +331,33 @@ mod tests {
         );
         assert!(a.answer);
         assert_eq!(r.release(), None, "released once");
+    }
+
+    #[test]
+    fn a_relative_viewers_positions_are_motion_from_the_origin_with_buttons_and_wheels() {
+        let mut r = PointerRouter::new(1);
+        let origin = u16::try_from(RELATIVE_ORIGIN).unwrap();
+        // Motion with the left button pressed: one motion record carries both, answered.
+        let [m, w] = r.motion(1, origin + 7, origin - 3);
+        let m = m.unwrap();
+        assert_eq!((m.dx, m.dy, m.display, m.x), (7, -3, None, None));
+        assert_eq!((m.buttons_set, m.buttons_down, m.answer), (1, 1, true));
+        assert_eq!(w, None, "no scroll");
+        // No motion and no change: nothing.
+        assert_eq!(r.motion(1, origin, origin), [None, None]);
+        // A scroll is a record of its own after the motion; a release without motion goes to
+        // the head's display.
+        let [m, w] = r.motion(0b1001, origin + 1, origin);
+        assert_eq!((m.unwrap().dx, m.unwrap().buttons_set), (1, 0));
+        assert_eq!(w.unwrap().wheel_vertical, 120);
+        let [m, _] = r.motion(0, origin, origin);
+        let m = m.unwrap();
+        assert_eq!(
+            (m.dx, m.display, m.buttons_set, m.buttons_down),
+            (0, Some(1), 1, 0)
+        );
+        // The extremes a viewer can send are motion the device takes.
+        let [m, _] = r.motion(0, 0, u16::MAX);
+        assert_eq!((m.unwrap().dx, m.unwrap().dy), (-0x7FFF, 0x8000));
     }
 }

@@ -15,8 +15,10 @@ use pvmouse_spec::profile::MAX_DISPLAYS;
 use pvmouse_spec::stream::Record;
 
 use crate::delivery::Delivery;
+use crate::downstream::{self, ViewerLink};
+use crate::mode::ModeWatch;
 use crate::pointer::{HeadPointer, PointerRouter};
-use crate::rfb::{self, ClientMessage, RfbError};
+use crate::rfb::{self, ClientMessage, PixelFormat, RfbError, ServerFramer};
 
 /// Where to listen or connect: `tcp:HOST:PORT` or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,15 @@ impl Stream {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
         };
+    }
+}
+
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
     }
 }
 
@@ -324,7 +335,7 @@ pub const MAX_GREETING: usize = 64;
 /// connection to it (the watcher) last saw it; how many connections are waiting for their
 /// greeting and how many viewers are served; and the head's pointer, which all its viewers
 /// drive over one control connection, so that viewers never take the backend's connections
-/// from its other clients.
+/// from its other clients; and pvmouse's pointer mode, which all heads share.
 #[derive(Debug)]
 pub struct HeadState {
     size: Mutex<Option<(u16, u16)>>,
@@ -332,11 +343,13 @@ pub struct HeadState {
     served: AtomicUsize,
     pointer: Mutex<HeadPointer>,
     delivery: Delivery,
+    mode: Arc<ModeWatch>,
 }
 
 impl HeadState {
-    fn new(head: &Head, control: &Path) -> io::Result<Self> {
+    fn new(head: &Head, control: &Path, mode: Arc<ModeWatch>) -> io::Result<Self> {
         Ok(Self {
+            mode,
             size: Mutex::new(None),
             greeting: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
@@ -453,14 +466,21 @@ fn proxy(
     server.set_read_timeout(None)?;
     tracing::info!(viewer = %peer, display = head.display, width = init.width, height = init.height, "viewer connected");
 
-    // Server to viewer, untouched, on its own thread: whatever encodings the viewer asked for.
+    // Server to viewer on its own thread: untouched, or framed for a viewer that asks to be
+    // told of pointer type changes (see `downstream`).
+    let link = Arc::new(ViewerLink::new(&state.mode)?);
     let down = {
-        let (mut from, mut to) = (server.try_clone()?, viewer.try_clone()?);
+        let (from, to) = (server.try_clone()?, viewer.try_clone()?);
         let (stop_viewer, stop_server) = (viewer.try_clone()?, server.try_clone()?);
-        let peer = peer.to_owned();
+        let (peer, link, mode, init) = (
+            peer.to_owned(),
+            link.clone(),
+            state.mode.clone(),
+            init.clone(),
+        );
         std::thread::spawn(move || {
-            let why = match io::copy(&mut from, &mut to) {
-                Ok(_) => "it closed".to_owned(),
+            let why = match downstream::relay(from, to, &init, &link, &mode) {
+                Ok(()) => "it closed".to_owned(),
                 Err(e) => e.to_string(),
             };
             tracing::info!(viewer = %peer, "VNC server side ended: {why}");
@@ -474,22 +494,50 @@ fn proxy(
     let mut from = BufReader::new(viewer.try_clone()?);
     let own_size = (init.width, init.height);
     let result = loop {
-        match rfb::read_client_message(&mut from) {
+        let sent = match rfb::read_client_message(&mut from) {
             Ok(ClientMessage::Pointer { mask, x, y }) => {
-                // The watcher follows the head's size; without it, the size this viewer was told.
-                let size = state.size().unwrap_or(own_size);
-                state.send(router.record(mask, x, y, size));
+                if link.relative() {
+                    for record in router.motion(mask, x, y).into_iter().flatten() {
+                        state.send(record);
+                    }
+                } else {
+                    // The watcher follows the head's size; without it, the size this viewer
+                    // was told.
+                    let size = state.size().unwrap_or(own_size);
+                    state.send(router.record(mask, x, y, size));
+                }
+                Ok(())
+            }
+            Ok(ClientMessage::SetEncodings { padding, encodings }) => {
+                let kept = link.encodings(&encodings);
+                let dropped: Vec<i32> = encodings
+                    .iter()
+                    .filter(|e| !kept.contains(e) && **e != rfb::POINTER_TYPE_CHANGE)
+                    .copied()
+                    .collect();
+                if link.framed() && !dropped.is_empty() {
+                    tracing::info!(viewer = %peer, ?dropped, "the viewer asks for pointer type changes, so its picture is framed: encodings the framing does not take are left out");
+                }
+                server
+                    .write_all(&rfb::set_encodings(padding, &kept))
+                    .map_err(RfbError::from)
             }
             Ok(ClientMessage::Forward { head, body }) => {
-                let sent = server
+                // SetPixelFormat: the framer needs the pixel size from the next update on.
+                if head.first() == Some(&0)
+                    && let Ok(format) = PixelFormat::from_viewer(&head[4..])
+                {
+                    link.pixel_format(format);
+                }
+                server
                     .write_all(&head)
                     .map_err(RfbError::from)
-                    .and_then(|()| rfb::copy_n(&mut from, &mut server, body));
-                if let Err(e) = sent {
-                    break Err(e);
-                }
+                    .and_then(|()| rfb::copy_n(&mut from, &mut server, body))
             }
-            Err(e) => break Err(e),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            break Err(e);
         }
     };
     // A viewer gone mid-drag must not leave its buttons held for everyone else.
@@ -548,8 +596,11 @@ fn watch_once(head: &Head, state: &HeadState) -> Result<std::convert::Infallible
     );
     server.write_all(&rfb::watch_requests())?;
     let mut from = BufReader::new(server.try_clone()?);
+    let mut framer = ServerFramer::new(&init);
     loop {
-        if let Some(size) = rfb::read_server_message(&mut from, init.format)? {
+        let mut kind = [0u8; 1];
+        from.read_exact(&mut kind)?;
+        if let Some(size) = framer.copy_message(kind[0], &mut from, &mut io::sink())? {
             tracing::info!(
                 display = head.display,
                 width = size.0,
@@ -598,6 +649,7 @@ pub fn listen(
     head: Head,
     control: PathBuf,
     max_viewers: usize,
+    mode: Arc<ModeWatch>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     enum Listener {
         Tcp(TcpListener),
@@ -607,7 +659,7 @@ pub fn listen(
         Address::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
         Address::Unix(p) => Listener::Unix(bind_unix(p)?),
     };
-    let state = Arc::new(HeadState::new(&head, &control)?);
+    let state = Arc::new(HeadState::new(&head, &control, mode)?);
     {
         let (head, state) = (head.clone(), state.clone());
         std::thread::Builder::new()

@@ -1,28 +1,82 @@
 //! RFB (RFC 6143) as `pvmouse-vnc` needs it: the handshake, the viewer's messages framed (so
-//! that pointer events can be taken out), and, on a connection of the proxy's own to each head,
-//! the server's messages framed for the encodings it asks for (so that the head's size is
-//! known). The server's stream to a viewer is not framed at all: it passes through byte for
-//! byte, in whatever encodings the viewer asked for. Nothing is buffered whole: a message's body
-//! is copied through as it arrives.
+//! that pointer events can be taken out), and the server's messages framed ([`ServerFramer`])
+//! on the proxy's own connection to each head (so that the head's size is known) and on the
+//! connections of viewers that ask to be told of pointer type changes (so that the proxy can
+//! tell them between two messages). Every other viewer's stream passes through byte for byte,
+//! in whatever encodings it asked for. Nothing is buffered whole: a message's body is copied
+//! through as it arrives.
 //!
 //! Both sides are untrusted: every length is checked against a limit before it is read, and
 //! anything this module cannot frame is an error that ends that one connection.
 
 use std::io::{self, Read, Write};
 
-/// Encodings the head watcher asks for and frames: pixels only as Raw (of a 1x1 region), and the
-/// pseudo-encodings that say the framebuffer's size changed.
+/// Pixel encodings the server framer takes: those whose length needs at most the pixel size.
 pub const RAW: i32 = 0;
+pub const COPY_RECT: i32 = 1;
+pub const ZLIB: i32 = 6;
+pub const ZRLE: i32 = 16;
+/// Pseudo-encodings whose rectangles the server framer takes.
 pub const DESKTOP_SIZE: i32 = -223;
 pub const LAST_RECT: i32 = -224;
+pub const RICH_CURSOR: i32 = -239;
+pub const X_CURSOR: i32 = -240;
+pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
+pub const QEMU_AUDIO: i32 = -259;
+pub const QEMU_LED_STATE: i32 = -261;
+pub const DESKTOP_NAME: i32 = -307;
 pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
+pub const ALPHA_CURSOR: i32 = -314;
+/// VMware's pixel format change: the server's own new format, in the stream.
+pub const WMVI: i32 = 0x574D_5669;
+/// Capabilities with no rectangle of their own (their answers are messages, or change how
+/// other messages look in ways the framing already takes).
+pub const XVP: i32 = -309;
+pub const FENCE: i32 = -312;
+pub const CONTINUOUS_UPDATES: i32 = -313;
+pub const EXTENDED_CLIPBOARD: i32 = i32::from_be_bytes([0xC0, 0xA1, 0xE5, 0xCE]);
+/// Tight's JPEG quality and the compression level, which QEMU also applies to Zlib and ZRLE.
+pub const QUALITY_LEVELS: std::ops::RangeInclusive<i32> = -32..=-23;
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = -256..=-247;
+/// What the head watcher asks for: pixels only as Raw (of a 1x1 region), and the
+/// pseudo-encodings that say the framebuffer's size changed.
 pub const WATCHED: [i32; 4] = [RAW, DESKTOP_SIZE, LAST_RECT, EXTENDED_DESKTOP_SIZE];
-/// QEMU's pointer type change (`QEMU_POINTER_MOTION_CHANGE`): a viewer that asks for it is told
-/// by QEMU whether QEMU's own active mouse is absolute, and sends relative motion when it is not.
-/// pvmouse is not QEMU's mouse (a VM with pvmouse may have no absolute QEMU device at all), so
-/// QEMU's answer says nothing about pvmouse; the proxy takes the encoding out of the viewer's
-/// `SetEncodings`, and its viewers keep sending positions.
+/// QEMU's pointer type change (`QEMU_POINTER_MOTION_CHANGE`): a rectangle whose x says whether
+/// the pointer is absolute (1) or relative (0); a viewer that has it sends relative motion as
+/// positions offset by [`RELATIVE_ORIGIN`]. QEMU's own answer would be about QEMU's mouse, which
+/// pvmouse is not (a VM with pvmouse may have no absolute QEMU device at all), so the encoding
+/// never goes upstream: the proxy answers it from pvmouse's mode.
 pub const POINTER_TYPE_CHANGE: i32 = -257;
+/// The position that means "no motion" from a viewer told the pointer is relative.
+pub const RELATIVE_ORIGIN: i32 = 0x7FFF;
+
+/// Whether the server framer can frame every rectangle the server may send for `encoding`: what
+/// a framed viewer's `SetEncodings` is cut down to.
+pub fn framable(encoding: i32) -> bool {
+    matches!(
+        encoding,
+        RAW | COPY_RECT
+            | ZLIB
+            | ZRLE
+            | DESKTOP_SIZE
+            | LAST_RECT
+            | RICH_CURSOR
+            | X_CURSOR
+            | QEMU_EXTENDED_KEY_EVENT
+            | QEMU_AUDIO
+            | QEMU_LED_STATE
+            | DESKTOP_NAME
+            | EXTENDED_DESKTOP_SIZE
+            | ALPHA_CURSOR
+            | WMVI
+            | XVP
+            | FENCE
+            | CONTINUOUS_UPDATES
+            | EXTENDED_CLIPBOARD
+            | POINTER_TYPE_CHANGE
+    ) || QUALITY_LEVELS.contains(&encoding)
+        || COMPRESSION_LEVELS.contains(&encoding)
+}
 
 /// The version the proxy offers viewers, before it has connected upstream.
 pub const VERSION: &[u8; 12] = b"RFB 003.008\n";
@@ -83,12 +137,21 @@ pub struct PixelFormat {
 
 impl PixelFormat {
     fn from_wire(b: &[u8]) -> Result<Self, RfbError> {
-        match b[0] {
+        match b.first().copied().unwrap_or(0) {
             8 | 16 | 32 => Ok(Self {
                 bits_per_pixel: b[0],
             }),
             other => bad(format!("{other} bits per pixel")),
         }
+    }
+
+    /// The format a viewer's `SetPixelFormat` sets, as QEMU applies it: a viewer that asks for
+    /// a colour map gets 8 bits per pixel whatever it said.
+    pub fn from_viewer(b: &[u8]) -> Result<Self, RfbError> {
+        if b.get(3) == Some(&0) {
+            return Ok(Self { bits_per_pixel: 8 });
+        }
+        Self::from_wire(b)
     }
 
     pub fn bytes(self) -> u64 {
@@ -277,6 +340,36 @@ pub enum ClientMessage {
         x: u16,
         y: u16,
     },
+    /// The encodings the viewer takes, in its order of preference: the proxy decides which go
+    /// on ([`set_encodings`]).
+    SetEncodings {
+        padding: u8,
+        encodings: Vec<i32>,
+    },
+}
+
+/// A `SetEncodings` message of `encodings`.
+pub fn set_encodings(padding: u8, encodings: &[i32]) -> Vec<u8> {
+    let mut b = vec![2, padding];
+    // At most MAX_ENCODINGS came in, and no more go out.
+    let n = u16::try_from(encodings.len()).unwrap_or(MAX_ENCODINGS);
+    b.extend_from_slice(&n.to_be_bytes());
+    for e in encodings.iter().take(usize::from(n)) {
+        b.extend_from_slice(&e.to_be_bytes());
+    }
+    b
+}
+
+/// The `FramebufferUpdate` that tells a viewer the pointer is absolute or relative: one
+/// [`POINTER_TYPE_CHANGE`] rectangle the size of the framebuffer, as QEMU sends it.
+pub fn pointer_type_change(absolute: bool, size: (u16, u16)) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[3] = 1;
+    b[5] = u8::from(absolute);
+    b[8..10].copy_from_slice(&size.0.to_be_bytes());
+    b[10..12].copy_from_slice(&size.1.to_be_bytes());
+    b[12..16].copy_from_slice(&POINTER_TYPE_CHANGE.to_be_bytes());
+    b
 }
 
 /// Reads `N` bytes after the type byte `kind` into a message head.
@@ -288,39 +381,29 @@ fn head_of<const N: usize>(r: &mut impl Read, kind: u8) -> Result<Vec<u8>, RfbEr
     Ok(head)
 }
 
-/// Reads one viewer message: every message RFC 6143 and QEMU's VNC server define. The viewer's
-/// `SetEncodings` passes unchanged but for [`POINTER_TYPE_CHANGE`]: the server's stream is not
-/// framed, so the viewer may ask for any encoding the server has.
+/// Reads one viewer message: every message RFC 6143 and QEMU's VNC server define.
 pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage, RfbError> {
     let [kind] = read_n::<1>(r)?;
     let whole = |head: Vec<u8>| Ok(ClientMessage::Forward { head, body: 0 });
     match kind {
         // SetPixelFormat.
         0 => whole(head_of::<19>(r, kind)?),
-        // SetEncodings: padding, count, then four bytes an encoding.
+        // SetEncodings: padding, count, then four bytes an encoding; at most 4 KiB, read whole
+        // so that the proxy can choose what goes on.
         2 => {
             let head = head_of::<3>(r, kind)?;
             let n = u16_of(&head, 2);
             if n > MAX_ENCODINGS {
                 return bad(format!("SetEncodings with {n} encodings"));
             }
-            // At most 4 KiB, read whole to take one encoding out.
-            let mut encodings = vec![0u8; usize::from(n) * 4];
-            r.read_exact(&mut encodings)?;
-            let kept: Vec<u8> = encodings
-                .chunks_exact(4)
-                .filter(|e| i32::from_be_bytes([e[0], e[1], e[2], e[3]]) != POINTER_TYPE_CHANGE)
-                .flatten()
-                .copied()
-                .collect();
-            // Fewer than MAX_ENCODINGS, so the count fits.
-            let count = u16::try_from(kept.len() / 4).unwrap_or(n);
-            let mut message = vec![kind, head[1]];
-            message.extend_from_slice(&count.to_be_bytes());
-            message.extend_from_slice(&kept);
-            Ok(ClientMessage::Forward {
-                head: message,
-                body: 0,
+            let mut bytes = vec![0u8; usize::from(n) * 4];
+            r.read_exact(&mut bytes)?;
+            Ok(ClientMessage::SetEncodings {
+                padding: head[1],
+                encodings: bytes
+                    .chunks_exact(4)
+                    .map(|e| i32::from_be_bytes([e[0], e[1], e[2], e[3]]))
+                    .collect(),
             })
         }
         // FramebufferUpdateRequest, KeyEvent.
@@ -449,57 +532,173 @@ pub fn update_request() -> [u8; 10] {
     [3, 1, 0, 0, 0, 0, 0, 1, 0, 1]
 }
 
-/// Reads one server message on the watcher's connection, which asked only for [`WATCHED`], and
-/// returns the framebuffer size it sets, if it sets one.
-pub fn read_server_message(
-    r: &mut impl Read,
-    format: PixelFormat,
-) -> Result<Option<(u16, u16)>, RfbError> {
-    let w = &mut io::sink();
-    let [kind] = read_n::<1>(r)?;
-    match kind {
-        0 => {
-            let head: [u8; 3] = read_n(r)?;
-            let rects = u16_of(&head, 1);
-            let mut size = None;
-            for _ in 0..rects {
-                let rect: [u8; 12] = read_n(r)?;
-                let (width, height) = (u16_of(&rect, 4), u16_of(&rect, 6));
-                let area = u64::from(width) * u64::from(height);
-                let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
-                match encoding {
-                    RAW => copy_n(r, w, area * format.bytes())?,
-                    DESKTOP_SIZE => size = Some((width, height)),
-                    EXTENDED_DESKTOP_SIZE => {
-                        let head: [u8; 4] = read_n(r)?;
-                        if head[0] > MAX_SCREENS {
-                            return bad(format!("{} screens", head[0]));
-                        }
-                        copy_n(r, w, u64::from(head[0]) * 16)?;
-                        size = Some((width, height));
+/// Reads `N` bytes and copies them to `w`.
+fn pass<const N: usize>(r: &mut impl Read, w: &mut impl Write) -> Result<[u8; N], RfbError> {
+    let b = read_n::<N>(r)?;
+    w.write_all(&b)?;
+    Ok(b)
+}
+
+/// Longest QEMU audio sample buffer accepted in one message.
+pub const MAX_AUDIO: u32 = 1 << 24;
+
+/// A VNC server's messages, framed one at a time and copied through as they are read: every
+/// message RFC 6143 and QEMU define, with rectangles in the encodings [`framable`] names. It
+/// follows what framing depends on: the pixel size (from `ServerInit`, a viewer's
+/// `SetPixelFormat` the caller passes on, and the server's WMVi rectangles) and the
+/// framebuffer's size.
+#[derive(Debug, Clone)]
+pub struct ServerFramer {
+    pub format: PixelFormat,
+    pub size: (u16, u16),
+}
+
+impl ServerFramer {
+    pub fn new(init: &ServerInit) -> Self {
+        Self {
+            format: init.format,
+            size: (init.width, init.height),
+        }
+    }
+
+    /// Reads one message from `r`, its type byte `kind` already read, and copies it whole to
+    /// `w`, type byte first. Returns the framebuffer's new size if the message changed it.
+    pub fn copy_message(
+        &mut self,
+        kind: u8,
+        r: &mut impl Read,
+        w: &mut impl Write,
+    ) -> Result<Option<(u16, u16)>, RfbError> {
+        w.write_all(&[kind])?;
+        match kind {
+            // FramebufferUpdate: padding, then a count of rectangles.
+            0 => {
+                let head = pass::<3>(r, w)?;
+                let before = self.size;
+                for _ in 0..u16_of(&head, 1) {
+                    let mut rect = [0u8; 12];
+                    r.read_exact(&mut rect)?;
+                    w.write_all(&rect)?;
+                    if !self.copy_rectangle(&rect, r, w)? {
+                        break;
                     }
-                    LAST_RECT => break,
-                    other => return bad(format!("an update in encoding {other}, never asked for")),
                 }
+                Ok((self.size != before).then_some(self.size))
             }
-            Ok(size)
-        }
-        1 => {
-            let head: [u8; 5] = read_n(r)?;
-            copy_n(r, w, u64::from(u16_of(&head, 3)) * 6)?;
-            Ok(None)
-        }
-        2 => Ok(None),
-        3 => {
-            let head: [u8; 7] = read_n(r)?;
-            let len = i32::from_be_bytes([head[3], head[4], head[5], head[6]]).unsigned_abs();
-            if len > MAX_TEXT {
-                return bad(format!("ServerCutText of {len} bytes"));
+            // SetColourMapEntries: padding, first colour, count, then six bytes a colour.
+            1 => {
+                let head = pass::<5>(r, w)?;
+                copy_n(r, w, u64::from(u16_of(&head, 3)) * 6)?;
+                Ok(None)
             }
-            copy_n(r, w, u64::from(len))?;
-            Ok(None)
+            // Bell; QEMU's audio and LED answers come as rectangles, not messages.
+            2 => Ok(None),
+            // ServerCutText: padding, then a length, negative in the extended clipboard's form.
+            3 => {
+                let head = pass::<7>(r, w)?;
+                let len = i32::from_be_bytes([head[3], head[4], head[5], head[6]]).unsigned_abs();
+                if len > MAX_TEXT {
+                    return bad(format!("ServerCutText of {len} bytes"));
+                }
+                copy_n(r, w, u64::from(len))?;
+                Ok(None)
+            }
+            // EndOfContinuousUpdates.
+            150 => Ok(None),
+            // ServerFence: padding, flags, then a payload of at most 64 bytes.
+            248 => {
+                let head = pass::<8>(r, w)?;
+                if head[7] > MAX_FENCE {
+                    return bad(format!("a fence of {} bytes", head[7]));
+                }
+                copy_n(r, w, u64::from(head[7]))?;
+                Ok(None)
+            }
+            // xvp: padding, version, message.
+            250 => {
+                pass::<3>(r, w)?;
+                Ok(None)
+            }
+            // QEMU's own: audio stream end, begin, or data.
+            255 => {
+                let head = pass::<3>(r, w)?;
+                if head[0] != 1 {
+                    return bad(format!("QEMU server message {}", head[0]));
+                }
+                match u16_of(&head, 1) {
+                    0 | 1 => {}
+                    2 => {
+                        let len = u32_of(&pass::<4>(r, w)?, 0);
+                        if len > MAX_AUDIO {
+                            return bad(format!("{len} bytes of audio in one message"));
+                        }
+                        copy_n(r, w, u64::from(len))?;
+                    }
+                    other => return bad(format!("QEMU audio operation {other}")),
+                }
+                Ok(None)
+            }
+            other => bad(format!("server message type {other}")),
         }
-        other => bad(format!("server message type {other}, never asked for")),
+    }
+
+    /// Copies one rectangle's payload, its 12-byte header `rect` already copied. `false` after
+    /// the rectangle that ends an update early (LastRect).
+    fn copy_rectangle(
+        &mut self,
+        rect: &[u8; 12],
+        r: &mut impl Read,
+        w: &mut impl Write,
+    ) -> Result<bool, RfbError> {
+        let (width, height) = (u16_of(rect, 4), u16_of(rect, 6));
+        let area = u64::from(width) * u64::from(height);
+        let mask = u64::from(width).div_ceil(8) * u64::from(height);
+        let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
+        match encoding {
+            RAW => copy_n(r, w, area * self.format.bytes())?,
+            COPY_RECT => copy_n(r, w, 4)?,
+            // Both a length, then that much zlib data.
+            ZLIB | ZRLE => {
+                let len = u32_of(&pass::<4>(r, w)?, 0);
+                copy_n(r, w, u64::from(len))?;
+            }
+            LAST_RECT => return Ok(false),
+            DESKTOP_SIZE => self.size = (width, height),
+            EXTENDED_DESKTOP_SIZE => {
+                let head = pass::<4>(r, w)?;
+                if head[0] > MAX_SCREENS {
+                    return bad(format!("{} screens", head[0]));
+                }
+                copy_n(r, w, u64::from(head[0]) * 16)?;
+                self.size = (width, height);
+            }
+            // Pixels in the viewer's format, then a bit mask.
+            RICH_CURSOR => copy_n(r, w, area * self.format.bytes() + mask)?,
+            // Two colours and two bit masks, or nothing for no cursor.
+            X_CURSOR if area > 0 => copy_n(r, w, 6 + 2 * mask)?,
+            X_CURSOR => {}
+            // The pixels' encoding, which must be Raw, then RGBA.
+            ALPHA_CURSOR => {
+                let inner = i32::from_be_bytes(pass::<4>(r, w)?);
+                if inner != RAW {
+                    return bad(format!("an alpha cursor in encoding {inner}"));
+                }
+                copy_n(r, w, area * 4)?;
+            }
+            // QEMU's answers that it has extended keys, audio and pointer type changes.
+            QEMU_EXTENDED_KEY_EVENT | QEMU_AUDIO | POINTER_TYPE_CHANGE => {}
+            QEMU_LED_STATE => copy_n(r, w, 1)?,
+            DESKTOP_NAME => {
+                let len = u32_of(&pass::<4>(r, w)?, 0);
+                if len > MAX_TEXT {
+                    return bad("an overlong desktop name");
+                }
+                copy_n(r, w, u64::from(len))?;
+            }
+            WMVI => self.format = PixelFormat::from_wire(&pass::<16>(r, w)?)?,
+            other => return bad(format!("an update in encoding {other}, never asked for")),
+        }
+        Ok(true)
     }
 }
 
@@ -564,50 +763,165 @@ mod tests {
         assert!(String::from_utf8_lossy(&to_viewer[17..]).contains("VeNCrypt"));
     }
 
+    /// A rectangle's 12-byte header.
+    fn rect(x: u16, w: u16, h: u16, encoding: i32) -> Vec<u8> {
+        let mut b = x.to_be_bytes().to_vec();
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&w.to_be_bytes());
+        b.extend_from_slice(&h.to_be_bytes());
+        b.extend_from_slice(&encoding.to_be_bytes());
+        b
+    }
+
+    fn framer(bits_per_pixel: u8) -> ServerFramer {
+        ServerFramer::new(&ServerInit {
+            width: 1024,
+            height: 768,
+            format: PixelFormat { bits_per_pixel },
+        })
+    }
+
+    /// Frames `stream` whole, message by message; the sizes they set, and the bytes copied.
+    fn frame_all(f: &mut ServerFramer, stream: &[u8]) -> Result<Vec<Option<(u16, u16)>>, String> {
+        let mut r = stream;
+        let mut copied = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some((&kind, rest)) = r.split_first() {
+            r = rest;
+            sizes.push(
+                f.copy_message(kind, &mut r, &mut copied)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        assert_eq!(copied, stream, "copied exactly");
+        Ok(sizes)
+    }
+
     #[test]
     fn the_watcher_frames_what_it_asked_for_and_sees_size_changes() {
         let mut msg = vec![0, 0, 0, 2];
         // A 2x1 raw rectangle at 32 bits per pixel, then a desktop size change.
-        msg.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0]);
+        msg.extend(rect(0, 2, 1, RAW));
         msg.extend_from_slice(&[9; 8]);
-        msg.extend_from_slice(&[0, 0, 0, 0, 3, 32, 2, 88]);
-        msg.extend_from_slice(&DESKTOP_SIZE.to_be_bytes());
-        let format = PixelFormat { bits_per_pixel: 32 };
-        let mut r = msg.as_slice();
+        msg.extend(rect(0, 800, 600, DESKTOP_SIZE));
         assert_eq!(
-            read_server_message(&mut r, format).unwrap(),
-            Some((800, 600))
+            frame_all(&mut framer(32), &msg).unwrap(),
+            [Some((800, 600))]
         );
-        assert!(r.is_empty(), "read whole");
-        // An encoding never asked for (Hextile) cannot be framed.
-        let hextile = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 5];
-        assert!(read_server_message(&mut hextile.as_slice(), format).is_err());
+        // Hextile is never asked for, so it cannot be framed.
+        let mut hextile = vec![0, 0, 0, 1];
+        hextile.extend(rect(0, 1, 1, 5));
+        assert!(frame_all(&mut framer(32), &hextile).is_err());
         let asked = watch_requests();
         assert_eq!(&asked[..4], &[2, 0, 0, 4]);
         assert_eq!(&asked[asked.len() - 10..], &update_request());
     }
 
     #[test]
-    fn every_viewer_message_is_framed_and_set_encodings_passes_unchanged() {
-        let mut msg = vec![2, 0, 0, 4];
-        for e in [7, RAW, -258, DESKTOP_SIZE] {
-            msg.extend_from_slice(&i32::to_be_bytes(e));
+    fn the_server_framer_takes_every_message_and_encoding_a_framed_viewer_can_get() {
+        let mut s = vec![0, 0, 0, 12];
+        // Raw 3x2 at 16 bits per pixel; CopyRect; ZRLE and Zlib by their lengths.
+        s.extend(rect(0, 3, 2, RAW));
+        s.extend_from_slice(&[1; 12]);
+        s.extend(rect(0, 5, 5, COPY_RECT));
+        s.extend_from_slice(&[0, 1, 0, 2]);
+        for e in [ZRLE, ZLIB] {
+            s.extend(rect(0, 64, 64, e));
+            s.extend_from_slice(&3u32.to_be_bytes());
+            s.extend_from_slice(&[7, 7, 7]);
         }
-        // QEMU's pointer type change is taken out, and the count with it.
-        let mut asked = vec![2, 0, 0, 3];
-        for e in [RAW, POINTER_TYPE_CHANGE, -258] {
-            asked.extend_from_slice(&i32::to_be_bytes(e));
+        // A 9x2 rich cursor: pixels, then a mask of two bytes a row.
+        s.extend(rect(0, 9, 2, RICH_CURSOR));
+        s.extend_from_slice(&[2; 9 * 2 * 2 + 2 * 2]);
+        // An X cursor, and an empty one; an alpha cursor.
+        s.extend(rect(0, 8, 1, X_CURSOR));
+        s.extend_from_slice(&[3; 6 + 2]);
+        s.extend(rect(0, 0, 0, X_CURSOR));
+        s.extend(rect(0, 2, 2, ALPHA_CURSOR));
+        s.extend_from_slice(&RAW.to_be_bytes());
+        s.extend_from_slice(&[4; 16]);
+        // QEMU's answers, a LED state and the desktop's name.
+        s.extend(rect(0, 0, 0, QEMU_EXTENDED_KEY_EVENT));
+        s.extend(rect(0, 0, 0, QEMU_AUDIO));
+        s.extend(rect(0, 0, 0, QEMU_LED_STATE));
+        s.push(5);
+        s.extend(rect(0, 0, 0, DESKTOP_NAME));
+        s.extend_from_slice(&2u32.to_be_bytes());
+        s.extend_from_slice(b"vm");
+        // The server's pixel format becomes 32 bits: the next Raw rectangle is 4 bytes a pixel.
+        let mut wmvi = rect(0, 0, 0, WMVI);
+        wmvi.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+        let mut s2 = vec![0, 0, 0, 3];
+        s2.extend(wmvi);
+        s2.extend(rect(0, 1, 1, RAW));
+        s2.extend_from_slice(&[6; 4]);
+        s2.extend(rect(0, 1, 1, LAST_RECT));
+        s.extend(s2);
+        // An extended desktop size with one screen; a colour map, a bell, cut text, a fence,
+        // xvp, QEMU audio data.
+        s.extend_from_slice(&[0, 0, 0, 1]);
+        s.extend(rect(0, 1280, 1024, EXTENDED_DESKTOP_SIZE));
+        s.extend_from_slice(&[1, 0, 0, 0]);
+        s.extend_from_slice(&[8; 16]);
+        s.extend_from_slice(&[1, 0, 0, 0, 0, 1]);
+        s.extend_from_slice(&[9; 6]);
+        s.push(2);
+        s.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        s.extend_from_slice(&[248, 0, 0, 0, 0, 0, 0, 0, 1, 0xf]);
+        s.extend_from_slice(&[250, 0, 1, 1]);
+        s.extend_from_slice(&[255, 1, 0, 2, 0, 0, 0, 2, 1, 1]);
+        s.push(150);
+        let mut f = framer(16);
+        let sizes = frame_all(&mut f, &s).unwrap();
+        assert_eq!(sizes.len(), 10, "{sizes:?}");
+        assert_eq!(sizes[2], Some((1280, 1024)));
+        assert_eq!(f.format.bits_per_pixel, 32, "WMVi followed");
+        // A Tight rectangle is never asked for by a framed viewer, and is refused.
+        let mut tight = vec![0, 0, 0, 1];
+        tight.extend(rect(0, 1, 1, 7));
+        assert!(frame_all(&mut framer(32), &tight).is_err());
+        // Cut text, a fence, audio and a name past their limits are refused unread.
+        for bad in [
+            &[3u8, 0, 0, 0, 0x7f, 0, 0, 0][..],
+            &[248, 0, 0, 0, 0, 0, 0, 0, 65],
+            &[255, 1, 0, 2, 0x7f, 0, 0, 0],
+            &[255, 2, 0, 0],
+            &[99],
+        ] {
+            assert!(frame_all(&mut framer(32), bad).is_err(), "{bad:?}");
         }
-        let ClientMessage::Forward { head, body: 0 } =
+    }
+
+    #[test]
+    fn the_pointer_type_change_is_one_rectangle_as_qemu_sends_it() {
+        let mut f = framer(32);
+        let told = pointer_type_change(false, (1024, 768));
+        assert_eq!(frame_all(&mut f, &told).unwrap(), [None]);
+        assert_eq!(told[5], 0, "x 0: relative");
+        assert_eq!(
+            pointer_type_change(true, (1024, 768))[5],
+            1,
+            "x 1: absolute"
+        );
+        assert_eq!(&told[8..12], &[4, 0, 3, 0]);
+    }
+
+    #[test]
+    fn every_viewer_message_is_framed_and_set_encodings_is_read_whole() {
+        let asked = set_encodings(0, &[7, RAW, POINTER_TYPE_CHANGE, -258]);
+        assert_eq!(&asked[..4], &[2, 0, 0, 4]);
+        let mut msg = asked.clone();
+        let ClientMessage::SetEncodings { padding, encodings } =
             read_client_message(&mut asked.as_slice()).unwrap()
         else {
-            panic!("SetEncodings is forwarded whole");
+            panic!("SetEncodings is read whole");
         };
-        let mut want = vec![2, 0, 0, 2];
-        for e in [RAW, -258] {
-            want.extend_from_slice(&i32::to_be_bytes(e));
-        }
-        assert_eq!(head, want);
+        assert_eq!(
+            (padding, encodings),
+            (0, vec![7, RAW, POINTER_TYPE_CHANGE, -258])
+        );
+        assert!(!framable(7), "Tight");
+        assert!(framable(ZRLE) && framable(-250) && framable(EXTENDED_CLIPBOARD));
         msg.extend_from_slice(&[5, 1, 0, 10, 0, 20]);
         // Extended clipboard: a negative length.
         msg.extend_from_slice(&[6, 0, 0, 0]);
@@ -625,6 +939,9 @@ mod tests {
         let mut pointers = Vec::new();
         while !r.is_empty() {
             match read_client_message(&mut r).unwrap() {
+                ClientMessage::SetEncodings { padding, encodings } => {
+                    passed.extend(set_encodings(padding, &encodings));
+                }
                 ClientMessage::Forward { head, body } => {
                     passed.extend_from_slice(&head);
                     let (b, rest) = r.split_at(usize::try_from(body).unwrap());

@@ -11,19 +11,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vhost_user_pvmouse::testing::ControlBackend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pvmouse-vnc");
 
-/// An RFB server with no password that counts the connections it accepted, and keeps each open
-/// reading until its client goes.
+/// An RFB server with no password that counts the connections it accepted, keeps each open
+/// reading until its client goes, and keeps every encoding list it was sent.
 struct Upstream {
     path: PathBuf,
     accepted: Arc<AtomicUsize>,
+    encodings: Arc<Mutex<Vec<Vec<i32>>>>,
 }
 
 impl Upstream {
@@ -31,11 +32,13 @@ impl Upstream {
         let path = dir.join("upstream.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let encodings = Arc::new(Mutex::new(Vec::new()));
+        let (count, lists) = (accepted.clone(), encodings.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { return };
                 count.fetch_add(1, Ordering::SeqCst);
+                let lists = lists.clone();
                 std::thread::spawn(move || {
                     let mut version = [0u8; 12];
                     let mut one = [0u8; 1];
@@ -58,13 +61,24 @@ impl Upstream {
                                 s.read_exact(&mut head).is_ok() && {
                                     let n = u16::from_be_bytes([head[1], head[2]]);
                                     let mut list = vec![0u8; usize::from(n) * 4];
-                                    s.read_exact(&mut list).is_ok()
+                                    let ok = s.read_exact(&mut list).is_ok();
+                                    lists.lock().unwrap().push(
+                                        list.chunks_exact(4)
+                                            .map(|e| i32::from_be_bytes(e.try_into().unwrap()))
+                                            .collect(),
+                                    );
+                                    ok
                                 }
                             }
                             3 => {
                                 let mut rest = [0u8; 9];
                                 s.read_exact(&mut rest).is_ok()
                                     && s.write_all(&[0, 0, 0, 0]).is_ok()
+                            }
+                            // A viewer's SetPixelFormat.
+                            0 => {
+                                let mut rest = [0u8; 19];
+                                s.read_exact(&mut rest).is_ok()
                             }
                             _ => false,
                         };
@@ -75,7 +89,11 @@ impl Upstream {
                 });
             }
         });
-        Self { path, accepted }
+        Self {
+            path,
+            accepted,
+            encodings,
+        }
     }
 
     fn accepted(&self) -> usize {
@@ -550,4 +568,119 @@ fn it_runs_as_an_ordinary_user() {
         unsafe { libc::geteuid() }
     };
     println!("as uid {uid}: served a viewer, stopped cleanly");
+}
+
+/// Reads server messages until a pointer type change; its x: 1 absolute, 0 relative. Only the
+/// empty updates [`Upstream`] sends and the proxy's own rectangles can come.
+fn told(v: &mut TcpStream) -> u16 {
+    loop {
+        let mut head = [0u8; 4];
+        v.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], 0, "a FramebufferUpdate");
+        if u16::from_be_bytes([head[2], head[3]]) == 0 {
+            continue;
+        }
+        let mut rect = [0u8; 12];
+        v.read_exact(&mut rect).unwrap();
+        let encoding = i32::from_be_bytes(rect[8..12].try_into().unwrap());
+        assert_eq!(encoding, -257, "only pointer type changes: {rect:?}");
+        assert_eq!(head[3], 1, "one rectangle");
+        return u16::from_be_bytes([rect[0], rect[1]]);
+    }
+}
+
+fn set_encodings(v: &mut TcpStream, encodings: &[i32]) {
+    let mut m = vec![2, 0];
+    m.extend_from_slice(&u16::try_from(encodings.len()).unwrap().to_be_bytes());
+    for e in encodings {
+        m.extend_from_slice(&e.to_be_bytes());
+    }
+    v.write_all(&m).unwrap();
+}
+
+fn pointer_event(v: &mut TcpStream, mask: u8, x: u16, y: u16) {
+    let (x, y) = (x.to_be_bytes(), y.to_be_bytes());
+    v.write_all(&[5, mask, x[0], x[1], y[0], y[1]]).unwrap();
+}
+
+#[test]
+fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() {
+    use pvmouse_spec::profile::{Button, PointerMode};
+    let (dir, upstream, backend, control) = setup();
+    let front = Front::start(dir.path(), &upstream, &control, &[]);
+    let mut ctl = pvmouse_client::Connection::connect(&control).unwrap();
+    let mut set_mode = |mode| {
+        ctl.send(&pvmouse_client::command::PvmouseSetMode { mode })
+            .unwrap();
+    };
+    // A gtk-vnc-like viewer asks for Tight first and for pointer type changes; one like noVNC
+    // does not ask for them.
+    let (tight, zrle, raw, pointer_type, desktop_size) = (7, 16, 0, -257, -223);
+    let mut asks = front.viewer();
+    set_encodings(&mut asks, &[tight, zrle, raw, pointer_type, desktop_size]);
+    let mut plain = front.viewer();
+    set_encodings(&mut plain, &[tight, zrle, raw]);
+    assert_eq!(told(&mut asks), 1, "told absolute at once, as QEMU does");
+    // The watcher's, and the two viewers'.
+    wait_until("three lists upstream", Duration::from_secs(5), || {
+        upstream.encodings.lock().unwrap().len() == 3
+    });
+    let lists = upstream.encodings.lock().unwrap().clone();
+    println!("upstream got {lists:?}");
+    assert!(
+        lists.contains(&vec![zrle, raw, desktop_size]),
+        "the asking viewer's list is cut to what the framing takes: {lists:?}"
+    );
+    assert!(
+        lists.contains(&vec![tight, zrle, raw]),
+        "the other's is untouched: {lists:?}"
+    );
+    // An absolute position from the asking viewer lands as usual.
+    pointer_event(&mut asks, 0, 10, 10);
+    let at = pvmouse_spec::stream::pixel_centre(10, 640);
+    wait_until("the position", Duration::from_secs(5), || {
+        backend.pointer().1 == Some(at)
+    });
+
+    set_mode(PointerMode::Relative);
+    assert_eq!(told(&mut asks), 0, "told relative");
+    // Motion with the left button down: the button is pressed, and the position stays where it
+    // was (read as a position, 0x7FFF + 7 would be the last pixel).
+    pointer_event(&mut asks, 1, 0x7FFF + 7, 0x7FFF - 3);
+    wait_until("the press", Duration::from_secs(5), || {
+        backend.pointer().2 == Button::Left.bit()
+    });
+    pointer_event(&mut asks, 0, 0x7FFF + 2, 0x7FFF);
+    wait_until("the release", Duration::from_secs(5), || {
+        backend.pointer().2 == 0
+    });
+    assert_eq!(backend.pointer().1, Some(at), "no position was sent");
+    let status = pvmouse_client::Connection::connect(&control)
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!(status.mode, PointerMode::Relative);
+    assert!(
+        !front.log().contains("refused"),
+        "the motion was refused:\n{}",
+        front.log()
+    );
+
+    // Back to absolute: told, and positions again.
+    set_mode(PointerMode::Absolute);
+    assert_eq!(told(&mut asks), 1, "told absolute");
+    pointer_event(&mut asks, 0, 20, 20);
+    let at = pvmouse_spec::stream::pixel_centre(20, 640);
+    wait_until("the position", Duration::from_secs(5), || {
+        backend.pointer().1 == Some(at)
+    });
+    // The viewer that did not ask was told nothing, and its stream is still QEMU's alone.
+    plain
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut any = [0u8; 1];
+    assert!(
+        plain.read(&mut any).is_err(),
+        "the plain viewer was sent {any:?}"
+    );
 }
