@@ -3,8 +3,11 @@
 //! reach the guest's pvmouse device on the right display with the exact values the spec's
 //! rounding defines, through mode changes, with two viewers at once and one sending garbage,
 //! through VNC password authentication, and while the backend's worker is killed under a viewer
-//! holding a button; then by a browser gateway, Debian's noVNC behind websockify in headless
-//! Chromium, which must draw each head whole and point on its exact pixels.
+//! holding a button; by an RFB client of the test's own that asks for pointer type changes, as
+//! gtk-vnc's viewers do, which is told when pvmouse switches to relative mode and back, and whose
+//! pointer events then reach the guest's relative device as motion; then by a browser gateway,
+//! Debian's noVNC behind websockify in headless Chromium, which must draw each head whole and
+//! point on its exact pixels.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
@@ -15,7 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL};
+use pvmouse_spec::evdev::{
+    ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_X, REL_Y,
+};
 use pvmouse_spec::profile::DISPLAY_AXIS;
 use pvmouse_vmtest::desktop::Sway;
 use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, ev, exclusive, input_frames, round_to_i32, wait};
@@ -192,10 +197,12 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         ),
     ]);
     // Restartable, so that the worker can be killed under a viewer (below).
+    // With the relative device, for the viewer that asks for pointer type changes.
     let vm = exclusive::boot(VmConfig {
         desktop: true,
         displays: 2,
         restartable: true,
+        relative: true,
         extra_qemu_args: extra,
         ..VmConfig::default()
     });
@@ -438,6 +445,8 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
     );
     assert!(proxy.0.try_wait().unwrap().is_none(), "pvmouse-vnc exited");
 
+    a_viewer_that_asks_is_told_of_relative_mode(&vm, ports[1], &dump_log);
+
     // A browser gateway: Debian's noVNC and websockify in front of pvmouse-vnc, in headless
     // Chromium. noVNC keeps the encodings it asks for (Tight among them), draws each head whole,
     // and its pointer, click and wheel land on the exact pixels.
@@ -529,6 +538,194 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
         );
         drop(gateway);
     }
+}
+
+/// The encodings the RFB client below frames.
+const RAW: i32 = 0;
+const TIGHT: i32 = 7;
+const ZRLE: i32 = 16;
+const DESKTOP_SIZE: i32 = -223;
+const POINTER_TYPE_CHANGE: i32 = -257;
+
+/// An RFB client of the test's own, as gtk-vnc's viewers behave: it asks for Tight first, then
+/// ZRLE and Raw, and for pointer type changes, and frames what it gets in those encodings.
+struct RawViewer {
+    s: TcpStream,
+    size: (u16, u16),
+    bytes_per_pixel: u64,
+}
+
+impl RawViewer {
+    fn connect(port: u16) -> Self {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut version = [0u8; 12];
+        s.read_exact(&mut version).unwrap();
+        s.write_all(b"RFB 003.008\n").unwrap();
+        let mut n = [0u8; 1];
+        s.read_exact(&mut n).unwrap();
+        let mut types = vec![0u8; usize::from(n[0])];
+        s.read_exact(&mut types).unwrap();
+        assert!(types.contains(&1), "security None: {types:?}");
+        s.write_all(&[1]).unwrap();
+        let mut result = [0u8; 4];
+        s.read_exact(&mut result).unwrap();
+        assert_eq!(result, [0; 4]);
+        s.write_all(&[1]).unwrap();
+        let mut init = [0u8; 24];
+        s.read_exact(&mut init).unwrap();
+        let mut name = vec![0u8; u32::from_be_bytes(init[20..24].try_into().unwrap()) as usize];
+        s.read_exact(&mut name).unwrap();
+        let mut m = vec![2, 0, 0, 5];
+        for e in [TIGHT, ZRLE, RAW, POINTER_TYPE_CHANGE, DESKTOP_SIZE] {
+            m.extend_from_slice(&e.to_be_bytes());
+        }
+        s.write_all(&m).unwrap();
+        Self {
+            s,
+            size: (
+                u16::from_be_bytes([init[0], init[1]]),
+                u16::from_be_bytes([init[2], init[3]]),
+            ),
+            bytes_per_pixel: u64::from(init[4] / 8),
+        }
+    }
+
+    /// Asks for the whole screen, or for what changed in it.
+    fn request(&mut self, incremental: bool) {
+        let (w, h) = (self.size.0.to_be_bytes(), self.size.1.to_be_bytes());
+        self.s
+            .write_all(&[3, u8::from(incremental), 0, 0, 0, 0, w[0], w[1], h[0], h[1]])
+            .unwrap();
+    }
+
+    fn pointer(&mut self, mask: u8, x: u16, y: u16) {
+        let (x, y) = (x.to_be_bytes(), y.to_be_bytes());
+        self.s
+            .write_all(&[5, mask, x[0], x[1], y[0], y[1]])
+            .unwrap();
+    }
+
+    /// The next message, which must be an update in the encodings asked for (Tight left out):
+    /// its rectangles' encodings, x and areas.
+    fn update(&mut self) -> Vec<(i32, u16, u64)> {
+        let mut head = [0u8; 4];
+        self.s.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], 0, "a FramebufferUpdate, not {head:?}");
+        let mut rects = Vec::new();
+        for _ in 0..u16::from_be_bytes([head[2], head[3]]) {
+            let mut r = [0u8; 12];
+            self.s.read_exact(&mut r).unwrap();
+            let (w, h) = (
+                u16::from_be_bytes([r[4], r[5]]),
+                u16::from_be_bytes([r[6], r[7]]),
+            );
+            let area = u64::from(w) * u64::from(h);
+            let encoding = i32::from_be_bytes(r[8..12].try_into().unwrap());
+            let skip = match encoding {
+                RAW => area * self.bytes_per_pixel,
+                ZRLE => {
+                    let mut len = [0u8; 4];
+                    self.s.read_exact(&mut len).unwrap();
+                    u64::from(u32::from_be_bytes(len))
+                }
+                DESKTOP_SIZE => {
+                    self.size = (w, h);
+                    0
+                }
+                POINTER_TYPE_CHANGE => 0,
+                other => {
+                    panic!("an update in encoding {other}, which the proxy should have left out")
+                }
+            };
+            std::io::copy(&mut (&mut self.s).take(skip), &mut std::io::sink()).unwrap();
+            rects.push((encoding, u16::from_be_bytes([r[0], r[1]]), area));
+        }
+        rects
+    }
+
+    /// Reads updates until a pointer type change: true if it says absolute. Pixels on the way
+    /// are asked for again, so that QEMU keeps sending.
+    fn told(&mut self) -> bool {
+        loop {
+            for (encoding, x, _) in self.update() {
+                if encoding == POINTER_TYPE_CHANGE {
+                    return x == 1;
+                }
+            }
+            self.request(true);
+        }
+    }
+}
+
+/// A gtk-vnc-like viewer is told pvmouse's mode: absolute when it asks, relative when the host
+/// switches, and absolute again; in relative mode its pointer events arrive on the relative
+/// device as the motion it sent, with its buttons on the pointer; and it gets QEMU's whole
+/// picture in the encodings the proxy can frame.
+fn a_viewer_that_asks_is_told_of_relative_mode(vm: &Vm, port: u16, log: &dyn Fn() -> String) {
+    let relative = format!("{PVMOUSE_NAME} relative");
+    vm.probe.watch(&relative, WAIT).unwrap();
+    let mut v = RawViewer::connect(port);
+    v.request(false);
+    let mut area = 0;
+    let mut told_absolute = None;
+    while area < u64::from(v.size.0) * u64::from(v.size.1) || told_absolute.is_none() {
+        for (encoding, x, a) in v.update() {
+            match encoding {
+                POINTER_TYPE_CHANGE => told_absolute = Some(x == 1),
+                RAW | ZRLE => area += a,
+                _ => {}
+            }
+        }
+        v.request(true);
+    }
+    assert_eq!(told_absolute, Some(true), "told absolute first\n{}", log());
+    println!(
+        "a viewer asking for Tight, ZRLE and pointer type changes got the whole {}x{} screen \
+         without Tight, and was told: absolute",
+        v.size.0, v.size.1
+    );
+    let mut ctl = vm.control().unwrap();
+    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "relative"}))
+        .unwrap();
+    assert!(!v.told(), "told relative\n{}", log());
+    let mark = vm.probe.mark();
+    let origin = 0x7FFF_u16;
+    for _ in 0..4 {
+        v.pointer(0, origin + 25, origin - 15);
+    }
+    v.pointer(1, origin, origin);
+    v.pointer(0, origin, origin);
+    let sums = |evs: &[pvmouse_vmtest::probe::GuestEvent]| {
+        evs.iter()
+            .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
+                (EV_REL, REL_X) => (x + e.event.value, y),
+                (EV_REL, REL_Y) => (x, y + e.event.value),
+                _ => (x, y),
+            })
+    };
+    let got = vm
+        .probe
+        .wait_events(&relative, mark, WAIT, |e| sums(e) == (100, -60))
+        .unwrap_or_else(|e| panic!("the relative device: {e}\n{}", log()));
+    println!("relative device: {:?}", sums(&got));
+    wait_for_event(vm, mark, ev(EV_KEY, BTN_LEFT, 0), log);
+    let on_pointer: Vec<InputEvent> = input_frames(&vm.probe.events(PVMOUSE_NAME, mark)).concat();
+    assert!(
+        !on_pointer.iter().any(|e| e.kind == EV_ABS),
+        "no position while relative: {on_pointer:?}"
+    );
+    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "absolute"}))
+        .unwrap();
+    assert!(v.told(), "told absolute again\n{}", log());
+    let mark = vm.probe.mark();
+    v.pointer(0, 123, 45);
+    wait_for_event(
+        vm,
+        mark,
+        ev(EV_ABS, ABS_X, value(123, u32::from(v.size.0))),
+        log,
+    );
 }
 
 /// The share of `direct`'s pixels that the PNG at `path` has the same.
