@@ -68,8 +68,20 @@ impl Drop for Setup {
 impl Setup {
     /// Runs the hook as libvirt does; its exit status and standard error.
     fn hook(&self, domain: &str, operation: &str, xml: &str) -> (bool, String) {
+        self.hook_with(domain, operation, xml, &[])
+    }
+
+    /// [`hook`](Self::hook) with more of the environment set.
+    fn hook_with(
+        &self,
+        domain: &str,
+        operation: &str,
+        xml: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> (bool, String) {
         let mut child = Command::new(HOOK)
             .args([domain, operation, "begin", "-"])
+            .envs(env.iter().copied())
             .env("PVMOUSE_LIBEXEC", &self.libexec)
             .env("PVMOUSE_RUNTIME", &self.runtime)
             .env("PVMOUSE_CONFIG", &self.config)
@@ -237,6 +249,83 @@ fn a_domain_with_the_relative_device_gets_it_served() {
     assert!(status.relative.is_none(), "a domain without it: none");
     assert!(s.hook("vm-3", "release", &s.xml("vm-3")).0);
     wait_gone(&s, &s.runtime.join("vm-3"));
+}
+
+/// With systemd, the hook starts the domain's socket units, the relative device's among them
+/// when the XML attaches it, and stops them all with the service. `systemctl` here is a script
+/// that logs its arguments: there is no systemd as PID 1 to start units (the units themselves
+/// are verified in tests/tests/packages.rs, and the socket named `relative` handed over in
+/// tests/tests/socket_activated.rs).
+#[test]
+fn under_systemd_the_relative_socket_unit_starts_with_the_others() {
+    let s = setup();
+    let bin = s.libexec.join("fake-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = s.libexec.join("systemctl.log");
+    let systemctl = bin.join("systemctl");
+    std::fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$*\" >>'{}'\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let systemd = s.libexec.join("systemd-system");
+    std::fs::create_dir(&systemd).unwrap();
+    let path = std::ffi::OsString::from(format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap()
+    ));
+    let env = [
+        ("PATH", path.as_os_str()),
+        ("PVMOUSE_SYSTEMD", systemd.as_os_str()),
+    ];
+    let relative = s.runtime.join("vm-5").join("relative.sock");
+    let with_relative = s.xml("vm-5").replace(
+        "</qemu:commandline>",
+        &format!(
+            "<qemu:arg value='socket,id=pvmrel,path={}'/></qemu:commandline>",
+            relative.display()
+        ),
+    );
+    for (xml, want) in [
+        (
+            with_relative.clone(),
+            "start vhost-user-pvmouse@vm-5.socket vhost-user-pvmouse-control@vm-5.socket \
+             vhost-user-pvmouse-relative@vm-5.socket",
+        ),
+        (
+            s.xml("vm-5"),
+            "start vhost-user-pvmouse@vm-5.socket vhost-user-pvmouse-control@vm-5.socket",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&log);
+        let (ok, out) = s.hook_with("vm-5", "prepare", &xml, &env);
+        assert!(ok, "{out}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), want);
+    }
+    // Another domain's relative socket in the XML starts nothing of its own.
+    let _ = std::fs::remove_file(&log);
+    let other = s.xml("vm-5").replace(
+        "</qemu:commandline>",
+        "<!-- /run/vm-6/relative.sock --></qemu:commandline>",
+    );
+    assert!(s.hook_with("vm-5", "prepare", &other, &env).0);
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("relative"));
+    let _ = std::fs::remove_file(&log);
+    assert!(s.hook_with("vm-5", "release", &with_relative, &env).0);
+    let stopped = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stopped.contains(
+            "stop vhost-user-pvmouse@vm-5.service vhost-user-pvmouse@vm-5.socket \
+             vhost-user-pvmouse-control@vm-5.socket vhost-user-pvmouse-relative@vm-5.socket"
+        ),
+        "{stopped}"
+    );
+    assert!(
+        s.backends().is_empty(),
+        "systemd's to start, not the hook's"
+    );
 }
 
 #[test]

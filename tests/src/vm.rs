@@ -623,7 +623,14 @@ fn start_backend(bin: &Path, dir: &Path, config: &VmConfig) -> std::io::Result<C
         program.push(vhost.clone().into());
         program.push("--listen".into());
         program.push(control.clone().into());
-        program.push("--fdname=vhost-user:control".into());
+        if config.relative {
+            // The package's optional third socket unit.
+            program.push("--listen".into());
+            program.push(dir.join("relative.sock").into());
+            program.push("--fdname=vhost-user:control:relative".into());
+        } else {
+            program.push("--fdname=vhost-user:control".into());
+        }
         let mut env = std::ffi::OsString::from("--setenv=NOTIFY_SOCKET=");
         env.push(dir.join("notify"));
         program.push(env);
@@ -660,7 +667,7 @@ fn start_backend(bin: &Path, dir: &Path, config: &VmConfig) -> std::io::Result<C
             .arg("--control-socket")
             .arg(&control);
     }
-    if config.relative {
+    if config.relative && !config.socket_activated {
         cmd.arg("--relative-socket").arg(dir.join("relative.sock"));
     }
     cmd.arg("--displays")

@@ -130,6 +130,7 @@ fn the_packages_install_verify_and_purge_leaving_nothing() {
         "vhost-user-pvmouse@vm1.service",
         "vhost-user-pvmouse@vm1.socket",
         "vhost-user-pvmouse-control@vm1.socket",
+        "vhost-user-pvmouse-relative@vm1.socket",
         "pvmouse-guestd.service",
     ];
     let (ok, log) = run("systemd-analyze", &[&["verify"][..], &units].concat());

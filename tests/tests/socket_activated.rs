@@ -2,7 +2,8 @@
 //! binds the vhost-user and control sockets, as the package's two socket units do, and hands
 //! them over (named by `FileDescriptorName=`) when QEMU first connects; the backend, restartable
 //! by default and run as an ordinary user, tells the service manager's socket (the VM's own)
-//! that it is ready, and the guest gets input. SIGTERM then stops it as `systemctl stop` would:
+//! that it is ready, and the guest gets input, on the relative device too, whose socket comes
+//! from the package's optional third socket unit. SIGTERM then stops it as `systemctl stop` would:
 //! a button held is let go in the guest first, and the sockets stay (they are the socket
 //! units').
 
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 use pvmouse_client::Connection;
-use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
+use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY, EV_REL, REL_X, REL_Y};
 use pvmouse_vmtest::exclusive;
 use pvmouse_vmtest::{PVMOUSE_NAME, VmConfig, round_to_i32};
 use serde_json::json;
@@ -23,6 +24,7 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
     let vm = exclusive::boot(VmConfig {
         socket_activated: true,
         restartable: true,
+        relative: true,
         ..VmConfig::default()
     });
     let ready = vm.service_notices(WAIT);
@@ -39,6 +41,29 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
             st["abs"]["0"] == x && st["abs"]["1"] == y
         })
         .unwrap_or_else(|e| panic!("{e}"));
+    // The relative device came from the socket named `relative`: motion reaches the guest there.
+    let relative = format!("{PVMOUSE_NAME} relative");
+    vm.probe.watch(&relative, WAIT).unwrap();
+    let mark = vm.probe.mark();
+    client
+        .execute("pvmouse-send", json!({"dx": 7, "dy": -2}))
+        .unwrap();
+    let moved = vm
+        .probe
+        .wait_events(&relative, mark, WAIT, |evs| {
+            let rel = |code| {
+                evs.iter()
+                    .filter(|e| e.event.kind == EV_REL && e.event.code == code)
+                    .map(|e| e.event.value)
+                    .sum::<i32>()
+            };
+            (rel(REL_X), rel(REL_Y)) == (7, -2)
+        })
+        .unwrap_or_else(|e| panic!("the relative device: {e}"));
+    println!("the relative device from the socket named relative: {moved:?}");
+    client
+        .execute("pvmouse-set-mode", json!({"mode": "absolute"}))
+        .unwrap();
     // A button held when the service stops: the guest sees it let go.
     client
         .execute("pvmouse-send", json!({"buttons": {"left": true}}))
