@@ -168,6 +168,18 @@ pub fn ensure_browser_tools() -> Result<PathBuf, AssetError> {
     Ok(workspace_root().join("target/browser-tools/node_modules"))
 }
 
+/// Debian's gtk-vnc with its Python bindings, and Xvfb, through the project's installer
+/// (`scripts/install-gtk-vnc-deps`). Missing any of them is a failure, never a skip.
+pub fn ensure_gtk_vnc() -> Result<(), AssetError> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    install_once(
+        &DONE,
+        "scripts/install-gtk-vnc-deps",
+        "installing gtk-vnc and Xvfb",
+    )
+    .map_err(|e| fail("gtk-vnc", e))
+}
+
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub backend: PathBuf,

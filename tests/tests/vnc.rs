@@ -5,7 +5,8 @@
 //! through VNC password authentication, and while the backend's worker is killed under a viewer
 //! holding a button; by an RFB client of the test's own that asks for pointer type changes, as
 //! gtk-vnc's viewers do, which is told when pvmouse switches to relative mode and back, and whose
-//! pointer events then reach the guest's relative device as motion; then by a browser gateway,
+//! pointer events then reach the guest's relative device as motion, and by gtk-vnc itself (the
+//! library virt-viewer and remote-viewer are built on) under Xvfb; then by a browser gateway,
 //! Debian's noVNC behind websockify in headless Chromium, which must draw each head whole and
 //! point on its exact pixels.
 
@@ -446,6 +447,7 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
     assert!(proxy.0.try_wait().unwrap().is_none(), "pvmouse-vnc exited");
 
     a_viewer_that_asks_is_told_of_relative_mode(&vm, ports[1], &dump_log);
+    gtk_vnc_follows_relative_mode(&vm, ports[1], &dump_log);
 
     // A browser gateway: Debian's noVNC and websockify in front of pvmouse-vnc, in headless
     // Chromium. noVNC keeps the encodings it asks for (Tight among them), draws each head whole,
@@ -726,6 +728,140 @@ fn a_viewer_that_asks_is_told_of_relative_mode(vm: &Vm, port: u16, log: &dyn Fn(
         ev(EV_ABS, ABS_X, value(123, u32::from(v.size.0))),
         log,
     );
+}
+
+/// gtk-vnc's own widget (`tests/viewers/gtk_vnc.py`) under Xvfb, its lines read as they come.
+struct GtkVncViewer {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl GtkVncViewer {
+    fn start(port: u16) -> Self {
+        pvmouse_vmtest::assets::ensure_gtk_vnc().unwrap();
+        let script = pvmouse_vmtest::assets::workspace_root().join("tests/viewers/gtk_vnc.py");
+        let mut child = Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x1024x24", "/usr/bin/python3"])
+            .arg(script)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn send(&mut self, command: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+    }
+
+    /// Waits for the line `want`; the lines before it are passed over.
+    fn expect(&self, want: &str, log: &dyn Fn() -> String) {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!(
+                    "gtk-vnc never said {want:?} ({e}); it said {seen:?}\n{}",
+                    log()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for GtkVncViewer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gtk-vnc, as virt-viewer and remote-viewer use it: it asks for pointer type changes, so the
+/// proxy tells it pvmouse's mode; in absolute mode it points at pixels, in relative mode (with
+/// the grab a click would take) the motion X gives it reaches the guest's relative device as
+/// the deltas it computes, and back in absolute mode it points at pixels again.
+fn gtk_vnc_follows_relative_mode(vm: &Vm, port: u16, log: &dyn Fn() -> String) {
+    let relative = format!("{PVMOUSE_NAME} relative");
+    let (w, h) = (800u32, 600u32);
+    let mut viewer = GtkVncViewer::start(port);
+    viewer.expect("INIT", log);
+    viewer.expect("MODE absolute", log);
+    let mark = vm.probe.mark();
+    viewer.send("abs 200 100");
+    wait_for_event(vm, mark, ev(EV_ABS, ABS_X, value(200, w)), log);
+    wait_for_event(vm, mark, ev(EV_ABS, ABS_Y, value(100, h)), log);
+
+    let mut ctl = vm.control().unwrap();
+    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "relative"}))
+        .unwrap();
+    viewer.expect("MODE relative", log);
+    viewer.send("grab");
+    viewer.send("to 300 300");
+    // gtk-vnc sends motion from its second motion event on: move until the guest has some.
+    let mut primed = false;
+    for _ in 0..20 {
+        let mark = vm.probe.mark();
+        viewer.send("move 1 1");
+        if vm
+            .probe
+            .wait_events(&relative, mark, Duration::from_secs(1), |e| !e.is_empty())
+            .is_ok()
+        {
+            primed = true;
+            break;
+        }
+    }
+    assert!(primed, "gtk-vnc sent no motion\n{}", log());
+    // What the guest has after this point is the four moves (the last priming move has arrived
+    // whole: a move is one event of one record).
+    let mark = vm.probe.mark();
+    for _ in 0..4 {
+        viewer.send("move 25 -15");
+    }
+    let sums = |evs: &[pvmouse_vmtest::probe::GuestEvent]| {
+        evs.iter()
+            .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
+                (EV_REL, REL_X) => (x + e.event.value, y),
+                (EV_REL, REL_Y) => (x, y + e.event.value),
+                _ => (x, y),
+            })
+    };
+    let got = vm
+        .probe
+        .wait_events(&relative, mark, WAIT, |e| sums(e) == (100, -60))
+        .unwrap_or_else(|e| {
+            panic!(
+                "gtk-vnc's motion on the relative device: {e}; got {:?}\n{}",
+                sums(&vm.probe.events(&relative, mark)),
+                log()
+            )
+        });
+    println!(
+        "gtk-vnc in relative mode: the relative device got {:?}",
+        sums(&got)
+    );
+
+    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "absolute"}))
+        .unwrap();
+    viewer.expect("MODE absolute", log);
+    let mark = vm.probe.mark();
+    viewer.send("abs 123 45");
+    wait_for_event(vm, mark, ev(EV_ABS, ABS_X, value(123, w)), log);
+    viewer.send("quit");
 }
 
 /// The share of `direct`'s pixels that the PNG at `path` has the same.

@@ -14,7 +14,7 @@ type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let steps: [Step<'_>; 7] = [
+    let steps: [Step<'_>; 8] = [
         ("QEMU 10 and busybox-static", &|| {
             assets::ensure_host_packages().map_err(|e| e.to_string())
         }),
@@ -41,6 +41,9 @@ fn main() -> ExitCode {
             assets::ensure_browser_tools()
                 .map(drop)
                 .map_err(|e| e.to_string())
+        }),
+        ("gtk-vnc and Xvfb for the viewer test", &|| {
+            assets::ensure_gtk_vnc().map_err(|e| e.to_string())
         }),
     ];
     for (n, (what, step)) in steps.iter().enumerate() {
