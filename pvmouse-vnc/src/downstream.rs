@@ -5,7 +5,8 @@
 //! is told when pvmouse switches between absolute and relative mode, and sends relative motion
 //! while it is relative. The proxy can only tell it between two server messages, so such a
 //! viewer's stream is framed ([`ServerFramer`]), and its encodings are cut down to those the
-//! framer takes ([`rfb::framable`]: Raw, CopyRect, Zlib and ZRLE for pixels, so no Tight).
+//! framer takes ([`rfb::framable`]: Raw, CopyRect, Zlib, Tight and ZRLE for pixels; not Hextile
+//! or RRE, which gtk-vnc lists after Tight and ZRLE).
 //! Every other viewer's stream passes through untouched, in any encoding.
 //!
 //! Which of the two a viewer is, is decided by its first `SetEncodings`. Until then the stream
@@ -17,7 +18,7 @@
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 
 use pvmouse_spec::profile::PointerMode;
 use vmm_sys_util::eventfd::EventFd;
@@ -40,8 +41,9 @@ pub struct ViewerLink {
     tell_again: AtomicBool,
     /// The mode the viewer was last told, `None` until it was told one.
     told: AtomicU8,
-    /// The bits per pixel of a `SetPixelFormat` the framer has not taken yet, or 0.
-    new_format: AtomicU8,
+    /// A `SetPixelFormat` the framer has not taken yet: bits per pixel, then Tight's pixel
+    /// bytes; 0 for none.
+    new_format: AtomicU16,
     /// Written when the viewer needs telling: it asked, or the mode changed.
     wake: Arc<EventFd>,
 }
@@ -59,7 +61,7 @@ impl ViewerLink {
             asks: AtomicBool::new(false),
             tell_again: AtomicBool::new(false),
             told: AtomicU8::new(TOLD_NOTHING),
-            new_format: AtomicU8::new(0),
+            new_format: AtomicU16::new(0),
             wake,
         })
     }
@@ -102,8 +104,8 @@ impl ViewerLink {
 
     /// The viewer's `SetPixelFormat`, for the framer. Call before sending it upstream.
     pub fn pixel_format(&self, format: PixelFormat) {
-        self.new_format
-            .store(format.bits_per_pixel, Ordering::Release);
+        let packed = u16::from_be_bytes([format.bits_per_pixel, format.tight_pixel]);
+        self.new_format.store(packed, Ordering::Release);
     }
 
     /// Whether the viewer was last told the pointer is relative: its pointer events are then
@@ -155,8 +157,10 @@ pub fn relay<S: Read + AsRawFd, V: Write>(
         }
         let format = link.new_format.swap(0, Ordering::AcqRel);
         if format != 0 {
+            let [bits_per_pixel, tight_pixel] = format.to_be_bytes();
             framer.format = PixelFormat {
-                bits_per_pixel: format,
+                bits_per_pixel,
+                tight_pixel,
             };
         }
         framer.copy_message(kind, &mut from, &mut to)?;
@@ -229,20 +233,20 @@ mod tests {
     #[test]
     fn the_first_set_encodings_decides_and_nothing_asks_qemu_for_pointer_type_changes() {
         let mode = ModeWatch::default();
-        let (tight, zrle) = (7, rfb::ZRLE);
-        let asks = [tight, zrle, rfb::POINTER_TYPE_CHANGE, rfb::RAW];
+        let (hextile, tight) = (5, rfb::TIGHT);
+        let asks = [hextile, tight, rfb::POINTER_TYPE_CHANGE, rfb::RAW];
         let link = ViewerLink::new(&mode).unwrap();
-        assert_eq!(link.encodings(&asks), [zrle, rfb::RAW], "framed: cut down");
+        assert_eq!(link.encodings(&asks), [tight, rfb::RAW], "framed: cut down");
         assert!(link.framed());
         assert_eq!(link.wake.read().unwrap(), 1, "woken to tell the mode");
         // A later list without the pseudo-encoding: still framed, no longer told.
-        assert_eq!(link.encodings(&[tight, rfb::RAW]), [rfb::RAW]);
+        assert_eq!(link.encodings(&[hextile, rfb::RAW]), [rfb::RAW]);
         assert!(link.framed() && !link.relative());
         let link = ViewerLink::new(&mode).unwrap();
-        assert_eq!(link.encodings(&[tight, rfb::RAW]), [tight, rfb::RAW]);
+        assert_eq!(link.encodings(&[hextile, rfb::RAW]), [hextile, rfb::RAW]);
         assert!(!link.framed());
         // Asking later does not frame a stream already passed through.
-        assert_eq!(link.encodings(&asks), [tight, zrle, rfb::RAW]);
+        assert_eq!(link.encodings(&asks), [hextile, tight, rfb::RAW]);
         assert!(!link.framed() && !link.relative());
     }
 }

@@ -1,8 +1,8 @@
 //! The fuzz target's body, shared by cargo-fuzz (`fuzz/`) and the corpus replay in `cargo test`.
 
 /// What a viewer or a VNC server can send `pvmouse-vnc` once connected: any bytes, framed as
-/// viewer messages (first byte even) or as server messages (odd, in one of the three pixel
-/// sizes), until the framing refuses them. The framing never reads past its input, forwards
+/// viewer messages (first byte even) or as server messages (odd, in one of the four pixel
+/// formats), until the framing refuses them. The framing never reads past its input, forwards
 /// every byte it takes but a pointer event's, and copies a server's bytes exactly.
 pub fn vnc_messages(data: &[u8]) {
     use crate::rfb::{self, ClientMessage, PixelFormat, ServerFramer, ServerInit};
@@ -38,8 +38,14 @@ pub fn vnc_messages(data: &[u8]) {
         let mut framer = ServerFramer::new(&ServerInit {
             width: 640,
             height: 480,
-            format: PixelFormat {
-                bits_per_pixel: [8, 16, 32][usize::from(side / 2 % 3)],
+            format: match side / 2 % 4 {
+                0 => PixelFormat::plain(8),
+                1 => PixelFormat::plain(16),
+                2 => PixelFormat::plain(32),
+                _ => PixelFormat {
+                    bits_per_pixel: 32,
+                    tight_pixel: 3,
+                },
             },
         });
         let mut copied = Vec::new();

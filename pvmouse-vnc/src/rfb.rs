@@ -11,11 +11,14 @@
 
 use std::io::{self, Read, Write};
 
-/// Pixel encodings the server framer takes: those whose length needs at most the pixel size.
+/// Pixel encodings the server framer takes: the common ones whose length needs no more than the
+/// pixel format (Hextile and RRE, which QEMU's viewers list after Tight and ZRLE, are left out).
 pub const RAW: i32 = 0;
 pub const COPY_RECT: i32 = 1;
 pub const ZLIB: i32 = 6;
+pub const TIGHT: i32 = 7;
 pub const ZRLE: i32 = 16;
+pub const TIGHT_PNG: i32 = -260;
 /// Pseudo-encodings whose rectangles the server framer takes.
 pub const DESKTOP_SIZE: i32 = -223;
 pub const LAST_RECT: i32 = -224;
@@ -57,7 +60,9 @@ pub fn framable(encoding: i32) -> bool {
         encoding,
         RAW | COPY_RECT
             | ZLIB
+            | TIGHT
             | ZRLE
+            | TIGHT_PNG
             | DESKTOP_SIZE
             | LAST_RECT
             | RICH_CURSOR
@@ -129,18 +134,36 @@ pub fn copy_n(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), RfbEr
     Ok(())
 }
 
-/// The pixel format, as far as framing needs it: bytes per pixel.
+/// The pixel format, as far as framing needs it: bytes per pixel, and Tight's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PixelFormat {
     pub bits_per_pixel: u8,
+    /// Bytes in one of Tight's `TPIXEL`s: 3 for 32-bit pixels with 8 bits a channel, as QEMU
+    /// decides it (it does not look at the depth, which RFC 6143 also asks for), else the
+    /// pixel's bytes.
+    pub tight_pixel: u8,
 }
 
 impl PixelFormat {
+    /// A format of `bits_per_pixel` whose Tight pixels are its pixels.
+    pub const fn plain(bits_per_pixel: u8) -> Self {
+        Self {
+            bits_per_pixel,
+            tight_pixel: bits_per_pixel / 8,
+        }
+    }
+
     fn from_wire(b: &[u8]) -> Result<Self, RfbError> {
-        match b.first().copied().unwrap_or(0) {
-            8 | 16 | 32 => Ok(Self {
-                bits_per_pixel: b[0],
+        let Some(wire) = b.get(..16) else {
+            return bad("a short pixel format");
+        };
+        let channel_max = |at: usize| u16_of(wire, at);
+        match wire[0] {
+            32 if (4..10).step_by(2).all(|at| channel_max(at) == 255) => Ok(Self {
+                bits_per_pixel: 32,
+                tight_pixel: 3,
             }),
+            bits @ (8 | 16 | 32) => Ok(Self::plain(bits)),
             other => bad(format!("{other} bits per pixel")),
         }
     }
@@ -149,7 +172,7 @@ impl PixelFormat {
     /// a colour map gets 8 bits per pixel whatever it said.
     pub fn from_viewer(b: &[u8]) -> Result<Self, RfbError> {
         if b.get(3) == Some(&0) {
-            return Ok(Self { bits_per_pixel: 8 });
+            return Ok(Self::plain(8));
         }
         Self::from_wire(b)
     }
@@ -657,6 +680,7 @@ impl ServerFramer {
         match encoding {
             RAW => copy_n(r, w, area * self.format.bytes())?,
             COPY_RECT => copy_n(r, w, 4)?,
+            TIGHT | TIGHT_PNG => self.copy_tight(width, height, r, w)?,
             // Both a length, then that much zlib data.
             ZLIB | ZRLE => {
                 let len = u32_of(&pass::<4>(r, w)?, 0);
@@ -700,6 +724,73 @@ impl ServerFramer {
         }
         Ok(true)
     }
+
+    /// Copies one Tight rectangle's payload: a compression-control byte, then a fill colour,
+    /// JPEG or PNG data of a compact length, or basic compression (an optional filter, then the
+    /// filtered pixels: as they are below 12 bytes, else zlib data of a compact length).
+    fn copy_tight(
+        &self,
+        width: u16,
+        height: u16,
+        r: &mut impl Read,
+        w: &mut impl Write,
+    ) -> Result<(), RfbError> {
+        let [control] = pass::<1>(r, w)?;
+        let pixel = u64::from(self.format.tight_pixel);
+        let area = u64::from(width) * u64::from(height);
+        let data = match control >> 4 {
+            // Fill: one pixel.
+            8 => return copy_n(r, w, pixel),
+            // JPEG, and PNG (TightPNG).
+            9 | 10 => {
+                let len = compact_length(r, w)?;
+                return copy_n(r, w, len);
+            }
+            0..=7 => {
+                let filter = if control & 0x40 != 0 {
+                    pass::<1>(r, w)?[0]
+                } else {
+                    0
+                };
+                match filter {
+                    // Copy and gradient: whole pixels.
+                    0 | 2 => area * pixel,
+                    // Palette: its colours, then a bit a pixel for two, else a byte.
+                    1 => {
+                        let colours = u64::from(pass::<1>(r, w)?[0]) + 1;
+                        copy_n(r, w, colours * pixel)?;
+                        if colours == 2 {
+                            u64::from(width).div_ceil(8) * u64::from(height)
+                        } else {
+                            area
+                        }
+                    }
+                    other => return bad(format!("Tight filter {other}")),
+                }
+            }
+            _ => return bad(format!("Tight compression control {control:#04x}")),
+        };
+        if data < 12 {
+            return copy_n(r, w, data);
+        }
+        let len = compact_length(r, w)?;
+        copy_n(r, w, len)
+    }
+}
+
+/// Tight's compact length: 7 bits a byte while the top bit says more follow, 22 bits at most.
+fn compact_length(r: &mut impl Read, w: &mut impl Write) -> Result<u64, RfbError> {
+    let [a] = pass::<1>(r, w)?;
+    let mut len = u64::from(a & 0x7f);
+    if a & 0x80 != 0 {
+        let [b] = pass::<1>(r, w)?;
+        len |= u64::from(b & 0x7f) << 7;
+        if b & 0x80 != 0 {
+            let [c] = pass::<1>(r, w)?;
+            len |= u64::from(c) << 14;
+        }
+    }
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -777,7 +868,7 @@ mod tests {
         ServerFramer::new(&ServerInit {
             width: 1024,
             height: 768,
-            format: PixelFormat { bits_per_pixel },
+            format: PixelFormat::plain(bits_per_pixel),
         })
     }
 
@@ -876,10 +967,10 @@ mod tests {
         assert_eq!(sizes.len(), 10, "{sizes:?}");
         assert_eq!(sizes[2], Some((1280, 1024)));
         assert_eq!(f.format.bits_per_pixel, 32, "WMVi followed");
-        // A Tight rectangle is never asked for by a framed viewer, and is refused.
-        let mut tight = vec![0, 0, 0, 1];
-        tight.extend(rect(0, 1, 1, 7));
-        assert!(frame_all(&mut framer(32), &tight).is_err());
+        // A Hextile rectangle is never asked for by a framed viewer, and is refused.
+        let mut hextile = vec![0, 0, 0, 1];
+        hextile.extend(rect(0, 1, 1, 5));
+        assert!(frame_all(&mut framer(32), &hextile).is_err());
         // Cut text, a fence, audio and a name past their limits are refused unread.
         for bad in [
             &[3u8, 0, 0, 0, 0x7f, 0, 0, 0][..],
@@ -889,6 +980,62 @@ mod tests {
             &[99],
         ] {
             assert!(frame_all(&mut framer(32), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tight_rectangles_are_framed_in_every_form_qemu_sends() {
+        // 32-bit pixels with 8 bits a channel: Tight sends 3 bytes a pixel.
+        let format =
+            PixelFormat::from_wire(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
+                .unwrap();
+        assert_eq!((format.bytes(), format.tight_pixel), (4, 3));
+        let mut f = ServerFramer::new(&ServerInit {
+            width: 1024,
+            height: 768,
+            format,
+        });
+        let mut s = vec![0, 0, 0, 7];
+        // Fill: one TPIXEL.
+        s.extend(rect(0, 64, 64, TIGHT));
+        s.extend_from_slice(&[0x80, 1, 2, 3]);
+        // JPEG of 200 bytes: a two-byte compact length (0xC8 = 0x48 | 1 << 7).
+        s.extend(rect(0, 64, 64, TIGHT));
+        s.extend_from_slice(&[0x90, 0xC8, 0x01]);
+        s.extend_from_slice(&[7; 200]);
+        // Basic, copy filter, 2x1 pixels: 6 bytes, under 12, sent as they are.
+        s.extend(rect(0, 2, 1, TIGHT));
+        s.extend_from_slice(&[0x00, 1, 2, 3, 4, 5, 6]);
+        // Basic with a two-colour palette, 16x2: 4 bytes of bits, as they are.
+        s.extend(rect(0, 16, 2, TIGHT));
+        s.extend_from_slice(&[0x40, 1, 1, 9, 9, 9, 8, 8, 8, 0xAA, 0x55, 0xAA, 0x55]);
+        // Basic with a palette of 3 colours, 8x8: 64 bytes, compressed to 5.
+        s.extend(rect(0, 8, 8, TIGHT));
+        s.extend_from_slice(&[0x40, 1, 2, 1, 1, 1, 2, 2, 2, 3, 3, 3, 5, 4, 4, 4, 4, 4]);
+        // Gradient, 8x8, stream 1: 192 bytes, compressed to 3.
+        s.extend(rect(0, 8, 8, TIGHT));
+        s.extend_from_slice(&[0x50, 2, 3, 1, 1, 1]);
+        // TightPNG's PNG: 3 bytes.
+        s.extend(rect(0, 8, 8, TIGHT_PNG));
+        s.extend_from_slice(&[0xA0, 3, 1, 2, 3]);
+        assert_eq!(frame_all(&mut f, &s).unwrap(), [None]);
+        // Three-byte compact lengths take the third byte whole.
+        let mut long = vec![0, 0, 0, 1];
+        long.extend(rect(0, 64, 64, TIGHT));
+        long.extend_from_slice(&[0x90, 0x80, 0x80, 0x01]);
+        long.extend(vec![0; 1 << 14]);
+        assert!(frame_all(&mut framer(32), &long).is_ok());
+        // A fill at 16 bits per pixel is two bytes; an unknown filter or control is refused.
+        let mut fill16 = vec![0, 0, 0, 1];
+        fill16.extend(rect(0, 1, 1, TIGHT));
+        fill16.extend_from_slice(&[0x80, 1, 2]);
+        assert!(frame_all(&mut framer(16), &fill16).is_ok());
+        for bad in [[0x40, 3], [0xB0, 0], [0xF0, 0]] {
+            let mut m = vec![0, 0, 0, 1];
+            m.extend(rect(0, 1, 1, TIGHT));
+            m.extend_from_slice(&bad);
+            m.extend_from_slice(&[0; 8]);
+            assert!(frame_all(&mut framer(32), &m).is_err(), "{bad:?}");
         }
     }
 
@@ -920,8 +1067,10 @@ mod tests {
             (padding, encodings),
             (0, vec![7, RAW, POINTER_TYPE_CHANGE, -258])
         );
-        assert!(!framable(7), "Tight");
-        assert!(framable(ZRLE) && framable(-250) && framable(EXTENDED_CLIPBOARD));
+        assert!(!framable(5) && !framable(2), "Hextile and RRE");
+        assert!(
+            framable(TIGHT) && framable(ZRLE) && framable(-250) && framable(EXTENDED_CLIPBOARD)
+        );
         msg.extend_from_slice(&[5, 1, 0, 10, 0, 20]);
         // Extended clipboard: a negative length.
         msg.extend_from_slice(&[6, 0, 0, 0]);

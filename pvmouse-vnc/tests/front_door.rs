@@ -613,13 +613,16 @@ fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() 
         ctl.send(&pvmouse_client::command::PvmouseSetMode { mode })
             .unwrap();
     };
-    // A gtk-vnc-like viewer asks for Tight first and for pointer type changes; one like noVNC
-    // does not ask for them.
-    let (tight, zrle, raw, pointer_type, desktop_size) = (7, 16, 0, -257, -223);
+    // A viewer asks for Hextile first and for pointer type changes; one like noVNC does not
+    // ask for them.
+    let (hextile, tight, raw, pointer_type, desktop_size) = (5, 7, 0, -257, -223);
     let mut asks = front.viewer();
-    set_encodings(&mut asks, &[tight, zrle, raw, pointer_type, desktop_size]);
+    set_encodings(
+        &mut asks,
+        &[hextile, tight, raw, pointer_type, desktop_size],
+    );
     let mut plain = front.viewer();
-    set_encodings(&mut plain, &[tight, zrle, raw]);
+    set_encodings(&mut plain, &[hextile, tight, raw]);
     assert_eq!(told(&mut asks), 1, "told absolute at once, as QEMU does");
     // The watcher's, and the two viewers'.
     wait_until("three lists upstream", Duration::from_secs(5), || {
@@ -628,11 +631,11 @@ fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() 
     let lists = upstream.encodings.lock().unwrap().clone();
     println!("upstream got {lists:?}");
     assert!(
-        lists.contains(&vec![zrle, raw, desktop_size]),
+        lists.contains(&vec![tight, raw, desktop_size]),
         "the asking viewer's list is cut to what the framing takes: {lists:?}"
     );
     assert!(
-        lists.contains(&vec![tight, zrle, raw]),
+        lists.contains(&vec![hextile, tight, raw]),
         "the other's is untouched: {lists:?}"
     );
     // An absolute position from the asking viewer lands as usual.

@@ -447,7 +447,7 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
     assert!(proxy.0.try_wait().unwrap().is_none(), "pvmouse-vnc exited");
 
     a_viewer_that_asks_is_told_of_relative_mode(&vm, ports[1], &dump_log);
-    gtk_vnc_follows_relative_mode(&vm, ports[1], &dump_log);
+    gtk_vnc_follows_relative_mode(&vm, &mut qemu, ports[1], &dump_log);
 
     // A browser gateway: Debian's noVNC and websockify in front of pvmouse-vnc, in headless
     // Chromium. noVNC keeps the encodings it asks for (Tight among them), draws each head whole,
@@ -542,15 +542,16 @@ fn vnc_viewers_point_through_pvmouse_on_the_right_head() {
     }
 }
 
-/// The encodings the RFB client below frames.
+/// The encodings the RFB client below frames, and one it asks for that the proxy must cut.
 const RAW: i32 = 0;
-const TIGHT: i32 = 7;
+const HEXTILE: i32 = 5;
 const ZRLE: i32 = 16;
 const DESKTOP_SIZE: i32 = -223;
 const POINTER_TYPE_CHANGE: i32 = -257;
 
-/// An RFB client of the test's own, as gtk-vnc's viewers behave: it asks for Tight first, then
-/// ZRLE and Raw, and for pointer type changes, and frames what it gets in those encodings.
+/// An RFB client of the test's own that asks for pointer type changes, as gtk-vnc's viewers do:
+/// it asks for Hextile first (which the proxy cannot frame, so must cut), then ZRLE and Raw, and
+/// frames what it gets in those two.
 struct RawViewer {
     s: TcpStream,
     size: (u16, u16),
@@ -579,7 +580,7 @@ impl RawViewer {
         let mut name = vec![0u8; u32::from_be_bytes(init[20..24].try_into().unwrap()) as usize];
         s.read_exact(&mut name).unwrap();
         let mut m = vec![2, 0, 0, 5];
-        for e in [TIGHT, ZRLE, RAW, POINTER_TYPE_CHANGE, DESKTOP_SIZE] {
+        for e in [HEXTILE, ZRLE, RAW, POINTER_TYPE_CHANGE, DESKTOP_SIZE] {
             m.extend_from_slice(&e.to_be_bytes());
         }
         s.write_all(&m).unwrap();
@@ -608,7 +609,7 @@ impl RawViewer {
             .unwrap();
     }
 
-    /// The next message, which must be an update in the encodings asked for (Tight left out):
+    /// The next message, which must be an update in the encodings asked for (Hextile left out):
     /// its rectangles' encodings, x and areas.
     fn update(&mut self) -> Vec<(i32, u16, u64)> {
         let mut head = [0u8; 4];
@@ -683,8 +684,8 @@ fn a_viewer_that_asks_is_told_of_relative_mode(vm: &Vm, port: u16, log: &dyn Fn(
     }
     assert_eq!(told_absolute, Some(true), "told absolute first\n{}", log());
     println!(
-        "a viewer asking for Tight, ZRLE and pointer type changes got the whole {}x{} screen \
-         without Tight, and was told: absolute",
+        "a viewer asking for Hextile, ZRLE and pointer type changes got the whole {}x{} screen \
+         without Hextile, and was told: absolute",
         v.size.0, v.size.1
     );
     let mut ctl = vm.control().unwrap();
@@ -794,12 +795,41 @@ impl Drop for GtkVncViewer {
 /// proxy tells it pvmouse's mode; in absolute mode it points at pixels, in relative mode (with
 /// the grab a click would take) the motion X gives it reaches the guest's relative device as
 /// the deltas it computes, and back in absolute mode it points at pixels again.
-fn gtk_vnc_follows_relative_mode(vm: &Vm, port: u16, log: &dyn Fn() -> String) {
+fn gtk_vnc_follows_relative_mode(
+    vm: &Vm,
+    qemu: &mut pvmouse_vmtest::qmp::Qmp,
+    port: u16,
+    log: &dyn Fn() -> String,
+) {
     let relative = format!("{PVMOUSE_NAME} relative");
     let (w, h) = (800u32, 600u32);
     let mut viewer = GtkVncViewer::start(port);
     viewer.expect("INIT", log);
     viewer.expect("MODE absolute", log);
+    // Its stream is framed, in Tight (gtk-vnc's first choice): it draws the head exactly, once
+    // gtk-vnc and QEMU agree (the screen may change between a screendump and an update).
+    let dir = tempfile::tempdir().unwrap();
+    let (shot, direct) = (
+        dir.path().join("gtk-vnc.png"),
+        dir.path().join("direct.ppm"),
+    );
+    let share = wait::until_every(
+        "gtk-vnc's picture to be the head's",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let _ = std::fs::remove_file(&shot);
+            viewer.send(&format!("shot {}", shot.display()));
+            viewer.expect("DONE shot", log);
+            let direct = pvmouse_vmtest::desktop::screendump(qemu, 1, &direct).unwrap();
+            wait::when(same_pixels(&shot, &direct), |s| *s == 1.0)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    println!(
+        "gtk-vnc through the framed stream matches QEMU's screendump in {:.3}% of pixels",
+        share * 100.0
+    );
     let mark = vm.probe.mark();
     viewer.send("abs 200 100");
     wait_for_event(vm, mark, ev(EV_ABS, ABS_X, value(200, w)), log);
@@ -811,27 +841,9 @@ fn gtk_vnc_follows_relative_mode(vm: &Vm, port: u16, log: &dyn Fn() -> String) {
     viewer.expect("MODE relative", log);
     viewer.send("grab");
     viewer.send("to 300 300");
-    // gtk-vnc sends motion from its second motion event on: move until the guest has some.
-    let mut primed = false;
-    for _ in 0..20 {
-        let mark = vm.probe.mark();
-        viewer.send("move 1 1");
-        if vm
-            .probe
-            .wait_events(&relative, mark, Duration::from_secs(1), |e| !e.is_empty())
-            .is_ok()
-        {
-            primed = true;
-            break;
-        }
-    }
-    assert!(primed, "gtk-vnc sent no motion\n{}", log());
-    // What the guest has after this point is the four moves (the last priming move has arrived
-    // whole: a move is one event of one record).
-    let mark = vm.probe.mark();
-    for _ in 0..4 {
-        viewer.send("move 25 -15");
-    }
+    // gtk-vnc sends motion from its second motion event on, and the first may carry a delta from
+    // where it last was. Move until one move arrives alone: everything sent before it has
+    // arrived (the path keeps order), so what comes after the mark below is the four moves.
     let sums = |evs: &[pvmouse_vmtest::probe::GuestEvent]| {
         evs.iter()
             .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
@@ -840,6 +852,26 @@ fn gtk_vnc_follows_relative_mode(vm: &Vm, port: u16, log: &dyn Fn() -> String) {
                 _ => (x, y),
             })
     };
+    let mut alone = false;
+    for _ in 0..20 {
+        let mark = vm.probe.mark();
+        viewer.send("move 0 7");
+        if vm
+            .probe
+            .wait_events(&relative, mark, Duration::from_secs(1), |e| {
+                sums(e) == (0, 7)
+            })
+            .is_ok()
+        {
+            alone = true;
+            break;
+        }
+    }
+    assert!(alone, "gtk-vnc's moves never arrived alone\n{}", log());
+    let mark = vm.probe.mark();
+    for _ in 0..4 {
+        viewer.send("move 25 -15");
+    }
     let got = vm
         .probe
         .wait_events(&relative, mark, WAIT, |e| sums(e) == (100, -60))

@@ -5,6 +5,7 @@ driven line by line from standard input, under Xvfb:
   grab       take the pointer grab, as a click in the window does in relative mode
   to X Y     warp the local pointer to (X, Y) in the window
   move DX DY warp the local pointer by (DX, DY): X sends gtk-vnc the motion it reads deltas from
+  shot FILE  save what gtk-vnc has drawn of the framebuffer as a PNG
   quit
 
 It prints INIT once connected, then MODE absolute|relative, and again whenever the server's
@@ -77,7 +78,7 @@ def commands(_source, _condition):
 
 def run(words):
     op, *args = words
-    n = [int(a) for a in args]
+    n = [int(a) for a in args if a.lstrip("-").isdigit()]
     if op == "abs":
         display.send_pointer(n[0], n[1], 0)
     elif op == "grab":
@@ -88,6 +89,9 @@ def run(words):
     elif op == "move":
         # From where the last command put it: the server may not have moved it there yet.
         warp(at["x"] + n[0], at["y"] + n[1])
+    elif op == "shot":
+        # What gtk-vnc has drawn of the framebuffer, as a PNG.
+        display.get_pixbuf().savev(words[1], "png", [], [])
     elif op == "quit":
         return False
     say("DONE", op)
