@@ -31,10 +31,12 @@ pub enum PointerAction {
         hi_res: i32,
     },
     /// Moves by this much, in device units (the guest's pointer acceleration applies), on the
-    /// relative device. Switches to relative mode first if the pointer is absolute.
+    /// relative device. Switches to relative mode first if the pointer is absolute, unless
+    /// `keep_mode`: then, while the pointer is absolute, it is dropped.
     Motion {
         dx: i32,
         dy: i32,
+        keep_mode: bool,
     },
     /// Switches what pointer input means. Back to absolute, the position last set (in either
     /// mode) is sent again, renewed.
@@ -162,8 +164,8 @@ impl PointerState {
                     slot.hi_res = slot.hi_res.saturating_add(step.hi_res);
                     slot.detents = slot.detents.saturating_add(step.detents);
                 }
-                PointerAction::Motion { dx, dy } => {
-                    if dx == 0 && dy == 0 {
+                PointerAction::Motion { dx, dy, keep_mode } => {
+                    if (dx == 0 && dy == 0) || (keep_mode && self.mode == PointerMode::Absolute) {
                         continue;
                     }
                     if self.mode == PointerMode::Absolute {

@@ -294,7 +294,8 @@ proptest! {
 fn mixed_action() -> impl Strategy<Value = PointerAction> {
     prop_oneof![
         2 => action(),
-        2 => (-50i32..50, -50i32..50).prop_map(|(dx, dy)| PointerAction::Motion { dx, dy }),
+        2 => (-50i32..50, -50i32..50, any::<bool>())
+            .prop_map(|(dx, dy, keep_mode)| PointerAction::Motion { dx, dy, keep_mode }),
         1 => any::<bool>().prop_map(|r| PointerAction::Mode(if r {
             PointerMode::Relative
         } else {
@@ -382,8 +383,12 @@ fn check_switches(size: u16, steps: Vec<MixedStep>) -> Result<(), TestCaseError>
                             transitions.push((button.code(), i32::from(down)));
                         }
                     }
-                    // Motion of nothing is no motion: it switches nothing.
-                    PointerAction::Motion { dx, dy } if dx != 0 || dy != 0 => {
+                    // Motion of nothing is no motion: it switches nothing. Motion that keeps
+                    // the mode is dropped while absolute.
+                    PointerAction::Motion { dx, dy, keep_mode }
+                        if (dx != 0 || dy != 0)
+                            && !(keep_mode && mode == PointerMode::Absolute) =>
+                    {
                         mode = PointerMode::Relative;
                         moved = (moved.0 + i64::from(dx), moved.1 + i64::from(dy));
                     }

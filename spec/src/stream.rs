@@ -27,7 +27,11 @@ pub mod flag {
     pub const Y: u8 = 1 << 2;
     /// Answer this record with one reply once it is applied or refused.
     pub const ANSWER: u8 = 1 << 3;
-    /// Every flag defined; a record with any other bit set is refused.
+    /// Motion records only: the motion never switches the mode. While the pointer is absolute
+    /// it is dropped (its buttons still apply). For a relay whose viewer was told the pointer is
+    /// relative: motion it sends after the host switched back must not switch again.
+    pub const KEEP_MODE: u8 = 1 << 4;
+    /// Every flag a pointer record may have; one with any other bit set is refused.
     pub const ALL: u8 = DISPLAY | X | Y | ANSWER;
 }
 
@@ -50,6 +54,8 @@ pub struct Record {
     /// carries buttons too but no position or wheel.
     pub dx: i32,
     pub dy: i32,
+    /// The motion never switches the mode ([`flag::KEEP_MODE`]).
+    pub keep_mode: bool,
 }
 
 /// Why a record's bytes are not a record.
@@ -88,13 +94,14 @@ impl Record {
     /// | 12 | 2 | horizontal wheel, signed hi-res units |
     /// | 14 | 2 | reserved, 0 |
     ///
-    /// A motion record ([`KIND_MOTION`]) has kind 2, flags (`ANSWER` only), buttons at 3 and 4
+    /// A motion record ([`KIND_MOTION`]) has kind 2, flags (`ANSWER` and `KEEP_MODE` only), buttons at 3 and 4
     /// as above, dx at 6 and dy at 10 (signed, 4 bytes each), and zeros elsewhere.
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         if self.dx != 0 || self.dy != 0 {
             let mut b = [0u8; RECORD_LEN];
             b[0] = KIND_MOTION;
-            b[1] = if self.answer { flag::ANSWER } else { 0 };
+            b[1] = if self.answer { flag::ANSWER } else { 0 }
+                | if self.keep_mode { flag::KEEP_MODE } else { 0 };
             b[3] = self.buttons_set;
             b[4] = self.buttons_down & self.buttons_set;
             b[6..10].copy_from_slice(&self.dx.to_le_bytes());
@@ -132,7 +139,7 @@ impl Record {
     pub fn decode(b: &[u8; RECORD_LEN]) -> Result<Self, RecordError> {
         let defined = match b[0] {
             KIND_POINTER => flag::ALL,
-            KIND_MOTION => flag::ANSWER,
+            KIND_MOTION => flag::ANSWER | flag::KEEP_MODE,
             kind => return Err(RecordError::UnknownKind(kind)),
         };
         let flags = b[1];
@@ -158,6 +165,7 @@ impl Record {
                 answer: flags & flag::ANSWER != 0,
                 dx,
                 dy,
+                keep_mode: flags & flag::KEEP_MODE != 0,
                 ..Record::default()
             });
         }
@@ -180,6 +188,7 @@ impl Record {
             answer: flags & flag::ANSWER != 0,
             dx: 0,
             dy: 0,
+            keep_mode: false,
         })
     }
 }
@@ -231,15 +240,16 @@ mod tests {
             any::<i32>(),
             0..=BUTTON_BITS,
             any::<u8>(),
-            any::<bool>(),
+            (any::<bool>(), any::<bool>()),
         )
             .prop_filter("moves", |(dx, dy, ..)| *dx != 0 || *dy != 0)
-            .prop_map(|(dx, dy, set, down, answer)| Record {
+            .prop_map(|(dx, dy, set, down, (answer, keep_mode))| Record {
                 dx,
                 dy,
                 buttons_set: set,
                 buttons_down: down & set,
                 answer,
+                keep_mode,
                 ..Record::default()
             })
     }

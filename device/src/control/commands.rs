@@ -348,7 +348,11 @@ pub fn parse_input_send_event(
                         )));
                     }
                 };
-                actions.push(PointerAction::Motion { dx, dy });
+                actions.push(PointerAction::Motion {
+                    dx,
+                    dy,
+                    keep_mode: false,
+                });
             }
             "key" | "mtt" => {
                 return Err(QmpError::generic(format!(
@@ -417,6 +421,7 @@ pub fn parse_pvmouse_send(
         actions.push(PointerAction::Motion {
             dx: delta(dx),
             dy: delta(dy),
+            keep_mode: false,
         });
     }
     if let Some(buttons) = buttons {

@@ -152,7 +152,11 @@ fn actions_of(r: &Record, actions: &mut [PointerAction; MAX_ACTIONS]) -> usize {
         });
     }
     if r.dx != 0 || r.dy != 0 {
-        push(PointerAction::Motion { dx: r.dx, dy: r.dy });
+        push(PointerAction::Motion {
+            dx: r.dx,
+            dy: r.dy,
+            keep_mode: r.keep_mode,
+        });
     }
     for button in Button::ALL {
         if r.buttons_set & button.bit() != 0 {

@@ -225,7 +225,11 @@ mod tests {
     }
 
     fn motion(dx: i32, dy: i32) -> [PointerAction; 1] {
-        [PointerAction::Motion { dx, dy }]
+        [PointerAction::Motion {
+            dx,
+            dy,
+            keep_mode: false,
+        }]
     }
 
     /// A guest that writes to the relative device's status queue (any root process can, through
@@ -356,6 +360,47 @@ mod tests {
             events(&abs_ring, idx),
             [
                 InputEvent::new(EV_ABS, ABS_X, 301),
+                InputEvent::syn_report()
+            ]
+        );
+    }
+
+    /// A relay's motion keeps the mode: sent after the host switched back to absolute (the relay
+    /// had not heard yet), it is dropped, its button still applies, and nothing switches.
+    #[test]
+    fn motion_that_keeps_the_mode_is_dropped_while_absolute() {
+        let dev = two_devices();
+        let mem = guest_memory();
+        let mut abs_ring = MockRing::new(&mem, 64);
+        let mut rel_ring = MockRing::at(&mem, 0x4_0000, 64);
+        abs_ring.offer_event_buffers(64);
+        rel_ring.offer_event_buffers(64);
+        dev.activate(MockEventQueue::new(&mem, &abs_ring));
+        dev.relative_activate(MockEventQueue::new(&mem, &rel_ring));
+        dev.notices().drain();
+        let kept = |dx, dy| PointerAction::Motion {
+            dx,
+            dy,
+            keep_mode: true,
+        };
+        dev.submit(&[kept(4, 4), press(true)[0]]).unwrap();
+        assert_eq!(dev.status().mode, PointerMode::Absolute, "no switch");
+        assert!(dev.notices().drain().is_empty());
+        assert_eq!(rel_ring.used_idx(), 0, "no motion");
+        assert_eq!(
+            dev.status().pointer.buttons,
+            pvmouse_spec::profile::Button::Left.bit(),
+            "the press applies"
+        );
+        // In relative mode it is motion like any other.
+        dev.submit(&[PointerAction::Mode(PointerMode::Relative)])
+            .unwrap();
+        dev.submit(&[kept(2, -1)]).unwrap();
+        assert_eq!(
+            events(&rel_ring, 0),
+            [
+                InputEvent::new(EV_REL, REL_X, 2),
+                InputEvent::new(EV_REL, REL_Y, -1),
                 InputEvent::syn_report()
             ]
         );
