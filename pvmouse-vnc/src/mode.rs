@@ -97,6 +97,9 @@ impl ModeWatch {
             self.take_event(&value);
         }
         let (mut reader, _writer) = conn.split();
+        // The connection's reply timeout would end it after 30 idle seconds: events come when
+        // they come.
+        reader.get_ref().set_read_timeout(None)?;
         let mut line = String::new();
         loop {
             line.clear();
