@@ -63,7 +63,7 @@ fn fold(last: &mut (Record, Record), next: &(Record, Record)) -> bool {
             *last = *next;
             true
         }
-        (true, true) => {
+        (true, true) if a.keep_mode == b.keep_mode => {
             let (dx, dy) = (a.dx.saturating_add(b.dx), a.dy.saturating_add(b.dy));
             let limit = pvmouse_spec::control::MAX_REL_MOTION;
             if i64::from(dx).abs() > limit || i64::from(dy).abs() > limit {

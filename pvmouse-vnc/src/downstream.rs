@@ -108,6 +108,11 @@ impl ViewerLink {
         self.new_format.store(packed, Ordering::Release);
     }
 
+    /// Whether the viewer's latest `SetEncodings` asks for pointer type changes.
+    pub fn asks(&self) -> bool {
+        self.asks.load(Ordering::Acquire)
+    }
+
     /// Whether the viewer was last told the pointer is relative: its pointer events are then
     /// motion, offset by [`rfb::RELATIVE_ORIGIN`].
     pub fn relative(&self) -> bool {

@@ -59,31 +59,47 @@ impl PointerRouter {
         }
     }
 
+    /// The record for a `PointerEvent` whose position is not used (one outside the framebuffer
+    /// of `size` from a viewer that asks for pointer type changes, which would never send one in
+    /// absolute mode: relative motion it sent before it read the switch back): its buttons and
+    /// wheels alone.
+    pub fn buttons(&mut self, mask: u8) -> Record {
+        Record {
+            display: Some(self.display),
+            ..self.changes(mask)
+        }
+    }
+
     /// The records for one `PointerEvent` from a viewer told the pointer is relative: its
-    /// position is motion from [`RELATIVE_ORIGIN`], as QEMU reads it. A motion record carries
-    /// buttons but no wheel, so a scroll is a record of its own, after it. Empty records are
-    /// `None`.
-    pub fn motion(&mut self, mask: u8, x: u16, y: u16) -> [Option<Record>; 2] {
+    /// position is motion from [`RELATIVE_ORIGIN`], as QEMU reads it. Motion keeps the mode
+    /// ([`Record::keep_mode`]): after the host switched back to absolute, motion still on its
+    /// way is dropped, not a switch to relative again. Motion larger than the framebuffer of
+    /// `size` is no viewer's motion but a position it sent before it read the switch to
+    /// relative, and is dropped too. A motion record carries buttons but no wheel, so a scroll
+    /// is a record of its own, after it. Empty records are `None`.
+    pub fn motion(&mut self, mask: u8, x: u16, y: u16, size: (u16, u16)) -> [Option<Record>; 2] {
         let changes = self.changes(mask);
-        let (dx, dy) = (
+        let (mut dx, mut dy) = (
             i32::from(x) - RELATIVE_ORIGIN,
             i32::from(y) - RELATIVE_ORIGIN,
         );
+        if dx.unsigned_abs() >= u32::from(size.0) || dy.unsigned_abs() >= u32::from(size.1) {
+            (dx, dy) = (0, 0);
+        }
         let wheel = Record {
-            display: Some(self.display),
             wheel_vertical: changes.wheel_vertical,
             wheel_horizontal: changes.wheel_horizontal,
             answer: true,
             ..Record::default()
         };
+        // No display: in relative mode a click is nowhere in particular, with motion or without.
         let first = Record {
-            // Motion has no display; buttons without motion go to this head's.
-            display: (dx == 0 && dy == 0).then_some(self.display),
             buttons_set: changes.buttons_set,
             buttons_down: changes.buttons_down,
             answer: changes.buttons_set != 0,
             dx,
             dy,
+            keep_mode: true,
             ..Record::default()
         };
         let moves = dx != 0 || dy != 0 || first.buttons_set != 0;
@@ -337,27 +353,43 @@ mod tests {
     fn a_relative_viewers_positions_are_motion_from_the_origin_with_buttons_and_wheels() {
         let mut r = PointerRouter::new(1);
         let origin = u16::try_from(RELATIVE_ORIGIN).unwrap();
-        // Motion with the left button pressed: one motion record carries both, answered.
-        let [m, w] = r.motion(1, origin + 7, origin - 3);
+        let size = (1024, 768);
+        // Motion with the left button pressed: one motion record carries both, answered, and
+        // never switches the mode.
+        let [m, w] = r.motion(1, origin + 7, origin - 3, size);
         let m = m.unwrap();
         assert_eq!((m.dx, m.dy, m.display, m.x), (7, -3, None, None));
         assert_eq!((m.buttons_set, m.buttons_down, m.answer), (1, 1, true));
+        assert!(m.keep_mode);
         assert_eq!(w, None, "no scroll");
         // No motion and no change: nothing.
-        assert_eq!(r.motion(1, origin, origin), [None, None]);
+        assert_eq!(r.motion(1, origin, origin, size), [None, None]);
         // A scroll is a record of its own after the motion; a release without motion goes to
-        // the head's display.
-        let [m, w] = r.motion(0b1001, origin + 1, origin);
+        // no display either.
+        let [m, w] = r.motion(0b1001, origin + 1, origin, size);
         assert_eq!((m.unwrap().dx, m.unwrap().buttons_set), (1, 0));
         assert_eq!(w.unwrap().wheel_vertical, 120);
-        let [m, _] = r.motion(0, origin, origin);
+        let [m, _] = r.motion(0, origin, origin, size);
         let m = m.unwrap();
         assert_eq!(
             (m.dx, m.display, m.buttons_set, m.buttons_down),
-            (0, Some(1), 1, 0)
+            (0, None, 1, 0)
         );
-        // The extremes a viewer can send are motion the device takes.
-        let [m, _] = r.motion(0, 0, u16::MAX);
-        assert_eq!((m.unwrap().dx, m.unwrap().dy), (-0x7FFF, 0x8000));
+        // A position sent before the viewer read the switch (pixel 10 of 1024) is no motion.
+        assert_eq!(r.motion(0, 10, 10, size), [None, None]);
+        let [m, _] = r.motion(1, 10, origin + 5, size);
+        assert_eq!(
+            (m.unwrap().dx, m.unwrap().dy, m.unwrap().buttons_set),
+            (0, 0, 1)
+        );
+        // The largest motion within the framebuffer goes.
+        let [m, _] = r.motion(1, origin + 1023, origin - 767, size);
+        assert_eq!((m.unwrap().dx, m.unwrap().dy), (1023, -767));
+        // Buttons alone, for a position that is not used.
+        let b = r.buttons(0);
+        assert_eq!(
+            (b.x, b.buttons_set, b.buttons_down, b.display),
+            (None, 1, 0, Some(1))
+        );
     }
 }

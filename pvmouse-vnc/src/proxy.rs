@@ -493,29 +493,33 @@ fn proxy(
     let mut router = PointerRouter::new(head.display);
     let mut from = BufReader::new(viewer.try_clone()?);
     let own_size = (init.width, init.height);
+    let mut told_dropped = false;
     let result = loop {
         let sent = match rfb::read_client_message(&mut from) {
             Ok(ClientMessage::Pointer { mask, x, y }) => {
+                // The watcher follows the head's size; without it, the size this viewer was told.
+                let size = state.size().unwrap_or(own_size);
                 if link.relative() {
-                    for record in router.motion(mask, x, y).into_iter().flatten() {
+                    for record in router.motion(mask, x, y, size).into_iter().flatten() {
                         state.send(record);
                     }
+                } else if link.asks() && (x >= size.0 || y >= size.1) {
+                    state.send(router.buttons(mask));
                 } else {
-                    // The watcher follows the head's size; without it, the size this viewer
-                    // was told.
-                    let size = state.size().unwrap_or(own_size);
                     state.send(router.record(mask, x, y, size));
                 }
                 Ok(())
             }
             Ok(ClientMessage::SetEncodings { padding, encodings }) => {
                 let kept = link.encodings(&encodings);
-                let dropped: Vec<i32> = encodings
-                    .iter()
-                    .filter(|e| !kept.contains(e) && **e != rfb::POINTER_TYPE_CHANGE)
-                    .copied()
-                    .collect();
-                if link.framed() && !dropped.is_empty() {
+                if link.framed() && !told_dropped {
+                    // Once per viewer: a viewer may send SetEncodings as often as it likes.
+                    told_dropped = true;
+                    let dropped: Vec<i32> = encodings
+                        .iter()
+                        .copied()
+                        .filter(|e| !rfb::framable(*e))
+                        .collect();
                     tracing::info!(viewer = %peer, ?dropped, "the viewer asks for pointer type changes, so its picture is framed: encodings the framing does not take are left out");
                 }
                 server
@@ -551,7 +555,7 @@ fn proxy(
 }
 
 /// The head's size, followed on a connection of the proxy's own for as long as the process
-/// runs: the viewers' streams pass through unframed, so this is how a resize is seen. A server
+/// runs: most viewers' streams pass through unframed, so this is how a resize is seen. A server
 /// that wants a password cannot be watched; its viewers' positions then follow the size each was
 /// told when it connected.
 fn watch(head: &Head, state: &HeadState) {

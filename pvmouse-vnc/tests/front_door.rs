@@ -590,12 +590,8 @@ fn told(v: &mut TcpStream) -> u16 {
 }
 
 fn set_encodings(v: &mut TcpStream, encodings: &[i32]) {
-    let mut m = vec![2, 0];
-    m.extend_from_slice(&u16::try_from(encodings.len()).unwrap().to_be_bytes());
-    for e in encodings {
-        m.extend_from_slice(&e.to_be_bytes());
-    }
-    v.write_all(&m).unwrap();
+    v.write_all(&pvmouse_vnc::rfb::set_encodings(0, encodings))
+        .unwrap();
 }
 
 fn pointer_event(v: &mut TcpStream, mask: u8, x: u16, y: u16) {
@@ -615,14 +611,15 @@ fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() 
     };
     // A viewer asks for Hextile first and for pointer type changes; one like noVNC does not
     // ask for them.
-    let (hextile, tight, raw, pointer_type, desktop_size) = (5, 7, 0, -257, -223);
+    use pvmouse_vnc::rfb::{DESKTOP_SIZE, POINTER_TYPE_CHANGE, RAW, TIGHT};
+    const HEXTILE: i32 = 5;
     let mut asks = front.viewer();
     set_encodings(
         &mut asks,
-        &[hextile, tight, raw, pointer_type, desktop_size],
+        &[HEXTILE, TIGHT, RAW, POINTER_TYPE_CHANGE, DESKTOP_SIZE],
     );
     let mut plain = front.viewer();
-    set_encodings(&mut plain, &[hextile, tight, raw]);
+    set_encodings(&mut plain, &[HEXTILE, TIGHT, RAW]);
     assert_eq!(told(&mut asks), 1, "told absolute at once, as QEMU does");
     // The watcher's, and the two viewers'.
     wait_until("three lists upstream", Duration::from_secs(5), || {
@@ -631,11 +628,11 @@ fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() 
     let lists = upstream.encodings.lock().unwrap().clone();
     println!("upstream got {lists:?}");
     assert!(
-        lists.contains(&vec![tight, raw, desktop_size]),
+        lists.contains(&vec![TIGHT, RAW, DESKTOP_SIZE]),
         "the asking viewer's list is cut to what the framing takes: {lists:?}"
     );
     assert!(
-        lists.contains(&vec![hextile, tight, raw]),
+        lists.contains(&vec![HEXTILE, TIGHT, RAW]),
         "the other's is untouched: {lists:?}"
     );
     // An absolute position from the asking viewer lands as usual.
@@ -658,19 +655,33 @@ fn a_viewer_that_asks_is_told_of_relative_mode_and_its_pointer_becomes_motion() 
         backend.pointer().2 == 0
     });
     assert_eq!(backend.pointer().1, Some(at), "no position was sent");
-    let status = pvmouse_client::Connection::connect(&control)
-        .unwrap()
-        .status()
-        .unwrap();
-    assert_eq!(status.mode, PointerMode::Relative);
     assert!(
         !front.log().contains("refused"),
         "the motion was refused:\n{}",
         front.log()
     );
 
-    // Back to absolute: told, and positions again.
+    // Back to absolute, while the viewer, not told yet, still moves with the button down: its
+    // press applies, and the pointer stays absolute (whether the proxy read the event as
+    // motion, which keeps the mode, or as a position outside the framebuffer).
     set_mode(PointerMode::Absolute);
+    pointer_event(&mut asks, 1, 0x7FFF + 9, 0x7FFF);
+    wait_until("the press", Duration::from_secs(5), || {
+        backend.pointer().2 == Button::Left.bit()
+    });
+    let status = pvmouse_client::Connection::connect(&control)
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.mode,
+        PointerMode::Absolute,
+        "the host's switch holds"
+    );
+    pointer_event(&mut asks, 0, 0x7FFF + 9, 0x7FFF);
+    wait_until("the release", Duration::from_secs(5), || {
+        backend.pointer().2 == 0
+    });
     assert_eq!(told(&mut asks), 1, "told absolute");
     pointer_event(&mut asks, 0, 20, 20);
     let at = pvmouse_spec::stream::pixel_centre(20, 640);
