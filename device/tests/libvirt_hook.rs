@@ -252,20 +252,35 @@ fn a_domain_with_the_relative_device_gets_it_served() {
 }
 
 /// With systemd, the hook starts the domain's socket units, the relative device's among them
-/// when the XML attaches it, and stops them all with the service. `systemctl` here is a script
-/// that logs its arguments: there is no systemd as PID 1 to start units (the units themselves
-/// are verified in tests/tests/packages.rs, and the socket named `relative` handed over in
-/// tests/tests/socket_activated.rs).
+/// when the XML attaches it, and stops them all with the service; a backend a control client
+/// already woke is restarted to take the relative socket. `systemctl` here is a script that logs
+/// its arguments and answers `is-active` from a list: there is no systemd as PID 1 to start
+/// units (the units themselves are verified in tests/tests/packages.rs, and the socket named
+/// `relative` handed over in tests/tests/socket_activated.rs).
 #[test]
 fn under_systemd_the_relative_socket_unit_starts_with_the_others() {
     let s = setup();
     let bin = s.libexec.join("fake-bin");
     std::fs::create_dir(&bin).unwrap();
-    let log = s.libexec.join("systemctl.log");
+    let (log, active) = (
+        s.libexec.join("systemctl.log"),
+        s.libexec.join("active-units"),
+    );
     let systemctl = bin.join("systemctl");
     std::fs::write(
         &systemctl,
-        format!("#!/bin/sh\necho \"$*\" >>'{}'\n", log.display()),
+        format!(
+            "#!/bin/sh\n\
+             echo \"$*\" >>'{log}'\n\
+             set -- $(echo \" $* \" | sed 's/ --quiet / /')\n\
+             if [ \"$1\" = is-active ]; then\n\
+               shift\n\
+               for unit; do grep -qx \"$unit\" '{active}' 2>/dev/null || exit 3; done\n\
+             fi\n\
+             exit 0\n",
+            log = log.display(),
+            active = active.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -288,38 +303,50 @@ fn under_systemd_the_relative_socket_unit_starts_with_the_others() {
             relative.display()
         ),
     );
-    for (xml, want) in [
-        (
-            with_relative.clone(),
-            "start vhost-user-pvmouse@vm-5.socket vhost-user-pvmouse-control@vm-5.socket \
-             vhost-user-pvmouse-relative@vm-5.socket",
-        ),
-        (
-            s.xml("vm-5"),
-            "start vhost-user-pvmouse@vm-5.socket vhost-user-pvmouse-control@vm-5.socket",
-        ),
-    ] {
+    let both = "vhost-user-pvmouse@vm-5.socket vhost-user-pvmouse-control@vm-5.socket";
+    let rel = "vhost-user-pvmouse-relative@vm-5.socket";
+    let service = "vhost-user-pvmouse@vm-5.service";
+    // What the hook told systemctl to do, is-active queries left out.
+    let done = |xml: &str, active_units: &[&str]| -> Vec<String> {
         let _ = std::fs::remove_file(&log);
-        let (ok, out) = s.hook_with("vm-5", "prepare", &xml, &env);
+        std::fs::write(&active, active_units.join("\n")).unwrap();
+        let (ok, out) = s.hook_with("vm-5", "prepare", xml, &env);
         assert!(ok, "{out}");
-        assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), want);
-    }
-    // Another domain's relative socket in the XML starts nothing of its own.
-    let _ = std::fs::remove_file(&log);
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("is-active"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(done(&with_relative, &[]), [format!("start {both} {rel}")]);
+    assert_eq!(done(&s.xml("vm-5"), &[]), [format!("start {both}")]);
+    // The backend runs already (a control client connected first): restarted, once the
+    // relative socket listens. Not when that socket was already there, or not wanted.
+    assert_eq!(
+        done(&with_relative, &[service]),
+        [format!("start {both} {rel}"), format!("restart {service}")]
+    );
+    assert_eq!(
+        done(&with_relative, &[service, rel]),
+        [format!("start {both} {rel}")]
+    );
+    assert_eq!(done(&s.xml("vm-5"), &[service]), [format!("start {both}")]);
+    // Another domain's relative socket in the XML is not this domain's.
     let other = s.xml("vm-5").replace(
         "</qemu:commandline>",
-        "<!-- /run/vm-6/relative.sock --></qemu:commandline>",
+        &format!(
+            "<qemu:arg value='socket,id=pvmrel,path={}'/></qemu:commandline>",
+            s.runtime.join("vm-6/relative.sock").display()
+        ),
     );
-    assert!(s.hook_with("vm-5", "prepare", &other, &env).0);
-    assert!(!std::fs::read_to_string(&log).unwrap().contains("relative"));
+    assert_eq!(done(&other, &[]), [format!("start {both}")]);
     let _ = std::fs::remove_file(&log);
+    std::fs::write(&active, format!("{service}\n{both}").replace(' ', "\n")).unwrap();
     assert!(s.hook_with("vm-5", "release", &with_relative, &env).0);
     let stopped = std::fs::read_to_string(&log).unwrap();
     assert!(
-        stopped.contains(
-            "stop vhost-user-pvmouse@vm-5.service vhost-user-pvmouse@vm-5.socket \
-             vhost-user-pvmouse-control@vm-5.socket vhost-user-pvmouse-relative@vm-5.socket"
-        ),
+        stopped.contains(&format!("stop {service} {both} {rel}")),
         "{stopped}"
     );
     assert!(
