@@ -13,7 +13,7 @@ pub mod qmp_stream;
 pub mod vm;
 pub mod wait;
 
-pub use probe::{GuestEvent, ProbeLink, ev, frames, input_frames};
+pub use probe::{GuestEvent, ProbeLink, ev, frames, input_frames, motion_sums};
 pub use qmp::Qmp;
 pub use qmp_stream::{QmpStream, Replies};
 pub use vm::{PVMOUSE_NAME, Vm, VmConfig, VmError};

@@ -258,6 +258,18 @@ impl ProbeLink {
     }
 }
 
+/// The relative motion in `events`: the sums of their `REL_X` and `REL_Y` values.
+pub fn motion_sums(events: &[GuestEvent]) -> (i32, i32) {
+    use pvmouse_spec::evdev::{EV_REL, REL_X, REL_Y};
+    events
+        .iter()
+        .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
+            (EV_REL, REL_X) => (x + e.event.value, y),
+            (EV_REL, REL_Y) => (x, y + e.event.value),
+            _ => (x, y),
+        })
+}
+
 /// An input event, as tests write the ones they expect.
 pub fn ev(kind: u16, code: u16, value: i32) -> InputEvent {
     InputEvent::new(kind, code, value)

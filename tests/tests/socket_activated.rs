@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use pvmouse_client::Connection;
-use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY, EV_REL, REL_X, REL_Y};
+use pvmouse_spec::evdev::{BTN_LEFT, EV_KEY};
 use pvmouse_vmtest::exclusive;
 use pvmouse_vmtest::{PVMOUSE_NAME, VmConfig, round_to_i32};
 use serde_json::json;
@@ -51,13 +51,7 @@ fn qemu_attaches_to_a_socket_activated_backend_and_the_guest_gets_input() {
     let moved = vm
         .probe
         .wait_events(&relative, mark, WAIT, |evs| {
-            let rel = |code| {
-                evs.iter()
-                    .filter(|e| e.event.kind == EV_REL && e.event.code == code)
-                    .map(|e| e.event.value)
-                    .sum::<i32>()
-            };
-            (rel(REL_X), rel(REL_Y)) == (7, -2)
+            pvmouse_vmtest::motion_sums(evs) == (7, -2)
         })
         .unwrap_or_else(|e| panic!("the relative device: {e}"));
     println!("the relative device from the socket named relative: {moved:?}");

@@ -19,12 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pvmouse_spec::InputEvent;
-use pvmouse_spec::evdev::{
-    ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL, REL_X, REL_Y,
-};
+use pvmouse_spec::evdev::{ABS_X, ABS_Y, BTN_LEFT, EV_ABS, EV_KEY, EV_REL, REL_WHEEL};
 use pvmouse_spec::profile::DISPLAY_AXIS;
 use pvmouse_vmtest::desktop::Sway;
-use pvmouse_vmtest::{PVMOUSE_NAME, Vm, VmConfig, ev, exclusive, input_frames, round_to_i32, wait};
+use pvmouse_vmtest::{
+    PVMOUSE_NAME, Vm, VmConfig, ev, exclusive, input_frames, motion_sums, round_to_i32, wait,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -699,19 +699,11 @@ fn a_viewer_that_asks_is_told_of_relative_mode(vm: &Vm, port: u16, log: &dyn Fn(
     }
     v.pointer(1, origin, origin);
     v.pointer(0, origin, origin);
-    let sums = |evs: &[pvmouse_vmtest::probe::GuestEvent]| {
-        evs.iter()
-            .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
-                (EV_REL, REL_X) => (x + e.event.value, y),
-                (EV_REL, REL_Y) => (x, y + e.event.value),
-                _ => (x, y),
-            })
-    };
     let got = vm
         .probe
-        .wait_events(&relative, mark, WAIT, |e| sums(e) == (100, -60))
+        .wait_events(&relative, mark, WAIT, |e| motion_sums(e) == (100, -60))
         .unwrap_or_else(|e| panic!("the relative device: {e}\n{}", log()));
-    println!("relative device: {:?}", sums(&got));
+    println!("relative device: {:?}", motion_sums(&got));
     wait_for_event(vm, mark, ev(EV_KEY, BTN_LEFT, 0), log);
     let on_pointer: Vec<InputEvent> = input_frames(&vm.probe.events(PVMOUSE_NAME, mark)).concat();
     assert!(
@@ -803,8 +795,18 @@ fn gtk_vnc_follows_relative_mode(
 ) {
     let relative = format!("{PVMOUSE_NAME} relative");
     let (w, h) = (800u32, 600u32);
+    // Connected in relative mode: gtk-vnc starts out absolute, so only the proxy's notice makes
+    // it say relative.
+    let mut ctl = vm.control().unwrap();
+    let mut set_mode = |mode: &str| {
+        ctl.execute("pvmouse-set-mode", serde_json::json!({ "mode": mode }))
+            .unwrap();
+    };
+    set_mode("relative");
     let mut viewer = GtkVncViewer::start(port);
     viewer.expect("INIT", log);
+    viewer.expect("MODE relative", log);
+    set_mode("absolute");
     viewer.expect("MODE absolute", log);
     // Its stream is framed, in Tight (gtk-vnc's first choice): it draws the head exactly, once
     // gtk-vnc and QEMU agree (the screen may change between a screendump and an update).
@@ -835,23 +837,13 @@ fn gtk_vnc_follows_relative_mode(
     wait_for_event(vm, mark, ev(EV_ABS, ABS_X, value(200, w)), log);
     wait_for_event(vm, mark, ev(EV_ABS, ABS_Y, value(100, h)), log);
 
-    let mut ctl = vm.control().unwrap();
-    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "relative"}))
-        .unwrap();
+    set_mode("relative");
     viewer.expect("MODE relative", log);
     viewer.send("grab");
     viewer.send("to 300 300");
     // gtk-vnc sends motion from its second motion event on, and the first may carry a delta from
     // where it last was. Move until one move arrives alone: everything sent before it has
     // arrived (the path keeps order), so what comes after the mark below is the four moves.
-    let sums = |evs: &[pvmouse_vmtest::probe::GuestEvent]| {
-        evs.iter()
-            .fold((0, 0), |(x, y), e| match (e.event.kind, e.event.code) {
-                (EV_REL, REL_X) => (x + e.event.value, y),
-                (EV_REL, REL_Y) => (x, y + e.event.value),
-                _ => (x, y),
-            })
-    };
     let mut alone = false;
     for _ in 0..20 {
         let mark = vm.probe.mark();
@@ -859,7 +851,7 @@ fn gtk_vnc_follows_relative_mode(
         if vm
             .probe
             .wait_events(&relative, mark, Duration::from_secs(1), |e| {
-                sums(e) == (0, 7)
+                motion_sums(e) == (0, 7)
             })
             .is_ok()
         {
@@ -874,21 +866,20 @@ fn gtk_vnc_follows_relative_mode(
     }
     let got = vm
         .probe
-        .wait_events(&relative, mark, WAIT, |e| sums(e) == (100, -60))
+        .wait_events(&relative, mark, WAIT, |e| motion_sums(e) == (100, -60))
         .unwrap_or_else(|e| {
             panic!(
                 "gtk-vnc's motion on the relative device: {e}; got {:?}\n{}",
-                sums(&vm.probe.events(&relative, mark)),
+                motion_sums(&vm.probe.events(&relative, mark)),
                 log()
             )
         });
     println!(
         "gtk-vnc in relative mode: the relative device got {:?}",
-        sums(&got)
+        motion_sums(&got)
     );
 
-    ctl.execute("pvmouse-set-mode", serde_json::json!({"mode": "absolute"}))
-        .unwrap();
+    set_mode("absolute");
     viewer.expect("MODE absolute", log);
     let mark = vm.probe.mark();
     viewer.send("abs 123 45");
