@@ -224,6 +224,19 @@ mod tests {
         PvMouse::new(identity, Arc::new(NoticeBoard::new().unwrap())).unwrap()
     }
 
+    /// Both devices, each with a driver that gave it 64 buffers; notices drained.
+    fn both_active(mem: &vm_memory::GuestMemoryMmap) -> (PvMouse, MockRing<'_>, MockRing<'_>) {
+        let dev = two_devices();
+        let mut abs_ring = MockRing::new(mem, 64);
+        let mut rel_ring = MockRing::at(mem, 0x4_0000, 64);
+        abs_ring.offer_event_buffers(64);
+        rel_ring.offer_event_buffers(64);
+        dev.activate(MockEventQueue::new(mem, &abs_ring));
+        dev.relative_activate(MockEventQueue::new(mem, &rel_ring));
+        dev.notices().drain();
+        (dev, abs_ring, rel_ring)
+    }
+
     fn motion(dx: i32, dy: i32) -> [PointerAction; 1] {
         [PointerAction::Motion {
             dx,
@@ -284,15 +297,8 @@ mod tests {
 
     #[test]
     fn a_switch_is_exact_in_the_stream_and_buttons_stay_on_the_pointer() {
-        let dev = two_devices();
         let mem = guest_memory();
-        let mut abs_ring = MockRing::new(&mem, 64);
-        let mut rel_ring = MockRing::at(&mem, 0x4_0000, 64);
-        abs_ring.offer_event_buffers(64);
-        rel_ring.offer_event_buffers(64);
-        dev.activate(MockEventQueue::new(&mem, &abs_ring));
-        dev.relative_activate(MockEventQueue::new(&mem, &rel_ring));
-        dev.notices().drain();
+        let (dev, abs_ring, rel_ring) = both_active(&mem);
         let first = abs_ring.used_idx();
         dev.submit(&move_to(1, 100, 200)).unwrap();
         dev.submit(&press(true)).unwrap();
@@ -369,15 +375,8 @@ mod tests {
     /// had not heard yet), it is dropped, its button still applies, and nothing switches.
     #[test]
     fn motion_that_keeps_the_mode_is_dropped_while_absolute() {
-        let dev = two_devices();
         let mem = guest_memory();
-        let mut abs_ring = MockRing::new(&mem, 64);
-        let mut rel_ring = MockRing::at(&mem, 0x4_0000, 64);
-        abs_ring.offer_event_buffers(64);
-        rel_ring.offer_event_buffers(64);
-        dev.activate(MockEventQueue::new(&mem, &abs_ring));
-        dev.relative_activate(MockEventQueue::new(&mem, &rel_ring));
-        dev.notices().drain();
+        let (dev, _abs_ring, rel_ring) = both_active(&mem);
         let kept = |dx, dy| PointerAction::Motion {
             dx,
             dy,
