@@ -258,8 +258,9 @@ impl crate::virtqueue::EventQueue for MockEventQueue {
 }
 
 /// A real control server on a real Unix socket, in front of a real two-display [`PvMouse`]
-/// with its relative device and no guest: input only changes its state. What a control client meets, for the tests of
-/// the clients that live outside this crate (`pvmouse-client`, `pvmouse-vnc`).
+/// with its relative device and no guest: input only changes its state. What a control client
+/// meets, for the tests of the clients that live outside this crate (`pvmouse-client`,
+/// `pvmouse-vnc`).
 ///
 /// [`PvMouse`]: crate::device::PvMouse
 #[derive(Debug)]

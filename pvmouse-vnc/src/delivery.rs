@@ -4,9 +4,9 @@
 //!
 //! Records wait in a bounded queue. Motion is folded into the newest motion still waiting (a
 //! newer position replaces an older one anyway; relative motion adds up); presses, releases
-//! and scrolls keep their order. When the queue is full a record is dropped and counted, and the next record that gets
-//! through is preceded by the viewer's whole state (`pvmouse_client::Reconnecting`), so no
-//! button stays down that the viewer let go.
+//! and scrolls keep their order. When the queue is full a record is dropped and counted, and
+//! the next record that gets through is preceded by the viewer's whole state
+//! (`pvmouse_client::Reconnecting`), so no button stays down that the viewer let go.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

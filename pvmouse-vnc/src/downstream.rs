@@ -39,7 +39,7 @@ pub struct ViewerLink {
     asks: AtomicBool,
     /// Tell the viewer the mode again, changed or not: it asked again.
     tell_again: AtomicBool,
-    /// The mode the viewer was last told, `None` until it was told one.
+    /// The mode the viewer was last told (`TOLD_*`), nothing until it was told one.
     told: AtomicU8,
     /// A `SetPixelFormat` the framer has not taken yet: bits per pixel, then Tight's pixel
     /// bytes; 0 for none.
