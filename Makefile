@@ -72,9 +72,10 @@ bench-many:
 bench-render:
 	$(CARGO) run --release -p pvmouse-benches --bin pvmouse-vmbench -- --render-only
 
-# The criterion micro-benchmarks of the backend's frame path and the bridge's mapping.
+# The criterion micro-benchmarks of the backend's frame path, the bridge's mapping and
+# pvmouse-vnc's server framing.
 microbench:
-	$(CARGO) bench -p pvmouse-benches --bench frame_path --bench bridge_mapping
+	$(CARGO) bench -p pvmouse-benches --bench frame_path --bench bridge_mapping --bench vnc_framing
 
 # Every cargo-fuzz target for FUZZ_MINUTES each (installs cargo-fuzz on first use).
 FUZZ_MINUTES ?= 10
