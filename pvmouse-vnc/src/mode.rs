@@ -1,10 +1,12 @@
 //! pvmouse's pointer mode (absolute or relative), followed for the whole process on one
 //! control connection of its own: `query-pvmouse` when it connects, then the
 //! `PVMOUSE_MODE_CHANGE` events. Viewers that asked to be told of pointer type changes are woken
-//! through their eventfd when it changes; nothing polls.
+//! through their eventfd when it changes; nothing polls (while the backend is away, the watcher
+//! tries to connect again every 2 s).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -15,18 +17,15 @@ use vmm_sys_util::eventfd::EventFd;
 /// How long the watcher waits before it connects again after the backend went away.
 const RETRY: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default)]
-struct Inner {
-    mode: PointerMode,
-    /// Woken on each change; gone viewers are dropped as they are met.
-    woken: Vec<Weak<EventFd>>,
-}
-
 /// The backend's pointer mode as last heard. Absolute until the backend says otherwise, and
 /// kept as it was while the backend is away (a restarted backend keeps its mode).
 #[derive(Debug, Default)]
 pub struct ModeWatch {
-    inner: Mutex<Inner>,
+    /// Read after every server message of every framed viewer: an atomic, not under the lock.
+    relative: AtomicBool,
+    /// Woken on each change; gone viewers are dropped as they are met. Changes are made under
+    /// this lock, so that a subscriber misses none.
+    woken: Mutex<Vec<Weak<EventFd>>>,
 }
 
 impl ModeWatch {
@@ -41,31 +40,35 @@ impl ModeWatch {
         Ok(watch)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<EventFd>>> {
+        self.woken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn mode(&self) -> PointerMode {
-        self.lock().mode
+        if self.relative.load(Ordering::Acquire) {
+            PointerMode::Relative
+        } else {
+            PointerMode::Absolute
+        }
     }
 
     /// Writes `wake` on every change of mode from now on, until it is dropped.
     pub fn subscribe(&self, wake: &Arc<EventFd>) {
-        let mut inner = self.lock();
+        let mut woken = self.lock();
         // Viewers come and go between changes: the gone ones are dropped here too.
-        inner.woken.retain(|w| w.strong_count() > 0);
-        inner.woken.push(Arc::downgrade(wake));
+        woken.retain(|w| w.strong_count() > 0);
+        woken.push(Arc::downgrade(wake));
     }
 
     /// Sets the mode and wakes the subscribers if it changed.
     pub fn set(&self, mode: PointerMode) {
-        let mut inner = self.lock();
-        if inner.mode == mode {
+        let mut woken = self.lock();
+        let relative = mode == PointerMode::Relative;
+        if self.relative.swap(relative, Ordering::AcqRel) == relative {
             return;
         }
-        inner.mode = mode;
         tracing::info!(mode = mode.name(), "pvmouse's pointer mode changed");
-        inner.woken.retain(|w| match w.upgrade() {
+        woken.retain(|w| match w.upgrade() {
             Some(wake) => {
                 // A full counter already wakes its reader.
                 let _ = wake.write(1);
